@@ -1,0 +1,83 @@
+# arena-pipeline: set-up, build, run, test, bench.
+#
+#   make run    set everything up, then run the pipeline (stdout sink)
+#   make test   set everything up, then run every check and test
+#   make bench  set everything up, then run the side-by-side benchmark
+#
+# Set-up installs only what is missing, so a second run is quick.
+
+SHELL := /bin/bash
+ROOT := $(abspath .)
+BUILD := $(ROOT)/build
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+CLANG ?= clang-19
+BPFTOOL ?= bpftool
+ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+
+# BPF: warnings on and clean; CPU v3 for 32-bit atomics (PLATFORM.md).
+BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
+	-Wall -Wextra -Werror -Wno-unused-parameter \
+	-I$(BUILD) -I$(ROOT)/include -I$(ROOT)/bpf
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRCS))
+SKELS := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
+HEADERS := $(shell find include bpf -name '*.h')
+
+STAMP_SYS := $(BUILD)/.system-ready
+STAMP_VENV := $(VENV)/.ready
+EXT_SRCS := $(wildcard pipeline/_core/*.c pipeline/_core/*.h)
+
+.PHONY: all setup system venv bpf ext run test bench lint clean
+all: setup
+
+setup: system venv bpf ext
+
+system: $(STAMP_SYS)
+$(STAMP_SYS): scripts/setup-system.sh
+	@mkdir -p $(BUILD)
+	sudo -n true 2>/dev/null || [ "$$(id -u)" = 0 ] || { echo "set-up needs root: run 'sudo make ...'" >&2; exit 2; }
+	bash scripts/setup-system.sh
+	@touch $@
+
+venv: $(STAMP_VENV)
+$(STAMP_VENV): pyproject.toml $(STAMP_SYS)
+	[ -x $(PY) ] || /usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+	$(PY) -m pip install -q --disable-pip-version-check uvloop aiofiles orjson pytest ruff mypy types-aiofiles
+	@touch $@
+
+$(BUILD)/vmlinux.h: | $(STAMP_SYS)
+	@mkdir -p $(BUILD)
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/%.bpf.o: bpf/%.bpf.c $(HEADERS) $(BUILD)/vmlinux.h
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
+	$(BPFTOOL) gen skeleton $< name $(subst .skel.h,,$(notdir $@))_bpf > $@.tmp && mv $@.tmp $@
+
+bpf: $(SKELS)
+
+# The C extension embeds the skeletons; built in place so `python -m pipeline`
+# runs from the checkout.
+ext: $(BUILD)/.ext-ready
+$(BUILD)/.ext-ready: $(SKELS) $(EXT_SRCS) $(HEADERS) setup.py $(STAMP_VENV)
+	cd $(ROOT) && $(PY) setup.py -q build_ext --inplace --force 2>&1 | { grep -v '^$$' || true; }
+	@touch $@
+
+run: setup
+	$(PY) -m pipeline $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check pipeline tests
+	$(VENV)/bin/mypy pipeline
+
+test: setup lint
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m pipeline bench $(ARGS)
+
+clean:
+	rm -rf $(BUILD) pipeline/_core/*.so pipeline/*.so *.egg-info

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * evq: the pipeline's event queue. A bounded multi-producer ring of fixed-size
+ * event records in the arena, with one consumer (the pipeline's drain).
+ *
+ * Producers (BPF programs on any CPU, possibly interleaved on one CPU by
+ * preemption, and userspace in tests) never block and never allocate:
+ *   1. take a sequence number (every event gets one, delivered or dropped);
+ *   2. reserve a ticket by compare-and-swap on tail, after checking that the
+ *      slot the ticket maps to was released by the consumer (tail - head <
+ *      capacity); a full ring or too many lost races drops the event, counted
+ *      by reason;
+ *   3. copy the record into the slot and publish it by writing ticket + 1
+ *      into the slot's commit word.
+ * The consumer reads slots in ticket order while commit == ticket + 1, so an
+ * event from one thread is never overtaken by its later events, and stores
+ * head once per batch to release the slots.
+ *
+ * Doorbell: a consumer about to sleep sets reader_sleeping (full barrier) and
+ * checks the ring once more; a producer publishes with an exchange (full
+ * barrier) and then reads reader_sleeping. One of the two sees the other
+ * (store->barrier->load on both sides), so a wakeup is never lost; the
+ * exchange on reader_sleeping lets exactly one producer ring.
+ */
+#ifndef AP_EVQ_H
+#define AP_EVQ_H
+
+#include "arena/arena.h"
+#include "arena/atomics.h"
+#include "event.h"
+
+/* Lost compare-and-swap races tolerated before an event is dropped as busy. */
+#define EVQ_RESERVE_TRIES 32
+
+struct evq_slot {
+	ap_u64 commit; /* ticket + 1 once the record is complete */
+	struct ap_event ev;
+};
+
+struct evq {
+	/* written by every producer */
+	ap_u64 tail __arena_cacheline_aligned;
+	ap_u64 seq;
+	/* written by the consumer, read by producers */
+	ap_u64 head __arena_cacheline_aligned;
+	/* written by the consumer when it sleeps, by one producer when it rings */
+	ap_u64 reader_sleeping __arena_cacheline_aligned;
+	/* counters, written rarely */
+	ap_u64 dropped_full __arena_cacheline_aligned;
+	ap_u64 dropped_busy;
+	ap_u64 high_water;
+	ap_u64 wakeups;
+	/* read-only after init */
+	ap_u64 capacity __arena_cacheline_aligned; /* a power of two */
+	ap_u64 mask;
+	struct evq_slot __arena *slots;
+};
+
+enum evq_push_result {
+	EVQ_OK = 0,
+	EVQ_OK_WAKE = 1,    /* published; the caller must ring the doorbell */
+	EVQ_DROP_FULL = -1, /* counted in dropped_full */
+	EVQ_DROP_BUSY = -2, /* counted in dropped_busy */
+};
+
+static __always_inline ap_u64 evq_next_seq(struct evq __arena *q)
+{
+	return arena_atomic_add(&q->seq, 1, ARENA_RELAXED);
+}
+
+/* Keep the high-water mark: a compare-and-swap only when it grows. */
+static __always_inline void evq_note_occupancy(struct evq __arena *q, ap_u64 occ)
+{
+	ap_u64 cur = arena_atomic_load(&q->high_water, ARENA_RELAXED);
+	int i;
+
+	for (i = 0; i < 4 && occ > cur; i++) {
+		ap_u64 seen = arena_atomic_cmpxchg(&q->high_water, cur, occ, ARENA_RELAXED);
+		if (seen == cur)
+			break;
+		cur = seen;
+	}
+}
+
+/*
+ * Reserve a ticket. Returns 0 and sets *ticket, or an EVQ_DROP_* code after
+ * counting the drop.
+ */
+static __always_inline int evq_reserve(struct evq __arena *q, ap_u64 *ticket)
+{
+	ap_u64 cap = q->capacity;
+	ap_u64 tail = arena_atomic_load(&q->tail, ARENA_RELAXED);
+	int i;
+
+	for (i = 0; i < EVQ_RESERVE_TRIES; i++) {
+		ap_u64 head = arena_atomic_load(&q->head, ARENA_ACQUIRE);
+		ap_u64 seen;
+
+		/* signed: a stale tail may be behind head; the CAS then fails */
+		if ((ap_s64)(tail - head) >= (ap_s64)cap) {
+			arena_atomic_inc(&q->dropped_full, ARENA_RELAXED);
+			return EVQ_DROP_FULL;
+		}
+		seen = arena_atomic_cmpxchg(&q->tail, tail, tail + 1, ARENA_ACQ_REL);
+		if (seen == tail) {
+			*ticket = tail;
+			evq_note_occupancy(q, tail + 1 - head);
+			return 0;
+		}
+		tail = seen;
+	}
+	arena_atomic_inc(&q->dropped_busy, ARENA_RELAXED);
+	return EVQ_DROP_BUSY;
+}
+
+static __always_inline struct ap_event __arena *evq_slot_event(struct evq __arena *q, ap_u64 ticket)
+{
+	return &q->slots[ticket & q->mask].ev;
+}
+
+/* Publish a reserved slot. Returns EVQ_OK_WAKE when the consumer sleeps and
+ * this producer won the right to ring. */
+static __always_inline int evq_publish(struct evq __arena *q, ap_u64 ticket)
+{
+	struct evq_slot __arena *slot = &q->slots[ticket & q->mask];
+
+	/* exchange: release for the record, and the full barrier the doorbell
+	 * protocol needs before reading reader_sleeping */
+	arena_atomic_exchange(&slot->commit, ticket + 1, ARENA_SEQ_CST);
+	if (arena_atomic_load(&q->reader_sleeping, ARENA_RELAXED) &&
+	    arena_atomic_exchange(&q->reader_sleeping, 0, ARENA_SEQ_CST)) {
+		arena_atomic_inc(&q->wakeups, ARENA_RELAXED);
+		return EVQ_OK_WAKE;
+	}
+	return EVQ_OK;
+}
+
+/* Copy a finished record (built on the stack or in a scratch map) into the
+ * slot: the header, then only the words the name occupies. */
+static __always_inline void evq_copy_event(struct ap_event __arena *dst, const struct ap_event *src)
+{
+	const ap_u64 *s = (const ap_u64 *)src;
+	ap_u64 __arena *d = (ap_u64 __arena *)dst;
+	ap_u32 words = (__builtin_offsetof(struct ap_event, name) + src->name_len + 1 + 7) / 8;
+	ap_u32 i;
+
+	for (i = 0; i < sizeof(struct ap_event) / 8; i++) {
+		if (i >= words)
+			break;
+		/* volatile: keeps clang from turning the loop into a memcpy,
+		 * which the BPF backend cannot lower for address space 1 */
+		arena_store_once(&d[i], s[i]);
+	}
+}
+
+/* The whole producer path: returns an enum evq_push_result. ev->seq is set
+ * here so that dropped events use up a sequence number too. */
+static __always_inline int evq_push(struct evq __arena *q, struct ap_event *ev)
+{
+	ap_u64 ticket;
+	int err;
+
+	ev->seq = evq_next_seq(q);
+	err = evq_reserve(q, &ticket);
+	if (err)
+		return err;
+	evq_copy_event(evq_slot_event(q, ticket), ev);
+	return evq_publish(q, ticket);
+}
+
+#if !ARENA_IS_BPF
+/* ---- consumer side (userspace, one consumer at a time) ---- */
+
+/* The next ready record, or NULL when the slot at head is not published. */
+static inline const struct ap_event *evq_peek(const struct evq *q, ap_u64 pos)
+{
+	const struct evq_slot *slot = &q->slots[pos & q->mask];
+
+	if (arena_atomic_load(&slot->commit, ARENA_ACQUIRE) != pos + 1)
+		return NULL;
+	return &slot->ev;
+}
+
+/* Release every slot before pos to the producers. */
+static inline void evq_release(struct evq *q, ap_u64 pos)
+{
+	arena_atomic_store(&q->head, pos, ARENA_RELEASE);
+}
+
+/* About to sleep: announce it, then look once more. Returns 1 when the
+ * caller may sleep (nothing was published meanwhile), 0 when it must drain. */
+static inline int evq_prepare_sleep(struct evq *q)
+{
+	arena_atomic_exchange(&q->reader_sleeping, 1, ARENA_SEQ_CST);
+	if (evq_peek(q, q->head) == NULL)
+		return 1;
+	arena_atomic_store(&q->reader_sleeping, 0, ARENA_RELAXED);
+	return 0;
+}
+
+static inline void evq_init(struct evq *q, struct evq_slot *slots, ap_u64 capacity)
+{
+	ap_u64 i;
+
+	q->tail = q->seq = q->head = 0;
+	q->reader_sleeping = 0;
+	q->dropped_full = q->dropped_busy = q->high_water = q->wakeups = 0;
+	q->capacity = capacity;
+	q->mask = capacity - 1;
+	q->slots = slots;
+	for (i = 0; i < capacity; i++)
+		slots[i].commit = 0;
+}
+#endif
+
+#endif /* AP_EVQ_H */

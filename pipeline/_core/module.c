@@ -1,0 +1,434 @@
+// SPDX-License-Identifier: MIT
+/*
+ * pipeline._core: the Python face of the BPF side. Hot paths (draining the
+ * queue, formatting a batch, running bursts) release the GIL and handle a
+ * whole batch per call.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bpf/bpf.h>
+
+#include "jsonfmt.h"
+#include "session.h"
+
+/* Batches are bounded so one drain call never holds the loop for long. */
+#define MAX_BATCH 65536
+
+static PyObject *CoreError;
+
+/* Raises CoreError(errno, message). */
+static PyObject *raise_core(int code, const char *msg)
+{
+	PyObject *args = Py_BuildValue("(is)", code < 0 ? -code : code, msg);
+
+	if (args) {
+		PyErr_SetObject(CoreError, args);
+		Py_DECREF(args);
+	}
+	return NULL;
+}
+
+typedef struct {
+	PyObject_HEAD
+	struct ap_session s;
+	int open;
+	char *buf; /* formatting buffer, grown to the largest batch asked for */
+	size_t buf_cap;
+} SessionObject;
+
+static int session_ready(SessionObject *self)
+{
+	if (!self->open) {
+		PyErr_SetString(PyExc_ValueError, "session is closed");
+		return 0;
+	}
+	return 1;
+}
+
+static int Session_init(SessionObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "arena_pages", "queue_capacity", NULL };
+	unsigned long long pages = 32768, cap = 65536;
+	char err[AP_ERR_LEN];
+	int ret;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|KK", kwlist, &pages, &cap))
+		return -1;
+	if (self->open)
+		ap_session_close(&self->s);
+	self->open = 0;
+	Py_BEGIN_ALLOW_THREADS
+	ret = ap_session_open(&self->s, pages, cap, err, sizeof(err));
+	Py_END_ALLOW_THREADS
+	if (ret) {
+		raise_core(ret, err);
+		return -1;
+	}
+	self->open = 1;
+	return 0;
+}
+
+static void Session_dealloc(SessionObject *self)
+{
+	if (self->open)
+		ap_session_close(&self->s);
+	free(self->buf);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Session_attach(SessionObject *self, PyObject *args)
+{
+	const char *which;
+	char err[AP_ERR_LEN];
+	int ret;
+
+	if (!PyArg_ParseTuple(args, "s", &which) || !session_ready(self))
+		return NULL;
+	if (strcmp(which, "lsm") == 0)
+		ret = ap_session_attach_lsm(&self->s, err, sizeof(err));
+	else if (strcmp(which, "tracepoint") == 0)
+		ret = ap_session_attach_tracepoint(&self->s, err, sizeof(err));
+	else
+		return raise_core(EINVAL, "trigger must be 'lsm' or 'tracepoint'");
+	if (ret)
+		return raise_core(ret, err);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Session_detach(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (self->open)
+		ap_session_detach(&self->s);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Session_set_filter(SessionObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "pid", "comm", "ignore_pid", NULL };
+	unsigned int pid = 0, ignore = 0;
+	const char *comm = NULL;
+	Py_ssize_t comm_len = 0;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|Iz#I", kwlist, &pid, &comm, &comm_len, &ignore) ||
+	    !session_ready(self))
+		return NULL;
+	if (comm && (comm_len >= AP_COMM_LEN || (Py_ssize_t)strlen(comm) != comm_len))
+		return raise_core(EINVAL, "comm filter must be at most 15 bytes, without NUL");
+	ap_session_set_filter(&self->s, pid, comm, ignore);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Session_enable(SessionObject *self, PyObject *args)
+{
+	int on = 1;
+
+	if (!PyArg_ParseTuple(args, "|p", &on) || !session_ready(self))
+		return NULL;
+	ap_session_enable(&self->s, on);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Session_doorbell_fd(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!session_ready(self))
+		return NULL;
+	return PyLong_FromLong(ap_session_doorbell_fd(&self->s));
+}
+
+static PyObject *Session_consume_doorbell(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	int n;
+
+	if (!session_ready(self))
+		return NULL;
+	n = ap_session_consume_doorbell(&self->s);
+	return PyLong_FromLong(n < 0 ? 0 : n);
+}
+
+static PyObject *Session_prepare_sleep(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!session_ready(self))
+		return NULL;
+	return PyBool_FromLong(evq_prepare_sleep(self->s.q));
+}
+
+static PyObject *Session_cancel_sleep(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!session_ready(self))
+		return NULL;
+	arena_atomic_store(&self->s.q->reader_sleeping, 0, ARENA_RELAXED);
+	Py_RETURN_NONE;
+}
+
+/* Release slots to producers every so often within a batch, so a long
+ * batch does not keep the queue looking full. */
+#define RELEASE_EVERY 256
+
+/*
+ * drain_json(max_events, wall_offset_ns) -> (bytes, count)
+ * Formats up to max_events ready records as JSON lines, straight from the
+ * arena slots, and releases them.
+ */
+static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
+{
+	unsigned long long max;
+	long long wall_off = 0;
+	struct evq *q;
+	uint64_t head, n = 0;
+	size_t used = 0;
+
+	if (!PyArg_ParseTuple(args, "K|L", &max, &wall_off) || !session_ready(self))
+		return NULL;
+	if (max == 0 || max > MAX_BATCH)
+		max = MAX_BATCH;
+	if (self->buf_cap < max * AP_JSON_LINE_MAX) {
+		char *nb = realloc(self->buf, max * AP_JSON_LINE_MAX);
+
+		if (!nb)
+			return PyErr_NoMemory();
+		self->buf = nb;
+		self->buf_cap = max * AP_JSON_LINE_MAX;
+	}
+	q = self->s.q;
+	Py_BEGIN_ALLOW_THREADS
+	head = q->head;
+	while (n < max) {
+		const struct ap_event *ev = evq_peek(q, head);
+
+		if (!ev)
+			break;
+		used += ap_format_event(self->buf + used, ev, wall_off);
+		head++;
+		if (++n % RELEASE_EVERY == 0)
+			evq_release(q, head);
+	}
+	if (n % RELEASE_EVERY)
+		evq_release(q, head);
+	Py_END_ALLOW_THREADS
+	PyObject *data = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)used);
+	if (!data)
+		return NULL;
+	return Py_BuildValue("(NK)", data, (unsigned long long)n);
+}
+
+/*
+ * drain_discard(max_events) -> (count, checksum)
+ * The transport alone: reads each ready record's fields and releases it,
+ * without formatting. The checksum (sum of seq) keeps the reads honest.
+ */
+static PyObject *Session_drain_discard(SessionObject *self, PyObject *args)
+{
+	unsigned long long max;
+	struct evq *q;
+	uint64_t head, n = 0, sum = 0;
+
+	if (!PyArg_ParseTuple(args, "K", &max) || !session_ready(self))
+		return NULL;
+	q = self->s.q;
+	Py_BEGIN_ALLOW_THREADS
+	head = q->head;
+	while (n < max) {
+		const struct ap_event *ev = evq_peek(q, head);
+
+		if (!ev)
+			break;
+		sum += ev->seq + ev->name_len;
+		head++;
+		if (++n % RELEASE_EVERY == 0)
+			evq_release(q, head);
+	}
+	if (n % RELEASE_EVERY)
+		evq_release(q, head);
+	Py_END_ALLOW_THREADS
+	return Py_BuildValue("(KK)", (unsigned long long)n, (unsigned long long)sum);
+}
+
+static PyObject *Session_stats(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	struct evq *q;
+	uint64_t head, tail;
+
+	if (!session_ready(self))
+		return NULL;
+	q = self->s.q;
+	head = arena_atomic_load(&q->head, ARENA_ACQUIRE);
+	tail = arena_atomic_load(&q->tail, ARENA_ACQUIRE);
+	return Py_BuildValue(
+		"{sKsKsKsKsKsKsKsKsKsKsK}",
+		"produced", (unsigned long long)arena_atomic_load(&q->seq, ARENA_ACQUIRE),
+		"consumed", (unsigned long long)head,
+		"queued", (unsigned long long)(tail - head),
+		"reserved", (unsigned long long)tail,
+		"dropped_full", (unsigned long long)arena_atomic_load(&q->dropped_full, ARENA_RELAXED),
+		"dropped_busy", (unsigned long long)arena_atomic_load(&q->dropped_busy, ARENA_RELAXED),
+		"high_water", (unsigned long long)arena_atomic_load(&q->high_water, ARENA_RELAXED),
+		"wakeups", (unsigned long long)arena_atomic_load(&q->wakeups, ARENA_RELAXED),
+		"capacity", (unsigned long long)q->capacity,
+		"arena_pages", (unsigned long long)self->s.arena_pages,
+		"arena_resident_bytes", (unsigned long long)ap_session_resident_bytes(&self->s));
+}
+
+static PyObject *Session_pin(SessionObject *self, PyObject *args)
+{
+	const char *dir;
+	char err[AP_ERR_LEN];
+	int ret;
+
+	if (!PyArg_ParseTuple(args, "s", &dir) || !session_ready(self))
+		return NULL;
+	ret = ap_session_pin(&self->s, dir, err, sizeof(err));
+	if (ret)
+		return raise_core(ret, err);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Session_unpin(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (self->open)
+		ap_session_unpin(&self->s);
+	Py_RETURN_NONE;
+}
+
+static PyObject *run_burst_fd(int fd, unsigned long long total, unsigned long long per_call)
+{
+	uint64_t published = 0, dropped = 0;
+	char err[AP_ERR_LEN];
+	int ret;
+
+	Py_BEGIN_ALLOW_THREADS
+	ret = ap_run_burst(fd, total, per_call, &published, &dropped, err, sizeof(err));
+	Py_END_ALLOW_THREADS
+	if (ret)
+		return raise_core(ret, err);
+	return Py_BuildValue("(KK)", (unsigned long long)published, (unsigned long long)dropped);
+}
+
+static PyObject *Session_burst(SessionObject *self, PyObject *args)
+{
+	unsigned long long total, per_call = 4096;
+
+	if (!PyArg_ParseTuple(args, "K|K", &total, &per_call) || !session_ready(self))
+		return NULL;
+	return run_burst_fd(ap_session_burst_fd(&self->s), total, per_call);
+}
+
+static PyObject *Session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (self->open)
+		ap_session_close(&self->s);
+	self->open = 0;
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef Session_methods[] = {
+	{ "attach", (PyCFunction)Session_attach, METH_VARARGS,
+	  "attach(trigger): attach the 'lsm' or the 'tracepoint' producer" },
+	{ "detach", (PyCFunction)Session_detach, METH_NOARGS, "detach every producer" },
+	{ "set_filter", (PyCFunction)(void (*)(void))Session_set_filter, METH_VARARGS | METH_KEYWORDS,
+	  "set_filter(pid=0, comm=None, ignore_pid=0): kernel-side filters" },
+	{ "enable", (PyCFunction)Session_enable, METH_VARARGS, "enable(on=True): start producing" },
+	{ "doorbell_fd", (PyCFunction)Session_doorbell_fd, METH_NOARGS,
+	  "the fd that becomes readable when a producer rings" },
+	{ "consume_doorbell", (PyCFunction)Session_consume_doorbell, METH_NOARGS,
+	  "clear pending doorbell records" },
+	{ "prepare_sleep", (PyCFunction)Session_prepare_sleep, METH_NOARGS,
+	  "announce sleep; True when the queue is still empty and the caller may wait" },
+	{ "cancel_sleep", (PyCFunction)Session_cancel_sleep, METH_NOARGS, "withdraw the announcement" },
+	{ "drain_json", (PyCFunction)Session_drain_json, METH_VARARGS,
+	  "drain_json(max_events, wall_offset_ns=0) -> (bytes, count)" },
+	{ "drain_discard", (PyCFunction)Session_drain_discard, METH_VARARGS,
+	  "drain_discard(max_events) -> (count, checksum)" },
+	{ "stats", (PyCFunction)Session_stats, METH_NOARGS, "queue counters" },
+	{ "pin", (PyCFunction)Session_pin, METH_VARARGS, "pin(dir): pin the arena and burst program" },
+	{ "unpin", (PyCFunction)Session_unpin, METH_NOARGS, "remove the pins" },
+	{ "burst", (PyCFunction)Session_burst, METH_VARARGS,
+	  "burst(total, per_call=4096) -> (published, dropped)" },
+	{ "close", (PyCFunction)Session_close, METH_NOARGS, "unload everything" },
+	{ NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject SessionType = {
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pipeline._core.Session",
+	.tp_basicsize = sizeof(SessionObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Session_init,
+	.tp_dealloc = (destructor)Session_dealloc,
+	.tp_methods = Session_methods,
+	.tp_doc = "Session(arena_pages=32768, queue_capacity=65536): loaded BPF side and arena queue",
+};
+
+/* burst_pinned(path, total, per_call=4096) -> (published, dropped) */
+static PyObject *core_burst_pinned(PyObject *Py_UNUSED(m), PyObject *args)
+{
+	const char *path;
+	unsigned long long total, per_call = 4096;
+	PyObject *res;
+	int fd;
+
+	if (!PyArg_ParseTuple(args, "sK|K", &path, &total, &per_call))
+		return NULL;
+	fd = bpf_obj_get(path);
+	if (fd < 0) {
+		char msg[AP_ERR_LEN];
+
+		snprintf(msg, sizeof(msg), "cannot open pinned program %s: %s", path, strerror(errno));
+		return raise_core(errno, msg);
+	}
+	res = run_burst_fd(fd, total, per_call);
+	close(fd);
+	return res;
+}
+
+static PyObject *core_libbpf_log(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+	return PyUnicode_DecodeUTF8(ap_libbpf_log(), (Py_ssize_t)strlen(ap_libbpf_log()), "replace");
+}
+
+static PyObject *core_set_verbose(PyObject *Py_UNUSED(m), PyObject *args)
+{
+	int on;
+
+	if (!PyArg_ParseTuple(args, "p", &on))
+		return NULL;
+	ap_libbpf_verbose(on);
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef core_methods[] = {
+	{ "burst_pinned", core_burst_pinned, METH_VARARGS,
+	  "burst_pinned(path, total, per_call=4096): run a pinned burst program" },
+	{ "libbpf_log", core_libbpf_log, METH_NOARGS, "libbpf's last messages" },
+	{ "set_verbose", core_set_verbose, METH_VARARGS, "print libbpf debug output" },
+	{ NULL, NULL, 0, NULL },
+};
+
+static struct PyModuleDef core_module = {
+	PyModuleDef_HEAD_INIT, "pipeline._core", "The BPF side of arena-pipeline.", -1, core_methods,
+	NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+	PyObject *m;
+
+	if (PyType_Ready(&SessionType) < 0)
+		return NULL;
+	m = PyModule_Create(&core_module);
+	if (!m)
+		return NULL;
+	CoreError = PyErr_NewException("pipeline._core.CoreError", PyExc_OSError, NULL);
+	Py_INCREF(CoreError);
+	PyModule_AddObject(m, "CoreError", CoreError);
+	Py_INCREF(&SessionType);
+	PyModule_AddObject(m, "Session", (PyObject *)&SessionType);
+	PyModule_AddIntConstant(m, "EVENT_SIZE", sizeof(struct ap_event));
+	PyModule_AddIntConstant(m, "NAME_KEEP", AP_NAME_KEEP);
+	PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH);
+	return m;
+}

@@ -1,0 +1,360 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Loading, attaching and tearing down the BPF side of a capture session.
+ */
+#include "session.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "burst.h"
+#include "lsm.skel.h"
+#include "producer.skel.h"
+
+/* ---- libbpf messages: kept for error reports instead of spamming stderr ---- */
+
+static char libbpf_log[4096];
+static size_t libbpf_log_len;
+static int libbpf_verbose;
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char line[1024];
+	va_list copy;
+	int n;
+
+	if (level == LIBBPF_DEBUG && !libbpf_verbose)
+		return 0;
+	if (libbpf_verbose) {
+		va_copy(copy, ap);
+		vfprintf(stderr, fmt, copy);
+		va_end(copy);
+	}
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	if (n < 0)
+		return 0;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	/* keep the tail: the last messages explain the failure */
+	if (libbpf_log_len + (size_t)n >= sizeof(libbpf_log))
+		libbpf_log_len = 0;
+	memcpy(libbpf_log + libbpf_log_len, line, (size_t)n);
+	libbpf_log_len += (size_t)n;
+	libbpf_log[libbpf_log_len] = 0;
+	return 0;
+}
+
+const char *ap_libbpf_log(void)
+{
+	return libbpf_log;
+}
+
+void ap_libbpf_verbose(int on)
+{
+	libbpf_verbose = on;
+}
+
+__attribute__((constructor)) static void install_print(void)
+{
+	libbpf_set_print(libbpf_print);
+}
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return code < 0 ? code : -code;
+}
+
+/* ---- open: load the producer object, map the arena, lay out the root ---- */
+
+static uint64_t pages_for(uint64_t bytes)
+{
+	return (bytes + ARENA_PAGE_SIZE - 1) / ARENA_PAGE_SIZE;
+}
+
+static int map_arena(struct ap_session *s, char *err, size_t errlen)
+{
+	size_t sz = 0;
+	void *base = bpf_map__initial_value(s->prod->maps.arena, &sz);
+
+	/* libbpf >= 1.4 maps an arena with map_extra at that address on load */
+	if (base == NULL) {
+		base = mmap((void *)ARENA_BASE, s->arena_pages * ARENA_PAGE_SIZE,
+			    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
+			    bpf_map__fd(s->prod->maps.arena), 0);
+		if (base == MAP_FAILED)
+			return fail(err, errlen, errno, "cannot map the BPF arena at %#llx: %s",
+				    (unsigned long long)ARENA_BASE, strerror(errno));
+	}
+	if ((uint64_t)(uintptr_t)base != ARENA_BASE)
+		return fail(err, errlen, EFAULT, "the BPF arena is mapped at %p, not at %#llx",
+			    base, (unsigned long long)ARENA_BASE);
+	return 0;
+}
+
+int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_capacity,
+		    char *err, size_t errlen)
+{
+	uint64_t slot_pages;
+	struct evq_slot *slots;
+	int ret;
+
+	memset(s, 0, sizeof(*s));
+	if (queue_capacity < 2 || (queue_capacity & (queue_capacity - 1)))
+		return fail(err, errlen, EINVAL, "queue capacity %llu is not a power of two >= 2",
+			    (unsigned long long)queue_capacity);
+	slot_pages = pages_for(queue_capacity * sizeof(struct evq_slot));
+	s->queue_pages = 1 + slot_pages;
+	if (arena_pages < 2 + slot_pages)
+		return fail(err, errlen, EINVAL,
+			    "arena of %llu pages is too small for a queue of %llu events (needs %llu)",
+			    (unsigned long long)arena_pages, (unsigned long long)queue_capacity,
+			    (unsigned long long)(2 + slot_pages));
+	s->arena_pages = arena_pages;
+
+	s->prod = producer_bpf__open();
+	if (!s->prod)
+		return fail(err, errlen, errno, "cannot open the BPF object: %s", strerror(errno));
+	bpf_map__set_max_entries(s->prod->maps.arena, (uint32_t)arena_pages);
+	ret = producer_bpf__load(s->prod);
+	if (ret) {
+		ret = -errno;
+		producer_bpf__destroy(s->prod);
+		s->prod = NULL;
+		if (ret == -EPERM || ret == -EACCES)
+			return fail(err, errlen, ret,
+				    "loading BPF programs was refused (%s): run as root or with CAP_BPF and CAP_PERFMON",
+				    strerror(-ret));
+		return fail(err, errlen, ret,
+			    "loading the BPF programs failed (%s): this kernel needs BPF arena support (Linux >= 6.9, BPF_MAP_TYPE_ARENA)",
+			    strerror(-ret));
+	}
+	ret = map_arena(s, err, errlen);
+	if (ret) {
+		producer_bpf__destroy(s->prod);
+		s->prod = NULL;
+		return ret;
+	}
+
+	/* The root and the slots are written here first, so userspace faults
+	 * their pages in; the kernel side then finds them present. */
+	s->root = (struct ap_root *)(uintptr_t)(ARENA_BASE + ARENA_ROOT_OFFSET);
+	slots = (struct evq_slot *)(uintptr_t)(ARENA_BASE + 2 * ARENA_PAGE_SIZE);
+	memset(s->root, 0, sizeof(*s->root));
+	s->root->version = AP_ROOT_VERSION;
+	s->root->arena_pages = arena_pages;
+	s->q = &s->root->evq;
+	evq_init(s->q, slots, queue_capacity);
+	arena_atomic_store(&s->root->magic, AP_ROOT_MAGIC, ARENA_RELEASE);
+
+	s->bell = ring_buffer__new(bpf_map__fd(s->prod->maps.doorbell), NULL, NULL, NULL);
+	if (!s->bell) {
+		ret = -errno;
+		ap_session_close(s);
+		return fail(err, errlen, ret, "cannot open the doorbell ring buffer: %s",
+			    strerror(-ret));
+	}
+	return 0;
+}
+
+/* ring_buffer__new wants a callback; the doorbell's records carry nothing. */
+int ap_session_doorbell_fd(struct ap_session *s)
+{
+	return ring_buffer__epoll_fd(s->bell);
+}
+
+int ap_session_consume_doorbell(struct ap_session *s)
+{
+	return ring_buffer__consume(s->bell);
+}
+
+/* ---- attach ---- */
+
+int ap_session_attach_lsm(struct ap_session *s, char *err, size_t errlen)
+{
+	int ret;
+
+	s->lsm = lsm_bpf__open();
+	if (!s->lsm)
+		return fail(err, errlen, errno, "cannot open the LSM BPF object: %s", strerror(errno));
+	/* share the producer object's arena and doorbell */
+	ret = bpf_map__reuse_fd(s->lsm->maps.arena, bpf_map__fd(s->prod->maps.arena));
+	if (!ret)
+		ret = bpf_map__reuse_fd(s->lsm->maps.doorbell, bpf_map__fd(s->prod->maps.doorbell));
+	if (!ret)
+		ret = lsm_bpf__load(s->lsm);
+	if (ret) {
+		ret = -errno;
+		lsm_bpf__destroy(s->lsm);
+		s->lsm = NULL;
+		return fail(err, errlen, ret,
+			    "BPF LSM programs cannot be loaded on this kernel (%s from the BPF trampoline)",
+			    strerror(-ret));
+	}
+	ret = lsm_bpf__attach(s->lsm);
+	if (ret) {
+		ret = -errno;
+		lsm_bpf__destroy(s->lsm);
+		s->lsm = NULL;
+		return fail(err, errlen, ret,
+			    "BPF LSM programs cannot attach (%s): is 'bpf' in the kernel's lsm= list?",
+			    strerror(-ret));
+	}
+	s->active = AP_ACTIVE_LSM;
+	return 0;
+}
+
+int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen)
+{
+	int ret = producer_bpf__attach(s->prod);
+
+	if (ret) {
+		ret = -errno;
+		producer_bpf__detach(s->prod);
+		return fail(err, errlen, ret,
+			    "cannot attach the syscall tracepoints (%s): is tracefs available and CONFIG_FTRACE_SYSCALLS set?",
+			    strerror(-ret));
+	}
+	s->active = AP_ACTIVE_TRACEPOINT;
+	return 0;
+}
+
+void ap_session_set_filter(struct ap_session *s, uint32_t pid, const char *comm,
+			   uint32_t ignore_pid)
+{
+	struct ap_filter *f = &s->root->filter;
+
+	f->pid = pid;
+	f->ignore_pid = ignore_pid;
+	memset(f->comm, 0, sizeof(f->comm));
+	f->has_comm = comm && comm[0];
+	if (f->has_comm)
+		strncpy(f->comm, comm, sizeof(f->comm) - 1);
+}
+
+void ap_session_enable(struct ap_session *s, int on)
+{
+	arena_atomic_store(&s->root->enabled, on ? 1u : 0u, ARENA_SEQ_CST);
+}
+
+void ap_session_detach(struct ap_session *s)
+{
+	if (s->lsm) {
+		lsm_bpf__destroy(s->lsm);
+		s->lsm = NULL;
+	}
+	if (s->prod)
+		producer_bpf__detach(s->prod);
+	s->active = AP_ACTIVE_NONE;
+}
+
+/* ---- pins: the arena and the burst program, for other processes ---- */
+
+int ap_session_pin(struct ap_session *s, const char *dir, char *err, size_t errlen)
+{
+	char path[512];
+	int ret;
+
+	if (strlen(dir) >= sizeof(s->pin_dir))
+		return fail(err, errlen, ENAMETOOLONG, "pin directory name too long: %s", dir);
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return fail(err, errlen, errno, "cannot create %s: %s", dir, strerror(errno));
+	snprintf(s->pin_dir, sizeof(s->pin_dir), "%s", dir);
+	s->pinned = 1;
+	snprintf(path, sizeof(path), "%s/arena", dir);
+	ret = bpf_map__pin(s->prod->maps.arena, path);
+	if (!ret) {
+		snprintf(path, sizeof(path), "%s/burst", dir);
+		ret = bpf_program__pin(s->prod->progs.burst, path);
+	}
+	if (ret) {
+		ret = -errno;
+		ap_session_unpin(s);
+		return fail(err, errlen, ret, "cannot pin BPF objects under %s: %s", dir,
+			    strerror(-ret));
+	}
+	return 0;
+}
+
+void ap_session_unpin(struct ap_session *s)
+{
+	char path[512];
+
+	if (!s->pinned)
+		return;
+	snprintf(path, sizeof(path), "%s/arena", s->pin_dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/burst", s->pin_dir);
+	unlink(path);
+	rmdir(s->pin_dir);
+	s->pinned = 0;
+}
+
+void ap_session_close(struct ap_session *s)
+{
+	ap_session_detach(s);
+	ap_session_unpin(s);
+	if (s->bell) {
+		ring_buffer__free(s->bell);
+		s->bell = NULL;
+	}
+	if (s->prod) {
+		producer_bpf__destroy(s->prod);
+		s->prod = NULL;
+	}
+	s->root = NULL;
+	s->q = NULL;
+}
+
+/* Arena memory actually backed by pages, counted with mincore(). */
+uint64_t ap_session_resident_bytes(struct ap_session *s)
+{
+	static unsigned char vec[1 << 20];
+	uint64_t pages = s->arena_pages, n = 0, i;
+
+	if (!s->root || pages > sizeof(vec))
+		return 0;
+	if (mincore((void *)ARENA_BASE, pages * ARENA_PAGE_SIZE, vec))
+		return 0;
+	for (i = 0; i < pages; i++)
+		n += vec[i] & 1;
+	return n * ARENA_PAGE_SIZE;
+}
+
+int ap_session_burst_fd(struct ap_session *s)
+{
+	return bpf_program__fd(s->prod->progs.burst);
+}
+
+int ap_run_burst(int prog_fd, uint64_t total, uint64_t per_call, uint64_t *published,
+		 uint64_t *dropped, char *err, size_t errlen)
+{
+	if (per_call == 0 || per_call > AP_BURST_MAX_PER_CALL)
+		per_call = AP_BURST_MAX_PER_CALL;
+	while (total) {
+		struct ap_burst_args args = { .count = total < per_call ? total : per_call };
+		LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &args, .ctx_size_in = sizeof(args));
+		int ret = bpf_prog_test_run_opts(prog_fd, &opts);
+
+		if (ret || opts.retval != 0)
+			return fail(err, errlen, ret ? errno : EINVAL,
+				    "running the burst program failed: %s",
+				    ret ? strerror(errno) : "the arena root is not enabled");
+		*published += args.published;
+		*dropped += args.dropped;
+		total -= args.count;
+	}
+	return 0;
+}

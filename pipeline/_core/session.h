@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/* A capture session: the loaded BPF objects, the mapped arena, the event
+ * queue laid out in it, the attached producer and the doorbell. */
+#ifndef AP_SESSION_H
+#define AP_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "root.h"
+
+#define AP_ERR_LEN 512
+
+enum ap_active_trigger {
+	AP_ACTIVE_NONE = 0,
+	AP_ACTIVE_LSM = 1,
+	AP_ACTIVE_TRACEPOINT = 2,
+};
+
+struct ap_session {
+	struct producer_bpf *prod;
+	struct lsm_bpf *lsm;
+	struct ring_buffer *bell;
+	struct ap_root *root;
+	struct evq *q;
+	uint64_t arena_pages;
+	uint64_t queue_pages; /* pages the root and the queue use, from page 1 */
+	int active;
+	int pinned;
+	char pin_dir[256];
+};
+
+/* All return 0 or a negative errno, with a one-line message in err. */
+int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_capacity,
+		    char *err, size_t errlen);
+int ap_session_attach_lsm(struct ap_session *s, char *err, size_t errlen);
+int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen);
+void ap_session_set_filter(struct ap_session *s, uint32_t pid, const char *comm,
+			   uint32_t ignore_pid);
+void ap_session_enable(struct ap_session *s, int on);
+void ap_session_detach(struct ap_session *s);
+int ap_session_doorbell_fd(struct ap_session *s);
+int ap_session_consume_doorbell(struct ap_session *s);
+int ap_session_pin(struct ap_session *s, const char *dir, char *err, size_t errlen);
+void ap_session_unpin(struct ap_session *s);
+void ap_session_close(struct ap_session *s);
+uint64_t ap_session_resident_bytes(struct ap_session *s);
+int ap_session_burst_fd(struct ap_session *s);
+
+/* Runs the burst program (an fd of it, pinned or own) total events, per_call
+ * at a time; adds the counts to *published / *dropped. */
+int ap_run_burst(int prog_fd, uint64_t total, uint64_t per_call, uint64_t *published,
+		 uint64_t *dropped, char *err, size_t errlen);
+
+/* The last messages libbpf printed (warnings and errors), for diagnostics. */
+const char *ap_libbpf_log(void);
+void ap_libbpf_verbose(int on);
+
+#endif
