@@ -185,15 +185,7 @@ static long burst_one(__u64 i, void *data)
 	struct ap_root __arena *root = AP_ROOT();
 	struct ap_event ev;
 
-	__builtin_memset(&ev, 0, sizeof(ev));
-	ap_fill_task(&ev, AP_TRIGGER_BURST, false);
-	ev.name[0] = 'b';
-	ev.name[1] = 'u';
-	ev.name[2] = 'r';
-	ev.name[3] = 's';
-	ev.name[4] = 't';
-	ev.name_len = 5;
-	ev.ret = (__s32)i;
+	ap_fill_burst(&ev, i);
 	if (ap_emit(root, &ev) >= 0)
 		args->published++;
 	else

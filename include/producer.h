@@ -14,6 +14,7 @@
 
 #include "root.h"
 #include "arena_map.bpf.h"
+#include "event_fill.h"
 
 /* The doorbell: one small record wakes the reader's epoll. Records are only
  * written while the reader sleeps, so a page is plenty. */
@@ -41,25 +42,6 @@ static __always_inline bool ap_filter_pass(struct ap_root __arena *root, __u32 t
 		}
 	}
 	return true;
-}
-
-/* Fill what every record carries about the current task. */
-static __always_inline void ap_fill_task(struct ap_event *ev, __u8 trigger, bool with_ppid)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->tid = (__u32)id;
-	ev->pid = id >> 32;
-	ev->uid = (__u32)bpf_get_current_uid_gid();
-	ev->cpu = bpf_get_smp_processor_id();
-	ev->trigger = trigger;
-	ev->ppid = 0;
-	if (with_ppid) {
-		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-
-		ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	}
 }
 
 /* Push a finished record and ring the doorbell when the reader sleeps.

@@ -15,6 +15,7 @@
 
 #include "jsonfmt.h"
 #include "session.h"
+#include "transport.h"
 
 /* Batches are bounded so one drain call never holds the loop for long. */
 #define MAX_BATCH 65536
@@ -317,6 +318,33 @@ static PyObject *Session_burst(SessionObject *self, PyObject *args)
 	return run_burst_fd(ap_session_burst_fd(&self->s), total, per_call);
 }
 
+static PyObject *transport_dict(const struct ap_transport_result *r)
+{
+	return Py_BuildValue("{sKsKsKsKsKsKsd}", "events", (unsigned long long)r->events,
+			     "delivered", (unsigned long long)r->delivered, "dropped",
+			     (unsigned long long)r->dropped, "duplicates",
+			     (unsigned long long)r->duplicates, "strays", (unsigned long long)r->strays,
+			     "unseen", (unsigned long long)r->unseen, "seconds", r->seconds);
+}
+
+/* bench_transport(events, per_call=4096, prod_cpu=0, cons_cpu=1) -> dict */
+static PyObject *Session_bench_transport(SessionObject *self, PyObject *args)
+{
+	unsigned long long events, per_call = 4096;
+	int pc = 0, cc = 1, ret;
+	struct ap_transport_result r = { 0 };
+	char err[AP_ERR_LEN];
+
+	if (!PyArg_ParseTuple(args, "K|Kii", &events, &per_call, &pc, &cc) || !session_ready(self))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	ret = ap_bench_arena(&self->s, events, per_call, pc, cc, &r, err, sizeof(err));
+	Py_END_ALLOW_THREADS
+	if (ret)
+		return raise_core(ret, err);
+	return transport_dict(&r);
+}
+
 static PyObject *Session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (self->open)
@@ -348,6 +376,8 @@ static PyMethodDef Session_methods[] = {
 	{ "unpin", (PyCFunction)Session_unpin, METH_NOARGS, "remove the pins" },
 	{ "burst", (PyCFunction)Session_burst, METH_VARARGS,
 	  "burst(total, per_call=4096) -> (published, dropped)" },
+	{ "bench_transport", (PyCFunction)Session_bench_transport, METH_VARARGS,
+	  "bench_transport(events, per_call=4096, prod_cpu=0, cons_cpu=1) -> dict" },
 	{ "close", (PyCFunction)Session_close, METH_NOARGS, "unload everything" },
 	{ NULL, NULL, 0, NULL },
 };
@@ -385,6 +415,24 @@ static PyObject *core_burst_pinned(PyObject *Py_UNUSED(m), PyObject *args)
 	return res;
 }
 
+/* bench_ringbuf(events, per_call=4096, ring_bytes=32 MiB, prod_cpu=0, cons_cpu=1) -> dict */
+static PyObject *core_bench_ringbuf(PyObject *Py_UNUSED(m), PyObject *args)
+{
+	unsigned long long events, per_call = 4096, ring = 32ULL << 20;
+	int pc = 0, cc = 1, ret;
+	struct ap_transport_result r = { 0 };
+	char err[AP_ERR_LEN];
+
+	if (!PyArg_ParseTuple(args, "K|KKii", &events, &per_call, &ring, &pc, &cc))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	ret = ap_bench_ringbuf(events, per_call, ring, pc, cc, &r, err, sizeof(err));
+	Py_END_ALLOW_THREADS
+	if (ret)
+		return raise_core(ret, err);
+	return transport_dict(&r);
+}
+
 static PyObject *core_libbpf_log(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
 	return PyUnicode_DecodeUTF8(ap_libbpf_log(), (Py_ssize_t)strlen(ap_libbpf_log()), "replace");
@@ -403,6 +451,8 @@ static PyObject *core_set_verbose(PyObject *Py_UNUSED(m), PyObject *args)
 static PyMethodDef core_methods[] = {
 	{ "burst_pinned", core_burst_pinned, METH_VARARGS,
 	  "burst_pinned(path, total, per_call=4096): run a pinned burst program" },
+	{ "bench_ringbuf", core_bench_ringbuf, METH_VARARGS,
+	  "bench_ringbuf(events, per_call=4096, ring_bytes=32MiB, prod_cpu=0, cons_cpu=1) -> dict" },
 	{ "libbpf_log", core_libbpf_log, METH_NOARGS, "libbpf's last messages" },
 	{ "set_verbose", core_set_verbose, METH_VARARGS, "print libbpf debug output" },
 	{ NULL, NULL, 0, NULL },

@@ -1,0 +1,43 @@
+"""`python -m pipeline burst`: drive a running pipeline's kernel-side burst
+generator (a SEC("syscall") program) through its pins, from another process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .config import Config
+from .errors import ConfigError, KernelError
+from .kernel import check_privileges, live_pin_dirs
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline burst",
+                                description="Produce N events in the kernel, in a tight loop, "
+                                            "into a running pipeline's arena queue.")
+    p.add_argument("--events", type=int, required=True, metavar="N")
+    p.add_argument("--per-call", type=int, default=4096, metavar="K",
+                   help="events per program run (bounded: a long run is not preempted)")
+    p.add_argument("--pin-dir", metavar="DIR",
+                   help="the run's pin directory (default: the only running pipeline's)")
+    args = p.parse_args(argv)
+    if args.events < 0 or not 1 <= args.per_call <= 65536:
+        raise ConfigError("--events must be >= 0 and --per-call from 1 to 65536")
+    check_privileges()
+    if args.pin_dir:
+        pin = Path(args.pin_dir)
+    else:
+        live = live_pin_dirs(Path(Config().pin_dir))
+        if len(live) != 1:
+            raise KernelError(f"found {len(live)} running pipelines under {Config().pin_dir}; "
+                              "name one with --pin-dir")
+        pin = live[0]
+    from . import _core
+
+    try:
+        published, dropped = _core.burst_pinned(str(pin / "burst"), args.events, args.per_call)
+    except _core.CoreError as e:
+        raise KernelError(str(e.args[1] if len(e.args) > 1 else e)) from None
+    print(json.dumps({"published": published, "dropped": dropped}))
+    return 0

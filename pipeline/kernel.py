@@ -1,0 +1,155 @@
+"""The BPF side as the pipeline sees it: privileges, mounts, loading, the
+trigger choice, kernel filters and pins. Everything kernel-facing goes
+through pipeline._core; this module turns its errors into one-line ones."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import KernelError, PrivilegeError
+
+# Capability bits (linux/capability.h).
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+
+def effective_caps() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def check_privileges() -> None:
+    caps = effective_caps()
+    has_bpf = caps & (1 << CAP_SYS_ADMIN) or (caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON))
+    if not has_bpf:
+        raise PrivilegeError("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON): "
+                             "run it with sudo")
+
+
+def _mounted(path: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+def ensure_mounts() -> None:
+    """bpffs for pins, tracefs for tracepoint ids; idempotent."""
+    for fstype, path in (("bpf", "/sys/fs/bpf"), ("tracefs", "/sys/kernel/tracing")):
+        if _mounted(path):
+            continue
+        mount = shutil.which("mount") or "/bin/mount"
+        res = subprocess.run([mount, "-t", fstype, fstype, path], capture_output=True, text=True)
+        if res.returncode != 0 and not _mounted(path):
+            msg = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
+            raise KernelError(f"cannot mount {fstype} at {path} ({msg}); mount it by hand: "
+                              f"mount -t {fstype} {fstype} {path}")
+
+
+def check_kernel() -> None:
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        raise KernelError("this kernel has no BTF (/sys/kernel/btf/vmlinux): "
+                          "a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_pins(root: Path, log: Any = None) -> list[int]:
+    """Remove pin directories of runs whose process is gone; returns their pids."""
+    removed: list[int] = []
+    if not root.is_dir():
+        return removed
+    for d in root.iterdir():
+        if not d.name.isdigit() or _pid_alive(int(d.name)):
+            continue
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+        removed.append(int(d.name))
+        if log:
+            log(f"removed stale pins of a run that is gone (pid {d.name}) under {d}")
+    return removed
+
+
+def live_pin_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return [d for d in root.iterdir() if d.name.isdigit() and _pid_alive(int(d.name))]
+
+
+@dataclass
+class Attached:
+    trigger: str  # "lsm", "tracepoint" or "none"
+    reason: str
+
+
+class Kernel:
+    """A loaded session: arena, queue, producers."""
+
+    def __init__(self, arena_pages: int, queue_capacity: int, verbose: bool = False) -> None:
+        from . import _core
+
+        self._core = _core
+        _core.set_verbose(verbose)
+        try:
+            self.session = _core.Session(arena_pages=arena_pages, queue_capacity=queue_capacity)
+        except _core.CoreError as e:
+            raise KernelError(str(e.args[1] if len(e.args) > 1 else e)) from None
+        self.pin_path: Path | None = None
+
+    def attach(self, trigger: str) -> Attached:
+        core = self._core
+        if trigger == "none":
+            return Attached("none", "no file-creation producer was asked for (--trigger none)")
+        lsm_error = ""
+        if trigger in ("auto", "lsm"):
+            try:
+                self.session.attach("lsm")
+                return Attached("lsm", "lsm.s/inode_create attached")
+            except core.CoreError as e:
+                lsm_error = str(e.args[1])
+                if trigger == "lsm":
+                    raise KernelError(f"--trigger lsm: {lsm_error}; use --trigger tracepoint "
+                                      "(or auto) on this kernel") from None
+        try:
+            self.session.attach("tracepoint")
+        except core.CoreError as e:
+            raise KernelError(str(e.args[1])) from None
+        if trigger == "auto":
+            return Attached("tracepoint", f"fallback: {lsm_error}")
+        return Attached("tracepoint", "asked for with --trigger tracepoint")
+
+    def pin(self, root: Path) -> Path:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        path = root / str(os.getpid())
+        try:
+            self.session.pin(str(path))
+        except self._core.CoreError as e:
+            raise KernelError(str(e.args[1])) from None
+        self.pin_path = path
+        return path
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.session.close()
+
+
+def eprint(msg: str) -> None:
+    print(f"pipeline: {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,128 @@
+"""The asyncio reader: drains the arena queue in batches through the C
+extension (GIL released), fans each batch out to every sink, and sleeps on the
+doorbell when the queue stays empty past a short spin window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .sinks.base import Batch, Sink
+
+
+@dataclass
+class ReaderStats:
+    read: int = 0  # events taken off the queue
+    batches: int = 0
+    sleeps: int = 0
+    left_in_queue: int = 0  # events not read because --max-events was reached
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Reader:
+    def __init__(self, session: Any, sinks: list[Sink], *, batch: int, spin_us: int,
+                 max_events: int = 0) -> None:
+        self.session = session
+        self.sinks = sinks
+        self.batch = batch
+        self.spin_ns = spin_us * 1000
+        self.max_events = max_events
+        self.stats = ReaderStats()
+        self.stopping = asyncio.Event()
+        # CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns) to wall time
+        self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
+        self._bell = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _limit(self) -> int:
+        if not self.max_events:
+            return self.batch
+        return min(self.batch, self.max_events - self.stats.read)
+
+    async def _deliver(self, data: bytes, count: int) -> None:
+        self.stats.read += count
+        self.stats.batches += 1
+        b = Batch(data, count)
+        await asyncio.gather(*(s.write(b) for s in self.sinks))
+
+    def _drain_once(self) -> tuple[bytes, int]:
+        limit = self._limit()
+        if limit <= 0:
+            return b"", 0
+        data, n = self.session.drain_json(limit, self.wall_offset_ns)
+        return data, int(n)
+
+    async def _sleep_until_bell(self) -> None:
+        self._bell.clear()
+        if not self.session.prepare_sleep():
+            return  # something was published meanwhile
+        self.stats.sleeps += 1
+        bell = asyncio.ensure_future(self._bell.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({bell, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            bell.cancel()
+            stop.cancel()
+        self.session.cancel_sleep()
+        self.session.consume_doorbell()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        fd = self.session.doorbell_fd()
+        loop.add_reader(fd, self._bell.set)
+        try:
+            await self._loop()
+        finally:
+            loop.remove_reader(fd)
+
+    async def _loop(self) -> None:
+        while not self.stopping.is_set():
+            if self.max_events and self.stats.read >= self.max_events:
+                break
+            data, n = self._drain_once()
+            if n:
+                await self._deliver(data, n)
+                continue
+            # Spin window: events often come in bursts; polling briefly is
+            # cheaper than a sleep/wakeup round trip. Yield to the loop so
+            # sinks keep running.
+            deadline = time.monotonic_ns() + self.spin_ns
+            while not n and time.monotonic_ns() < deadline and not self.stopping.is_set():
+                await asyncio.sleep(0)
+                data, n = self._drain_once()
+            if n:
+                await self._deliver(data, n)
+                continue
+            if not self.stopping.is_set():
+                await self._sleep_until_bell()
+
+    async def drain_rest(self, timeout: float = 2.0) -> None:
+        """After the producers are detached: read what is left, including
+        events whose producer was still finishing when we detached."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.max_events and self.stats.read >= self.max_events:
+                st = self.session.stats()
+                self.stats.left_in_queue = int(st["queued"])
+                return
+            data, n = self._drain_once()
+            if n:
+                await self._deliver(data, n)
+                continue
+            st = self.session.stats()
+            settled = st["produced"] == st["reserved"] + st["dropped_full"] + st["dropped_busy"]
+            if (st["queued"] == 0 and settled) or time.monotonic() > deadline:
+                self.stats.left_in_queue = int(st["queued"])
+                return
+            await asyncio.sleep(0.001)
+
+    async def close_sinks(self) -> None:
+        for s in self.sinks:
+            with contextlib.suppress(Exception):
+                await s.close()

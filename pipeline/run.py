@@ -1,0 +1,129 @@
+"""One pipeline run: start the sinks, load and attach the BPF side, read until
+told to stop, then drain, flush and report."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import EXIT_BAD_INPUT
+from .kernel import Kernel, check_kernel, check_privileges, clean_stale_pins, ensure_mounts, eprint
+from .reader import Reader
+from .sinks.base import Sink, SinkError
+from .sinks.registry import get_sink_class
+
+
+def build_sinks(cfg: Config) -> list[Sink]:
+    sinks: list[Sink] = []
+    for name in cfg.sinks:
+        cls = get_sink_class(name)
+        opts = cls.validate_options(cfg.sink_options.get(name, {}))
+        sinks.append(cls(**opts))
+    unused = set(cfg.sink_options) - set(cfg.sinks)
+    if unused:
+        # options for a sink that is not used are harmless but usually a typo
+        eprint(f"note: options given for sink(s) not in use: {', '.join(sorted(unused))}")
+    return sinks
+
+
+def final_stats(kernel: Kernel, reader: Reader) -> dict[str, Any]:
+    st = kernel.session.stats()
+    sinks = {s.name: s.stats.as_dict() for s in reader.sinks}
+    dropped: dict[str, int] = {
+        "kernel_queue_full": int(st["dropped_full"]),
+        "kernel_queue_busy": int(st["dropped_busy"]),
+    }
+    if reader.stats.left_in_queue:
+        dropped["left_in_queue"] = reader.stats.left_in_queue
+    return {
+        "produced": int(st["produced"]),
+        "read": reader.stats.read,
+        "dropped": dropped,
+        "sinks": sinks,
+        "queue_high_water": int(st["high_water"]),
+        "queue_capacity": int(st["capacity"]),
+        "arena_resident_bytes": int(st["arena_resident_bytes"]),
+        "wakeups": int(st["wakeups"]),
+        "sleeps": reader.stats.sleeps,
+        "batches": reader.stats.batches,
+    }
+
+
+def _print_stats(kind: str, stats: dict[str, Any]) -> None:
+    eprint(f"{kind} {json.dumps(stats, separators=(',', ':'))}")
+
+
+async def _periodic_stats(kernel: Kernel, reader: Reader, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        _print_stats("stats", final_stats(kernel, reader))
+
+
+async def _run(cfg: Config, sinks: list[Sink], t0: float) -> int:
+    loop = asyncio.get_running_loop()
+    started: list[Sink] = []
+    kernel: Kernel | None = None
+    try:
+        for s in sinks:
+            s.reporter = eprint
+            await s.start()
+            started.append(s)
+        kernel = Kernel(cfg.arena_pages, cfg.queue_capacity, cfg.verbose)
+        attached = kernel.attach(cfg.trigger)
+        eprint(f"trigger: {attached.trigger} ({attached.reason})")
+        kernel.session.set_filter(pid=cfg.filter_pid, comm=cfg.filter_comm or None,
+                                  ignore_pid=os.getpid() if cfg.ignore_self else 0)
+        pin_root = Path(cfg.pin_dir)
+        clean_stale_pins(pin_root, eprint)
+        kernel.pin(pin_root)
+        reader = Reader(kernel.session, sinks, batch=cfg.batch, spin_us=cfg.spin_us,
+                        max_events=cfg.max_events)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, reader.stop)
+        if cfg.duration:
+            loop.call_later(cfg.duration, reader.stop)
+        kernel.session.enable(True)
+        eprint(f"ready in {time.monotonic() - t0:.3f}s: sinks {', '.join(cfg.sinks)}; "
+               f"pins {kernel.pin_path}")
+        ticker = (asyncio.ensure_future(_periodic_stats(kernel, reader, cfg.stats))
+                  if cfg.stats else None)
+        await reader.run()
+        # stop producing, then take what is already in the queue
+        kernel.session.detach()
+        await reader.drain_rest()
+        if ticker:
+            ticker.cancel()
+        await reader.close_sinks()
+        started.clear()
+        _print_stats("final", final_stats(kernel, reader))
+        return 0
+    except SinkError as e:
+        eprint(str(e))
+        return EXIT_BAD_INPUT
+    finally:
+        for s in started:
+            with contextlib.suppress(Exception):
+                await s.close()
+        if kernel:
+            kernel.close()
+
+
+def run_pipeline(cfg: Config) -> int:
+    t0 = time.monotonic()
+    sinks = build_sinks(cfg)
+    check_privileges()
+    check_kernel()
+    ensure_mounts()
+    try:
+        import uvloop
+        runner: Any = uvloop.run
+    except ImportError:  # uvloop is optional: plain asyncio works too
+        runner = asyncio.run
+    return int(runner(_run(cfg, sinks, t0)))
