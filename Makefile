@@ -59,6 +59,10 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 
 bpf: $(SKELS)
 
+# The benchmark's load generator (getppid in a tight loop).
+$(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
+	gcc -O2 -Wall -Wextra -Werror -o $@ $<
+
 # The C extension embeds the skeletons; built in place so `python -m pipeline`
 # runs from the checkout.
 ext: $(BUILD)/.ext-ready
@@ -76,7 +80,8 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
-bench: setup
+bench: setup $(BUILD)/loadgen
+	bash scripts/setup-bcc.sh >/dev/null
 	$(PY) -m pipeline bench $(ARGS)
 
 clean:

@@ -30,7 +30,7 @@ static __always_inline int emit_dentry(struct dentry *dentry, __u32 mode, __u32 
 	if (n <= 0)
 		n = 1;
 	ev.name_len = (n - 1) & (AP_NAME_CAP - 1);
-	ap_emit(root, &ev);
+	ap_emit(root, &ev, EVQ_PUBLISH_FENCED); /* lsm.s: sleepable */
 	return 0;
 }
 

@@ -99,7 +99,7 @@ static __always_inline int on_exit(long ret, bool is_open)
 			ev.flags |= AP_EV_TRUNCATED;
 	}
 	ev.name_len = (n - 1) & (AP_NAME_CAP - 1);
-	ap_emit(root, &ev);
+	ap_emit(root, &ev, EVQ_PUBLISH_RCU);
 	return 0;
 }
 
@@ -186,7 +186,7 @@ static long burst_one(__u64 i, void *data)
 	struct ap_event ev;
 
 	ap_fill_burst(&ev, i);
-	if (ap_emit(root, &ev) >= 0)
+	if (ap_emit(root, &ev, EVQ_PUBLISH_FENCED) >= 0) /* SEC("syscall") sleeps */
 		args->published++;
 	else
 		args->dropped++;
@@ -209,5 +209,32 @@ int burst(struct ap_burst_args *args)
 	args->count = local.count;
 	args->published = local.published;
 	args->dropped = local.dropped;
+	return 0;
+}
+
+/* ---- benchmark load: one event per getppid() of the filtered process ---- */
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int bench_getppid(struct trace_event_raw_sys_enter *ctx)
+{
+	struct ap_root __arena *root = ap_root_enabled();
+	struct ap_event ev;
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!root || !root->filter.pid || root->filter.pid != id >> 32)
+		return 0;
+	__builtin_memset(&ev, 0, sizeof(ev));
+	ap_fill_task(&ev, AP_TRIGGER_BENCH, true);
+	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+	ev.syscall = AP_SYS_GETPPID;
+	ev.name[0] = 'g';
+	ev.name[1] = 'e';
+	ev.name[2] = 't';
+	ev.name[3] = 'p';
+	ev.name[4] = 'p';
+	ev.name[5] = 'i';
+	ev.name[6] = 'd';
+	ev.name_len = 7;
+	ap_emit(root, &ev, EVQ_PUBLISH_RCU);
 	return 0;
 }

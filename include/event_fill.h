@@ -25,9 +25,10 @@ static __always_inline void ap_fill_task(struct ap_event *ev, __u8 trigger, bool
 	ev->trigger = trigger;
 	ev->ppid = 0;
 	if (with_ppid) {
-		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		/* a trusted BTF pointer: plain loads, no probe-read helper calls */
+		struct task_struct *task = bpf_get_current_task_btf();
 
-		ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+		ev->ppid = task->real_parent->tgid;
 	}
 }
 

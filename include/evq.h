@@ -16,11 +16,25 @@
  * event from one thread is never overtaken by its later events, and stores
  * head once per batch to release the slots.
  *
- * Doorbell: a consumer about to sleep sets reader_sleeping (full barrier) and
- * checks the ring once more; a producer publishes with an exchange (full
- * barrier) and then reads reader_sleeping. One of the two sees the other
- * (store->barrier->load on both sides), so a wakeup is never lost; the
- * exchange on reader_sleeping lets exactly one producer ring.
+ * Doorbell: a consumer about to sleep sets reader_sleeping, makes sure every
+ * producer will see it (below), and checks the ring once more; a producer
+ * publishes its slot and then reads reader_sleeping. Either the consumer sees
+ * the slot, or the producer sees the flag and rings; the exchange on
+ * reader_sleeping lets exactly one producer ring. Store-then-load on both
+ * sides needs a full barrier between, paid on the cheap side:
+ *   - producers that run inside an RCU read-side section (tracepoint and
+ *     other non-sleepable programs: EVQ_PUBLISH_RCU) publish with a plain
+ *     release store; the consumer's side of the barrier is an RCU grace
+ *     period (membarrier(MEMBARRIER_CMD_GLOBAL), i.e. synchronize_rcu())
+ *     between setting the flag and the last check. A producer that was
+ *     running before the grace period has finished and is visible after it;
+ *     one that starts later sees the flag.
+ *   - sleepable producers (lsm.s, SEC("syscall"): RCU tasks trace, not
+ *     covered by that grace period) publish with an exchange, a full barrier
+ *     of their own (EVQ_PUBLISH_FENCED).
+ * A full barrier per event would cost the store buffer's drain of the whole
+ * record (about a quarter of the producer's time on a getppid load); a grace
+ * period per sleep costs nothing on the hot path.
  */
 #ifndef AP_EVQ_H
 #define AP_EVQ_H
@@ -118,15 +132,24 @@ static __always_inline struct ap_event __arena *evq_slot_event(struct evq __aren
 	return &q->slots[ticket & q->mask].ev;
 }
 
+/* How a producer publishes: see "Doorbell" above. */
+enum evq_publish_mode {
+	EVQ_PUBLISH_RCU = 0,    /* non-sleepable producer, under RCU */
+	EVQ_PUBLISH_FENCED = 1, /* sleepable producer, or not in the kernel */
+};
+
 /* Publish a reserved slot. Returns EVQ_OK_WAKE when the consumer sleeps and
  * this producer won the right to ring. */
-static __always_inline int evq_publish(struct evq __arena *q, ap_u64 ticket)
+static __always_inline int evq_publish(struct evq __arena *q, ap_u64 ticket, int mode)
 {
 	struct evq_slot __arena *slot = &q->slots[ticket & q->mask];
 
-	/* exchange: release for the record, and the full barrier the doorbell
-	 * protocol needs before reading reader_sleeping */
-	arena_atomic_exchange(&slot->commit, ticket + 1, ARENA_SEQ_CST);
+	if (mode == EVQ_PUBLISH_FENCED)
+		/* release for the record and a full barrier before the load */
+		arena_atomic_exchange(&slot->commit, ticket + 1, ARENA_SEQ_CST);
+	else
+		/* release for the record; the consumer supplies the barrier */
+		arena_atomic_store(&slot->commit, ticket + 1, ARENA_RELEASE);
 	if (arena_atomic_load(&q->reader_sleeping, ARENA_RELAXED) &&
 	    arena_atomic_exchange(&q->reader_sleeping, 0, ARENA_SEQ_CST)) {
 		arena_atomic_inc(&q->wakeups, ARENA_RELAXED);
@@ -155,7 +178,7 @@ static __always_inline void evq_copy_event(struct ap_event __arena *dst, const s
 
 /* The whole producer path: returns an enum evq_push_result. ev->seq is set
  * here so that dropped events use up a sequence number too. */
-static __always_inline int evq_push(struct evq __arena *q, struct ap_event *ev)
+static __always_inline int evq_push(struct evq __arena *q, struct ap_event *ev, int mode)
 {
 	ap_u64 ticket;
 	int err;
@@ -165,7 +188,7 @@ static __always_inline int evq_push(struct evq __arena *q, struct ap_event *ev)
 	if (err)
 		return err;
 	evq_copy_event(evq_slot_event(q, ticket), ev);
-	return evq_publish(q, ticket);
+	return evq_publish(q, ticket, mode);
 }
 
 #if !ARENA_IS_BPF
@@ -187,14 +210,28 @@ static inline void evq_release(struct evq *q, ap_u64 pos)
 	arena_atomic_store(&q->head, pos, ARENA_RELEASE);
 }
 
-/* About to sleep: announce it, then look once more. Returns 1 when the
- * caller may sleep (nothing was published meanwhile), 0 when it must drain. */
-static inline int evq_prepare_sleep(struct evq *q)
+/* Sleeping takes three steps: evq_announce_sleep(); a barrier that reaches
+ * every producer (an RCU grace period, see "Doorbell"); evq_may_sleep(),
+ * which looks once more. The caller may poll evq_peek() between them and
+ * call evq_cancel_sleep() if something arrives. */
+static inline void evq_announce_sleep(struct evq *q)
 {
 	arena_atomic_exchange(&q->reader_sleeping, 1, ARENA_SEQ_CST);
+}
+
+static inline void evq_cancel_sleep(struct evq *q)
+{
+	arena_atomic_store(&q->reader_sleeping, 0, ARENA_RELAXED);
+}
+
+/* Returns 1 when the caller may sleep on the doorbell, 0 (announcement
+ * withdrawn) when something was published meanwhile. */
+static inline int evq_may_sleep(struct evq *q)
+{
+	arena_memory_barrier();
 	if (evq_peek(q, q->head) == NULL)
 		return 1;
-	arena_atomic_store(&q->reader_sleeping, 0, ARENA_RELAXED);
+	evq_cancel_sleep(q);
 	return 0;
 }
 

@@ -45,10 +45,11 @@ static __always_inline bool ap_filter_pass(struct ap_root __arena *root, __u32 t
 }
 
 /* Push a finished record and ring the doorbell when the reader sleeps.
- * Returns the enum evq_push_result. */
-static __always_inline int ap_emit(struct ap_root __arena *root, struct ap_event *ev)
+ * mode is EVQ_PUBLISH_RCU for non-sleepable programs, EVQ_PUBLISH_FENCED for
+ * sleepable ones (see evq.h). Returns the enum evq_push_result. */
+static __always_inline int ap_emit(struct ap_root __arena *root, struct ap_event *ev, int mode)
 {
-	int res = evq_push(&root->evq, ev);
+	int res = evq_push(&root->evq, ev, mode);
 
 	if (res == EVQ_OK_WAKE) {
 		__u64 one = 1;

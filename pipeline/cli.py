@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .config import TRIGGERS, Config, load_file
 from .errors import EXIT_BAD_INPUT, PipelineError
-from .kernel import eprint
+from .kernel import check_privileges, eprint
 from .sinks.base import SinkError
 
 SUBCOMMANDS = ("bench", "burst")
@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="File-creation events from the kernel, through a BPF arena queue, "
                     "to sinks. Subcommands: bench, burst (python -m pipeline bench --help).")
-    p.add_argument("--config", metavar="PATH", help="TOML config (configs/*.toml); flags override it")
+    p.add_argument("--config", metavar="PATH",
+                   help="TOML config (configs/*.toml); flags override it")
     p.add_argument("--sink", action="append", metavar="NAME",
                    help="stdout, jsonl, socket or a plugin; repeat or comma-separate for several")
     p.add_argument("--output", metavar="PATH", help="jsonl sink: file to append to")
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", metavar="HOST:PORT|unix:PATH", help="socket sink: listener")
     p.add_argument("--trigger", choices=TRIGGERS,
                    help="file-creation producer: lsm.s/inode_create where it attaches, else "
-                        "syscall tracepoints (auto, the default); none attaches nothing")
+                        "syscall tracepoints (auto, the default); none attaches nothing; "
+                        "getppid is the benchmark's load (needs --filter-pid)")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     p.add_argument("--max-events", type=int, metavar="N", help="stop after N events")
     p.add_argument("--filter-comm", metavar="COMM", help="only tasks with this comm (in kernel)")
@@ -72,10 +74,13 @@ def make_config(args: argparse.Namespace) -> Config:
 
 
 def run_main(argv: Sequence[str]) -> int:
-    from .run import run_pipeline
-
     args = build_parser().parse_args(list(argv))
     cfg = make_config(args)
+    # before anything heavier is imported: the commonest mistake gets the
+    # quickest, clearest answer
+    check_privileges()
+    from .run import run_pipeline
+
     return run_pipeline(cfg)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-TRIGGERS = ("auto", "lsm", "tracepoint", "none")
+TRIGGERS = ("auto", "lsm", "tracepoint", "none", "getppid")
 
 
 @dataclass
@@ -47,6 +47,8 @@ class Config:
         if len(self.filter_comm.encode()) > 15:
             raise ConfigError(f"filter_comm {self.filter_comm!r} is longer than 15 bytes, "
                               "the kernel's comm length")
+        if self.trigger == "getppid" and not self.filter_pid:
+            raise ConfigError("trigger getppid (a benchmark load) needs --filter-pid")
         if not 0 <= self.filter_pid < 2**31:
             raise ConfigError(f"filter_pid must be a process id, not {self.filter_pid}")
         cap = self.queue_capacity

@@ -117,6 +117,12 @@ class Kernel:
         core = self._core
         if trigger == "none":
             return Attached("none", "no file-creation producer was asked for (--trigger none)")
+        if trigger == "getppid":
+            try:
+                self.session.attach("getppid")
+            except core.CoreError as e:
+                raise KernelError(str(e.args[1])) from None
+            return Attached("getppid", "benchmark load: one event per getppid() of --filter-pid")
         lsm_error = ""
         if trigger in ("auto", "lsm"):
             try:

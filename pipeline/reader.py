@@ -35,6 +35,10 @@ class Reader:
         # CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns) to wall time
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self._bell = asyncio.Event()
+        self._bell_timeout: float | None = None
+        from . import _core
+
+        self._core = _core
 
     def stop(self) -> None:
         self.stopping.set()
@@ -57,15 +61,32 @@ class Reader:
         data, n = self.session.drain_json(limit, self.wall_offset_ns)
         return data, int(n)
 
+    async def _grace_period(self) -> bool:
+        """Announce sleep and wait out a grace period (evq.h, "Doorbell"),
+        polling the queue meanwhile; False when an event arrived."""
+        self.session.announce_sleep()
+        loop = asyncio.get_running_loop()
+        gp = loop.run_in_executor(None, self._core.grace_period)
+        while not gp.done():
+            if self.session.ready() or self.stopping.is_set():
+                self.session.cancel_sleep()
+                return False
+            await asyncio.wait({gp}, timeout=0.001)
+        if not gp.result():
+            # no membarrier(): sleep in short slices instead of for good
+            self._bell_timeout = 0.01
+        return bool(self.session.may_sleep())
+
     async def _sleep_until_bell(self) -> None:
         self._bell.clear()
-        if not self.session.prepare_sleep():
+        if not await self._grace_period():
             return  # something was published meanwhile
         self.stats.sleeps += 1
         bell = asyncio.ensure_future(self._bell.wait())
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
-            await asyncio.wait({bell, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({bell, stop}, timeout=self._bell_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             bell.cancel()
             stop.cancel()

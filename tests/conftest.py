@@ -90,6 +90,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
 def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

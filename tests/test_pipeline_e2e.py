@@ -3,7 +3,6 @@ arena queue, to a JSONL file; exact counts."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import defaultdict

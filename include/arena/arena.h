@@ -16,9 +16,16 @@
 #define ARENA_ARENA_H
 
 /* 1 << 44: far from the heap, the stack and mmap's default area, on every
- * process; the same value the kernel selftests use on x86-64. */
+ * process; the same value the kernel selftests use on x86-64.
+ * Overridable only for userspace-only builds that cannot map there: the
+ * sanitizers keep their shadow memory around 1 << 44, so the ASan/TSan unit
+ * tests build with -DARENA_BASE=0x7e9000000000ULL over an anonymous mapping.
+ * Anything that talks to a real arena map must use the default. */
+#ifndef ARENA_BASE
 #define ARENA_BASE 0x100000000000ULL
+#endif
 #define ARENA_PAGE_SIZE 4096ULL
+#define ARENA_PAGE_SHIFT 12
 /* Page 0 is the NULL guard, page 1 holds the root (struct ap_root). */
 #define ARENA_ROOT_OFFSET ARENA_PAGE_SIZE
 
@@ -65,5 +72,19 @@ typedef int64_t ap_s64;
 
 /* A pointer at a fixed offset in the arena, the same value on both sides. */
 #define ARENA_AT(type, off) ((type __arena *)(ARENA_BASE + (off)))
+
+/*
+ * Arena addresses as integers. Links that lock-free code marks or tags (low
+ * bits, counters) are stored as ap_u64 words and converted at the point of
+ * use: ARENA_PTR turns a word back into a typed __arena pointer, ARENA_ADDR a
+ * pointer into its word. In BPF both are plain integer<->address_space(1)
+ * conversions; clang inserts the kernel cast when the pointer is dereferenced.
+ */
+#define ARENA_PTR(type, addr) ((type __arena *)(ap_u64)(addr))
+#define ARENA_ADDR(p) ((ap_u64)(p))
+/* The page an address lies in, and page numbers counted from ARENA_BASE. */
+#define ARENA_PAGE_OF(addr) ((ap_u64)(addr) & ~(ARENA_PAGE_SIZE - 1))
+#define ARENA_PAGE_NO(addr) (((ap_u64)(addr) - ARENA_BASE) >> ARENA_PAGE_SHIFT)
+#define ARENA_PAGE_ADDR(no) (ARENA_BASE + ((ap_u64)(no) << ARENA_PAGE_SHIFT))
 
 #endif /* ARENA_ARENA_H */

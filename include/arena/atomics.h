@@ -7,7 +7,8 @@
  *
  * BPF (clang-19, BPF CPU v3): there is no load-acquire/store-release
  * instruction at this LLVM version. What each order compiles to:
- *   - read-modify-write with fetch (add/sub/and/or/xchg/cmpxchg): a BPF_ATOMIC
+ *   - read-modify-write with fetch (add/sub/xchg/cmpxchg; and/or are a
+ *     cmpxchg loop, see below): a BPF_ATOMIC
  *     instruction with BPF_FETCH, which the JITs emit as a full barrier
  *     (x86-64: a LOCK-prefixed instruction; arm64: LSE atomics with acquire
  *     and release semantics plus a trailing DMB ISH, or an LL/SC loop with
@@ -27,6 +28,7 @@
 #define ARENA_ATOMICS_H
 
 #include "arena.h"
+#include "shim.h"
 
 #define ARENA_RELAXED __ATOMIC_RELAXED
 #define ARENA_ACQUIRE __ATOMIC_ACQUIRE
@@ -48,8 +50,28 @@
  * shared spelling and is always satisfied. */
 # define arena_atomic_add(p, v, mo) __sync_fetch_and_add((p), (v))
 # define arena_atomic_sub(p, v, mo) __sync_fetch_and_sub((p), (v))
-# define arena_atomic_and(p, v, mo) __sync_fetch_and_and((p), (v))
-# define arena_atomic_or(p, v, mo) __sync_fetch_and_or((p), (v))
+/*
+ * and/or with fetch are compare-and-swap loops: the x86-64 JIT implements
+ * BPF_AND/BPF_OR/BPF_XOR | BPF_FETCH as a cmpxchg loop of its own, which it
+ * cannot emit for arena addresses, so the verifier refuses them there
+ * ("BPF_ATOMIC stores into R1 arena is not allowed") as soon as the result
+ * is used. The loop is a full barrier too (every iteration's cmpxchg is).
+ */
+# define arena_atomic_fetch_rmw_(p, v, op)                                              \
+	({                                                                              \
+		__auto_type ___p = (p);                                                 \
+		__auto_type ___old = arena_load_once(___p);                             \
+		while (can_loop) {                                                      \
+			__auto_type ___seen =                                           \
+				__sync_val_compare_and_swap(___p, ___old, ___old op (v)); \
+			if (___seen == ___old)                                          \
+				break;                                                  \
+			___old = ___seen;                                               \
+		}                                                                       \
+		___old;                                                                 \
+	})
+# define arena_atomic_and(p, v, mo) arena_atomic_fetch_rmw_((p), (v), &)
+# define arena_atomic_or(p, v, mo) arena_atomic_fetch_rmw_((p), (v), |)
 # define arena_atomic_exchange(p, v, mo) __sync_lock_test_and_set((p), (v))
 /* Returns the value found; the swap happened when it equals old. */
 # define arena_atomic_cmpxchg(p, old, new, mo) __sync_val_compare_and_swap((p), (old), (new))

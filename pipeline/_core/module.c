@@ -8,8 +8,11 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <bpf/bpf.h>
 
@@ -94,8 +97,10 @@ static PyObject *Session_attach(SessionObject *self, PyObject *args)
 		ret = ap_session_attach_lsm(&self->s, err, sizeof(err));
 	else if (strcmp(which, "tracepoint") == 0)
 		ret = ap_session_attach_tracepoint(&self->s, err, sizeof(err));
+	else if (strcmp(which, "getppid") == 0)
+		ret = ap_session_attach_getppid(&self->s, err, sizeof(err));
 	else
-		return raise_core(EINVAL, "trigger must be 'lsm' or 'tracepoint'");
+		return raise_core(EINVAL, "trigger must be 'lsm', 'tracepoint' or 'getppid'");
 	if (ret)
 		return raise_core(ret, err);
 	Py_RETURN_NONE;
@@ -151,19 +156,47 @@ static PyObject *Session_consume_doorbell(SessionObject *self, PyObject *Py_UNUS
 	return PyLong_FromLong(n < 0 ? 0 : n);
 }
 
-static PyObject *Session_prepare_sleep(SessionObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *Session_announce_sleep(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (!session_ready(self))
 		return NULL;
-	return PyBool_FromLong(evq_prepare_sleep(self->s.q));
+	evq_announce_sleep(self->s.q);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Session_may_sleep(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!session_ready(self))
+		return NULL;
+	return PyBool_FromLong(evq_may_sleep(self->s.q));
 }
 
 static PyObject *Session_cancel_sleep(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (!session_ready(self))
 		return NULL;
-	arena_atomic_store(&self->s.q->reader_sleeping, 0, ARENA_RELAXED);
+	evq_cancel_sleep(self->s.q);
 	Py_RETURN_NONE;
+}
+
+static PyObject *Session_ready(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!session_ready(self))
+		return NULL;
+	return PyBool_FromLong(evq_peek(self->s.q, self->s.q->head) != NULL);
+}
+
+/* grace_period() -> bool: an RCU grace period, the barrier that reaches every
+ * non-sleepable producer (evq.h, "Doorbell"). Blocks for milliseconds: call
+ * it from a worker thread. False when the kernel has no membarrier(). */
+static PyObject *core_grace_period(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+	long ret;
+
+	Py_BEGIN_ALLOW_THREADS
+	ret = syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+	Py_END_ALLOW_THREADS
+	return PyBool_FromLong(ret == 0);
 }
 
 /* Release slots to producers every so often within a batch, so a long
@@ -364,9 +397,12 @@ static PyMethodDef Session_methods[] = {
 	  "the fd that becomes readable when a producer rings" },
 	{ "consume_doorbell", (PyCFunction)Session_consume_doorbell, METH_NOARGS,
 	  "clear pending doorbell records" },
-	{ "prepare_sleep", (PyCFunction)Session_prepare_sleep, METH_NOARGS,
-	  "announce sleep; True when the queue is still empty and the caller may wait" },
+	{ "announce_sleep", (PyCFunction)Session_announce_sleep, METH_NOARGS,
+	  "tell producers the reader is going to sleep (then: grace_period, may_sleep)" },
+	{ "may_sleep", (PyCFunction)Session_may_sleep, METH_NOARGS,
+	  "after a grace period: True when the queue is still empty and the reader may wait" },
 	{ "cancel_sleep", (PyCFunction)Session_cancel_sleep, METH_NOARGS, "withdraw the announcement" },
+	{ "ready", (PyCFunction)Session_ready, METH_NOARGS, "True when a record is ready to drain" },
 	{ "drain_json", (PyCFunction)Session_drain_json, METH_VARARGS,
 	  "drain_json(max_events, wall_offset_ns=0) -> (bytes, count)" },
 	{ "drain_discard", (PyCFunction)Session_drain_discard, METH_VARARGS,
@@ -453,6 +489,8 @@ static PyMethodDef core_methods[] = {
 	  "burst_pinned(path, total, per_call=4096): run a pinned burst program" },
 	{ "bench_ringbuf", core_bench_ringbuf, METH_VARARGS,
 	  "bench_ringbuf(events, per_call=4096, ring_bytes=32MiB, prod_cpu=0, cons_cpu=1) -> dict" },
+	{ "grace_period", core_grace_period, METH_NOARGS,
+	  "an RCU grace period via membarrier(GLOBAL); False if unsupported" },
 	{ "libbpf_log", core_libbpf_log, METH_NOARGS, "libbpf's last messages" },
 	{ "set_verbose", core_set_verbose, METH_VARARGS, "print libbpf debug output" },
 	{ NULL, NULL, 0, NULL },

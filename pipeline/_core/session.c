@@ -104,6 +104,15 @@ static int map_arena(struct ap_session *s, char *err, size_t errlen)
 	return 0;
 }
 
+/* The doorbell's records carry nothing: being woken is the message. */
+static int bell_record(void *ctx, void *data, size_t size)
+{
+	(void)ctx;
+	(void)data;
+	(void)size;
+	return 0;
+}
+
 int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_capacity,
 		    char *err, size_t errlen)
 {
@@ -128,11 +137,16 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	if (!s->prod)
 		return fail(err, errlen, errno, "cannot open the BPF object: %s", strerror(errno));
 	bpf_map__set_max_entries(s->prod->maps.arena, (uint32_t)arena_pages);
+	/* the benchmark's load source is attached only when asked for */
+	bpf_program__set_autoattach(s->prod->progs.bench_getppid, false);
 	ret = producer_bpf__load(s->prod);
 	if (ret) {
 		ret = -errno;
 		producer_bpf__destroy(s->prod);
 		s->prod = NULL;
+		if (ret == -ENOSYS)
+			return fail(err, errlen, ret,
+				    "this kernel has no bpf() system call (CONFIG_BPF_SYSCALL is off, or a seccomp policy blocks it): BPF is unavailable here");
 		if (ret == -EPERM || ret == -EACCES)
 			return fail(err, errlen, ret,
 				    "loading BPF programs was refused (%s): run as root or with CAP_BPF and CAP_PERFMON",
@@ -159,7 +173,7 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	evq_init(s->q, slots, queue_capacity);
 	arena_atomic_store(&s->root->magic, AP_ROOT_MAGIC, ARENA_RELEASE);
 
-	s->bell = ring_buffer__new(bpf_map__fd(s->prod->maps.doorbell), NULL, NULL, NULL);
+	s->bell = ring_buffer__new(bpf_map__fd(s->prod->maps.doorbell), bell_record, NULL, NULL);
 	if (!s->bell) {
 		ret = -errno;
 		ap_session_close(s);
@@ -169,7 +183,6 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	return 0;
 }
 
-/* ring_buffer__new wants a callback; the doorbell's records carry nothing. */
 int ap_session_doorbell_fd(struct ap_session *s)
 {
 	return ring_buffer__epoll_fd(s->bell);
@@ -228,6 +241,16 @@ int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen)
 			    strerror(-ret));
 	}
 	s->active = AP_ACTIVE_TRACEPOINT;
+	return 0;
+}
+
+int ap_session_attach_getppid(struct ap_session *s, char *err, size_t errlen)
+{
+	s->prod->links.bench_getppid = bpf_program__attach(s->prod->progs.bench_getppid);
+	if (!s->prod->links.bench_getppid)
+		return fail(err, errlen, errno, "cannot attach the getppid tracepoint: %s",
+			    strerror(errno));
+	s->active = AP_ACTIVE_GETPPID;
 	return 0;
 }
 

@@ -15,6 +15,7 @@ enum ap_active_trigger {
 	AP_ACTIVE_NONE = 0,
 	AP_ACTIVE_LSM = 1,
 	AP_ACTIVE_TRACEPOINT = 2,
+	AP_ACTIVE_GETPPID = 3, /* benchmark load source */
 };
 
 struct ap_session {
@@ -35,6 +36,7 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 		    char *err, size_t errlen);
 int ap_session_attach_lsm(struct ap_session *s, char *err, size_t errlen);
 int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen);
+int ap_session_attach_getppid(struct ap_session *s, char *err, size_t errlen);
 void ap_session_set_filter(struct ap_session *s, uint32_t pid, const char *comm,
 			   uint32_t ignore_pid);
 void ap_session_enable(struct ap_session *s, int on);

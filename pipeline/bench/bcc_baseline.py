@@ -1,0 +1,466 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""The BCC baseline the benchmark measures the project's pipeline against.
+
+The same load, the same record, the usual BCC way: a TRACEPOINT_PROBE on
+sys_enter_getppid fills a 328-byte record (the layout of struct ap_event in
+include/event.h) in a BPF ring buffer, and a Python callback decodes each
+record with ctypes, encodes it with the json module and writes it as one line
+to a file, as a BCC tool would.
+
+Run it with Debian's /usr/bin/python3 (where python3-bpfcc puts bcc), as root,
+after scripts/setup-bcc.sh:
+
+    BCC_KERNEL_SOURCE=$(scripts/setup-bcc.sh) \\
+        taskset -c 1 /usr/bin/python3 pipeline/bench/bcc_baseline.py \\
+        --output /tmp/bcc.jsonl --duration 3 --pid "$LOADGEN_PID" \\
+        --ready-file /tmp/bcc.ready
+
+It polls for --duration seconds from the moment it is attached (announced by
+creating --ready-file), then prints one JSON object on stdout:
+
+    {"written": ..., "lost_kernel": ..., "produced": ..., "lost": ...,
+     "seconds": ..., "events_per_s": ...}
+
+produced is the kernel's sequence counter (every event the program saw),
+lost_kernel the reservations the full ring buffer refused, written the lines
+in the output file, and lost = produced - written (refused by the ring, or
+still in it when polling stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ctypes
+import importlib
+import json
+import os
+import struct
+import sys
+import time
+from typing import Any, NoReturn, TextIO
+
+KHEADERS_DEFAULT = "/var/cache/arena-pipeline/kheaders/current"
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+
+# include/event.h: enum ap_trigger, enum ap_syscall, and the names the
+# project's JSON lines use for them (pipeline/_core/jsonfmt.c).
+AP_TRIGGER_BENCH = 4
+AP_SYS_GETPPID = 12
+TRIGGER_NAMES = {0: "none", 1: "lsm", 2: "tracepoint", 3: "burst", 4: "bench"}
+SYSCALL_NAMES = {0: "none", 12: "getppid"}
+AP_EV_TRUNCATED = 0x1
+AP_EV_EXCL = 0x2
+AP_COMM_LEN = 16
+AP_NAME_CAP = 256
+AP_EVENT_SIZE = 72 + AP_NAME_CAP
+
+# The BPF side. OFF_REAL_PARENT and OFF_TGID (offsets in struct task_struct)
+# come from the running kernel's BTF: the headers BCC compiles against are
+# Debian's, not this kernel's, and their struct layouts differ.
+BPF_TEXT = r"""
+#ifdef OFF_FROM_HEADERS
+#include <linux/sched.h>
+#define OFF_REAL_PARENT offsetof(struct task_struct, real_parent)
+#define OFF_TGID offsetof(struct task_struct, tgid)
+#endif
+
+/* struct ap_event of include/event.h, field for field. */
+struct bench_event {
+    u64 seq;
+    u64 ts_ns;
+    u32 tid;
+    u32 pid;
+    u32 ppid;
+    u32 uid;
+    u32 cpu;
+    u32 mode;
+    s32 ret;
+    u16 name_len;
+    u8 trigger;
+    u8 syscall;
+    u32 flags;
+    u32 open_flags;
+    char comm[AP_COMM_LEN];
+    char name[AP_NAME_CAP];
+};
+_Static_assert(sizeof(struct bench_event) == AP_EVENT_SIZE, "ap_event layout");
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_ARRAY(seq_counter, u64, 1);   /* events seen: the next seq */
+BPF_ARRAY(lost_counter, u64, 1);  /* reservations the ring refused */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tgid = pid_tgid >> 32;
+    int zero = 0;
+
+    if (TARGET_TGID && tgid != TARGET_TGID)
+        return 0;
+
+    u64 *seqp = seq_counter.lookup(&zero);
+    if (!seqp)
+        return 0;
+    /* Taken before reserving: a dropped event uses up its seq too. */
+    u64 seq = __sync_fetch_and_add(seqp, 1);
+
+    struct bench_event *ev = events.ringbuf_reserve(sizeof(struct bench_event));
+    if (!ev) {
+        u64 *lostp = lost_counter.lookup(&zero);
+        if (lostp)
+            __sync_fetch_and_add(lostp, 1);
+        return 0;
+    }
+
+    char *task = (char *)bpf_get_current_task();
+    char *parent = NULL;
+    u32 ppid = 0;
+    bpf_probe_read_kernel(&parent, sizeof(parent), task + OFF_REAL_PARENT);
+    if (parent)
+        bpf_probe_read_kernel(&ppid, sizeof(ppid), parent + OFF_TGID);
+
+    ev->seq = seq;
+    ev->ts_ns = bpf_ktime_get_ns();
+    ev->tid = (u32)pid_tgid;
+    ev->pid = tgid;
+    ev->ppid = ppid;
+    ev->uid = (u32)bpf_get_current_uid_gid();
+    ev->cpu = bpf_get_smp_processor_id();
+    ev->mode = 0;
+    ev->ret = 0;
+    ev->name_len = 7;
+    ev->trigger = AP_TRIGGER_BENCH;
+    ev->syscall = AP_SYS_GETPPID;
+    ev->flags = 0;
+    ev->open_flags = 0;
+    bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+    /* Reserved memory is not zeroed: clear the whole name, then "getppid". */
+    __builtin_memset(ev->name, 0, sizeof(ev->name));
+    ev->name[0] = 'g';
+    ev->name[1] = 'e';
+    ev->name[2] = 't';
+    ev->name[3] = 'p';
+    ev->name[4] = 'p';
+    ev->name[5] = 'i';
+    ev->name[6] = 'd';
+
+    events.ringbuf_submit(ev, 0);
+    return 0;
+}
+"""
+
+
+class Event(ctypes.Structure):
+    """struct ap_event, as the ring buffer delivers it."""
+
+    _fields_ = [
+        ("seq", ctypes.c_uint64),
+        ("ts_ns", ctypes.c_uint64),
+        ("tid", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("ppid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("mode", ctypes.c_uint32),
+        ("ret", ctypes.c_int32),
+        ("name_len", ctypes.c_uint16),
+        ("trigger", ctypes.c_uint8),
+        ("syscall", ctypes.c_uint8),
+        ("flags", ctypes.c_uint32),
+        ("open_flags", ctypes.c_uint32),
+        ("comm", ctypes.c_char * AP_COMM_LEN),
+        ("name", ctypes.c_char * AP_NAME_CAP),
+    ]
+
+
+assert ctypes.sizeof(Event) == AP_EVENT_SIZE, "Event does not match struct ap_event"
+
+
+# ---- task_struct offsets from the running kernel's BTF -----------------------
+
+_BTF_KIND_STRUCT, _BTF_KIND_UNION = 4, 5
+_BTF_MODIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type_tag
+
+
+def _btf_extra_len(kind: int, vlen: int) -> int:
+    """Bytes that follow the 12-byte common header of a BTF type."""
+    fixed = {1: 4, 2: 0, 3: 12, 7: 0, 8: 0, 9: 0, 10: 0, 11: 0, 12: 0,
+             14: 4, 16: 0, 17: 4, 18: 0}
+    per_item = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}
+    if kind in fixed:
+        return fixed[kind]
+    if kind in per_item:
+        return per_item[kind] * vlen
+    raise ValueError(f"unknown BTF kind {kind}")
+
+
+def task_struct_offsets(path: str = VMLINUX_BTF) -> tuple[int, int]:
+    """Byte offsets of real_parent and tgid in the running kernel's task_struct."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+    if magic != 0xEB9F:
+        raise ValueError(f"{path}: not BTF")
+    type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
+    types = hdr_len + type_off
+    strs = hdr_len + str_off
+    strtab = data[strs:strs + str_len]
+
+    def name_at(off: int) -> bytes:
+        return strtab[off:strtab.index(b"\0", off)]
+
+    # BTF strings are deduplicated: "task_struct" has one offset.
+    hit = strtab.find(b"\0task_struct\0")
+    if hit < 0:
+        raise ValueError("task_struct not in BTF")
+    task_name_off = hit + 1
+
+    index = [0]  # type id -> position of its header; id 0 is void
+    task_id = 0
+    pos, end = types, types + type_len
+    while pos < end:
+        name_off, info, _ = struct.unpack_from("<III", data, pos)
+        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+        index.append(pos)
+        if kind == _BTF_KIND_STRUCT and name_off == task_name_off and not task_id:
+            task_id = len(index) - 1
+        pos += 12 + _btf_extra_len(kind, vlen)
+    if not task_id:
+        raise ValueError("struct task_struct not in BTF")
+
+    def header(tid: int) -> tuple[int, int, int, int]:
+        name_off, info, size_type = struct.unpack_from("<III", data, index[tid])
+        return name_off, (info >> 24) & 0x1F, info, size_type
+
+    def strip(tid: int) -> int:
+        while True:
+            _, kind, _, ref = header(tid)
+            if kind not in _BTF_MODIFIERS:
+                return tid
+            tid = ref
+
+    def member_offset(tid: int, wanted: bytes) -> int | None:
+        _, _, info, _ = header(tid)
+        vlen, bitfields = info & 0xFFFF, info >> 31
+        for i in range(vlen):
+            m_name, m_type, m_off = struct.unpack_from("<III", data, index[tid] + 12 + 12 * i)
+            bit = m_off & 0xFFFFFF if bitfields else m_off
+            if m_name == 0:  # anonymous struct or union: look inside
+                inner = strip(m_type)
+                if header(inner)[1] in (_BTF_KIND_STRUCT, _BTF_KIND_UNION):
+                    found = member_offset(inner, wanted)
+                    if found is not None:
+                        return int(bit) // 8 + found
+            elif name_at(m_name) == wanted:
+                return int(bit) // 8
+        return None
+
+    real_parent = member_offset(task_id, b"real_parent")
+    tgid = member_offset(task_id, b"tgid")
+    if real_parent is None or tgid is None:
+        raise ValueError("task_struct has no real_parent or tgid")
+    return real_parent, tgid
+
+
+# ---- the run -----------------------------------------------------------------
+
+def die(msg: str, code: int = 1) -> NoReturn:
+    print(f"bcc_baseline: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="BCC baseline: getppid tracepoint -> ring buffer -> Python callback "
+                    "-> one JSON encode per event -> JSONL file")
+    p.add_argument("--output", required=True, help="JSONL file to write (truncated)")
+    p.add_argument("--duration", required=True, type=float,
+                   help="seconds to poll, counted from attach (ready file)")
+    p.add_argument("--ringbuf-pages", type=int, default=256,
+                   help="ring buffer size in pages, a power of two (default 256: 1 MiB)")
+    p.add_argument("--ready-file", help="created once the probe is attached")
+    p.add_argument("--pid", type=int, default=0,
+                   help="only count getppid calls of this process (tgid); 0: all")
+    a = p.parse_args(argv)
+    if not a.duration > 0:
+        p.error("--duration must be > 0")
+    n = a.ringbuf_pages
+    if n < 1 or n & (n - 1):
+        p.error("--ringbuf-pages must be a power of two")
+    if a.pid < 0:
+        p.error("--pid must be >= 0")
+    return a
+
+
+def kernel_source_env() -> None:
+    """Point BCC at the headers scripts/setup-bcc.sh unpacked, unless told otherwise."""
+    if os.environ.get("BCC_KERNEL_SOURCE"):
+        return
+    if os.path.isdir(f"/lib/modules/{os.uname().release}/build"):
+        return
+    if os.path.isdir(KHEADERS_DEFAULT):
+        os.environ["BCC_KERNEL_SOURCE"] = os.path.realpath(KHEADERS_DEFAULT)
+        return
+    die("no kernel headers for BCC: run scripts/setup-bcc.sh as root and set "
+        "BCC_KERNEL_SOURCE to the directory it prints")
+
+
+def write_ready(path: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def text_field(raw: bytes) -> tuple[str, str | None]:
+    """A C string as JSON text, and base64 of its bytes if not valid UTF-8."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode("ascii")
+
+
+class _Run:
+    """What the ring buffer callback shares with the polling loop."""
+
+    def __init__(self, stop_at: float) -> None:
+        self.written = 0
+        self.stop_at = stop_at
+        self.error: BaseException | None = None
+
+
+def consume(b: Any, out: TextIO, duration: float, ready_file: str | None) -> dict[str, Any]:
+    """Poll the ring buffer for duration seconds, one JSON line per event."""
+    # CLOCK_MONOTONIC (bpf_ktime_get_ns) -> wall clock, as the pipeline does.
+    wall_offset = time.time_ns() - time.monotonic_ns()
+    run = _Run(stop_at=0.0)
+    write = out.write
+    # json.dumps with non-default arguments builds a new encoder per call; a
+    # tool writing compact lines keeps one.
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    from_address = Event.from_address
+    trigger_names = TRIGGER_NAMES
+    syscall_names = SYSCALL_NAMES
+    monotonic = time.monotonic
+
+    def on_event(_ctx: Any, data: int, _size: int) -> int:
+        try:
+            ev = from_address(data)  # a view of the ring's memory, no copy
+            name, name_b64 = text_field(ev.name[:min(ev.name_len, AP_NAME_CAP - 1)])
+            comm, comm_b64 = text_field(ev.comm)
+            flags = ev.flags
+            rec = {
+                "seq": ev.seq,
+                "ts_ns": ev.ts_ns,
+                "wall_ns": ev.ts_ns + wall_offset,
+                "cpu": ev.cpu,
+                "pid": ev.pid,
+                "tid": ev.tid,
+                "ppid": ev.ppid,
+                "uid": ev.uid,
+                "comm": comm,
+                "trigger": trigger_names.get(ev.trigger, "unknown"),
+                "syscall": syscall_names.get(ev.syscall, "unknown"),
+                "ret": ev.ret,
+                "mode": ev.mode,
+                "open_flags": ev.open_flags,
+                "excl": bool(flags & AP_EV_EXCL),
+                "truncated": bool(flags & AP_EV_TRUNCATED),
+                "name": name,
+            }
+            if name_b64 is not None:
+                rec["name_b64"] = name_b64
+            if comm_b64 is not None:
+                rec["comm_b64"] = comm_b64
+            write(encode(rec) + "\n")
+            run.written += 1
+            # One poll drains the ring until it is empty, which a faster
+            # producer never lets happen: look at the clock now and then and
+            # end the poll (a negative return) once the time is up.
+            if not run.written & 255 and monotonic() >= run.stop_at:
+                return -1
+            return 0
+        except BaseException as e:  # keep it: ctypes would only print it
+            run.error = e
+            return -1
+
+    b["events"].open_ring_buffer(on_event)
+
+    start = monotonic()
+    run.stop_at = start + duration
+    if ready_file:
+        write_ready(ready_file)
+    while run.error is None:
+        left = run.stop_at - monotonic()
+        if left <= 0:
+            break
+        b.ring_buffer_poll(max(1, min(100, int(left * 1000))))
+    seconds = monotonic() - start
+    if run.error is not None:
+        if isinstance(run.error, KeyboardInterrupt):
+            raise run.error
+        die(f"event callback failed: {run.error!r}")
+
+    zero = ctypes.c_int(0)
+    produced = int(b["seq_counter"][zero].value)
+    lost_kernel = int(b["lost_counter"][zero].value)
+    return {
+        "written": run.written,
+        "lost_kernel": lost_kernel,
+        "produced": produced,
+        "lost": produced - run.written,
+        "seconds": round(seconds, 6),
+        "events_per_s": round(run.written / seconds, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        die("needs root (loading BPF programs)")
+    try:
+        bcc = importlib.import_module("bcc")
+    except ImportError:
+        die("cannot import bcc: run with /usr/bin/python3 after scripts/setup-bcc.sh "
+            "(python3-bpfcc is installed for Debian's Python only)")
+    kernel_source_env()
+
+    cflags = [
+        "-w",  # Debian's 6.12 headers warn under BCC's clang 14; none of it is ours
+        f"-DTARGET_TGID={args.pid}",
+        f"-DRINGBUF_PAGES={args.ringbuf_pages}",
+        f"-DAP_COMM_LEN={AP_COMM_LEN}",
+        f"-DAP_NAME_CAP={AP_NAME_CAP}",
+        f"-DAP_EVENT_SIZE={AP_EVENT_SIZE}",
+        f"-DAP_TRIGGER_BENCH={AP_TRIGGER_BENCH}",
+        f"-DAP_SYS_GETPPID={AP_SYS_GETPPID}",
+    ]
+    try:
+        off_parent, off_tgid = task_struct_offsets()
+        cflags += [f"-DOFF_REAL_PARENT={off_parent}", f"-DOFF_TGID={off_tgid}"]
+    except (OSError, ValueError) as e:
+        print(f"bcc_baseline: warning: {e}; ppid from the header layout may be wrong",
+              file=sys.stderr)
+        cflags.append("-DOFF_FROM_HEADERS")
+
+    try:
+        out = open(args.output, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        die(f"cannot open {args.output}: {e.strerror}")
+    with out:
+        try:
+            b = bcc.BPF(text=BPF_TEXT, cflags=cflags)  # TRACEPOINT_PROBE attaches here
+        except Exception as e:  # bcc raises plain Exception on compile/load errors
+            die(f"BPF program did not load: {e}")
+        try:
+            result = consume(b, out, args.duration, args.ready_file)
+        finally:
+            b.cleanup()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""End to end into a JSONL file, same load for every contender: a C load
+generator calls getppid in a tight loop on CPU 0; a tracepoint on
+sys_enter_getppid makes one event of each call; the consumer runs on CPU 1.
+
+Contenders, one after the other in the same run:
+  - c_drain:  C alone drains the arena queue (no formatting, no writing);
+  - pipeline: `python -m pipeline --sink jsonl` (C drain + format, asyncio, aiofiles);
+  - bcc:      a BCC Python pipeline (ring buffer, Python callback, json.dumps).
+Rate = events that reached the consumer's output / the load's own duration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+LOADGEN = ROOT / "build" / "loadgen"
+BCC_SCRIPT = Path(__file__).resolve().parent / "bcc_baseline.py"
+LOAD_CPU, CONSUMER_CPU = "0", "1"
+
+
+class Load:
+    """The load generator, started paused so its pid can be filtered on."""
+
+    def __init__(self, tmp: Path, seconds: float) -> None:
+        self.start_file = tmp / f"go-{time.monotonic_ns()}"
+        self.proc = subprocess.Popen([str(LOADGEN), "--seconds", str(seconds), "--cpu", LOAD_CPU,
+                                      "--start-file", str(self.start_file)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+
+    def go(self) -> None:
+        self.start_file.touch()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def finish(self) -> dict[str, Any]:
+        out, _ = self.proc.communicate(timeout=120)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"loadgen failed ({self.proc.returncode})")
+        return dict(json.loads(out))
+
+
+def run_c_drain(tmp: Path, seconds: float) -> dict[str, Any]:
+    load = Load(tmp, seconds)
+    try:
+        return _c_drain(load)
+    finally:
+        load.kill()
+
+
+def _c_drain(load: Load) -> dict[str, Any]:
+    from .. import _core
+
+    s = _core.Session(arena_pages=32768, queue_capacity=65536)
+    old = os.sched_getaffinity(0)
+    try:
+        s.attach("getppid")
+        s.set_filter(pid=load.pid)
+        s.enable(True)
+        os.sched_setaffinity(0, {int(CONSUMER_CPU)})
+        drained = 0
+        load.go()
+        while load.proc.poll() is None:
+            drained += s.drain_discard(65536)[0]
+        s.detach()
+        while True:
+            n = s.drain_discard(65536)[0]
+            if not n:
+                break
+            drained += n
+        st = s.stats()
+        info = load.finish()
+    finally:
+        os.sched_setaffinity(0, old)
+        s.close()
+    return {"written": drained, "produced": st["produced"],
+            "lost": st["dropped_full"] + st["dropped_busy"], "load_seconds": info["seconds"],
+            "load_calls": info["calls"], "events_per_s": drained / info["seconds"]}
+
+
+def run_pipeline(tmp: Path, seconds: float) -> dict[str, Any]:
+    load = Load(tmp, seconds)
+    try:
+        return _pipeline(tmp, load)
+    finally:
+        load.kill()
+
+
+def _pipeline(tmp: Path, load: Load) -> dict[str, Any]:
+    out = tmp / "pipeline.jsonl"
+    p = subprocess.Popen(
+        ["taskset", "-c", CONSUMER_CPU, sys.executable, "-m", "pipeline", "--sink", "jsonl",
+         "--output", str(out), "--trigger", "getppid", "--filter-pid", str(load.pid),
+         "--batch", "16384", "--pin-dir", "/sys/fs/bpf/arena-pipeline-bench"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    lines: list[str] = []
+    for line in p.stderr:
+        lines.append(line)
+        if "ready in" in line:
+            break
+    else:
+        p.wait()
+        raise RuntimeError("pipeline did not start: " + "".join(lines))
+    load.go()
+    info = load.finish()
+    p.send_signal(signal.SIGINT)
+    _, rest = p.communicate(timeout=120)
+    final = next((json.loads(ln.split("final ", 1)[1]) for ln in rest.splitlines()
+                  if ln.startswith("pipeline: final ")), None)
+    if final is None:
+        raise RuntimeError("pipeline gave no final statistics: " + rest)
+    with open(out, "rb") as f:
+        written = sum(1 for _ in f)
+    lost = sum(final["dropped"].values())
+    return {"written": written, "produced": final["produced"], "lost": lost,
+            "load_seconds": info["seconds"], "load_calls": info["calls"],
+            "events_per_s": written / info["seconds"]}
+
+
+def bcc_available() -> str | None:
+    """None when the baseline can run, else why not."""
+    res = subprocess.run(["/usr/bin/python3", "-c", "import bcc"], capture_output=True)
+    if res.returncode != 0:
+        return "BCC is not installed (run scripts/setup-bcc.sh, or make bench which does)"
+    return None
+
+
+def run_bcc(tmp: Path, seconds: float) -> dict[str, Any]:
+    load = Load(tmp, seconds)
+    try:
+        return _bcc(tmp, load, seconds)
+    finally:
+        load.kill()
+
+
+def _bcc(tmp: Path, load: Load, seconds: float) -> dict[str, Any]:
+    out = tmp / "bcc.jsonl"
+    ready = tmp / "bcc.ready"
+    env = dict(os.environ)
+    kh = subprocess.run(["bash", str(ROOT / "scripts" / "setup-bcc.sh")], capture_output=True,
+                        text=True)
+    if kh.returncode == 0 and kh.stdout.strip():
+        env["BCC_KERNEL_SOURCE"] = kh.stdout.strip().splitlines()[-1]
+    p = subprocess.Popen(
+        ["taskset", "-c", CONSUMER_CPU, "/usr/bin/python3", str(BCC_SCRIPT), "--output", str(out),
+         "--duration", str(seconds + 3.0), "--pid", str(load.pid), "--ready-file", str(ready)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120  # BCC compiles its C at start
+    while not ready.exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            p.kill()
+            _, err = p.communicate()
+            raise RuntimeError("BCC baseline did not start: " + err.strip()[-500:])
+        time.sleep(0.05)
+    load.go()
+    info = load.finish()
+    stdout, err = p.communicate(timeout=120)
+    if p.returncode != 0:
+        raise RuntimeError("BCC baseline failed: " + err.strip()[-500:])
+    res = json.loads(stdout.strip().splitlines()[-1])
+    return {"written": res["written"], "produced": res["produced"], "lost": res["lost"],
+            "load_seconds": info["seconds"], "load_calls": info["calls"],
+            "events_per_s": res["written"] / info["seconds"]}
+
+
+def run_e2e(seconds: float, with_bcc: bool = True) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ap-bench-") as d:
+        tmp = Path(d)
+        result: dict[str, Any] = {"load_seconds": seconds}
+        result["c_drain"] = run_c_drain(tmp, seconds)
+        result["pipeline"] = run_pipeline(tmp, seconds)
+        why = bcc_available() if with_bcc else "skipped (--no-bcc)"
+        if why is None:
+            result["bcc"] = run_bcc(tmp, seconds)
+            result["pipeline_vs_bcc"] = (result["pipeline"]["events_per_s"]
+                                         / max(result["bcc"]["events_per_s"], 1e-9))
+        else:
+            result["bcc"] = {"skipped": why}
+        result["pipeline_vs_c_drain"] = (result["pipeline"]["events_per_s"]
+                                         / result["c_drain"]["events_per_s"])
+    return result
