@@ -30,7 +30,7 @@ fi
 
 if [ ${#need_bpo[@]} -gt 0 ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
 	# the same mirror the machine already uses for bookworm
-	mirror=$(sed -n 's#^URIs: *\(http[^ ]*/debian\)/*$#\1#p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
+	mirror=$(sed -n 's#^URIs: *\(http[^ ]*/debian\)/*$#\1#p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
 	[ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $3=="bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
 	[ -n "$mirror" ] || mirror=http://deb.debian.org/debian
 	cat > /etc/apt/sources.list.d/bookworm-backports.sources <<SRC
