@@ -24,6 +24,10 @@ BPF_OBJS := $(patsubst bpf/%.bpf.c,$(BUILD)/%.bpf.o,$(BPF_SRCS))
 SKELS := $(patsubst bpf/%.bpf.c,$(BUILD)/%.skel.h,$(BPF_SRCS))
 HEADERS := $(shell find include bpf -name '*.h')
 
+# pip trusts the system's CA bundle (as Debian's own pip does), so a site
+# proxy's CA installed there is honoured.
+PIP := $(PY) -m pip -q --disable-pip-version-check \
+	$(if $(wildcard /etc/ssl/certs/ca-certificates.crt),--cert /etc/ssl/certs/ca-certificates.crt)
 STAMP_SYS := $(BUILD)/.system-ready
 STAMP_VENV := $(VENV)/.ready
 EXT_SRCS := $(wildcard pipeline/_core/*.c pipeline/_core/*.h)
@@ -43,8 +47,8 @@ $(STAMP_SYS): scripts/setup-system.sh
 venv: $(STAMP_VENV)
 $(STAMP_VENV): pyproject.toml $(STAMP_SYS)
 	[ -x $(PY) ] || /usr/bin/python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
-	$(PY) -m pip install -q --disable-pip-version-check uvloop aiofiles orjson pytest ruff mypy types-aiofiles
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install uvloop aiofiles orjson pytest ruff mypy types-aiofiles
 	@touch $@
 
 $(BUILD)/vmlinux.h: | $(STAMP_SYS)
