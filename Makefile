@@ -33,6 +33,8 @@ STAMP_VENV := $(VENV)/.ready
 EXT_SRCS := $(wildcard pipeline/_core/*.c pipeline/_core/*.h)
 
 .PHONY: all setup system venv bpf ext run test bench lint clean
+# keep the .bpf.o files between the skeleton and the next build
+.SECONDARY:
 all: setup
 
 setup: system venv bpf ext
