@@ -96,3 +96,21 @@ def test_touch_gives_one_event_promptly(tmp_path: Path, pin_root: Path) -> None:
     assert pl.stop() == 0
     mine = [e for e in read_jsonl(out) if e["name"] == str(target)]
     assert len(mine) == 1 and mine[0]["comm"] == "touch"
+
+
+def test_pins_private_removed_on_exit_and_stale_ones_cleaned(tmp_path: Path,
+                                                             pin_root: Path) -> None:
+    out = tmp_path / "p.jsonl"
+    first = PipelineProc("--sink", "jsonl", "--output", str(out), "--pin-dir", str(pin_root))
+    pins = pin_root / str(first.proc.pid)
+    assert sorted(p.name for p in pins.iterdir()) == ["arena", "burst"]
+    assert pin_root.stat().st_mode & 0o777 == 0o700
+    assert out.stat().st_mode & 0o777 == 0o600
+    first.proc.kill()  # SIGKILL: no chance to clean up
+    first.wait()
+    assert pins.exists()
+    second = PipelineProc("--sink", "jsonl", "--output", str(out), "--pin-dir", str(pin_root))
+    assert not pins.exists()
+    assert any("removed stale pins" in ln and str(first.proc.pid) in ln for ln in second.lines)
+    assert second.stop() == 0
+    assert not (pin_root / str(second.proc.pid)).exists()
