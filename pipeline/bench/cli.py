@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..kernel import check_privileges, ensure_mounts
 
-PARTS = ("transport", "e2e", "idle", "startup")
+PARTS = ("transport", "e2e", "latency", "idle", "startup")
 
 
 def _fmt_rate(x: float) -> str:
@@ -43,6 +43,11 @@ def report(res: dict[str, Any]) -> str:
         if "pipeline_vs_bcc" in e:
             out.append(f"  pipeline/bcc: {e['pipeline_vs_bcc']:.1f}x (target >= 10x)")
         out.append(f"  pipeline/c_drain: {e['pipeline_vs_c_drain']:.2f}x (target >= 0.5x)")
+    if "latency" in res:
+        lt = res["latency"]
+        out.append(f"latency at low rate (file created -> line in the jsonl file, "
+                   f"{lt['events']} files): median {lt['ms_median']:.2f} ms, "
+                   f"max {lt['ms_max']:.2f} ms (target < 50 ms)")
     if "idle" in res:
         out.append(f"idle: {res['idle']['core_percent']:.2f}% of a core (target < 1%)")
     if "startup" in res:
@@ -75,6 +80,9 @@ def main(argv: list[str]) -> int:
     if "e2e" in parts:
         from .e2e import run_e2e
         res["e2e"] = run_e2e(args.seconds, with_bcc=not args.no_bcc)
+    if "latency" in parts:
+        from .process import run_latency
+        res["latency"] = run_latency()
     if "idle" in parts:
         from .process import run_idle
         res["idle"] = run_idle()

@@ -51,7 +51,8 @@ def run_startup(rounds: int = 3) -> dict[str, Any]:
 
 
 def run_idle(seconds: float = 5.0) -> dict[str, Any]:
-    p, _ = _start([])
+    # a comm nothing has, so other activity on the machine creates no events
+    p, _ = _start(["--filter-comm", "ap-idle-probe"])
     try:
         time.sleep(1.0)  # let start-up work finish
         c0, t0 = _cpu_seconds(p.pid), time.monotonic()
@@ -60,3 +61,36 @@ def run_idle(seconds: float = 5.0) -> dict[str, Any]:
     finally:
         _stop(p)
     return {"core_percent": 100.0 * (c1 - c0) / (t1 - t0), "seconds": t1 - t0}
+
+
+def run_latency(events: int = 20, gap: float = 0.1) -> dict[str, Any]:
+    """Low-rate latency: time from just before a file is created until its
+    line is in the jsonl sink's file (so through the doorbell, the sleeping
+    reader, formatting and the write)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ap-latency-") as d:
+        out = Path(d) / "lat.jsonl"
+        work = Path(d) / "w"
+        work.mkdir()
+        p = subprocess.Popen([sys.executable, "-m", "pipeline", "--sink", "jsonl", "--output",
+                              str(out), "--pin-dir", "/sys/fs/bpf/arena-pipeline-bench"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert p.stderr is not None
+        for raw in p.stderr:
+            if b"ready in" in raw:
+                break
+        lat: list[float] = []
+        try:
+            for i in range(events):
+                time.sleep(gap)  # long enough for the reader to go back to sleep
+                size = out.stat().st_size if out.exists() else 0
+                t0 = time.monotonic()
+                (work / f"lat-{i}").touch()
+                while (out.stat().st_size if out.exists() else 0) == size:
+                    time.sleep(0.0002)
+                lat.append(time.monotonic() - t0)
+        finally:
+            _stop(p)
+    return {"ms_median": 1000 * statistics.median(lat), "ms_max": 1000 * max(lat),
+            "events": events}
