@@ -91,12 +91,19 @@ class Reader:
             bell.cancel()
             stop.cancel()
         self.session.cancel_sleep()
+
+    def _on_bell(self) -> None:
+        # Consume at once: the ring buffer's fd stays readable while a record
+        # is in it, and a stale ring (one that came while the reader was
+        # withdrawing its announcement) would make every loop turn return
+        # at once, spinning the loop.
         self.session.consume_doorbell()
+        self._bell.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         fd = self.session.doorbell_fd()
-        loop.add_reader(fd, self._bell.set)
+        loop.add_reader(fd, self._on_bell)
         try:
             await self._loop()
         finally:
