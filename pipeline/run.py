@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .config import Config
 from .errors import EXIT_BAD_INPUT
@@ -57,7 +58,7 @@ def final_stats(kernel: Kernel, reader: Reader) -> dict[str, Any]:
 
 
 def _print_stats(kind: str, stats: dict[str, Any]) -> None:
-    eprint(f"{kind} {json.dumps(stats, separators=(',', ':'))}")
+    eprint(f"{kind} {orjson.dumps(stats).decode()}")
 
 
 async def _periodic_stats(kernel: Kernel, reader: Reader, every: float) -> None:
