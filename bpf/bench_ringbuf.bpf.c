@@ -38,14 +38,5 @@ static long ring_one(__u64 i, void *data)
 SEC("syscall")
 int ring_burst(struct ap_burst_args *args)
 {
-	struct ap_burst_args local = {};
-
-	local.count = args->count;
-	if (local.count > AP_BURST_MAX_PER_CALL)
-		local.count = AP_BURST_MAX_PER_CALL;
-	bpf_loop(local.count, ring_one, &local, 0);
-	args->count = local.count;
-	args->published = local.published;
-	args->dropped = local.dropped;
-	return 0;
+	return ap_burst_run(args, ring_one);
 }

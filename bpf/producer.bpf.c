@@ -196,20 +196,9 @@ static long burst_one(__u64 i, void *data)
 SEC("syscall")
 int burst(struct ap_burst_args *args)
 {
-	struct ap_root __arena *root = ap_root_enabled();
-	struct ap_burst_args local = {};
-
-	if (!root)
+	if (!ap_root_enabled())
 		return -1;
-	/* bpf_loop's context must live on the stack */
-	local.count = args->count;
-	if (local.count > AP_BURST_MAX_PER_CALL)
-		local.count = AP_BURST_MAX_PER_CALL;
-	bpf_loop(local.count, burst_one, &local, 0);
-	args->count = local.count;
-	args->published = local.published;
-	args->dropped = local.dropped;
-	return 0;
+	return ap_burst_run(args, burst_one);
 }
 
 /* ---- benchmark load: one event per getppid() of the filtered process ---- */

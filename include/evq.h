@@ -210,6 +210,29 @@ static inline void evq_release(struct evq *q, ap_u64 pos)
 	arena_atomic_store(&q->head, pos, ARENA_RELEASE);
 }
 
+/* Slots are released every so often within a batch, so a long batch does
+ * not keep the queue looking full to the producers. */
+#define EVQ_RELEASE_EVERY 256
+
+/* Hands up to max ready records, in order, to fn (which must be done with
+ * the record when it returns), releases them, and returns how many. */
+static inline ap_u64 evq_consume(struct evq *q, ap_u64 max,
+				 void (*fn)(const struct ap_event *ev, void *ctx), void *ctx)
+{
+	ap_u64 head = q->head, n = 0;
+	const struct ap_event *ev;
+
+	while (n < max && (ev = evq_peek(q, head)) != NULL) {
+		fn(ev, ctx);
+		head++;
+		if (++n % EVQ_RELEASE_EVERY == 0)
+			evq_release(q, head);
+	}
+	if (n % EVQ_RELEASE_EVERY)
+		evq_release(q, head);
+	return n;
+}
+
 /* Sleeping takes three steps: evq_announce_sleep(); a barrier that reaches
  * every producer (an RCU grace period, see "Doorbell"); evq_may_sleep(),
  * which looks once more. The caller may poll evq_peek() between them and

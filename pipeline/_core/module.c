@@ -199,9 +199,18 @@ static PyObject *core_grace_period(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a
 	return PyBool_FromLong(ret == 0);
 }
 
-/* Release slots to producers every so often within a batch, so a long
- * batch does not keep the queue looking full. */
-#define RELEASE_EVERY 256
+struct format_ctx {
+	char *out;
+	size_t used;
+	int64_t wall_off;
+};
+
+static void format_one(const struct ap_event *ev, void *ctx)
+{
+	struct format_ctx *f = ctx;
+
+	f->used += ap_format_event(f->out + f->used, ev, f->wall_off);
+}
 
 /*
  * drain_json(max_events, wall_offset_ns) -> (bytes, count)
@@ -212,9 +221,8 @@ static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
 {
 	unsigned long long max;
 	long long wall_off = 0;
-	struct evq *q;
-	uint64_t head, n = 0;
-	size_t used = 0;
+	struct format_ctx f;
+	uint64_t n;
 
 	if (!PyArg_ParseTuple(args, "K|L", &max, &wall_off) || !session_ready(self))
 		return NULL;
@@ -228,26 +236,21 @@ static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
 		self->buf = nb;
 		self->buf_cap = max * AP_JSON_LINE_MAX;
 	}
-	q = self->s.q;
+	f.out = self->buf;
+	f.used = 0;
+	f.wall_off = wall_off;
 	Py_BEGIN_ALLOW_THREADS
-	head = q->head;
-	while (n < max) {
-		const struct ap_event *ev = evq_peek(q, head);
-
-		if (!ev)
-			break;
-		used += ap_format_event(self->buf + used, ev, wall_off);
-		head++;
-		if (++n % RELEASE_EVERY == 0)
-			evq_release(q, head);
-	}
-	if (n % RELEASE_EVERY)
-		evq_release(q, head);
+	n = evq_consume(self->s.q, max, format_one, &f);
 	Py_END_ALLOW_THREADS
-	PyObject *data = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)used);
+	PyObject *data = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)f.used);
 	if (!data)
 		return NULL;
 	return Py_BuildValue("(NK)", data, (unsigned long long)n);
+}
+
+static void checksum_one(const struct ap_event *ev, void *ctx)
+{
+	*(uint64_t *)ctx += ev->seq + ev->name_len;
 }
 
 /*
@@ -258,26 +261,12 @@ static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
 static PyObject *Session_drain_discard(SessionObject *self, PyObject *args)
 {
 	unsigned long long max;
-	struct evq *q;
-	uint64_t head, n = 0, sum = 0;
+	uint64_t n, sum = 0;
 
 	if (!PyArg_ParseTuple(args, "K", &max) || !session_ready(self))
 		return NULL;
-	q = self->s.q;
 	Py_BEGIN_ALLOW_THREADS
-	head = q->head;
-	while (n < max) {
-		const struct ap_event *ev = evq_peek(q, head);
-
-		if (!ev)
-			break;
-		sum += ev->seq + ev->name_len;
-		head++;
-		if (++n % RELEASE_EVERY == 0)
-			evq_release(q, head);
-	}
-	if (n % RELEASE_EVERY)
-		evq_release(q, head);
+	n = evq_consume(self->s.q, max, checksum_one, &sum);
 	Py_END_ALLOW_THREADS
 	return Py_BuildValue("(KK)", (unsigned long long)n, (unsigned long long)sum);
 }

@@ -100,28 +100,19 @@ static int finished(struct run *r)
 	return atomic_load(&r->producer_done) && r->delivered >= atomic_load(&r->published);
 }
 
+static void note_event(const struct ap_event *ev, void *ctx)
+{
+	note_seq(ctx, ev->seq);
+}
+
 static void *arena_consumer(void *arg)
 {
 	struct run *r = arg;
-	uint64_t head = r->q->head, pending = 0;
 
 	pin_to(r->cons_cpu);
 	for (;;) {
-		const struct ap_event *ev = evq_peek(r->q, head);
-
-		if (ev) {
-			note_seq(r, ev->seq);
-			head++;
-			if (++pending == 256) {
-				evq_release(r->q, head);
-				pending = 0;
-			}
+		if (evq_consume(r->q, 1 << 16, note_event, r))
 			continue;
-		}
-		if (pending) {
-			evq_release(r->q, head);
-			pending = 0;
-		}
 		if (finished(r))
 			break;
 		__builtin_ia32_pause();
