@@ -16,8 +16,18 @@
  * costs nothing. Loops with a small constant bound need nothing.
  *
  * arena_loop(n, cb, data) is bpf_loop in BPF and a plain for loop in
- * userspace: cb(i, data) runs for i = 0..n-1 until it returns nonzero. Use it
- * for the outer loop of a batch, so that one verified callback runs n times.
+ * userspace: cb(i, data) runs for i = 0..n-1 until it returns nonzero.
+ * Caution on this kernel (6.18): a callback whose body contains may_goto
+ * loops can send the verifier's precision backtracking into a NULL
+ * dereference (an oops, the loading process killed). bpf/ds_ops.bpf.c
+ * therefore runs its batch loop with can_loop in the program itself and
+ * puts the heavy code behind global functions (ARENA_SUBPROG).
+ *
+ * Verifier habits that decide whether a loop converges: a counter the
+ * verifier knows exactly and that a branch depends on ((i & 31) == 31,
+ * if (n) after the loop) is marked precise, and the loop is then walked
+ * once per value. Start such counters with arena_opaque(0), and keep
+ * counts out of branches.
  */
 #ifndef ARENA_SHIM_H
 #define ARENA_SHIM_H

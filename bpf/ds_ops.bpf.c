@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Kernel-side operations on the arena data structures. For every line of
+ * include/ds/registry.h, a SEC("syscall") program ds_run_NAME runs one
+ * struct ds_batch (include/ds/batch.h) on an instance of NAME: a mix of
+ * operations, a verify, an iterate, an init or a pool refill. Userspace runs
+ * them with bpf_prog_test_run_opts from as many threads as it likes, at the
+ * same time as its own threads operate on the same instances.
+ *
+ * Shape, for the verifier's sake (kernel 6.18, clang 19):
+ *   - each structure's operations sit behind one global function,
+ *     ds_kop_NAME, verified once on its own; the batch loop only calls it;
+ *   - the allocator and the epoch advance are global functions too
+ *     (ARENA_SUBPROG in the headers);
+ *   - the batch loop is a can_loop loop in the program, not a bpf_loop
+ *     callback: precision backtracking through may_goto loops in a callback
+ *     frame oopses this kernel's verifier.
+ */
+#include "common.bpf.h"
+#include "arena_map.bpf.h"
+#include "ds/registry.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* the seed's statistics, over every batch of every structure */
+__u64 kernel_ops;
+__u64 kernel_fails;
+__u64 kernel_batches;
+
+/* one operation on a NAME instance: io->val in (insert), io->key/io->val out */
+#define DS_KERNEL_OP(id, name)                                                              \
+	__attribute__((noinline)) int ds_kop_##name(struct ds_ctx *c, __u64 ds, __u32 op,  \
+						   __u64 key, struct ds_kv *io)            \
+	{                                                                                   \
+		if (!c || !io)                                                              \
+			return DS_INVALID;                                                  \
+		return ds_apply_kv(c, id, ds, op, key, io);                                 \
+	}
+DS_REGISTRY(DS_KERNEL_OP)
+
+static __always_inline int ds_kernel_apply(struct ds_ctx *c, __u32 type, __u64 ds, __u32 op, __u64 key,
+					   struct ds_kv *io)
+{
+	switch (type) {
+#define DS_KERNEL_CASE(id, name) \
+	case id:                 \
+		return ds_kop_##name(c, ds, op, key, io);
+		DS_REGISTRY(DS_KERNEL_CASE)
+#undef DS_KERNEL_CASE
+	}
+	return DS_INVALID;
+}
+
+#define DS_BATCH_APPLY ds_kernel_apply
+#include "ds/batch.h"
+
+static __always_inline int ds_kernel_batch(struct ds_batch *b, __u32 type, __u32 flags)
+{
+	struct ds_batch_run r;
+	struct ds_head __arena *h = ARENA_PTR(struct ds_head, b->ds);
+	struct arena_heap __arena *heap;
+	__u64 t0, count = b->count, i;
+
+	b->status = DS_CORRUPT;
+	if (!b->ds)
+		return 0;
+	heap = ARENA_PTR(struct arena_heap, h->heap);
+	if (!heap || heap->magic != ARENA_HEAP_MAGIC)
+		return 0;
+	r.acc = (struct ds_batch_acc __arena *)arena_heap_alloc(heap, sizeof(struct ds_batch_acc), flags);
+	if (!r.acc) {
+		b->status = DS_NOMEM;
+		return 0;
+	}
+	ds_batch_acc_zero(r.acc);
+	if (ds_batch_begin(&r, b, type, DS_SIDE_KERNEL, flags)) {
+		arena_free(r.acc);
+		return 0;
+	}
+	r.c.rec = ebr_cpu_record(r.c.ebr);
+	t0 = bpf_ktime_get_ns();
+	if (b->cmd == DS_CMD_MIX) {
+		if (count > DS_BATCH_MAX)
+			count = DS_BATCH_MAX;
+		for (i = arena_opaque(0); i < count && can_loop; i++)
+			if (ds_batch_step(&r, i, type))
+				break;
+	} else {
+		ds_batch_command(&r, b, type);
+	}
+	b->cpu = bpf_get_smp_processor_id();
+	ds_batch_end(&r, b, bpf_ktime_get_ns() - t0);
+	if (b->cmd == DS_CMD_MIX) {
+		__sync_fetch_and_add(&kernel_ops, r.acc->done[0] + r.acc->done[1] + r.acc->done[2] + r.acc->done[3]);
+		__sync_fetch_and_add(&kernel_fails,
+				     r.acc->fails[0] + r.acc->fails[1] + r.acc->fails[2] + r.acc->fails[3]);
+		__sync_fetch_and_add(&kernel_batches, 1);
+	}
+	arena_free(r.acc);
+	return 0;
+}
+
+#define DS_KERNEL_PROG(id, name)                                               \
+	SEC("syscall")                                                         \
+	int ds_run_##name(struct ds_batch *b)                                  \
+	{                                                                      \
+		return ds_kernel_batch(b, id, 0);                              \
+	}
+DS_REGISTRY(DS_KERNEL_PROG)

@@ -1,0 +1,871 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * arena_alloc / arena_free: one heap in the arena for BPF programs (sleepable
+ * or not) and for userspace threads and processes, all at once.
+ *
+ * The heap manages a page range [first_page, first_page + npages) that its
+ * caller gives it; its state (struct arena_heap) lives in the arena too,
+ * outside that range. Every managed page starts with a 48-byte header; small
+ * objects are carved after it, each behind a 16-byte object header.
+ *
+ *   page:   | struct arena_page (48) | obj hdr | data ... | obj hdr | data ... |
+ *   object: | tag: LIVE/DEAD magic << 32 | size | link (for retire lists) | data
+ *
+ * Small objects (up to ARENA_SMALL_MAX bytes). Each slot (a kernel CPU, a
+ * user thread that claimed one, or the CPU of a user thread without one) has
+ * a current page. Everything about a page
+ * that allocation and freeing change is one 64-bit word, page->state:
+ *
+ *   bits  0..15  off    next free byte in the page
+ *   bits 16..31  cnt    live objects carved from the page
+ *   bit  60      LARGE  the page starts a multi-page object
+ *   bit  61      FREE   the page is on a free stack (or a reserve pool)
+ *   bit  62      ACTIVE objects may still be carved from the page
+ *
+ * and every transition is a compare-and-swap on it:
+ *   carve    ACTIVE, off+need <= 4096:   off += need, cnt += 1
+ *   full     ACTIVE, off+need  > 4096:   clear ACTIVE (and set FREE if cnt == 0)
+ *   free     cnt -= 1; when that leaves cnt == 0 and ACTIVE clear: set FREE
+ * so exactly one party sees the page become FREE and pushes it onto the free
+ * stack: a page is handed out again only after its last object was freed, and
+ * two carvers can never get the same bytes, whoever they are and however
+ * they interleave. A slot's current-page pointer is only a hint: a task that
+ * was preempted between reading it and carving works on whatever the page's
+ * state says now, which is always consistent. Whoever replaces a slot's page
+ * clears that page's ACTIVE bit, so no page stays carvable without a slot.
+ *
+ * Pages. The free-page stack and the per-slot reserve pools are Treiber
+ * stacks whose top word carries a 32-bit tag next to the page number, so a
+ * pop that raced with a pop and a push (ABA) fails its compare-and-swap.
+ * Pages that were never used come from a bump counter; they must be backed
+ * before use:
+ *   - userspace: touching the page faults it in (the kernel's arena fault
+ *     handler allocates it and marks it used for bpf_arena_alloc_pages too);
+ *   - sleepable BPF: bpf_arena_alloc_pages at that exact address;
+ *   - non-sleepable BPF (ARENA_NOSLEEP): never; it takes pages from the free
+ *     stack, then from its slot's reserve pool (filled by arena_heap_refill
+ *     from userspace or a sleepable program), and fails with NULL (NOMEM).
+ * Pages are never given back to the kernel (bpf_arena_free_pages): a page
+ * whose objects are all freed goes on the free stack and is reused, so a
+ * balanced alloc/free run stays within the pages it has touched. Nobody else
+ * may call bpf_arena_alloc_pages with a NULL address on this arena: the
+ * kernel would hand out pages of the heap's range.
+ *
+ * Large objects (more than ARENA_SMALL_MAX bytes) take a run of fresh,
+ * contiguous pages (one page may come from the free stack); freeing one puts
+ * each of its pages on the free stack. They are for long-lived tables (hash
+ * buckets, ring slots).
+ *
+ * Either side may free what the other allocated: arena_free finds the page,
+ * its heap and the object size from the headers. A second free of the same
+ * object fails its compare-and-swap on the object tag and is counted in
+ * bad_frees instead of corrupting the heap.
+ *
+ * Statistics are per slot (summed when read), so that the hot path touches
+ * only its own cache line: allocations, frees, bytes requested and freed,
+ * failures; pages in use, populated, free and pooled are heap-wide.
+ */
+#ifndef ARENA_ALLOC_H
+#define ARENA_ALLOC_H
+
+#include "arena.h"
+#include "atomics.h"
+#include "shim.h"
+
+#define ARENA_HEAP_MAGIC 0x3170616568616e61ULL /* "anaheap1" */
+#define ARENA_PAGE_MAGIC 0x50474150U
+#define ARENA_OBJ_LIVE 0xA110CA7EU
+#define ARENA_OBJ_DEAD 0xF4EEF4EEU
+#define ARENA_POISON 0xDEADBEEFDEADBEEFULL
+
+/*
+ * Slots: 0..31 kernel CPUs; 32..63 user threads without a slot of their
+ * own, by CPU; 64..127 slots owned by one user thread each (claimed by
+ * arena_heap_attach_thread, which ds_user_attach does). An owned slot's
+ * counters have a single writer and are updated without atomic
+ * read-modify-writes; carving is atomic everywhere, as any task may still
+ * reach any page.
+ */
+#define ARENA_HEAP_SLOTS 128
+#define ARENA_HEAP_KSLOTS 32
+#define ARENA_HEAP_CPU_USLOTS 32
+#define ARENA_HEAP_OWNED_FIRST (ARENA_HEAP_KSLOTS + ARENA_HEAP_CPU_USLOTS)
+#define ARENA_PAGE_HDR 48
+#define ARENA_OBJ_HDR 16
+#define ARENA_OBJ_ALIGN 16
+#define ARENA_SMALL_MAX (ARENA_PAGE_SIZE - ARENA_PAGE_HDR - ARENA_OBJ_HDR)
+#define ARENA_LARGE_MAX_PAGES 4096 /* 16 MiB */
+
+/* arena_heap_alloc flags */
+#define ARENA_NOSLEEP 0x1 /* non-sleepable BPF: never call bpf_arena_alloc_pages */
+#define ARENA_PAGE_ALIGNED 0x2 /* whole pages; the object starts 64 bytes into its first
+				* page, so it is cache-line aligned (structure heads) */
+
+/* heap flags */
+#define ARENA_HEAP_POISON 0x1 /* fill freed objects with ARENA_POISON (tests) */
+
+#define ARENA_PS_OFF_MASK 0xffffULL
+#define ARENA_PS_CNT_ONE (1ULL << 16)
+#define ARENA_PS_CNT(s) (((s) >> 16) & 0xffffULL)
+#define ARENA_PS_LARGE (1ULL << 60)
+#define ARENA_PS_FREE (1ULL << 61)
+#define ARENA_PS_ACTIVE (1ULL << 62)
+
+#define ARENA_STACK_NO(top) ((top) & 0xffffffffULL)
+#define ARENA_STACK_NEXT_TAG(top) ((((top) >> 32) + 1) << 32)
+
+/*
+ * A BPF object whose programs are all non-sleepable (tracepoints...) defines
+ * ARENA_NOSLEEP_ONLY before including this: every allocation then behaves as
+ * ARENA_NOSLEEP and the object contains no call to bpf_arena_alloc_pages at
+ * all (the verifier checks kfunc calls per program, global functions
+ * included, whatever the arguments).
+ */
+
+/* the BPF map whose pages the heap backs (bpf_arena_alloc_pages) */
+#ifndef ARENA_HEAP_MAP
+#define ARENA_HEAP_MAP arena
+#endif
+
+struct arena_page {
+	ap_u64 state;  /* see above */
+	ap_u64 next;   /* free-stack link: page number + 1, 0 ends the stack */
+	ap_u64 heap;   /* address of the owning struct arena_heap */
+	ap_u32 magic;  /* ARENA_PAGE_MAGIC */
+	ap_u32 npages; /* pages of the large object that starts here, else 1 */
+	ap_u64 uses;   /* times the page was put into use (diagnostics) */
+	ap_u64 spare;
+};
+
+struct arena_obj {
+	ap_u64 tag;  /* ARENA_OBJ_LIVE or ARENA_OBJ_DEAD << 32 | requested size */
+	ap_u64 link; /* free for the object's owner: epoch.h chains retired objects here */
+};
+
+struct arena_heap_slot {
+	ap_u64 cur;        /* address of the current page, 0 for none */
+	ap_u64 pool;       /* reserve pool for non-sleepable contexts (tagged stack top) */
+	ap_u64 pool_pages; /* pages in the pool */
+	ap_u64 allocs;
+	ap_u64 frees;
+	ap_u64 bytes_alloc;
+	ap_u64 bytes_freed;
+	ap_u64 fails;
+	ap_u64 owner;    /* owned slots: tgid << 32 | tid of the owner, 0 when free */
+	ap_u64 owner_ns; /* the owner's pid namespace (inode) */
+} __arena_cacheline_aligned;
+
+struct arena_heap {
+	ap_u64 magic;
+	ap_u64 first_page; /* page number (from ARENA_BASE) of the first managed page */
+	ap_u64 npages;
+	ap_u64 flags;
+	ap_u32 nr_kslots;   /* kernel slots in use: possible CPUs, at most ARENA_HEAP_KSLOTS */
+	ap_u32 pool_target; /* pages arena_heap_refill keeps in each kernel slot's pool */
+	/* pages of the range handed out by the bump counter (never-used tail) */
+	ap_u64 fresh __arena_cacheline_aligned;
+	ap_u64 free_stack; /* tagged stack top of free pages */
+	ap_u64 free_pages;
+	ap_u64 pages_in_use __arena_cacheline_aligned; /* current, partly used or large */
+	ap_u64 pages_lost;  /* fresh pages the kernel could not back */
+	ap_u64 large_allocs;
+	ap_u64 bad_frees; /* double or foreign frees refused */
+	struct arena_heap_slot slots[ARENA_HEAP_SLOTS];
+};
+
+struct arena_heap_stats {
+	ap_u64 allocs;
+	ap_u64 frees;
+	ap_u64 bytes_in_use;
+	ap_u64 pages_in_use;
+	ap_u64 failures;
+	ap_u64 pages_populated; /* pages of the range ever backed */
+	ap_u64 free_pages;
+	ap_u64 pool_pages;
+	ap_u64 pages_lost;
+	ap_u64 bad_frees;
+	ap_u64 large_allocs;
+};
+
+static __always_inline struct arena_page __arena *arena_page_at(ap_u64 no)
+{
+	return ARENA_PTR(struct arena_page, ARENA_PAGE_ADDR(no));
+}
+
+static __always_inline struct arena_obj __arena *arena_obj_of(void __arena *p)
+{
+	return ARENA_PTR(struct arena_obj, ARENA_ADDR(p) - ARENA_OBJ_HDR);
+}
+
+#if !ARENA_IS_BPF
+/* The calling thread's own slot, if it claimed one (one per process-wide
+ * thread, whichever translation unit asks: weak, so defined once). */
+struct arena_thread_slot {
+	ap_u64 heap; /* the heap the slot belongs to, 0 for none */
+	ap_u32 slot;
+	ap_u32 spare;
+};
+__attribute__((weak)) __thread struct arena_thread_slot arena_thread_slot;
+#endif
+
+/* The slot of the caller: its own (*owned = 1), else its CPU's. */
+static __always_inline struct arena_heap_slot __arena *arena_heap_my_slot(struct arena_heap __arena *h,
+									   int *owned)
+{
+#if ARENA_IS_BPF
+	*owned = 0;
+	return &h->slots[arena_cpu() & (ARENA_HEAP_KSLOTS - 1)];
+#else
+	if (arena_thread_slot.heap == ARENA_ADDR(h)) {
+		*owned = 1;
+		return &h->slots[arena_thread_slot.slot & (ARENA_HEAP_SLOTS - 1)];
+	}
+	*owned = 0;
+	return &h->slots[ARENA_HEAP_KSLOTS + (arena_cpu() & (ARENA_HEAP_CPU_USLOTS - 1))];
+#endif
+}
+
+/* Add to a slot counter: a plain update when the slot has one writer. */
+static __always_inline void arena_stat_add(ap_u64 __arena *ctr, ap_u64 v, int owned)
+{
+#if !ARENA_IS_BPF
+	if (owned) {
+		arena_atomic_store(ctr, arena_atomic_load(ctr, ARENA_RELAXED) + v, ARENA_RELAXED);
+		return;
+	}
+#endif
+	(void)owned;
+	arena_atomic_add(ctr, v, ARENA_RELAXED);
+}
+
+/* ---- page stacks (free stack, reserve pools) ---- */
+
+static __always_inline int arena_pstack_push(ap_u64 __arena *top, struct arena_page __arena *pg)
+{
+	ap_u64 no = ARENA_PAGE_NO(pg) + 1;
+	ap_u64 old = arena_atomic_load(top, ARENA_RELAXED);
+
+	while (can_loop) {
+		ap_u64 seen;
+
+		arena_atomic_store(&pg->next, ARENA_STACK_NO(old), ARENA_RELAXED);
+		/* release: the page header is written before the page is visible */
+		seen = arena_atomic_cmpxchg(top, old, ARENA_STACK_NEXT_TAG(old) | no, ARENA_RELEASE);
+		if (seen == old)
+			return 1;
+		old = seen;
+	}
+	return 0;
+}
+
+static __always_inline struct arena_page __arena *arena_pstack_pop(ap_u64 __arena *top)
+{
+	ap_u64 old = arena_atomic_load(top, ARENA_ACQUIRE);
+
+	while (can_loop) {
+		struct arena_page __arena *pg;
+		ap_u64 no = ARENA_STACK_NO(old), next, seen;
+
+		if (!no)
+			return 0;
+		pg = arena_page_at(no - 1);
+		/* pages stay backed forever, so this read is safe even if the page
+		 * was popped meanwhile; the tag then makes the CAS fail */
+		next = arena_atomic_load(&pg->next, ARENA_RELAXED);
+		seen = arena_atomic_cmpxchg(top, old, ARENA_STACK_NEXT_TAG(old) | next, ARENA_ACQ_REL);
+		if (seen == old)
+			return pg;
+		old = seen;
+	}
+	return 0;
+}
+
+/* ---- getting pages ---- */
+
+/* Give a just-claimed fresh page its backing memory (BPF) or fault it in
+ * (userspace: the header write does it). Returns 0 when the kernel could not
+ * back it. */
+static __always_inline int arena_page_back(struct arena_page __arena *pg, ap_u32 flags)
+{
+	(void)flags;
+#if ARENA_IS_BPF && defined(ARENA_NOSLEEP_ONLY)
+	return 0;
+#elif ARENA_IS_BPF
+	if (flags & ARENA_NOSLEEP)
+		return 0;
+	if (bpf_arena_alloc_pages(&ARENA_HEAP_MAP, (void *)ARENA_ADDR(pg), 1, -1, 0))
+		return 1;
+	/* Refused: either the page is already backed (a userspace read of it
+	 * faulted it in) or the kernel is out of memory. A store to an unbacked
+	 * arena page is dropped and a load reads 0: probe. */
+	arena_store_once(&pg->spare, ARENA_HEAP_MAGIC);
+	return arena_load_once(&pg->spare) == ARENA_HEAP_MAGIC;
+#else
+	arena_atomic_store(&pg->spare, 0, ARENA_RELAXED);
+	return 1;
+#endif
+}
+
+/* Claim n never-used contiguous pages of the range. */
+static __always_inline struct arena_page __arena *
+arena_heap_fresh(struct arena_heap __arena *h, ap_u32 n, ap_u32 flags)
+{
+	struct arena_page __arena *pg;
+	ap_u64 idx, seen, i;
+
+	if (flags & ARENA_NOSLEEP)
+		return 0;
+	idx = arena_atomic_load(&h->fresh, ARENA_RELAXED);
+	while (can_loop) {
+		if (idx + n > h->npages)
+			return 0;
+		seen = arena_atomic_cmpxchg(&h->fresh, idx, idx + n, ARENA_RELAXED);
+		if (seen == idx)
+			break;
+		idx = seen;
+	}
+	if (idx + n > h->npages)
+		return 0;
+	pg = arena_page_at(h->first_page + idx);
+	for (i = 0; i < n && can_loop; i++) {
+		if (!arena_page_back(arena_page_at(h->first_page + idx + i), flags)) {
+			arena_atomic_add(&h->pages_lost, n, ARENA_RELAXED);
+			return 0;
+		}
+	}
+	return pg;
+}
+
+/* A page for the slot's next current page: the free stack, then a fresh
+ * page (sleepable/userspace), then the slot's reserve pool. */
+static __always_inline struct arena_page __arena *
+arena_heap_take_page(struct arena_heap __arena *h, struct arena_heap_slot __arena *slot, ap_u32 flags)
+{
+	struct arena_page __arena *pg = arena_pstack_pop(&h->free_stack);
+
+	if (pg) {
+		arena_atomic_dec(&h->free_pages, ARENA_RELAXED);
+		return pg;
+	}
+	pg = arena_heap_fresh(h, 1, flags);
+	if (pg)
+		return pg;
+	pg = arena_pstack_pop(&slot->pool);
+	if (pg)
+		arena_atomic_dec(&slot->pool_pages, ARENA_RELAXED);
+	return pg;
+}
+
+/* Put a page whose state just became FREE on the free stack. */
+static __always_inline void arena_heap_release_page(struct arena_heap __arena *h,
+						    struct arena_page __arena *pg)
+{
+	arena_atomic_dec(&h->pages_in_use, ARENA_RELAXED);
+	arena_atomic_inc(&h->free_pages, ARENA_RELAXED);
+	if (!arena_pstack_push(&h->free_stack, pg))
+		arena_atomic_inc(&h->pages_lost, ARENA_RELAXED);
+}
+
+static __always_inline void arena_page_start(struct arena_heap __arena *h, struct arena_page __arena *pg,
+					     ap_u64 state, ap_u32 npages)
+{
+	arena_atomic_store(&pg->heap, ARENA_ADDR(h), ARENA_RELAXED);
+	arena_atomic_store(&pg->magic, ARENA_PAGE_MAGIC, ARENA_RELAXED);
+	arena_atomic_store(&pg->npages, npages, ARENA_RELAXED);
+	arena_atomic_add(&pg->uses, 1, ARENA_RELAXED);
+	/* full barrier: the header is complete before the page can be carved */
+	arena_atomic_exchange(&pg->state, state, ARENA_SEQ_CST);
+	arena_atomic_add(&h->pages_in_use, npages, ARENA_RELAXED);
+}
+
+/* Clear ACTIVE: nothing more is carved from the page. If it holds no object
+ * any more, it is free now. */
+static __always_inline void arena_page_retire(struct arena_heap __arena *h, struct arena_page __arena *pg)
+{
+	ap_u64 s = arena_atomic_load(&pg->state, ARENA_ACQUIRE);
+
+	while (can_loop) {
+		ap_u64 ns, seen;
+
+		if (!(s & ARENA_PS_ACTIVE))
+			return;
+		ns = s & ~ARENA_PS_ACTIVE;
+		if (ARENA_PS_CNT(ns) == 0)
+			ns |= ARENA_PS_FREE;
+		seen = arena_atomic_cmpxchg(&pg->state, s, ns, ARENA_ACQ_REL);
+		if (seen == s) {
+			if (ns & ARENA_PS_FREE)
+				arena_heap_release_page(h, pg);
+			return;
+		}
+		s = seen;
+	}
+}
+
+/* Carve need bytes from a page. Returns the offset, or 0 when the page is no
+ * longer active (or just filled up and was retired by this call). */
+static __always_inline ap_u64 arena_page_carve(struct arena_heap __arena *h, struct arena_page __arena *pg,
+					       ap_u64 need)
+{
+	ap_u64 s = arena_atomic_load(&pg->state, ARENA_ACQUIRE);
+
+	while (can_loop) {
+		ap_u64 off, seen;
+
+		if (!(s & ARENA_PS_ACTIVE))
+			return 0;
+		off = s & ARENA_PS_OFF_MASK;
+		if (off + need > ARENA_PAGE_SIZE) {
+			arena_page_retire(h, pg);
+			return 0;
+		}
+		seen = arena_atomic_cmpxchg(&pg->state, s, s + need + ARENA_PS_CNT_ONE, ARENA_ACQ_REL);
+		if (seen == s)
+			return off;
+		s = seen;
+	}
+	return 0;
+}
+
+static __always_inline void __arena *arena_obj_start(struct arena_heap_slot __arena *slot, int owned, ap_u64 at,
+						     ap_u64 size)
+{
+	struct arena_obj __arena *o = ARENA_PTR(struct arena_obj, at);
+
+	arena_atomic_store(&o->link, 0, ARENA_RELAXED);
+	arena_atomic_store(&o->tag, ((ap_u64)ARENA_OBJ_LIVE << 32) | size, ARENA_RELAXED);
+	arena_stat_add(&slot->allocs, 1, owned);
+	arena_stat_add(&slot->bytes_alloc, size, owned);
+	return ARENA_PTR(void, at + ARENA_OBJ_HDR);
+}
+
+static __always_inline void __arena *arena_heap_alloc_large(struct arena_heap __arena *h,
+							    struct arena_heap_slot __arena *slot, int owned,
+							    ap_u64 size, ap_u32 flags)
+{
+	ap_u64 n = (size + ARENA_PAGE_HDR + ARENA_OBJ_HDR + ARENA_PAGE_SIZE - 1) >> ARENA_PAGE_SHIFT;
+	struct arena_page __arena *pg;
+
+	if (n > ARENA_LARGE_MAX_PAGES) {
+		arena_stat_add(&slot->fails, 1, owned);
+		return 0;
+	}
+	if (n == 1)
+		pg = arena_heap_take_page(h, slot, flags);
+	else
+		pg = arena_heap_fresh(h, (ap_u32)n, flags);
+	if (!pg) {
+		arena_stat_add(&slot->fails, 1, owned);
+		return 0;
+	}
+	arena_page_start(h, pg, ARENA_PS_LARGE | ARENA_PS_CNT_ONE, (ap_u32)n);
+	arena_atomic_inc(&h->large_allocs, ARENA_RELAXED);
+	return arena_obj_start(slot, owned, ARENA_ADDR(pg) + ARENA_PAGE_HDR, size);
+}
+
+/*
+ * Allocate size bytes (16-byte aligned, not zeroed). flags: ARENA_NOSLEEP in
+ * non-sleepable BPF programs. Returns NULL when the heap is exhausted (or,
+ * with ARENA_NOSLEEP, when neither the free stack nor the slot's pool has a
+ * page); the failure is counted.
+ */
+static __always_inline void __arena *arena_heap_alloc_body(struct arena_heap __arena *h, ap_u64 size,
+							   ap_u32 flags)
+{
+	int owned;
+	struct arena_heap_slot __arena *slot = arena_heap_my_slot(h, &owned);
+	struct arena_page __arena *pg;
+	ap_u64 need, cur, seen, off;
+
+	if (!size)
+		size = 1;
+	if (size > ARENA_SMALL_MAX || (flags & ARENA_PAGE_ALIGNED))
+		return arena_heap_alloc_large(h, slot, owned, size, flags);
+	need = (size + ARENA_OBJ_HDR + ARENA_OBJ_ALIGN - 1) & ~(ARENA_OBJ_ALIGN - 1);
+
+	cur = arena_atomic_load(&slot->cur, ARENA_ACQUIRE);
+	if (cur) {
+		off = arena_page_carve(h, ARENA_PTR(struct arena_page, cur), need);
+		if (off)
+			return arena_obj_start(slot, owned, cur + off, size);
+	}
+	pg = arena_heap_take_page(h, slot, flags);
+	if (!pg) {
+		arena_stat_add(&slot->fails, 1, owned);
+		return 0;
+	}
+	/* the first object is ours before anyone else can see the page */
+	arena_page_start(h, pg, ARENA_PS_ACTIVE | ARENA_PS_CNT_ONE | (ARENA_PAGE_HDR + need), 1);
+	seen = arena_atomic_cmpxchg(&slot->cur, cur, ARENA_ADDR(pg), ARENA_ACQ_REL);
+	if (seen != cur)
+		/* another task installed a page meanwhile: keep our object, retire ours */
+		arena_page_retire(h, pg);
+	else if (cur && cur != ARENA_ADDR(pg))
+		/* we displaced the old page: it must not stay carvable without a
+		 * slot (unless it is the very page we just took off the free
+		 * stack: a slot may still point at its page after that page
+		 * was retired, freed and handed out again) */
+		arena_page_retire(h, ARENA_PTR(struct arena_page, cur));
+	return arena_obj_start(slot, owned, ARENA_ADDR(pg) + ARENA_PAGE_HDR, size);
+}
+
+ARENA_SUBPROG ap_u64 arena_heap_alloc_subprog(ap_u64 heap, ap_u64 size, ap_u32 flags)
+{
+	return ARENA_ADDR(arena_heap_alloc_body(ARENA_PTR(struct arena_heap, heap), size, flags));
+}
+
+static __always_inline void __arena *arena_heap_alloc(struct arena_heap __arena *h, ap_u64 size, ap_u32 flags)
+{
+#if ARENA_IS_BPF
+# ifdef ARENA_NOSLEEP_ONLY
+	flags |= ARENA_NOSLEEP;
+# endif
+	return ARENA_PTR(void, arena_heap_alloc_subprog(ARENA_ADDR(h), size, flags));
+#else
+	return arena_heap_alloc_body(h, size, flags);
+#endif
+}
+
+static __always_inline void arena_poison(void __arena *p, ap_u64 size)
+{
+	ap_u64 __arena *w = ARENA_PTR(ap_u64, ARENA_ADDR(p));
+	ap_u64 i, n = (size + 7) / 8;
+
+	for (i = 0; i < n && can_loop; i++)
+		arena_atomic_store(&w[i], ARENA_POISON, ARENA_RELAXED);
+}
+
+static __always_inline void arena_heap_free_large(struct arena_heap __arena *h, struct arena_page __arena *pg)
+{
+	ap_u32 n = pg->npages, i;
+
+	arena_atomic_sub(&h->pages_in_use, n, ARENA_RELAXED);
+	arena_atomic_add(&h->free_pages, n, ARENA_RELAXED);
+	for (i = 0; i < n && can_loop; i++) {
+		struct arena_page __arena *p = arena_page_at(ARENA_PAGE_NO(pg) + i);
+
+		arena_atomic_store(&p->heap, ARENA_ADDR(h), ARENA_RELAXED);
+		arena_atomic_store(&p->magic, ARENA_PAGE_MAGIC, ARENA_RELAXED);
+		arena_atomic_store(&p->npages, 1, ARENA_RELAXED);
+		arena_atomic_store(&p->state, ARENA_PS_FREE, ARENA_RELEASE);
+		if (!arena_pstack_push(&h->free_stack, p))
+			arena_atomic_inc(&h->pages_lost, ARENA_RELAXED);
+	}
+}
+
+/*
+ * Free an object from any heap, allocated by either side. Returns 0, or -1
+ * for a pointer that is not a live object (double free, foreign pointer):
+ * refused and counted, nothing is changed.
+ */
+static __always_inline int arena_free_body(void __arena *p)
+{
+	ap_u64 a = ARENA_ADDR(p), tag, size, s;
+	struct arena_obj __arena *o;
+	struct arena_page __arena *pg;
+	struct arena_heap __arena *h;
+
+	if (!a)
+		return 0;
+	if ((a & (ARENA_OBJ_ALIGN - 1)) || a < ARENA_BASE + ARENA_PAGE_SIZE)
+		return -1;
+	o = arena_obj_of(p);
+	pg = ARENA_PTR(struct arena_page, ARENA_PAGE_OF(ARENA_ADDR(o)));
+	if (pg->magic != ARENA_PAGE_MAGIC)
+		return -1;
+	h = ARENA_PTR(struct arena_heap, pg->heap);
+	if (!h || h->magic != ARENA_HEAP_MAGIC)
+		return -1;
+	tag = arena_atomic_load(&o->tag, ARENA_ACQUIRE);
+	if ((tag >> 32) != ARENA_OBJ_LIVE ||
+	    arena_atomic_cmpxchg(&o->tag, tag, ((ap_u64)ARENA_OBJ_DEAD << 32) | (tag & 0xffffffffULL),
+				 ARENA_ACQ_REL) != tag) {
+		arena_atomic_inc(&h->bad_frees, ARENA_RELAXED);
+		return -1;
+	}
+	size = tag & 0xffffffffULL;
+	if (h->flags & ARENA_HEAP_POISON)
+		arena_poison(p, size);
+
+	s = arena_atomic_load(&pg->state, ARENA_ACQUIRE);
+	if (s & ARENA_PS_LARGE) {
+		arena_heap_free_large(h, pg);
+	} else {
+		while (can_loop) {
+			ap_u64 ns, seen;
+
+			if (ARENA_PS_CNT(s) == 0) {
+				arena_atomic_inc(&h->bad_frees, ARENA_RELAXED);
+				return -1;
+			}
+			ns = s - ARENA_PS_CNT_ONE;
+			if (ARENA_PS_CNT(s) == 1 && !(s & ARENA_PS_ACTIVE))
+				ns |= ARENA_PS_FREE;
+			seen = arena_atomic_cmpxchg(&pg->state, s, ns, ARENA_ACQ_REL);
+			if (seen == s) {
+				if (ns & ARENA_PS_FREE)
+					arena_heap_release_page(h, pg);
+				break;
+			}
+			s = seen;
+		}
+	}
+	{
+		int owned;
+		struct arena_heap_slot __arena *slot = arena_heap_my_slot(h, &owned);
+
+		arena_stat_add(&slot->frees, 1, owned);
+		arena_stat_add(&slot->bytes_freed, size, owned);
+	}
+	return 0;
+}
+
+ARENA_SUBPROG int arena_free_subprog(ap_u64 p)
+{
+	return arena_free_body(ARENA_PTR(void, p));
+}
+
+static __always_inline int arena_free(void __arena *p)
+{
+#if ARENA_IS_BPF
+	return arena_free_subprog(ARENA_ADDR(p));
+#else
+	return arena_free_body(p);
+#endif
+}
+
+/* The size that was asked for when p was allocated (0 if p is not live). */
+static __always_inline ap_u64 arena_obj_size(void __arena *p)
+{
+	ap_u64 tag = arena_atomic_load(&arena_obj_of(p)->tag, ARENA_RELAXED);
+
+	return (tag >> 32) == ARENA_OBJ_LIVE ? (tag & 0xffffffffULL) : 0;
+}
+
+/*
+ * Fill the reserve pool of every kernel slot up to pool_target pages, from
+ * the free stack or fresh pages. Userspace or sleepable BPF only. Returns 0,
+ * or -1 when the heap ran out of pages.
+ */
+static __always_inline int arena_heap_refill(struct arena_heap __arena *h, ap_u32 flags)
+{
+	ap_u32 i, n = h->nr_kslots;
+
+	if (flags & ARENA_NOSLEEP)
+		return -1;
+	for (i = 0; i < n && can_loop; i++) {
+		struct arena_heap_slot __arena *slot = &h->slots[i & (ARENA_HEAP_KSLOTS - 1)];
+
+		while (arena_atomic_load(&slot->pool_pages, ARENA_RELAXED) < h->pool_target && can_loop) {
+			struct arena_page __arena *pg = arena_pstack_pop(&h->free_stack);
+
+			if (pg)
+				arena_atomic_dec(&h->free_pages, ARENA_RELAXED);
+			else
+				pg = arena_heap_fresh(h, 1, flags);
+			if (!pg)
+				return -1;
+			arena_atomic_store(&pg->heap, ARENA_ADDR(h), ARENA_RELAXED);
+			arena_atomic_store(&pg->magic, ARENA_PAGE_MAGIC, ARENA_RELAXED);
+			arena_atomic_store(&pg->npages, 1, ARENA_RELAXED);
+			arena_atomic_store(&pg->state, ARENA_PS_FREE, ARENA_RELEASE);
+			arena_atomic_inc(&slot->pool_pages, ARENA_RELAXED);
+			if (!arena_pstack_push(&slot->pool, pg))
+				arena_atomic_inc(&h->pages_lost, ARENA_RELAXED);
+		}
+	}
+	return 0;
+}
+
+/*
+ * Lay out a heap over pages [first_page, first_page + npages) of the arena.
+ * h itself must lie outside that range. Run once, before any user, from
+ * userspace or a sleepable program. nr_kslots: possible CPUs (kernel slots
+ * that get reserve pools), pool_target: pages per pool.
+ */
+static __always_inline int arena_heap_init(struct arena_heap __arena *h, ap_u64 first_page, ap_u64 npages,
+					   ap_u32 nr_kslots, ap_u32 pool_target, ap_u64 flags)
+{
+	ap_u32 i;
+
+	if (!first_page || npages < 2 || first_page + npages > (1ULL << 20))
+		return -1;
+	if (nr_kslots > ARENA_HEAP_KSLOTS || !nr_kslots)
+		nr_kslots = ARENA_HEAP_KSLOTS;
+	/* volatile stores throughout: clang merges adjacent constant stores
+	 * into a memset, which the BPF backend cannot lower for address space 1 */
+	arena_store_once(&h->magic, 0);
+	arena_store_once(&h->first_page, first_page);
+	arena_store_once(&h->npages, npages);
+	arena_store_once(&h->flags, flags);
+	arena_store_once(&h->nr_kslots, nr_kslots);
+	arena_store_once(&h->pool_target, pool_target);
+	arena_store_once(&h->fresh, 0);
+	arena_store_once(&h->free_stack, 0);
+	arena_store_once(&h->free_pages, 0);
+	arena_store_once(&h->pages_in_use, 0);
+	arena_store_once(&h->pages_lost, 0);
+	arena_store_once(&h->large_allocs, 0);
+	arena_store_once(&h->bad_frees, 0);
+	for (i = 0; i < ARENA_HEAP_SLOTS && can_loop; i++) {
+		struct arena_heap_slot __arena *s = &h->slots[i];
+
+		/* volatile: no memset on arena memory in BPF */
+		arena_store_once(&s->cur, 0);
+		arena_store_once(&s->pool, 0);
+		arena_store_once(&s->pool_pages, 0);
+		arena_store_once(&s->allocs, 0);
+		arena_store_once(&s->frees, 0);
+		arena_store_once(&s->bytes_alloc, 0);
+		arena_store_once(&s->bytes_freed, 0);
+		arena_store_once(&s->fails, 0);
+		arena_store_once(&s->owner, 0);
+		arena_store_once(&s->owner_ns, 0);
+	}
+	arena_atomic_store(&h->magic, ARENA_HEAP_MAGIC, ARENA_SEQ_CST);
+	return 0;
+}
+
+/* A snapshot of the counters (each exact, the set not atomic). */
+static __always_inline void arena_heap_get_stats(struct arena_heap __arena *h, struct arena_heap_stats *st)
+{
+	ap_u64 ba = 0, bf = 0, fresh;
+	ap_u32 i;
+
+	st->allocs = st->frees = st->failures = st->pool_pages = 0;
+	for (i = 0; i < ARENA_HEAP_SLOTS && can_loop; i++) {
+		struct arena_heap_slot __arena *s = &h->slots[i];
+
+		st->allocs += arena_atomic_load(&s->allocs, ARENA_RELAXED);
+		st->frees += arena_atomic_load(&s->frees, ARENA_RELAXED);
+		ba += arena_atomic_load(&s->bytes_alloc, ARENA_RELAXED);
+		bf += arena_atomic_load(&s->bytes_freed, ARENA_RELAXED);
+		st->failures += arena_atomic_load(&s->fails, ARENA_RELAXED);
+		st->pool_pages += arena_atomic_load(&s->pool_pages, ARENA_RELAXED);
+	}
+	st->bytes_in_use = ba - bf;
+	st->pages_in_use = arena_atomic_load(&h->pages_in_use, ARENA_RELAXED);
+	fresh = arena_atomic_load(&h->fresh, ARENA_RELAXED);
+	st->pages_populated = fresh < h->npages ? fresh : h->npages;
+	st->free_pages = arena_atomic_load(&h->free_pages, ARENA_RELAXED);
+	st->pages_lost = arena_atomic_load(&h->pages_lost, ARENA_RELAXED);
+	st->bad_frees = arena_atomic_load(&h->bad_frees, ARENA_RELAXED);
+	st->large_allocs = arena_atomic_load(&h->large_allocs, ARENA_RELAXED);
+}
+
+#if !ARENA_IS_BPF
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* This thread as an owner word: tgid << 32 | tid. */
+static inline ap_u64 arena_self_owner(void)
+{
+	return ((ap_u64)getpid() << 32) | (ap_u32)syscall(SYS_gettid);
+}
+
+/* The pid namespace this process sees (its /proc/self/ns/pid inode). */
+static inline ap_u64 arena_self_ns(void)
+{
+	static ap_u64 cached;
+	struct stat st;
+
+	if (!cached)
+		cached = stat("/proc/self/ns/pid", &st) == 0 ? (ap_u64)st.st_ino : 1;
+	return cached;
+}
+
+/* 1 when the thread owner (registered from namespace ns) is known to be
+ * gone: tgkill(tgid, tid, 0) says ESRCH. Never guesses across pid
+ * namespaces. */
+static inline int arena_owner_gone(ap_u64 owner, ap_u64 ns)
+{
+	if (!owner || ns != arena_self_ns())
+		return 0;
+	if (syscall(SYS_tgkill, (int)(owner >> 32), (int)(owner & 0xffffffffU), 0) == 0)
+		return 0;
+	return errno == ESRCH;
+}
+
+/* A forked child is not the owner of its parent's slot. */
+static void arena_thread_slot_forget(void)
+{
+	arena_thread_slot.heap = 0;
+}
+
+__attribute__((weak)) int arena_atfork_registered;
+
+/*
+ * Give the calling thread a slot of its own in h (a current page no other
+ * thread carves from first, and counters without atomic read-modify-
+ * writes). Reuses a slot whose owner died. Returns 0, or -1 when all are
+ * taken (the thread then shares its CPU's slot, which is just as correct).
+ */
+static inline int arena_heap_attach_thread(struct arena_heap *h)
+{
+	ap_u64 me = arena_self_owner();
+	ap_u32 i;
+
+	if (!__atomic_exchange_n(&arena_atfork_registered, 1, __ATOMIC_ACQ_REL))
+		pthread_atfork(NULL, NULL, arena_thread_slot_forget);
+	for (i = ARENA_HEAP_OWNED_FIRST; i < ARENA_HEAP_SLOTS; i++) {
+		struct arena_heap_slot *s = &h->slots[i];
+		ap_u64 o = arena_atomic_load(&s->owner, ARENA_ACQUIRE);
+
+		if (o && !arena_owner_gone(o, arena_atomic_load(&s->owner_ns, ARENA_RELAXED)))
+			continue;
+		if (arena_atomic_cmpxchg(&s->owner, o, me, ARENA_ACQ_REL) != o)
+			continue;
+		arena_atomic_store(&s->owner_ns, arena_self_ns(), ARENA_RELAXED);
+		arena_thread_slot.heap = (ap_u64)h;
+		arena_thread_slot.slot = i;
+		return 0;
+	}
+	return -1;
+}
+
+/* Give the slot back (its current page stays with it for the next owner). */
+static inline void arena_heap_detach_thread(struct arena_heap *h)
+{
+	if (arena_thread_slot.heap != (ap_u64)h)
+		return;
+	arena_atomic_store(&h->slots[arena_thread_slot.slot].owner, 0, ARENA_RELEASE);
+	arena_thread_slot.heap = 0;
+}
+#endif
+
+/* ---- the default heap: arena_alloc(size) / arena_free(ptr) ---- */
+
+/*
+ * The address of the heap arena_alloc uses. BPF: a global of the program's
+ * .bss that the loader sets through the skeleton (an integer, so that the
+ * skeleton needs no arena types). Userspace: one per process, set with
+ * arena_set_default_heap().
+ */
+#if ARENA_IS_BPF
+ap_u64 arena_default_heap;
+#else
+__attribute__((weak)) ap_u64 arena_default_heap;
+static inline void arena_set_default_heap(struct arena_heap *h)
+{
+	arena_default_heap = (ap_u64)h;
+}
+#endif
+
+/* In BPF: sleepable programs only (it may call bpf_arena_alloc_pages). */
+static __always_inline void __arena *arena_alloc(ap_u64 size)
+{
+	return arena_heap_alloc(ARENA_PTR(struct arena_heap, arena_default_heap), size, 0);
+}
+
+/* For non-sleepable BPF programs: free stack and reserve pool only. */
+static __always_inline void __arena *arena_alloc_nosleep(ap_u64 size)
+{
+	return arena_heap_alloc(ARENA_PTR(struct arena_heap, arena_default_heap), size, ARENA_NOSLEEP);
+}
+
+#endif /* ARENA_ALLOC_H */

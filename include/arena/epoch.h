@@ -1,0 +1,471 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Epoch-based reclamation over the arena, for kernel CPUs and user threads
+ * and processes at once (DESIGN.md rule 4).
+ *
+ * A lock-free structure unlinks a node and retires it; the node is freed
+ * only once every participant that might still hold it has passed a
+ * quiescent point. Participants are records in the domain:
+ *   - one per kernel CPU (cpus[cpu]); tasks that interleave on one CPU (a
+ *     sleepable program that blocks, then another) share it, so entering
+ *     and leaving count a nesting level with atomics;
+ *   - one per user thread (users[i]), claimed with ebr_register and owned by
+ *     (tgid, tid).
+ *
+ * record->state = epoch << 8 | nesting. Nesting 0 is quiescent.
+ *   enter:  compare-and-swap 0-nesting -> (global epoch << 8 | 1), else +1.
+ *           A full barrier (every BPF atomic with fetch, a seq_cst CAS in
+ *           userspace): the record is visible before the first read of the
+ *           structure.
+ *   exit:   atomic decrement (release): every read of the structure is done
+ *           before the record says quiescent.
+ *   retire: tag = global epoch, read after the unlink (which was a full
+ *           barrier); push the node onto record->limbo[tag % 3], a list
+ *           linked through the allocator's object header (no field in the
+ *           node is needed).
+ *   advance (any participant, inside its critical section): if every
+ *           active record shows the global epoch G, CAS the epoch to G + 1
+ *           and free every record's limbo[(G + 2) % 3], i.e. the nodes
+ *           retired in epoch G - 1: each participant that could have seen
+ *           them has left a critical section since.
+ * Why three lists suffice and draining inside the critical section matters:
+ * a retirer is active with epoch G - 1 or G while it pushes with tag G, so
+ * the epoch cannot reach G + 2 (which drains tag G) before it has left; and
+ * the drainer, active with epoch G, keeps the epoch from passing G + 1
+ * until its drain is over, so nobody pushes tag G + 2 into the list it
+ * drains.
+ *
+ * Dead participants. A kernel CPU record cannot die (programs always
+ * finish). A user record whose owner thread has exited while inside a
+ * critical section would block the epoch forever; the advance scan run by a
+ * user participant checks such a stale record's owner with tgkill(tgid,
+ * tid, 0): ESRCH means the thread is gone (a thread that exists, even one
+ * stopped or descheduled for long, is never expired), and the record is
+ * reset and freed for reuse. Its limbo lists are drained by later advances
+ * like anyone else's. The check runs only for records registered from the
+ * same pid namespace; kernel-side advances never expire (they have no safe
+ * way to name a user thread), so a dead participant stalls reclamation only
+ * until the next user-side advance. heartbeat counts a user record's
+ * entries: a stall report can tell a stuck thread from a busy one.
+ *
+ * What bounds the memory waiting in limbo: the epoch moves on once every
+ * participant inside a critical section has entered it in the current
+ * epoch. Kernel programs are never descheduled mid-batch (a sleepable one
+ * only when it blocks, briefly), so on their own the epoch advances every
+ * few dozen retirements (tens of objects waiting). A user thread that is
+ * descheduled inside its critical section holds the epoch until it runs
+ * again: with more runnable threads than CPUs, that is a scheduler slice,
+ * and what is retired meanwhile waits (measured here: 4 threads on 2 CPUs
+ * retiring 20M objects/s kept about 200k objects waiting; 2 threads on 2
+ * CPUs, about 200). Keep user critical sections short and user threads no
+ * more than CPUs on hot paths; the wait is bounded by the slice, not by
+ * the run.
+ *
+ * Memory ordering (see atomics.h): the protocol needs enter's store to be
+ * ordered before the structure reads (full barrier), the advance scan to
+ * read records after its own epoch read, and exit to be a release. On
+ * x86-64 and arm64 the BPF atomics used are full barriers; userspace uses
+ * seq_cst read-modify-writes and no standalone fences (which ThreadSanitizer
+ * does not model).
+ */
+#ifndef ARENA_EPOCH_H
+#define ARENA_EPOCH_H
+
+#include "arena.h"
+#include "atomics.h"
+#include "shim.h"
+#include "alloc.h"
+
+
+#define EBR_MAGIC 0x3172626561726e61ULL /* "anaebr1" */
+#define EBR_CPUS 32
+#define EBR_USERS 96
+#define EBR_NEST_MASK 0xffULL
+#define EBR_LISTS 3
+/* a record tries to advance the epoch every this many retires */
+#define EBR_ADVANCE_EVERY 32
+
+#define EBR_STATE_EPOCH(s) ((s) >> 8)
+#define EBR_STATE_NEST(s) ((s) & EBR_NEST_MASK)
+
+enum ebr_result {
+	EBR_OK = 0,
+	EBR_BUSY = -1, /* nesting overflow or loop budget exhausted */
+};
+
+struct ebr_record {
+	ap_u64 state;     /* epoch << 8 | nesting */
+	ap_u64 owner;     /* user: tgid << 32 | tid, 0 when free; kernel: cpu + 1 */
+	ap_u64 ns;        /* user: pid namespace (inode) of the owner */
+	ap_u64 heartbeat; /* user: critical sections entered */
+	ap_u64 limbo[EBR_LISTS];
+	ap_u64 retired; /* objects retired through this record */
+} __arena_cacheline_aligned;
+
+struct ebr_domain {
+	ap_u64 epoch __arena_cacheline_aligned;
+	ap_u64 magic __arena_cacheline_aligned;
+	ap_u32 nr_cpus;   /* kernel records scanned */
+	ap_u32 users_hwm; /* user records ever claimed (scan bound) */
+	ap_u64 advances;
+	ap_u64 freed;
+	ap_u64 expired;
+	ap_u64 drain_lost; /* BPF: a drain ran out of loop budget (objects leaked) */
+	ap_u64 expiry_check_ns; /* userspace: last time a stale record's owner was looked up */
+	struct ebr_record cpus[EBR_CPUS];
+	struct ebr_record users[EBR_USERS];
+};
+
+struct ebr_stats {
+	ap_u64 epoch;
+	ap_u64 advances;
+	ap_u64 freed;
+	ap_u64 expired;
+	ap_u64 retired;
+	ap_u64 pending; /* retired - freed */
+	ap_u64 active;  /* records inside a critical section now */
+	ap_u64 users;   /* user records claimed */
+	ap_u64 drain_lost;
+};
+
+static __always_inline struct ebr_record __arena *ebr_cpu_record(struct ebr_domain __arena *d)
+{
+	return &d->cpus[arena_cpu() & (EBR_CPUS - 1)];
+}
+
+/* Enter a critical section: nodes read from here on stay allocated until
+ * ebr_exit. Nests. Returns EBR_OK or EBR_BUSY (do not exit then). */
+static __always_inline int ebr_enter(struct ebr_domain __arena *d, struct ebr_record __arena *r)
+{
+	ap_u64 s = arena_atomic_load(&r->state, ARENA_RELAXED);
+
+	while (can_loop) {
+		ap_u64 ns, seen;
+
+		if (EBR_STATE_NEST(s) == EBR_NEST_MASK)
+			return EBR_BUSY;
+		if (EBR_STATE_NEST(s))
+			ns = s + 1;
+		else
+			ns = (arena_atomic_load(&d->epoch, ARENA_SEQ_CST) << 8) | 1;
+		seen = arena_atomic_cmpxchg(&r->state, s, ns, ARENA_SEQ_CST);
+		if (seen == s) {
+#if !ARENA_IS_BPF
+			/* user records have one writer: no atomic RMW needed */
+			arena_atomic_store(&r->heartbeat, arena_atomic_load(&r->heartbeat, ARENA_RELAXED) + 1,
+					   ARENA_RELAXED);
+#endif
+			return EBR_OK;
+		}
+		s = seen;
+	}
+	return EBR_BUSY;
+}
+
+static __always_inline void ebr_exit(struct ebr_domain __arena *d, struct ebr_record __arena *r)
+{
+	(void)d;
+	arena_atomic_sub(&r->state, 1, ARENA_RELEASE);
+}
+
+static __always_inline int ebr_is_user_record(struct ebr_domain __arena *d, struct ebr_record __arena *r)
+{
+	return ARENA_ADDR(r) >= ARENA_ADDR(&d->users[0]);
+}
+
+#if !ARENA_IS_BPF
+static inline ap_u64 ebr_self_ns(void)
+{
+	return arena_self_ns();
+}
+
+static inline ap_u64 ebr_self_owner(void)
+{
+	return arena_self_owner();
+}
+
+/* 1 when the record's owner thread is known to be gone. */
+static inline int ebr_owner_dead(struct ebr_record *r)
+{
+	return arena_owner_gone(arena_atomic_load(&r->owner, ARENA_ACQUIRE),
+				arena_atomic_load(&r->ns, ARENA_RELAXED));
+}
+
+/* 1 at most once per millisecond per domain (whoever gets there first). */
+static inline int ebr_expiry_due(struct ebr_domain *d)
+{
+	ap_u64 now = arena_now_ns(), last = arena_atomic_load(&d->expiry_check_ns, ARENA_RELAXED);
+
+	if (now - last < 1000000)
+		return 0;
+	return arena_atomic_cmpxchg(&d->expiry_check_ns, last, now, ARENA_RELAXED) == last;
+}
+
+/* Reset a dead owner's record seen in state s; 1 if this call did it. */
+static inline int ebr_expire(struct ebr_domain *d, struct ebr_record *r, ap_u64 s)
+{
+	ap_u64 owner = arena_atomic_load(&r->owner, ARENA_ACQUIRE);
+
+	if (arena_atomic_cmpxchg(&r->state, s, s & ~EBR_NEST_MASK, ARENA_SEQ_CST) != s)
+		return 0;
+	arena_atomic_inc(&d->expired, ARENA_RELAXED);
+	arena_atomic_cmpxchg(&r->owner, owner, 0, ARENA_RELEASE);
+	return 1;
+}
+#endif
+
+/* Free every object on one record's limbo list. */
+static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, struct ebr_record __arena *r,
+					       ap_u32 list)
+{
+	ap_u64 obj, freed = 0;
+
+	if (!arena_atomic_load(&r->limbo[list], ARENA_RELAXED))
+		return 0;
+	obj = arena_atomic_exchange(&r->limbo[list], 0, ARENA_ACQ_REL);
+	while (obj && can_loop) {
+		ap_u64 next = arena_atomic_load(&arena_obj_of(ARENA_PTR(void, obj))->link, ARENA_RELAXED);
+
+		arena_free(ARENA_PTR(void, obj));
+		freed++;
+		obj = next;
+	}
+	if (obj)
+		arena_atomic_inc(&d->drain_lost, ARENA_RELAXED);
+	return freed;
+}
+
+/* Free every object on one limbo list of every record. (Record loops run to
+ * bounds read from the arena and mask the index: a loop counter compared
+ * with a constant would make the verifier walk every iteration.) */
+static __always_inline void ebr_drain(struct ebr_domain __arena *d, ap_u32 list)
+{
+	ap_u32 i, n = d->nr_cpus;
+	ap_u64 freed = 0;
+
+	for (i = 0; i < n && can_loop; i++)
+		freed += ebr_drain_record(d, &d->cpus[i & (EBR_CPUS - 1)], list);
+	n = arena_atomic_load(&d->users_hwm, ARENA_RELAXED);
+	for (i = 0; i < n && can_loop; i++)
+		freed += ebr_drain_record(d, &d->users[i % EBR_USERS], list);
+	/* unconditional: in BPF a branch on a count makes it precise and the
+	 * verifier would walk the loops above once per value */
+	arena_atomic_add(&d->freed, freed, ARENA_RELAXED);
+}
+
+/*
+ * Try to move the epoch on by one and free what became safe. Call it only
+ * inside a critical section (see the header comment). Returns 1 if this call
+ * advanced the epoch.
+ */
+static __always_inline int ebr_try_advance_body(struct ebr_domain __arena *d, struct ebr_record __arena *self)
+{
+	ap_u64 g = arena_atomic_load(&d->epoch, ARENA_SEQ_CST);
+	ap_u32 i, ncpu = d->nr_cpus, nusr = arena_atomic_load(&d->users_hwm, ARENA_ACQUIRE);
+
+	for (i = 0; i < ncpu && can_loop; i++) {
+		ap_u64 s = arena_atomic_load(&d->cpus[i & (EBR_CPUS - 1)].state, ARENA_SEQ_CST);
+
+		if (EBR_STATE_NEST(s) && EBR_STATE_EPOCH(s) != (g & (~0ULL >> 8)))
+			return 0;
+	}
+	for (i = 0; i < nusr && can_loop; i++) {
+		struct ebr_record __arena *r = &d->users[i % EBR_USERS];
+		ap_u64 s = arena_atomic_load(&r->state, ARENA_SEQ_CST);
+
+		if (EBR_STATE_NEST(s) && EBR_STATE_EPOCH(s) != (g & (~0ULL >> 8))) {
+#if !ARENA_IS_BPF
+			/* a live thread descheduled in its section looks the
+			 * same: ask the kernel at most every millisecond */
+			if (r != self && ebr_expiry_due(d) && ebr_owner_dead(r) && ebr_expire(d, r, s))
+				continue;
+#endif
+			return 0;
+		}
+	}
+	if (arena_atomic_cmpxchg(&d->epoch, g, g + 1, ARENA_SEQ_CST) != g)
+		return 0;
+	arena_atomic_inc(&d->advances, ARENA_RELAXED);
+	ebr_drain(d, (ap_u32)((g + 2) % EBR_LISTS));
+	return 1;
+}
+
+ARENA_SUBPROG int ebr_try_advance_subprog(ap_u64 d, ap_u64 self)
+{
+	return ebr_try_advance_body(ARENA_PTR(struct ebr_domain, d), ARENA_PTR(struct ebr_record, self));
+}
+
+static __always_inline int ebr_try_advance(struct ebr_domain __arena *d, struct ebr_record __arena *self)
+{
+#if ARENA_IS_BPF
+	return ebr_try_advance_subprog(ARENA_ADDR(d), ARENA_ADDR(self));
+#else
+	return ebr_try_advance_body(d, self);
+#endif
+}
+
+/* Retire an object allocated with arena_alloc, after it was unlinked; call
+ * inside the critical section in which it was unlinked. */
+static __always_inline void ebr_retire(struct ebr_domain __arena *d, struct ebr_record __arena *r,
+				       void __arena *obj)
+{
+	struct arena_obj __arena *o = arena_obj_of(obj);
+	ap_u64 tag = arena_atomic_load(&d->epoch, ARENA_SEQ_CST);
+	ap_u64 __arena *list = &r->limbo[tag % EBR_LISTS];
+	ap_u64 head = arena_atomic_load(list, ARENA_RELAXED);
+
+	while (can_loop) {
+		ap_u64 seen;
+
+		arena_atomic_store(&o->link, head, ARENA_RELAXED);
+		seen = arena_atomic_cmpxchg(list, head, ARENA_ADDR(obj), ARENA_RELEASE);
+		if (seen == head)
+			break;
+		head = seen;
+	}
+#if ARENA_IS_BPF
+	/* a CPU record: tasks interleaving on the CPU share it */
+	if ((arena_atomic_add(&r->retired, 1, ARENA_RELAXED) & (EBR_ADVANCE_EVERY - 1)) ==
+	    EBR_ADVANCE_EVERY - 1)
+		ebr_try_advance(d, r);
+#else
+	{
+		/* a user record has one writer: no atomic read-modify-write */
+		ap_u64 n = arena_atomic_load(&r->retired, ARENA_RELAXED);
+
+		arena_atomic_store(&r->retired, n + 1, ARENA_RELAXED);
+		if ((n & (EBR_ADVANCE_EVERY - 1)) == EBR_ADVANCE_EVERY - 1)
+			ebr_try_advance(d, r);
+	}
+#endif
+}
+
+/* Lay out a domain (userspace or sleepable BPF, before any participant). */
+static __always_inline void ebr_init(struct ebr_domain __arena *d, ap_u32 nr_cpus)
+{
+	ap_u32 i, j;
+
+	if (!nr_cpus || nr_cpus > EBR_CPUS)
+		nr_cpus = EBR_CPUS;
+	arena_store_once(&d->magic, 0);
+	arena_store_once(&d->epoch, 1);
+	arena_store_once(&d->nr_cpus, nr_cpus);
+	arena_store_once(&d->users_hwm, 0);
+	arena_store_once(&d->advances, 0);
+	arena_store_once(&d->freed, 0);
+	arena_store_once(&d->expired, 0);
+	arena_store_once(&d->drain_lost, 0);
+	arena_store_once(&d->expiry_check_ns, 0);
+	for (i = 0; i < EBR_CPUS + EBR_USERS && can_loop; i++) {
+		struct ebr_record __arena *r = i < EBR_CPUS ? &d->cpus[i] : &d->users[i - EBR_CPUS];
+
+		/* volatile: no memset on arena memory in BPF */
+		arena_store_once(&r->state, 0);
+		arena_store_once(&r->owner, i < EBR_CPUS ? i + 1 : 0);
+		arena_store_once(&r->ns, 0);
+		arena_store_once(&r->heartbeat, 0);
+		for (j = 0; j < EBR_LISTS; j++)
+			arena_store_once(&r->limbo[j], 0);
+		arena_store_once(&r->retired, 0);
+	}
+	arena_atomic_store(&d->magic, EBR_MAGIC, ARENA_SEQ_CST);
+}
+
+static __always_inline void ebr_get_stats(struct ebr_domain __arena *d, struct ebr_stats *st)
+{
+	ap_u32 i;
+
+	st->epoch = arena_atomic_load(&d->epoch, ARENA_RELAXED);
+	st->advances = arena_atomic_load(&d->advances, ARENA_RELAXED);
+	st->freed = arena_atomic_load(&d->freed, ARENA_RELAXED);
+	st->expired = arena_atomic_load(&d->expired, ARENA_RELAXED);
+	st->drain_lost = arena_atomic_load(&d->drain_lost, ARENA_RELAXED);
+	st->users = 0;
+	st->retired = 0;
+	st->active = 0;
+	for (i = 0; i < EBR_CPUS + EBR_USERS && can_loop; i++) {
+		struct ebr_record __arena *r = i < EBR_CPUS ? &d->cpus[i] : &d->users[i - EBR_CPUS];
+
+		st->retired += arena_atomic_load(&r->retired, ARENA_RELAXED);
+		if (EBR_STATE_NEST(arena_atomic_load(&r->state, ARENA_RELAXED)))
+			st->active++;
+		if (i >= EBR_CPUS && arena_atomic_load(&r->owner, ARENA_RELAXED))
+			st->users++;
+	}
+	st->pending = st->retired - st->freed;
+}
+
+#if !ARENA_IS_BPF
+/* Claim a user record for the calling thread (reusing one whose owner is
+ * gone). NULL when all EBR_USERS are taken by live threads. */
+static inline struct ebr_record *ebr_register(struct ebr_domain *d)
+{
+	ap_u64 me = ebr_self_owner();
+	ap_u32 i;
+
+	for (i = 0; i < EBR_USERS; i++) {
+		struct ebr_record *r = &d->users[i];
+		ap_u64 o = arena_atomic_load(&r->owner, ARENA_ACQUIRE);
+		ap_u32 hwm;
+
+		if (o && !ebr_owner_dead(r))
+			continue;
+		if (arena_atomic_cmpxchg(&r->owner, o, me, ARENA_ACQ_REL) != o)
+			continue;
+		if (o)
+			arena_atomic_inc(&d->expired, ARENA_RELAXED);
+		arena_atomic_store(&r->ns, ebr_self_ns(), ARENA_RELAXED);
+		arena_atomic_store(&r->heartbeat, 0, ARENA_RELAXED);
+		arena_atomic_store(&r->state, 0, ARENA_SEQ_CST);
+		hwm = arena_atomic_load(&d->users_hwm, ARENA_RELAXED);
+		while (hwm < i + 1) {
+			ap_u32 seen = arena_atomic_cmpxchg(&d->users_hwm, hwm, i + 1, ARENA_ACQ_REL);
+
+			if (seen == hwm)
+				break;
+			hwm = seen;
+		}
+		return r;
+	}
+	return NULL;
+}
+
+/* Give the record back (outside any critical section). Its retired objects
+ * stay on its lists and are freed by later advances. */
+static inline void ebr_unregister(struct ebr_domain *d, struct ebr_record *r)
+{
+	(void)d;
+	arena_atomic_store(&r->state, 0, ARENA_SEQ_CST);
+	arena_atomic_store(&r->owner, 0, ARENA_RELEASE);
+}
+
+/*
+ * Wait until everything retired before this call is freed: three advances,
+ * each from a fresh critical section. Returns 0, or -1 if some participant
+ * kept the epoch from moving for max_tries attempts (each failed attempt
+ * yields the CPU once).
+ */
+static inline int ebr_synchronize(struct ebr_domain *d, struct ebr_record *r, ap_u64 max_tries)
+{
+	ap_u64 t;
+	int done = 0;
+
+	for (t = 0; t < max_tries && done < EBR_LISTS; t++) {
+		int advanced;
+
+		if (ebr_enter(d, r))
+			return -1;
+		/* only our own advances count: their drains are over when
+		 * ebr_try_advance returns */
+		advanced = ebr_try_advance(d, r);
+		ebr_exit(d, r);
+		if (advanced)
+			done++;
+		else
+			sched_yield(); /* let the participant we wait for run */
+	}
+	return done >= EBR_LISTS ? 0 : -1;
+}
+#endif
+
+#endif /* ARENA_EPOCH_H */

@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Batches: many operations on one instance per call, the same code in a
+ * SEC("syscall") program (bpf/ds_ops.bpf.c, run with
+ * bpf_prog_test_run_opts) and in userspace threads (ds_batch_user).
+ *
+ * struct ds_batch is the program's context: the caller fills the inputs,
+ * the call fills the outputs. cmd selects what to do:
+ *   DS_CMD_MIX      count operations drawn from mix[] (weights of insert,
+ *                   delete, search, pop) on keys key_lo + [0, key_span):
+ *                   random keys, or key_lo + i % key_span with DS_KEYS_SEQ.
+ *                   Op i inserts the value val_base + i (a queue producer
+ *                   puts its id in the high bits and gets a per-producer
+ *                   sequence). Successful pops and deletes append (key, val)
+ *                   to out[] (struct ds_kv, in the arena) while it has room.
+ *                   With DS_BATCH_STOP_ON_FAIL the batch ends at the first
+ *                   failure (status says which).
+ *   DS_CMD_VERIFY   verify; count/keysum/valsum/where go to done[0..3].
+ *   DS_CMD_ITERATE  iterate [key_lo, key_lo + key_span) into out[].
+ *   DS_CMD_INIT     lay out a zeroed instance at ds (capacity = key_span).
+ *   DS_CMD_REFILL   fill the kernel slots' page pools (sleepable only).
+ * Operations run in epoch critical sections of DS_BATCH_CS_OPS operations.
+ * Results per op kind (and the NOMEM/BUSY/FULL among the failures) are
+ * returned; the counts are also added to
+ * the instance's per-side statistics (with the batch's time split over the
+ * op kinds by count).
+ */
+#ifndef DS_BATCH_H
+#define DS_BATCH_H
+
+#include "registry.h"
+
+/* How a batch runs one operation: ds_apply_kv inlined, unless the includer
+ * routes it elsewhere (the kernel program calls one global function per
+ * structure, so that the verifier checks each structure's code once). */
+#ifndef DS_BATCH_APPLY
+#define DS_BATCH_APPLY ds_apply_kv
+#endif
+
+/* ops per kernel call: a long bpf_loop is not preempted (PLATFORM.md) */
+#define DS_BATCH_MAX 65536
+#define DS_BATCH_CS_OPS 32
+
+enum ds_cmd {
+	DS_CMD_MIX = 0,
+	DS_CMD_VERIFY = 1,
+	DS_CMD_ITERATE = 2,
+	DS_CMD_INIT = 3,
+	DS_CMD_REFILL = 4,
+};
+
+enum ds_keys {
+	DS_KEYS_RANDOM = 0,
+	DS_KEYS_SEQ = 1,
+};
+
+/* struct ds_batch.flags */
+#define DS_BATCH_STOP_ON_FAIL 0x1 /* stop at the first operation that fails (a
+				   * producer meeting a full queue): the
+				   * successes are then exactly ops 0..done-2 */
+
+enum ds_mix {
+	DS_MIX_INSERT = 0,
+	DS_MIX_DELETE = 1,
+	DS_MIX_SEARCH = 2,
+	DS_MIX_POP = 3,
+	DS_MIX__COUNT
+};
+
+struct ds_batch {
+	/* in */
+	ap_u64 ds;   /* instance address */
+	ap_u32 type; /* registry id (checked against the instance) */
+	ap_u32 cmd;  /* enum ds_cmd */
+	ap_u32 count;
+	ap_u32 keys; /* enum ds_keys */
+	ap_u32 mix[DS_MIX__COUNT];
+	ap_u32 flags; /* DS_BATCH_* */
+	ap_u32 spare_in;
+	ap_u64 key_lo;
+	ap_u64 key_span;
+	ap_u64 seed;
+	ap_u64 val_base;
+	ap_u64 out; /* struct ds_kv array in the arena, or 0 */
+	ap_u64 out_cap;
+	/* out */
+	ap_u64 n_out;
+	ap_u64 done[DS_MIX__COUNT];  /* DS_CMD_VERIFY: count, keysum, valsum, where */
+	ap_u64 fails[DS_MIX__COUNT]; /* any result but DS_OK */
+	ap_u32 nomem;                /* of which DS_NOMEM */
+	ap_u32 busy;                 /* DS_BUSY */
+	ap_u32 full;                 /* DS_FULL */
+	ap_u32 spare;
+	ap_u64 ns;
+	ap_s32 status; /* DS_OK, or why the batch stopped early */
+	ap_u32 cpu;
+};
+
+static __always_inline ap_u32 ds_mix_op(ap_u32 m)
+{
+	return m == DS_MIX_INSERT ? DS_OP_INSERT :
+	       m == DS_MIX_DELETE ? DS_OP_DELETE :
+	       m == DS_MIX_SEARCH ? DS_OP_SEARCH : DS_OP_POP;
+}
+
+/*
+ * ns * part / total without a branch on the counts. In BPF a division by
+ * zero yields zero, and no branch may depend on a count that the verifier
+ * might know exactly after a loop (it would mark it precise and walk the
+ * loop once per iteration); in userspace the guard is needed and harmless.
+ */
+static __always_inline ap_u64 ds_share(ap_u64 ns, ap_u64 part, ap_u64 total)
+{
+#if ARENA_IS_BPF
+	return ns * part / total;
+#else
+	return total ? ns * part / total : 0;
+#endif
+}
+
+/* A batch's counters. In BPF they live in the arena (a small object taken
+ * from the heap for the duration of the call), not on the stack: the BPF
+ * stack of the batch program plus the deepest operation (the skip list's
+ * search path) must fit in 512 bytes, and arena memory takes variable
+ * offsets (done[op]++) without costing the verifier anything. */
+struct ds_batch_acc {
+	ap_u64 n_out;
+	ap_u64 done[DS_MIX__COUNT];
+	ap_u64 fails[DS_MIX__COUNT];
+	ap_u64 nomem;
+	ap_u64 busy;
+	ap_u64 full;
+};
+
+/* Working state of one batch (the BPF stack, or the user thread's). */
+struct ds_batch_run {
+	struct ds_ctx c;
+	struct ds_batch *b;
+	struct ds_batch_acc __arena *acc;
+	ap_u32 in_cs;
+	ap_s32 status;
+};
+
+/* One operation of a DS_CMD_MIX batch; type is a constant in BPF. */
+static __always_inline long ds_batch_step(struct ds_batch_run *r, ap_u64 i, ap_u32 type)
+{
+	struct ds_batch *b = r->b;
+	struct ds_batch_acc __arena *acc = r->acc;
+	ap_u64 x, key, span = b->key_span ? b->key_span : 1;
+	struct ds_kv io; /* in: the value to insert; out: what pop/delete/search return */
+	ap_u32 w, total, m;
+	int res;
+
+	if (!r->in_cs) {
+		if (ds_enter(&r->c)) {
+			r->status = DS_BUSY;
+			return 1;
+		}
+		r->in_cs = 1;
+	}
+	x = arena_xorshift64(&r->c.rng);
+	total = b->mix[0] + b->mix[1] + b->mix[2] + b->mix[3];
+	w = total ? (ap_u32)((x >> 8) % total) : 0;
+	if (w < b->mix[0])
+		m = DS_MIX_INSERT;
+	else if (w < b->mix[0] + b->mix[1])
+		m = DS_MIX_DELETE;
+	else if (w < b->mix[0] + b->mix[1] + b->mix[2])
+		m = DS_MIX_SEARCH;
+	else
+		m = DS_MIX_POP;
+	if (b->keys == DS_KEYS_SEQ)
+		key = b->key_lo + i % span;
+	else
+		key = b->key_lo + (x >> 24) % span;
+
+	io.key = 0;
+	io.val = b->val_base + i;
+	res = DS_BATCH_APPLY(&r->c, type, b->ds, ds_mix_op(m), key, &io);
+
+	m &= DS_MIX__COUNT - 1;
+	acc->done[m]++;
+	if (res != DS_OK)
+		acc->fails[m]++;
+	if (res == DS_NOMEM)
+		acc->nomem++;
+	else if (res == DS_BUSY)
+		acc->busy++;
+	else if (res == DS_FULL)
+		acc->full++;
+	if (res == DS_OK && (m == DS_MIX_POP || m == DS_MIX_DELETE) && b->out && acc->n_out < b->out_cap) {
+		struct ds_kv __arena *o = ARENA_PTR(struct ds_kv, b->out + acc->n_out * sizeof(struct ds_kv));
+
+		o->key = io.key;
+		o->val = io.val;
+		acc->n_out++;
+	}
+	if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1) {
+		ds_exit(&r->c);
+		r->in_cs = 0;
+	}
+	if (res != DS_OK && (b->flags & DS_BATCH_STOP_ON_FAIL)) {
+		r->status = res;
+		return 1;
+	}
+	return 0;
+}
+
+/* Zero a batch's counters (volatile stores: no memset on arena memory). */
+static __always_inline void ds_batch_acc_zero(struct ds_batch_acc __arena *a)
+{
+	ap_u32 k;
+
+	arena_store_once(&a->n_out, 0);
+	for (k = 0; k < DS_MIX__COUNT; k++) {
+		arena_store_once(&a->done[k], 0);
+		arena_store_once(&a->fails[k], 0);
+	}
+	arena_store_once(&a->nomem, 0);
+	arena_store_once(&a->busy, 0);
+	arena_store_once(&a->full, 0);
+}
+
+/* Fill the context from the instance's head. Returns DS_OK or DS_CORRUPT.
+ * r->acc must be set by the caller (and zeroed). */
+static __always_inline int ds_batch_begin(struct ds_batch_run *r, struct ds_batch *b, ap_u32 type, ap_u32 side,
+					  ap_u32 flags)
+{
+	struct ds_head __arena *h = ARENA_PTR(struct ds_head, b->ds);
+
+	r->b = b;
+	r->in_cs = 0;
+	r->status = DS_OK;
+	r->c.flags = flags;
+	r->c.side = side;
+	r->c.rng = b->seed ? b->seed : 0x2545f4914f6cdd1dULL;
+	/* DS_CMD_INIT: the head is not laid out yet, but its caller wrote
+	 * heap and domain into it */
+	if (b->cmd != DS_CMD_INIT && (!b->ds || ds_head_check(h, type)))
+		return DS_CORRUPT;
+	if (!b->ds)
+		return DS_CORRUPT;
+	r->c.heap = ARENA_PTR(struct arena_heap, h->heap);
+	r->c.ebr = ARENA_PTR(struct ebr_domain, h->ebr);
+	if (!r->c.heap || r->c.heap->magic != ARENA_HEAP_MAGIC || !r->c.ebr || r->c.ebr->magic != EBR_MAGIC)
+		return DS_CORRUPT;
+	return DS_OK;
+}
+
+/* Write the outputs and add them to the instance's statistics. */
+static __always_inline void ds_batch_end(struct ds_batch_run *r, struct ds_batch *b, ap_u64 ns)
+{
+	struct ds_head __arena *h = ARENA_PTR(struct ds_head, b->ds);
+	struct ds_batch_acc __arena *a = r->acc;
+	ap_u64 total = a->done[0] + a->done[1] + a->done[2] + a->done[3];
+
+	if (r->in_cs) {
+		ds_exit(&r->c);
+		r->in_cs = 0;
+	}
+	/* constant indices: the context of a BPF program takes no variable offsets */
+	b->n_out = a->n_out;
+	if (b->cmd != DS_CMD_VERIFY) {
+		b->done[0] = a->done[0];
+		b->done[1] = a->done[1];
+		b->done[2] = a->done[2];
+		b->done[3] = a->done[3];
+	}
+	b->fails[0] = a->fails[0];
+	b->fails[1] = a->fails[1];
+	b->fails[2] = a->fails[2];
+	b->fails[3] = a->fails[3];
+	b->nomem = (ap_u32)a->nomem;
+	b->busy = (ap_u32)a->busy;
+	b->full = (ap_u32)a->full;
+	b->ns = ns;
+	b->status = r->status;
+	if (b->cmd == DS_CMD_MIX) {
+		ds_stats_add(h, r->c.side, DS_OP_INSERT, a->done[0], a->fails[0], ds_share(ns, a->done[0], total));
+		ds_stats_add(h, r->c.side, DS_OP_DELETE, a->done[1], a->fails[1], ds_share(ns, a->done[1], total));
+		ds_stats_add(h, r->c.side, DS_OP_SEARCH, a->done[2], a->fails[2], ds_share(ns, a->done[2], total));
+		ds_stats_add(h, r->c.side, DS_OP_POP, a->done[3], a->fails[3], ds_share(ns, a->done[3], total));
+	} else if (b->cmd == DS_CMD_VERIFY) {
+		ds_stats_add(h, r->c.side, DS_OP_VERIFY, 1, r->status != DS_OK, ns);
+	} else if (b->cmd == DS_CMD_ITERATE) {
+		ds_stats_add(h, r->c.side, DS_OP_ITERATE, 1, r->status != DS_OK, ns);
+	} else if (b->cmd == DS_CMD_INIT && r->status == DS_OK) {
+		ds_stats_add(h, r->c.side, DS_OP_INIT, 1, 0, ns);
+	}
+}
+
+/* The commands other than DS_CMD_MIX (run inside a critical section where needed). */
+static __always_inline void ds_batch_command(struct ds_batch_run *r, struct ds_batch *b, ap_u32 type)
+{
+	if (b->cmd == DS_CMD_VERIFY) {
+		struct ds_verify v = {};
+
+		r->status = ds_verify_type(&r->c, type, b->ds, &v);
+		/* straight into the context, never through r->done: in BPF a
+		 * branch on a count the verifier knows exactly (ds_batch_end's
+		 * totals) would make it walk the verify loop once per node */
+		b->done[0] = v.count;
+		b->done[1] = v.keysum;
+		b->done[2] = v.valsum;
+		b->done[3] = v.where;
+	} else if (b->cmd == DS_CMD_ITERATE) {
+		ap_u64 n = 0;
+
+		if (ds_enter(&r->c)) {
+			r->status = DS_BUSY;
+			return;
+		}
+		r->status = ds_iterate_type(&r->c, type, b->ds, b->key_lo, b->key_lo + b->key_span,
+					    ARENA_PTR(struct ds_kv, b->out), b->out_cap, &n);
+		ds_exit(&r->c);
+		r->acc->n_out = n;
+	} else if (b->cmd == DS_CMD_INIT) {
+		struct ds_config cfg = {};
+
+		cfg.capacity = b->key_span;
+		r->status = ds_init_type(&r->c, type, b->ds, &cfg);
+	} else if (b->cmd == DS_CMD_REFILL) {
+		r->status = arena_heap_refill(r->c.heap, r->c.flags) ? DS_NOMEM : DS_OK;
+	} else {
+		r->status = DS_INVALID;
+	}
+}
+
+#if !ARENA_IS_BPF
+static long ds_batch_user_step(ap_u64 i, void *data)
+{
+	struct ds_batch_run *r = (struct ds_batch_run *)data;
+
+	return ds_batch_step(r, i, r->b->type);
+}
+
+/*
+ * Run a batch from a user thread whose context c holds its epoch record
+ * (ds_user_attach). The same semantics as the kernel program; no limit on
+ * count.
+ */
+static inline int ds_batch_user(struct ds_ctx *c, struct ds_batch *b)
+{
+	struct ds_batch_run r;
+	struct ds_batch_acc acc;
+	ap_u64 t0;
+
+	r.acc = &acc;
+	ds_batch_acc_zero(&acc);
+	if (ds_batch_begin(&r, b, b->type, DS_SIDE_USER, 0)) {
+		b->status = DS_CORRUPT;
+		return DS_CORRUPT;
+	}
+	r.c.rec = c->rec;
+	t0 = arena_now_ns();
+	if (b->cmd == DS_CMD_MIX)
+		arena_loop(b->count, ds_batch_user_step, &r);
+	else
+		ds_batch_command(&r, b, b->type);
+	b->cpu = arena_cpu();
+	ds_batch_end(&r, b, arena_now_ns() - t0);
+	return r.status;
+}
+
+/*
+ * The batched entry point for the C extension: n operations given as
+ * arrays (ops[i] an enum ds_op: INSERT, DELETE, SEARCH or POP), results
+ * out. okeys/ovals receive what pop, delete and search return (may be
+ * NULL). Returns the number of operations run (n unless a critical section
+ * could not be entered).
+ */
+static inline ap_u64 ds_exec(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_u64 n, const ap_u8 *ops,
+			     const ap_u64 *keys, const ap_u64 *vals, ap_u64 *okeys, ap_u64 *ovals,
+			     ap_u8 *results)
+{
+	ap_u64 i;
+
+	for (i = 0; i < n; i++) {
+		ap_u64 ok = 0, ov = 0;
+		int res;
+
+		if ((i & (DS_BATCH_CS_OPS - 1)) == 0 && ds_enter(c))
+			return i;
+		res = ds_apply(c, type, ds, ops[i], keys ? keys[i] : 0, vals ? vals[i] : 0, &ok, &ov);
+		if (results)
+			results[i] = (ap_u8)res;
+		if (okeys)
+			okeys[i] = ok;
+		if (ovals)
+			ovals[i] = ov;
+		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1 || i + 1 == n)
+			ds_exit(c);
+	}
+	return n;
+}
+#endif
+
+#endif /* DS_BATCH_H */

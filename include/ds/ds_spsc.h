@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ds_spsc: a bounded single-producer single-consumer ring in the style of
+ * ck_ring and Folly's ProducerConsumerQueue. The producer owns ptail, the
+ * consumer owns chead; each publishes its index with a release store and
+ * reads the other's with an acquire load, and keeps a cached copy of it so
+ * that most operations touch only their own cache line.
+ *
+ * Model: one producer and one consumer at a time, enforced: each side takes
+ * its own try-lock (DS_BUSY if another producer, or consumer, is inside).
+ * Progress: wait-free for each role holder; no allocation.
+ */
+#ifndef DS_SPSC_H
+#define DS_SPSC_H
+
+#include "ds_api.h"
+
+#define DS_SPSC_DEFAULT_CAP 1024
+#define DS_SPSC_MAX_CAP (1ULL << 20)
+
+struct ds_spsc {
+	struct ds_head head;
+	/* producer's line */
+	ap_u64 ptail __arena_cacheline_aligned; /* next slot to fill */
+	ap_u64 pcache;                          /* last chead the producer saw */
+	ap_u64 plock;
+	/* consumer's line */
+	ap_u64 chead __arena_cacheline_aligned; /* next slot to read */
+	ap_u64 ccache;                          /* last ptail the consumer saw */
+	ap_u64 clock;
+	/* read-only */
+	ap_u64 mask __arena_cacheline_aligned;
+	ap_u64 slots; /* struct ds_kv[mask + 1] */
+};
+
+#define DS_META_spsc                                                                           \
+	.name = "spsc",                                                                        \
+	.description = "bounded SPSC ring (ck_ring / Folly style) with cached indices",        \
+	.progress = "wait-free for the producer and the consumer; no allocation",              \
+	.flags = DS_F_BOUNDED | DS_F_FIFO,                                                     \
+	.model = DS_MODEL_SPSC,                                                                \
+	.ops = DS_OP_BIT(DS_OP_INIT) | DS_OP_BIT(DS_OP_INSERT) | DS_OP_BIT(DS_OP_POP) |              \
+	       DS_OP_BIT(DS_OP_VERIFY) | DS_OP_BIT(DS_OP_ITERATE) | DS_OP_BIT(DS_OP_STATS),         \
+	.node_size = sizeof(struct ds_kv),                                                     \
+	.head_size = sizeof(struct ds_spsc),
+
+static __always_inline struct ds_kv __arena *ds_spsc_slot(struct ds_spsc __arena *d, ap_u64 pos)
+{
+	return ARENA_PTR(struct ds_kv, d->slots + (pos & d->mask) * sizeof(struct ds_kv));
+}
+
+/* cfg->capacity: slots, rounded up to a power of two (default 1024). */
+static __always_inline int ds_spsc_init(struct ds_ctx *c, struct ds_spsc __arena *d, const struct ds_config *cfg)
+{
+	ap_u64 cap = cfg && cfg->capacity ? cfg->capacity : DS_SPSC_DEFAULT_CAP;
+	struct ds_kv __arena *slots;
+
+	if (cap > DS_SPSC_MAX_CAP)
+		return DS_INVALID;
+	cap = ds_pow2(cap);
+	slots = (struct ds_kv __arena *)ds_alloc(c, cap * sizeof(struct ds_kv));
+	if (!slots)
+		return DS_NOMEM;
+	ds_head_init(c, &d->head, DS_TYPE_spsc, cfg);
+	arena_store_once(&d->head.cfg.capacity, cap);
+	arena_store_once(&d->ptail, 0);
+	arena_store_once(&d->pcache, 0);
+	arena_store_once(&d->plock, 0);
+	arena_store_once(&d->chead, 0);
+	arena_store_once(&d->ccache, 0);
+	arena_store_once(&d->clock, 0);
+	arena_store_once(&d->mask, cap - 1);
+	arena_store_once(&d->slots, ARENA_ADDR(slots));
+	ds_head_publish(&d->head);
+	return DS_OK;
+}
+
+/* enqueue (the producer) */
+static __always_inline int ds_spsc_insert(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 val)
+{
+	(void)c;
+	ap_u64 tail, cap = d->mask + 1;
+	struct ds_kv __arena *s;
+	int res = DS_OK;
+
+	if (arena_atomic_cmpxchg(&d->plock, 0, 1, ARENA_ACQUIRE) != 0)
+		return DS_BUSY;
+	tail = arena_atomic_load(&d->ptail, ARENA_RELAXED);
+	if (tail - arena_atomic_load(&d->pcache, ARENA_RELAXED) >= cap) {
+		arena_atomic_store(&d->pcache, arena_atomic_load(&d->chead, ARENA_ACQUIRE), ARENA_RELAXED);
+		if (tail - arena_atomic_load(&d->pcache, ARENA_RELAXED) >= cap) {
+			res = DS_FULL;
+			goto out;
+		}
+	}
+	s = ds_spsc_slot(d, tail);
+	s->key = key;
+	s->val = val;
+	arena_atomic_store(&d->ptail, tail + 1, ARENA_RELEASE);
+out:
+	arena_atomic_store(&d->plock, 0, ARENA_RELEASE);
+	return res;
+}
+
+/* dequeue (the consumer) */
+static __always_inline int ds_spsc_pop(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 *key, ap_u64 *val)
+{
+	(void)c;
+	ap_u64 head;
+	struct ds_kv __arena *s;
+	int res = DS_OK;
+
+	if (arena_atomic_cmpxchg(&d->clock, 0, 1, ARENA_ACQUIRE) != 0)
+		return DS_BUSY;
+	head = arena_atomic_load(&d->chead, ARENA_RELAXED);
+	if (head == arena_atomic_load(&d->ccache, ARENA_RELAXED)) {
+		arena_atomic_store(&d->ccache, arena_atomic_load(&d->ptail, ARENA_ACQUIRE), ARENA_RELAXED);
+		if (head == arena_atomic_load(&d->ccache, ARENA_RELAXED)) {
+			res = DS_NOT_FOUND;
+			goto out;
+		}
+	}
+	s = ds_spsc_slot(d, head);
+	*key = s->key;
+	*val = s->val;
+	arena_atomic_store(&d->chead, head + 1, ARENA_RELEASE);
+out:
+	arena_atomic_store(&d->clock, 0, ARENA_RELEASE);
+	return res;
+}
+
+static __always_inline int ds_spsc_delete(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 *val)
+{
+	(void)c; (void)d; (void)key; (void)val;
+	return DS_INVALID;
+}
+
+static __always_inline int ds_spsc_search(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 *val)
+{
+	(void)c; (void)d; (void)key; (void)val;
+	return DS_INVALID;
+}
+
+/* Front to back (quiescent snapshot). */
+static __always_inline int ds_spsc_iterate(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 lo, ap_u64 hi,
+					   struct ds_kv __arena *out, ap_u64 cap, ap_u64 *n)
+{
+	(void)c;
+	ap_u64 pos = arena_atomic_load(&d->chead, ARENA_ACQUIRE);
+	ap_u64 end = arena_atomic_load(&d->ptail, ARENA_ACQUIRE);
+
+	*n = 0;
+	while (pos < end && can_loop) {
+		struct ds_kv __arena *s = ds_spsc_slot(d, pos);
+
+		if (s->key >= lo && s->key < hi) {
+			if (*n >= cap)
+				return DS_FULL;
+			out[*n].key = s->key;
+			out[*n].val = s->val;
+			*n += 1;
+		}
+		pos++;
+	}
+	return pos < end ? DS_BUSY : DS_OK;
+}
+
+/* Quiescent: 0 <= ptail - chead <= capacity, roles free, caches behind
+ * the indices they copy. */
+static __always_inline int ds_spsc_verify(struct ds_ctx *c, struct ds_spsc __arena *d, struct ds_verify *v)
+{
+	(void)c;
+	ap_u64 head, tail, cap, pos;
+
+	v->count = v->keysum = v->valsum = v->where = 0;
+	if (ds_head_check(&d->head, DS_TYPE_spsc))
+		return DS_CORRUPT;
+	cap = d->mask + 1;
+	if (!d->mask || (d->mask & cap) || !ds_node_ok(d->slots)) {
+		v->where = 1;
+		return DS_CORRUPT;
+	}
+	if (arena_atomic_load(&d->plock, ARENA_ACQUIRE) || arena_atomic_load(&d->clock, ARENA_ACQUIRE)) {
+		v->where = 2;
+		return DS_BUSY;
+	}
+	head = arena_atomic_load(&d->chead, ARENA_ACQUIRE);
+	tail = arena_atomic_load(&d->ptail, ARENA_ACQUIRE);
+	if (tail - head > cap || head - d->pcache > cap || d->ccache > tail) {
+		v->where = 3;
+		return DS_CORRUPT;
+	}
+	for (pos = head; pos < tail && can_loop; pos++) {
+		struct ds_kv __arena *s = ds_spsc_slot(d, pos);
+
+		v->count++;
+		v->keysum += s->key;
+		v->valsum += s->val;
+	}
+	return DS_OK;
+}
+
+#endif /* DS_SPSC_H */

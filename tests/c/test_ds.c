@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Every registered structure from userspace threads, through the registry's
+ * dispatch (so a new registry line is covered without touching this file):
+ *   - semantics, single-threaded: keyed structures (insert, duplicate,
+ *     search, delete, ordered iterate and pop), FIFO and LIFO order,
+ *     capacity of bounded queues;
+ *   - keyed, concurrent: disjoint and contended inserts and deletes with
+ *     exact counts, then random operations on per-thread key ranges
+ *     checked against per-thread models; the final contents compared key by
+ *     key;
+ *   - queues and stacks, concurrent: producers push (producer, sequence)
+ *     values, consumers pop; every value comes out exactly once and, for
+ *     FIFO structures, each consumer sees each producer's values in order;
+ *   - verify after every phase, and no memory left behind once reclamation
+ *     has run.
+ * Usage: test_ds [name|all] [scale divisor] (default: all, 1).
+ */
+#include "tcommon.h"
+
+static struct ds_space *sp;
+
+static int op(struct ds_ctx *c, const struct ds_meta *m, ap_u64 ds, ap_u32 o, ap_u64 key, ap_u64 val,
+	      ap_u64 *okey, ap_u64 *oval)
+{
+	ap_u64 k = 0, v = 0;
+	int r;
+
+	ds_enter(c);
+	r = ds_apply(c, m->id, ds, o, key, val, &k, &v);
+	ds_exit(c);
+	if (okey)
+		*okey = k;
+	if (oval)
+		*oval = v;
+	return r;
+}
+
+static int verify(struct ds_ctx *c, const struct ds_meta *m, ap_u64 ds, struct ds_verify *v)
+{
+	int r = ds_verify_type(c, m->id, ds, v);
+
+	CHECK(r == DS_OK, "%s: verify -> %d (where %llu)", m->name, r, (unsigned long long)v->where);
+	return r;
+}
+
+static ap_u64 create(struct ds_ctx *c, const struct ds_meta *m, ap_u64 capacity)
+{
+	struct ds_config cfg = {.capacity = capacity};
+	int err;
+	ap_u64 d = ds_create(sp, c, m->id, &cfg, NULL, &err);
+
+	REQUIRE(d, "%s: create: %d", m->name, err);
+	return d;
+}
+
+static ap_u64 val_of(ap_u64 key)
+{
+	return key * 7 + 3;
+}
+
+/* ---- single-threaded semantics ---- */
+
+static void unit_keyed(struct ds_ctx *c, const struct ds_meta *m)
+{
+	ap_u64 d = create(c, m, 256), k, v, i, n = 0;
+	struct ds_kv *out = (struct ds_kv *)arena_heap_alloc(&sp->heap, 64 * sizeof(struct ds_kv), 0);
+	struct ds_verify vf;
+	int ordered = !!(m->flags & DS_F_ORDERED);
+
+	for (i = 0; i < 50; i++)
+		CHECK(op(c, m, d, DS_OP_INSERT, (i * 37) % 101, val_of((i * 37) % 101), 0, 0) == DS_OK, "%s insert",
+		      m->name);
+	CHECK(op(c, m, d, DS_OP_INSERT, 37, 1, 0, 0) == DS_EXISTS, "%s duplicate insert", m->name);
+	CHECK(op(c, m, d, DS_OP_SEARCH, 74, 0, 0, &v) == DS_OK && v == val_of(74), "%s search", m->name);
+	CHECK(op(c, m, d, DS_OP_SEARCH, 1000, 0, 0, &v) == DS_NOT_FOUND, "%s search absent", m->name);
+	CHECK(op(c, m, d, DS_OP_DELETE, 74, 0, 0, &v) == DS_OK && v == val_of(74), "%s delete", m->name);
+	CHECK(op(c, m, d, DS_OP_DELETE, 74, 0, 0, &v) == DS_NOT_FOUND, "%s delete twice", m->name);
+	CHECK(op(c, m, d, DS_OP_SEARCH, 74, 0, 0, &v) == DS_NOT_FOUND, "%s search deleted", m->name);
+	verify(c, m, d, &vf);
+	CHECK(vf.count == 49, "%s count %llu", m->name, (unsigned long long)vf.count);
+	ds_enter(c);
+	CHECK(ds_iterate_type(c, m->id, d, 10, 40, out, 64, &n) == DS_OK, "%s iterate", m->name);
+	ds_exit(c);
+	for (i = 0; i < n; i++) {
+		CHECK(out[i].key >= 10 && out[i].key < 40 && out[i].val == val_of(out[i].key), "%s iterate item",
+		      m->name);
+		if (ordered && i)
+			CHECK(out[i].key > out[i - 1].key, "%s iterate order", m->name);
+	}
+	for (k = 10, i = 0; k < 40; k++) {
+		ap_u64 j, hit = 0;
+
+		for (j = 0; j < 50; j++)
+			hit |= (j * 37) % 101 == k && k != 74;
+		i += hit;
+	}
+	CHECK(n == i, "%s iterate count %llu, expected %llu", m->name, (unsigned long long)n, (unsigned long long)i);
+	if (m->ops & DS_OP_BIT(DS_OP_POP)) {
+		ap_u64 prev = 0;
+
+		for (i = 0; i < 49; i++) {
+			CHECK(op(c, m, d, DS_OP_POP, 0, 0, &k, &v) == DS_OK && v == val_of(k), "%s pop", m->name);
+			if (ordered && i)
+				CHECK(k > prev, "%s pop order", m->name);
+			prev = k;
+		}
+		CHECK(op(c, m, d, DS_OP_POP, 0, 0, &k, &v) == DS_NOT_FOUND, "%s pop empty", m->name);
+	}
+	arena_free(out);
+}
+
+static void unit_queue(struct ds_ctx *c, const struct ds_meta *m)
+{
+	ap_u64 cap = 64, d = create(c, m, cap), k, v, i, n = 200;
+	int lifo = !!(m->flags & DS_F_LIFO), bounded = !!(m->flags & DS_F_BOUNDED);
+	struct ds_verify vf;
+
+	CHECK(op(c, m, d, DS_OP_POP, 0, 0, &k, &v) == DS_NOT_FOUND, "%s pop empty", m->name);
+	if (bounded)
+		n = cap;
+	for (i = 0; i < n; i++)
+		CHECK(op(c, m, d, DS_OP_INSERT, i, val_of(i), 0, 0) == DS_OK, "%s push %llu", m->name,
+		      (unsigned long long)i);
+	if (bounded)
+		CHECK(op(c, m, d, DS_OP_INSERT, 999, 0, 0, 0) == DS_FULL, "%s push when full", m->name);
+	verify(c, m, d, &vf);
+	CHECK(vf.count == n, "%s count %llu", m->name, (unsigned long long)vf.count);
+	CHECK(op(c, m, d, DS_OP_SEARCH, 1, 0, 0, &v) == DS_INVALID, "%s search is not an operation", m->name);
+	{
+		/* FIFO, LIFO, or (neither flag) any order: then compare sorted */
+		int unordered = !(m->flags & (DS_F_FIFO | DS_F_LIFO)), bad = 0;
+		ap_u64 *got = (ap_u64 *)calloc(n, sizeof(*got));
+
+		for (i = 0; i < n; i++) {
+			ap_u64 want = lifo ? n - 1 - i : i;
+
+			if (op(c, m, d, DS_OP_POP, 0, 0, &k, &v) != DS_OK || v != val_of(k) ||
+			    (!unordered && k != want))
+				bad++;
+			got[i] = k;
+		}
+		if (unordered) {
+			qsort(got, n, sizeof(*got), t_cmp_u64);
+			for (i = 0; i < n; i++)
+				bad += got[i] != i;
+		}
+		CHECK(bad == 0, "%s: %d pops out of order or wrong", m->name, bad);
+		free(got);
+	}
+	CHECK(op(c, m, d, DS_OP_POP, 0, 0, &k, &v) == DS_NOT_FOUND, "%s pop drained", m->name);
+	/* wrap around a bounded ring a few times */
+	for (i = 0; i < 5 * cap; i++) {
+		CHECK(op(c, m, d, DS_OP_INSERT, i, val_of(i), 0, 0) == DS_OK, "%s push (wrap)", m->name);
+		CHECK(op(c, m, d, DS_OP_POP, 0, 0, &k, &v) == DS_OK && k == i, "%s pop (wrap)", m->name); /* one in */
+	}
+	verify(c, m, d, &vf);
+	CHECK(vf.count == 0, "%s empty at the end", m->name);
+}
+
+/* ---- keyed, concurrent ---- */
+
+#define KT 4
+#define KRANGE 512
+/* sizes, divided by the scale argument (sanitizer runs) and, for the O(n)
+ * list, by 6 more */
+static ap_u64 KOWN = 3000, KSHARED = 3000, KRANDOM = 30000, QN = 40000;
+static ap_u64 scale_div = 1;
+
+struct kshared {
+	const struct ds_meta *m;
+	ap_u64 d;
+	pthread_barrier_t bar;
+	ap_u64 ok_shared_ins[KT], ok_shared_del[KT], sum_shared_del[KT];
+	unsigned char model[KT][KRANGE]; /* phase C: who holds what, per thread */
+};
+
+static ap_u64 own_key(int t, ap_u64 i)
+{
+	return 1000000ULL * (ap_u64)(t + 1) + i;
+}
+
+static void *keyed_worker(struct t_thread *t)
+{
+	struct kshared *s = (struct kshared *)t->arg;
+	struct ds_ctx c;
+	ap_u64 i, v, seed = 31 + (ap_u64)t->index;
+	int r;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	/* A: own keys, and everyone races for the shared ones (offset order) */
+	for (i = 0; i < KOWN; i++)
+		CHECK(op(&c, s->m, s->d, DS_OP_INSERT, own_key(t->index, i), val_of(own_key(t->index, i)), 0, 0) ==
+			      DS_OK,
+		      "%s own insert", s->m->name);
+	for (i = 0; i < KSHARED; i++) {
+		ap_u64 k = 1 + (i + (ap_u64)t->index * 97) % KSHARED;
+
+		r = op(&c, s->m, s->d, DS_OP_INSERT, k, val_of(k), 0, 0);
+		CHECK(r == DS_OK || r == DS_EXISTS, "%s shared insert -> %d", s->m->name, r);
+		s->ok_shared_ins[t->index] += r == DS_OK;
+	}
+	pthread_barrier_wait(&s->bar);
+	pthread_barrier_wait(&s->bar); /* main verifies */
+	/* B: everyone races to delete the shared keys; own even keys go */
+	for (i = 0; i < KSHARED; i++) {
+		ap_u64 k = 1 + (i + (ap_u64)t->index * 131) % KSHARED;
+
+		r = op(&c, s->m, s->d, DS_OP_DELETE, k, 0, 0, &v);
+		CHECK(r == DS_OK || r == DS_NOT_FOUND, "%s shared delete -> %d", s->m->name, r);
+		if (r == DS_OK) {
+			s->ok_shared_del[t->index]++;
+			s->sum_shared_del[t->index] += v;
+		}
+	}
+	for (i = 0; i < KOWN; i += 2)
+		CHECK(op(&c, s->m, s->d, DS_OP_DELETE, own_key(t->index, i), 0, 0, &v) == DS_OK &&
+			      v == val_of(own_key(t->index, i)),
+		      "%s own delete", s->m->name);
+	pthread_barrier_wait(&s->bar);
+	pthread_barrier_wait(&s->bar);
+	/* C: random operations on a private range, against a private model */
+	for (i = 0; i < KRANDOM; i++) {
+		ap_u64 x = t_rand(&seed), j = x % KRANGE, k = 2000000000ULL + (ap_u64)t->index * KRANGE + j;
+		unsigned char *has = &s->model[t->index][j];
+
+		switch ((x >> 32) % 3) {
+		case 0:
+			r = op(&c, s->m, s->d, DS_OP_INSERT, k, val_of(k), 0, 0);
+			CHECK(r == (*has ? DS_EXISTS : DS_OK), "%s random insert -> %d", s->m->name, r);
+			*has = 1;
+			break;
+		case 1:
+			r = op(&c, s->m, s->d, DS_OP_DELETE, k, 0, 0, &v);
+			CHECK(r == (*has ? DS_OK : DS_NOT_FOUND), "%s random delete -> %d", s->m->name, r);
+			*has = 0;
+			break;
+		default:
+			r = op(&c, s->m, s->d, DS_OP_SEARCH, k, 0, 0, &v);
+			CHECK(r == (*has ? DS_OK : DS_NOT_FOUND) && (!*has || v == val_of(k)),
+			      "%s random search -> %d", s->m->name, r);
+		}
+	}
+	ds_user_detach(&c);
+	return NULL;
+}
+
+static void conc_keyed(struct ds_ctx *c, const struct ds_meta *m)
+{
+	struct kshared *s = (struct kshared *)calloc(1, sizeof(*s));
+	struct ds_verify v;
+	ap_u64 ins = 0, del = 0, sum = 0, expect_sum = 0, i, n = 0, want = 0;
+	struct ds_kv *out;
+	int t, j;
+
+	s->m = m;
+	s->d = create(c, m, 8192);
+	pthread_barrier_init(&s->bar, NULL, KT + 1);
+	{
+		pthread_t th[KT];
+		struct t_thread ts[KT];
+
+		for (t = 0; t < KT; t++) {
+			ts[t].index = t;
+			ts[t].arg = s;
+			ts[t].fn = keyed_worker;
+			pthread_create(&th[t], NULL, t_trampoline, &ts[t]);
+		}
+		pthread_barrier_wait(&s->bar);
+		for (t = 0; t < KT; t++)
+			ins += s->ok_shared_ins[t];
+		CHECK(ins == KSHARED, "%s: %llu successful inserts of %llu contended keys", m->name,
+		      (unsigned long long)ins, (unsigned long long)KSHARED);
+		verify(c, m, s->d, &v);
+		CHECK(v.count == KT * KOWN + KSHARED, "%s: count %llu after inserts", m->name,
+		      (unsigned long long)v.count);
+		pthread_barrier_wait(&s->bar);
+		pthread_barrier_wait(&s->bar);
+		for (t = 0; t < KT; t++) {
+			del += s->ok_shared_del[t];
+			sum += s->sum_shared_del[t];
+		}
+		for (i = 1; i <= KSHARED; i++)
+			expect_sum += val_of(i);
+		CHECK(del == KSHARED && sum == expect_sum, "%s: %llu successful deletes of %llu contended keys",
+		      m->name, (unsigned long long)del, (unsigned long long)KSHARED);
+		verify(c, m, s->d, &v);
+		CHECK(v.count == KT * (KOWN / 2), "%s: count %llu after deletes", m->name, (unsigned long long)v.count);
+		pthread_barrier_wait(&s->bar);
+		for (t = 0; t < KT; t++)
+			pthread_join(th[t], NULL);
+	}
+	/* the final contents, key by key */
+	verify(c, m, s->d, &v);
+	for (t = 0; t < KT; t++)
+		for (j = 0; j < KRANGE; j++)
+			want += s->model[t][j];
+	CHECK(v.count == KT * (KOWN / 2) + want, "%s: final count %llu, expected %llu", m->name,
+	      (unsigned long long)v.count, (unsigned long long)(KT * (KOWN / 2) + want));
+	out = (struct ds_kv *)arena_heap_alloc(&sp->heap, (KT * KRANGE + 1) * sizeof(struct ds_kv), 0);
+	REQUIRE(out, "alloc");
+	ds_enter(c);
+	CHECK(ds_iterate_type(c, m->id, s->d, 2000000000ULL, 2000000000ULL + KT * KRANGE, out, KT * KRANGE + 1,
+			      &n) == DS_OK,
+	      "%s iterate", m->name);
+	ds_exit(c);
+	CHECK(n == want, "%s: iterate found %llu random-phase keys, model has %llu", m->name, (unsigned long long)n,
+	      (unsigned long long)want);
+	for (i = 0; i < n; i++) {
+		ap_u64 off = out[i].key - 2000000000ULL;
+
+		CHECK(off < KT * KRANGE && s->model[off / KRANGE][off % KRANGE] && out[i].val == val_of(out[i].key),
+		      "%s: key %llu not in the model", m->name, (unsigned long long)out[i].key);
+		if ((m->flags & DS_F_ORDERED) && i)
+			CHECK(out[i].key > out[i - 1].key, "%s: iterate out of order", m->name);
+	}
+	arena_free(out);
+	pthread_barrier_destroy(&s->bar);
+	free(s);
+}
+
+/* ---- queues and stacks, concurrent ---- */
+
+#define QP 3
+#define QC 3
+
+struct qshared {
+	const struct ds_meta *m;
+	ap_u64 d;
+	int producers, consumers;
+	ap_u64 popped;            /* total, shared */
+	unsigned char *seen;      /* [producer][seq] */
+	ap_u64 order_errors, dups;
+};
+
+static void *q_worker(struct t_thread *t)
+{
+	struct qshared *s = (struct qshared *)t->arg;
+	struct ds_ctx c;
+	ap_u64 i, k, v, total = (ap_u64)s->producers * QN;
+	int r;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	if (t->index < s->producers) {
+		for (i = 0; i < QN; i++) {
+			ap_u64 val = ((ap_u64)t->index << 32) | i;
+
+			while ((r = op(&c, s->m, s->d, DS_OP_INSERT, i, val, 0, 0)) != DS_OK) {
+				CHECK(r == DS_FULL || r == DS_BUSY, "%s push -> %d", s->m->name, r);
+				if (r != DS_FULL && r != DS_BUSY)
+					break;
+				sched_yield();
+			}
+		}
+	} else {
+		ap_u64 last[QP];
+		int p;
+
+		for (p = 0; p < QP; p++)
+			last[p] = ~0ULL;
+		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total) {
+			r = op(&c, s->m, s->d, DS_OP_POP, 0, 0, &k, &v);
+			if (r != DS_OK) {
+				CHECK(r == DS_NOT_FOUND || r == DS_BUSY, "%s pop -> %d", s->m->name, r);
+				sched_yield();
+				continue;
+			}
+			p = (int)(v >> 32);
+			i = v & 0xffffffffULL;
+			if (p >= s->producers || i >= QN || k != i) {
+				__atomic_fetch_add(&s->dups, 1, __ATOMIC_RELAXED);
+				continue;
+			}
+			if (__atomic_exchange_n(&s->seen[(ap_u64)p * QN + i], 1, __ATOMIC_RELAXED))
+				__atomic_fetch_add(&s->dups, 1, __ATOMIC_RELAXED);
+			if ((s->m->flags & DS_F_FIFO) && last[p] != ~0ULL && i <= last[p])
+				__atomic_fetch_add(&s->order_errors, 1, __ATOMIC_RELAXED);
+			last[p] = i;
+			__atomic_fetch_add(&s->popped, 1, __ATOMIC_RELAXED);
+		}
+	}
+	ds_user_detach(&c);
+	return NULL;
+}
+
+static void conc_queue(struct ds_ctx *c, const struct ds_meta *m)
+{
+	struct qshared s = {0};
+	struct ds_verify v;
+	ap_u64 i, missing = 0;
+
+	s.m = m;
+	s.d = create(c, m, 1024);
+	s.producers = m->model == DS_MODEL_SPSC ? 1 : QP;
+	s.consumers = m->model == DS_MODEL_MPMC ? QC : 1;
+	s.seen = (unsigned char *)calloc((size_t)QP * QN, 1);
+	t_run_threads(s.producers + s.consumers, q_worker, &s);
+	for (i = 0; i < (ap_u64)s.producers * QN; i++)
+		missing += !s.seen[i];
+	CHECK(missing == 0 && s.dups == 0, "%s: %llu values lost, %llu duplicated", m->name,
+	      (unsigned long long)missing, (unsigned long long)s.dups);
+	CHECK(s.order_errors == 0, "%s: %llu per-producer order violations", m->name,
+	      (unsigned long long)s.order_errors);
+	verify(c, m, s.d, &v);
+	CHECK(v.count == 0, "%s: %llu left", m->name, (unsigned long long)v.count);
+	free(s.seen);
+}
+
+static void run_one(const struct ds_meta *m)
+{
+	struct ds_ctx c;
+	struct arena_heap_stats st0, st;
+	struct ebr_stats es;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	arena_heap_get_stats(&sp->heap, &st0);
+	KOWN = 3000 / scale_div;
+	KSHARED = 3000 / scale_div;
+	KRANDOM = 30000 / scale_div;
+	QN = 40000 / scale_div;
+	if (!strcmp(m->name, "list")) {
+		KOWN /= 6;
+		KSHARED /= 6;
+	}
+	if (m->flags & DS_F_KEYED) {
+		unit_keyed(&c, m);
+		conc_keyed(&c, m);
+	} else {
+		unit_queue(&c, m);
+		conc_queue(&c, m);
+	}
+	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "%s: synchronize", m->name);
+	ebr_get_stats(&sp->ebr, &es);
+	CHECK(es.pending == 0, "%s: %llu retired objects not freed", m->name, (unsigned long long)es.pending);
+	arena_heap_get_stats(&sp->heap, &st);
+	CHECK(st.bad_frees == st0.bad_frees, "%s: bad frees", m->name);
+	printf("%-9s ok: %llu allocations, %llu bytes in use after (instances and keyed leftovers)\n", m->name,
+	       (unsigned long long)(st.allocs - st0.allocs), (unsigned long long)st.bytes_in_use);
+	ds_user_detach(&c);
+}
+
+int main(int argc, char **argv)
+{
+	ap_u32 i;
+	int ran = 0;
+
+	if (argc > 2)
+		scale_div = strtoull(argv[2], NULL, 0) ? strtoull(argv[2], NULL, 0) : 1;
+	t_map_arena();
+	sp = t_space(16, 200000, ARENA_HEAP_POISON);
+	for (i = 0; i < DS_TYPES_END; i++) {
+		const struct ds_meta *m = ds_meta_of(i);
+
+		if (!m || (argc > 1 && strcmp(argv[1], "all") && strcmp(argv[1], m->name)))
+			continue;
+		run_one(m);
+		ran++;
+	}
+	REQUIRE(ran, "no structure named %s", argc > 1 ? argv[1] : "?");
+	{
+		/* the space's directory: instances by name */
+		struct ds_ctx c;
+		ap_u32 type = 0;
+		int err;
+		ap_u64 a, b;
+
+		REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+		a = ds_create(sp, &c, DS_TYPE_hash, NULL, "index", &err);
+		b = ds_create(sp, &c, DS_TYPE_msqueue, NULL, "events", &err);
+		CHECK(a && ds_lookup(sp, "index", &type) == a && type == DS_TYPE_hash, "lookup index");
+		CHECK(b && ds_lookup(sp, "events", &type) == b && type == DS_TYPE_msqueue, "lookup events");
+		CHECK(ds_lookup(sp, "nothing", NULL) == 0, "lookup of an unknown name");
+		CHECK(ds_create(sp, &c, 99, NULL, NULL, &err) == 0 && err == DS_INVALID, "unknown type refused");
+		ds_user_detach(&c);
+	}
+	return t_done("test_ds");
+}

@@ -1,0 +1,347 @@
+"""The arena data-structure framework (include/arena, include/ds, bpf/ds_*.bpf.c).
+
+The C tests in tests/c are built here with gcc -Wall -Wextra -Werror in three
+configurations - plain -O2, -fsanitize=address,undefined and -fsanitize=thread
+(the last two for the pure-userspace tests, over an anonymous mapping in place
+of the arena) - and run; every registered structure is also driven op by op
+against a Python model. The kernel cases load build/ds_ops.skel.h and
+build/ds_nosleep.skel.h (built with `make bpf`) and need root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CDIR = ROOT / "tests" / "c"
+OUT = ROOT / "build" / "tests"
+INCLUDES = [f"-I{ROOT / 'include'}", f"-I{CDIR}"]
+WARN = ["-Wall", "-Wextra", "-Werror"]
+# The sanitizers keep their shadow memory around 1 << 44, where the arena map
+# lives; the userspace-only tests move their arena (arena.h: ARENA_BASE).
+SAN_BASE = "-DARENA_BASE=0x7e9000000000ULL"
+CONFIGS: dict[str, list[str]] = {
+    "plain": ["-O2", "-g"],
+    "asan": ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", SAN_BASE],
+    "tsan": ["-O1", "-g", "-fsanitize=thread", SAN_BASE],
+}
+USER_TESTS = ["test_alloc", "test_epoch", "test_ds"]
+# sanitized runs are slower: fewer operations (second argument of test_ds)
+SCALE = {"plain": "1", "asan": "2", "tsan": "4"}
+
+def _registered() -> list[str]:
+    """The names on the DS_REGISTRY lines, so that a new line is tested without edits here."""
+    text = (ROOT / "include" / "ds" / "registry.h").read_text()
+    block = text[text.index("#define DS_REGISTRY(X)"):].split("\n\n", 1)[0]
+    return re.findall(r"X\(\s*\d+\s*,\s*(\w+)\s*\)", block)
+
+
+REGISTERED = _registered()
+
+DS_OK, DS_NOT_FOUND, DS_EXISTS, DS_NOMEM, DS_INVALID, DS_CORRUPT, DS_BUSY, DS_FULL = range(8)
+F_KEYED, F_ORDERED, F_FIFO, F_LIFO, F_BOUNDED = 0x04, 0x08, 0x10, 0x20, 0x02
+MASK64 = (1 << 64) - 1
+
+
+def _gcc() -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (make setup installs it)")
+    return gcc
+
+
+def _build(name: str, config: str, extra: list[str] | None = None) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    exe = OUT / f"{name}.{config}"
+    src = CDIR / f"{name}.c"
+    deps = [src, *CDIR.glob("*.h"), *(ROOT / "include").rglob("*.h")]
+    if exe.exists() and all(d.stat().st_mtime < exe.stat().st_mtime for d in deps):
+        return exe
+    cmd = [_gcc(), *CONFIGS[config], *WARN, *INCLUDES, *(extra or []), str(src), "-o", str(exe),
+           "-lpthread"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr}"
+    return exe
+
+
+@pytest.fixture(scope="session")
+def binaries() -> dict[tuple[str, str], Path]:
+    """Every userspace test in every configuration, built in parallel."""
+    jobs = [(name, cfg) for cfg in CONFIGS for name in USER_TESTS]
+    jobs.append(("ds_driver", "plain"))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        built = list(pool.map(lambda j: _build(*j), jobs))
+    return dict(zip(jobs, built, strict=True))
+
+
+def _run(cmd: list[str], timeout: float = 120, env: dict[str, str] | None = None) -> str:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                         env={**os.environ, **(env or {})})
+    assert res.returncode == 0, f"{cmd} exited {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert "WARNING: ThreadSanitizer" not in res.stderr, res.stderr
+    return res.stdout
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("name", USER_TESTS)
+def test_userspace(binaries: dict[tuple[str, str], Path], name: str, config: str) -> None:
+    exe = binaries[(name, config)]
+    args = ["all", SCALE[config]] if name == "test_ds" else []
+    out = _run([str(exe), *args],
+               env={"TSAN_OPTIONS": "halt_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"})
+    assert f"{name}: ok" in out
+
+
+# ---- the registry and the Python models ----
+
+
+@dataclass(frozen=True)
+class Meta:
+    id: int
+    name: str
+    flags: int
+    model: int
+    ops: int
+    node_size: int
+    head_size: int
+    description: str
+    progress: str
+
+
+def _registry(binaries: dict[tuple[str, str], Path]) -> list[Meta]:
+    out = _run([str(binaries[("ds_driver", "plain")]), "--list"])
+    return [Meta(**json.loads(line)) for line in out.splitlines()]
+
+
+def test_registry(binaries: dict[tuple[str, str], Path]) -> None:
+    metas = {m.name: m for m in _registry(binaries)}
+    assert set(metas) == set(REGISTERED)
+    assert set(metas) >= {"list", "msqueue", "hash", "skiplist", "mpmc", "mpsc", "spsc", "stack"}
+    for m in metas.values():
+        assert m.description and m.progress and m.node_size > 0 and m.head_size > 0
+        assert m.ops & (1 << 1) and m.ops & (1 << 5), f"{m.name}: insert and verify are mandatory"
+    assert metas["hash"].flags & F_KEYED and not metas["hash"].flags & F_ORDERED
+    assert metas["skiplist"].flags & F_ORDERED
+    assert metas["mpmc"].flags & F_BOUNDED and metas["spsc"].model == 3 and metas["mpsc"].model == 2
+
+
+class Model:
+    """What a structure must answer, op by op, single-threaded."""
+
+    def __init__(self, meta: Meta, capacity: int) -> None:
+        self.meta = meta
+        self.keyed = bool(meta.flags & F_KEYED)
+        self.ordered = bool(meta.flags & F_ORDERED)
+        self.lifo = bool(meta.flags & F_LIFO)
+        # neither keyed nor FIFO nor LIFO: pop may return any element
+        self.unordered = not self.keyed and not meta.flags & (F_FIFO | F_LIFO)
+        self.capacity = capacity if meta.flags & F_BOUNDED else None
+        self.map: dict[int, int] = {}
+        self.seq: deque[tuple[int, int]] = deque()
+
+    def insert(self, k: int, v: int) -> tuple[int, ...]:
+        if self.keyed:
+            if k in self.map:
+                return (DS_EXISTS,)
+            self.map[k] = v
+            return (DS_OK,)
+        if self.capacity is not None and len(self.seq) >= self.capacity:
+            return (DS_FULL,)
+        self.seq.append((k, v))
+        return (DS_OK,)
+
+    def delete(self, k: int) -> tuple[int, ...]:
+        if not self.keyed:
+            return (DS_INVALID, 0)
+        if k not in self.map:
+            return (DS_NOT_FOUND, 0)
+        return (DS_OK, self.map.pop(k))
+
+    def search(self, k: int) -> tuple[int, ...]:
+        if not self.keyed:
+            return (DS_INVALID, 0)
+        return (DS_OK, self.map[k]) if k in self.map else (DS_NOT_FOUND, 0)
+
+    def pop(self) -> tuple[int, ...]:
+        if self.keyed:
+            if not self.ordered:
+                return (DS_INVALID, 0, 0)
+            if not self.map:
+                return (DS_NOT_FOUND, 0, 0)
+            k = min(self.map)
+            return (DS_OK, k, self.map.pop(k))
+        if not self.seq:
+            return (DS_NOT_FOUND, 0, 0)
+        k, v = self.seq.pop() if self.lifo else self.seq.popleft()
+        return (DS_OK, k, v)
+
+    def items(self) -> list[tuple[int, int]]:
+        if self.keyed:
+            return sorted(self.map.items())
+        return list(reversed(self.seq)) if self.lifo else list(self.seq)
+
+    def verify(self) -> tuple[int, ...]:
+        items = self.items()
+        return (DS_OK, len(items), sum(k for k, _ in items) & MASK64,
+                sum(v for _, v in items) & MASK64)
+
+    def iterate(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        return [(k, v) for k, v in self.items() if lo <= k < hi]
+
+
+def _script(meta: Meta, rng: random.Random, n: int, keyspace: int) -> Iterator[str]:
+    for _ in range(n):
+        r = rng.random()
+        k = rng.randrange(keyspace)
+        if r < 0.40:
+            yield f"i {k} {rng.randrange(1 << 63)}"
+        elif r < 0.55:
+            yield f"d {k}"
+        elif r < 0.70:
+            yield f"s {k}"
+        elif r < 0.92:
+            yield "p"
+        elif r < 0.97:
+            lo = rng.randrange(keyspace)
+            yield f"r {lo} {lo + rng.randrange(1, keyspace)}"
+        else:
+            yield "v"
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_against_python_model(binaries: dict[tuple[str, str], Path], name: str) -> None:
+    metas = {m.name: m for m in _registry(binaries)}
+    meta = metas[name]
+    capacity = 16
+    for seed, keyspace in ((1, 24), (2, 400)):
+        rng = random.Random(seed)
+        lines = list(_script(meta, rng, 3000, keyspace))
+        out = _drive(binaries, name, capacity, lines)
+        model = Model(meta, capacity)
+        assert len(out) == len(lines)
+        for i, (line, got) in enumerate(zip(lines, out, strict=True)):
+            parts = line.split()
+            vals = [int(x) for x in got.split()]
+            if parts[0] == "i":
+                want: tuple[int, ...] = model.insert(int(parts[1]), int(parts[2]))
+            elif parts[0] == "d":
+                want = model.delete(int(parts[1]))
+            elif parts[0] == "s":
+                want = model.search(int(parts[1]))
+            elif parts[0] == "p" and model.unordered:
+                # any element may come out: it must be one that is in
+                if not model.seq:
+                    want = (DS_NOT_FOUND, 0, 0)
+                else:
+                    assert vals[0] == DS_OK and (vals[1], vals[2]) in model.seq, (i, line, got)
+                    model.seq.remove((vals[1], vals[2]))
+                    want = tuple(vals)
+            elif parts[0] == "p":
+                want = model.pop()
+            elif parts[0] == "v":
+                want = model.verify()
+            else:
+                items = model.iterate(int(parts[1]), int(parts[2]))
+                got_items = list(zip(vals[2::2], vals[3::2], strict=True))
+                assert vals[0] == DS_OK and vals[1] == len(items), (i, line, got)
+                if not meta.flags & (F_ORDERED | F_FIFO | F_LIFO):
+                    # a hash iterates in bucket order, an unordered bag in its own
+                    got_items.sort()
+                    items.sort()
+                assert got_items == items, (i, line)
+                continue
+            assert tuple(vals) == want, f"{name} step {i}: {line!r} -> {got!r}, model {want}"
+
+
+def _drive(binaries: dict[tuple[str, str], Path], name: str, capacity: int,
+           lines: list[str]) -> list[str]:
+    res = subprocess.run([str(binaries[("ds_driver", "plain")]), name, str(capacity)],
+                         input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()
+
+
+# ---- BPF: the headers compile for BPF, and the kernel cases ----
+
+
+def _make_bpf() -> None:
+    if shutil.which("make") is None or shutil.which("clang-19") is None:
+        pytest.skip("make/clang-19 missing: run `make setup` first")
+    res = subprocess.run(["make", "-C", str(ROOT), "bpf"], capture_output=True, text=True,
+                         check=False, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "warning" not in (res.stdout + res.stderr).lower(), res.stdout + res.stderr
+
+
+@pytest.fixture(scope="session")
+def bpf_built() -> None:
+    _make_bpf()
+
+
+def test_bpf_objects_have_no_arena_memcpy(bpf_built: None) -> None:
+    """clang turns copy and zeroing loops into memcpy/memset, which the BPF
+    backend cannot lower for address space 1: none may be left in the IR."""
+    for src in ("ds_ops", "ds_nosleep"):
+        res = subprocess.run(
+            ["clang-19", "-O2", "-target", "bpf", "-mcpu=v3", "-D__TARGET_ARCH_x86",
+             f"-I{ROOT / 'build'}", f"-I{ROOT / 'include'}", f"-I{ROOT / 'bpf'}", "-S",
+             "-emit-llvm", "-o", "-", str(ROOT / "bpf" / f"{src}.bpf.c")],
+            capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stderr
+        bad = [ln for ln in res.stdout.splitlines()
+               if "@llvm.mem" in ln and ".p1" in ln and "declare" not in ln]
+        assert not bad, bad[:3]
+
+
+@pytest.fixture(scope="session")
+def kernel_test(bpf_built: None) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("kernel cases load BPF programs: run as root")
+    if not Path("/sys/fs/bpf").is_dir():
+        pytest.skip("bpffs is not available")
+    OUT.mkdir(parents=True, exist_ok=True)
+    exe = OUT / "test_kernel.plain"
+    src = CDIR / "test_kernel.c"
+    deps = [src, *CDIR.glob("*.h"), *(ROOT / "include").rglob("*.h"),
+            ROOT / "build" / "ds_ops.skel.h", ROOT / "build" / "ds_nosleep.skel.h"]
+    if not exe.exists() or any(d.stat().st_mtime >= exe.stat().st_mtime for d in deps):
+        cmd = [_gcc(), *CONFIGS["plain"], *WARN, *INCLUDES, f"-I{ROOT / 'build'}", str(src), "-o",
+               str(exe), "-lbpf", "-lelf", "-lz", "-lpthread"]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stderr
+    return exe
+
+
+def test_kernel_and_user_together(kernel_test: Path) -> None:
+    out = _run([str(kernel_test), "all", "1"], timeout=120)
+    assert "test_kernel: ok" in out
+    for name in REGISTERED:
+        assert any(ln.split()[:2] == [name, "ok"] for ln in out.splitlines()), name
+    totals = [ln for ln in out.splitlines() if ln.startswith("kernel totals")]
+    assert totals and int(totals[0].split()[2]) > 100000
+
+
+def test_bench_runs(bpf_built: None, kernel_test: Path) -> None:
+    """The side-by-side benchmark (tests/c/bench_ds.c) builds and reports every row."""
+    exe = OUT / "bench_ds.plain"
+    cmd = [_gcc(), *CONFIGS["plain"], *WARN, *INCLUDES, f"-I{ROOT / 'build'}",
+           str(CDIR / "bench_ds.c"), "-o", str(exe), "-lbpf", "-lelf", "-lz", "-lpthread"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    out = _run([str(exe), "16384"], timeout=60)
+    rows = [ln.split("|")[0].strip() for ln in out.splitlines() if "|" in ln]
+    for op in ("insert", "search", "delete"):
+        assert rows.count(op) == 2, out
