@@ -187,6 +187,16 @@ class Sink(abc.ABC):
     async def close(self) -> None:
         """Flush what is pending within a bounded time, close, count the rest as dropped."""
 
+    def skip(self, batch: Batch) -> bool:
+        """True when `batch` needs no work: it is empty, or the sink has failed for good
+        (then its events are counted as dropped, `write_failed`)."""
+        if batch.count == 0:
+            return True
+        if self.stats.failed is not None:
+            self.stats.drop("write_failed", batch.count)
+            return True
+        return False
+
     def report(self, msg: str) -> None:
         self.reporter(f"pipeline: sink {self.name}: {msg}")
 

@@ -101,9 +101,9 @@ class JsonlSink(Sink):
             raise SinkError(f"cannot open {self.path} for writing: {e.strerror}; {hint}") from None
 
     async def write(self, batch: Batch) -> None:
-        if batch.count == 0:
+        if self.skip(batch):
             return
-        if self.stats.failed is not None or self._file is None:
+        if self._file is None:
             self.stats.drop("write_failed", batch.count)
             return
         try:

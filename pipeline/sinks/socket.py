@@ -323,10 +323,7 @@ class SocketSink(Sink):
         self._task = asyncio.create_task(self._run(), name=f"sink-{self.name}")
 
     async def write(self, batch: Batch) -> None:
-        if batch.count == 0:
-            return
-        if self.stats.failed is not None:
-            self.stats.drop("write_failed", batch.count)
+        if self.skip(batch):
             return
         if self._held + batch.count > self.config["buffer_events"]:
             self.stats.drop("buffer_overflow", batch.count)

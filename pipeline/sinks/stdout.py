@@ -52,10 +52,7 @@ class StdoutSink(Sink):
         return None
 
     async def write(self, batch: Batch) -> None:
-        if batch.count == 0:
-            return
-        if self.stats.failed is not None:
-            self.stats.drop("write_failed", batch.count)
+        if self.skip(batch):
             return
         written, err = await asyncio.to_thread(_write_all, self.fd, batch.data)
         if err is None:
