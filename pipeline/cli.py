@@ -12,7 +12,7 @@ from .errors import EXIT_BAD_INPUT, PipelineError
 from .kernel import check_privileges, eprint
 from .sinks.base import SinkError
 
-SUBCOMMANDS = ("bench", "burst")
+SUBCOMMANDS = ("bench", "burst", "ds", "stress")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] == "burst":
             from .burst import main as burst_main
             return burst_main(argv[1:])
+        if argv and argv[0] == "ds":
+            from .ds_cli import main as ds_main
+            return ds_main(argv[1:])
+        if argv and argv[0] == "stress":
+            from .stress import main as stress_main
+            return stress_main(argv[1:])
         return run_main(argv)
     except (PipelineError, SinkError) as e:
         eprint(str(e))

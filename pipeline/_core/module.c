@@ -16,6 +16,8 @@
 
 #include <bpf/bpf.h>
 
+#include "dsbench.h"
+#include "ds.h"
 #include "jsonfmt.h"
 #include "session.h"
 #include "transport.h"
@@ -502,10 +504,13 @@ PyMODINIT_FUNC PyInit__core(void)
 	CoreError = PyErr_NewException("pipeline._core.CoreError", PyExc_OSError, NULL);
 	Py_INCREF(CoreError);
 	PyModule_AddObject(m, "CoreError", CoreError);
+	if (ap_ds_add_to_module(m)) return NULL;
 	Py_INCREF(&SessionType);
 	PyModule_AddObject(m, "Session", (PyObject *)&SessionType);
 	PyModule_AddIntConstant(m, "EVENT_SIZE", sizeof(struct ap_event));
 	PyModule_AddIntConstant(m, "NAME_KEEP", AP_NAME_KEEP);
 	PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH);
+	if (ap_dsbench_add_to_module(m))
+		return NULL;
 	return m;
 }

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..kernel import check_privileges, ensure_mounts
 
-PARTS = ("transport", "e2e", "latency", "idle", "startup")
+PARTS = ("transport", "e2e", "latency", "idle", "startup", "ds")
 
 
 def _fmt_rate(x: float) -> str:
@@ -53,6 +53,9 @@ def report(res: dict[str, Any]) -> str:
     if "startup" in res:
         s = res["startup"]
         out.append(f"start-up: {s['seconds_median']:.3f} s median to ready (target < 0.5 s)")
+    if "ds" in res:
+        from .ds import report as ds_report
+        out.extend(ds_report(res["ds"]))
     return "\n".join(out)
 
 
@@ -89,6 +92,9 @@ def main(argv: list[str]) -> int:
     if "startup" in parts:
         from .process import run_startup
         res["startup"] = run_startup()
+    if "ds" in parts:
+        from .ds import run_ds
+        res["ds"] = run_ds()
     print(json.dumps(res, indent=2) if args.json else report(res))
     sys.stdout.flush()
     return 0

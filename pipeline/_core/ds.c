@@ -1,0 +1,1273 @@
+// SPDX-License-Identifier: MIT
+/*
+ * pipeline._core.DsArena: the arena data structures from Python.
+ *
+ * The owner process loads bpf/ds_ops.bpf.c (one SEC("syscall") ds_run_NAME
+ * per registry line), which maps its arena at ARENA_BASE, and lays out the
+ * root page and the data-structure space (ds.h). Another process (a pool
+ * worker started with 'spawn') opens the pins instead: it maps the same map
+ * at the same address, so every pointer in the arena is valid as is, and
+ * runs kernel batches through the pinned programs.
+ *
+ * Every Python thread that operates gets its own struct ds_ctx (its own
+ * epoch record and heap slot, ds_user_attach) on first use, kept in a
+ * thread-local: the epoch protocol needs one record per thread, and a
+ * thread that exits is expired by the next advance (include/arena/epoch.h).
+ *
+ * The hot paths (exec, run_kernel) take whole buffers and release the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "ds/space.h"
+#include "ds/batch.h"
+#include "ds_ops.skel.h"
+
+#include "ds.h"
+
+#define ERR_LEN 512
+/* ops per bpf_prog_test_run_opts call: a long kernel loop is not preempted
+ * and starves the other side (PLATFORM.md) */
+#define KERNEL_PER_CALL_DEFAULT 4096
+#define KERNEL_PER_CALL_MAX DS_BATCH_MAX
+#define ITERATE_MAX (1ULL << 24)
+/* pairs in one arena output buffer: a large object is at most
+ * ARENA_LARGE_MAX_PAGES pages */
+#define KERNEL_OUT_MAX (1ULL << 19)
+
+static PyObject *CoreError;
+
+static PyObject *raise_core(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static PyObject *raise_core(int code, const char *fmt, ...)
+{
+	char msg[ERR_LEN];
+	va_list ap;
+	PyObject *args;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	args = Py_BuildValue("(is)", code < 0 ? -code : code, msg);
+	if (args) {
+		PyErr_SetObject(CoreError, args);
+		Py_DECREF(args);
+	}
+	return NULL;
+}
+
+typedef struct {
+	PyObject_HEAD
+	struct ds_ops_bpf *skel; /* the owner's; NULL in an attached process */
+	int map_fd;              /* attached: the pinned arena map */
+	int prog_fd[DS_TYPES_END];
+	int own_prog_fds;        /* attached: prog_fd[] are ours to close */
+	uint64_t pages;
+	struct ap_ds_root *root;
+	struct ds_space *sp;
+	uint64_t gen; /* tells this arena's thread contexts from a closed one's */
+	int open;
+	int pinned;
+	char pin_dir[256];
+} DsArenaObject;
+
+/* One arena at ARENA_BASE per process: the one mapped now, if any. */
+static DsArenaObject *mapped_arena;
+static uint64_t next_gen = 1;
+
+/* The calling thread's context on the arena of generation tls_gen. */
+static __thread uint64_t tls_gen;
+static __thread struct ds_ctx tls_ctx;
+
+static int arena_ready(DsArenaObject *self)
+{
+	if (!self->open) {
+		PyErr_SetString(PyExc_ValueError, "the arena is closed");
+		return 0;
+	}
+	return 1;
+}
+
+/* The calling thread's context, attached on first use. Called with the GIL
+ * held (it may raise). */
+static struct ds_ctx *thread_ctx(DsArenaObject *self)
+{
+	if (tls_gen == self->gen)
+		return &tls_ctx;
+	/* a context on an arena that was closed: its memory is gone, forget it
+	 * (the heap slot it owned went with that arena) */
+	arena_thread_slot.heap = 0;
+	if (ds_user_attach(self->sp, &tls_ctx) != DS_OK) {
+		raise_core(EAGAIN, "all %d user epoch records of the arena are held by live threads", EBR_USERS);
+		return NULL;
+	}
+	tls_gen = self->gen;
+	return &tls_ctx;
+}
+
+/*
+ * The calling thread's output buffer in the arena, for kernel pops and
+ * iterates (the kernel writes only into the arena). Kept between calls: a
+ * multi-page object comes from fresh pages only and its pages come back one
+ * by one, so allocating one per call would use up the fresh pages.
+ */
+static __thread struct ds_kv *tls_kout;
+static __thread uint64_t tls_kout_cap, tls_kout_gen;
+
+static struct ds_kv *kernel_out(DsArenaObject *self, uint64_t cap)
+{
+	if (tls_kout_gen != self->gen) {
+		tls_kout = NULL; /* the last one was in an arena that is gone */
+		tls_kout_cap = 0;
+		tls_kout_gen = self->gen;
+	}
+	if (cap <= tls_kout_cap)
+		return tls_kout;
+	if (tls_kout)
+		arena_free(tls_kout);
+	cap = cap < 4096 ? 4096 : cap;
+	tls_kout = arena_heap_alloc(&self->sp->heap, cap * sizeof(struct ds_kv), 0);
+	tls_kout_cap = tls_kout ? cap : 0;
+	return tls_kout;
+}
+
+/* Is [addr, addr + len) inside the space's pages? Guards every address that
+ * comes from Python before it is dereferenced. */
+static int in_space(DsArenaObject *self, uint64_t addr, uint64_t len)
+{
+	uint64_t lo = ARENA_PAGE_ADDR(self->sp->first_page);
+	uint64_t hi = ARENA_PAGE_ADDR(self->sp->first_page + self->sp->npages);
+
+	return addr >= lo && addr < hi && len <= hi - addr;
+}
+
+/* Check that ds is a live instance of the registered type; raise if not. */
+static int check_instance(DsArenaObject *self, uint64_t ds, unsigned int type)
+{
+	if (!ds_meta_of(type)) {
+		raise_core(EINVAL, "no registered data structure has type id %u", type);
+		return -1;
+	}
+	if (!in_space(self, ds, sizeof(struct ds_head)) ||
+	    ds_head_check((struct ds_head *)ds, type) != DS_OK) {
+		raise_core(EINVAL, "%#llx is not a %s instance in this arena", (unsigned long long)ds,
+			   ds_meta_of(type)->name);
+		return -1;
+	}
+	return 0;
+}
+
+static int probe_base_free(uint64_t pages)
+{
+	/* libbpf maps the arena at map_extra with MAP_FIXED, which would
+	 * silently replace another arena already there (a Session's) */
+	void *p = mmap((void *)ARENA_BASE, pages * ARENA_PAGE_SIZE, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+
+	if (p == MAP_FAILED)
+		return errno == EEXIST ? -EBUSY : -errno;
+	munmap(p, pages * ARENA_PAGE_SIZE);
+	return p == (void *)ARENA_BASE ? 0 : -EBUSY;
+}
+
+static void release(DsArenaObject *self);
+static void unpin_files(const char *dir);
+
+/* ---- owner: load ds_ops, lay out the root page and the space ---- */
+
+static int open_owner(DsArenaObject *self, uint64_t pages, unsigned int pool_pages, int poison, char *err)
+{
+	size_t sz = 0;
+	void *base;
+	int ret, i;
+
+	self->skel = ds_ops_bpf__open();
+	if (!self->skel) {
+		snprintf(err, ERR_LEN, "cannot open the ds_ops BPF object: %s", strerror(errno));
+		return -errno;
+	}
+	bpf_map__set_max_entries(self->skel->maps.arena, (uint32_t)pages);
+	ret = ds_ops_bpf__load(self->skel);
+	if (ret) {
+		snprintf(err, ERR_LEN,
+			 "loading the ds_ops BPF programs failed (%s): needs root and BPF arena support (Linux >= 6.9)",
+			 strerror(-ret));
+		return ret;
+	}
+	base = bpf_map__initial_value(self->skel->maps.arena, &sz);
+	if (base != (void *)ARENA_BASE) {
+		snprintf(err, ERR_LEN, "the BPF arena is mapped at %p, not at %#llx", base,
+			 (unsigned long long)ARENA_BASE);
+		return -EFAULT;
+	}
+#define PROG_FD(id, name) self->prog_fd[id] = bpf_program__fd(self->skel->progs.ds_run_##name);
+	DS_REGISTRY(PROG_FD)
+#undef PROG_FD
+	i = libbpf_num_possible_cpus();
+	self->sp = ds_space_init(AP_DS_SPACE_FIRST, pages - AP_DS_SPACE_FIRST, i > 0 ? (ap_u32)i : 1, pool_pages,
+				 poison ? ARENA_HEAP_POISON : 0);
+	if (!self->sp) {
+		snprintf(err, ERR_LEN, "cannot lay out a data-structure space over %llu pages",
+			 (unsigned long long)pages);
+		return -EINVAL;
+	}
+	self->root = (struct ap_ds_root *)ARENA_PAGE_ADDR(AP_DS_ROOT_PAGE);
+	self->root->version = 1;
+	self->root->arena_pages = pages;
+	self->root->space_first_page = AP_DS_SPACE_FIRST;
+	self->root->space_pages = pages - AP_DS_SPACE_FIRST;
+	self->root->creator_pid = (uint64_t)getpid();
+	/* published last: an attacher that sees the magic sees the rest */
+	arena_atomic_store(&self->root->magic, AP_DS_ROOT_MAGIC, ARENA_RELEASE);
+	self->pages = pages;
+	return 0;
+}
+
+/* ---- attached: map the pinned arena, open the pinned programs ---- */
+
+static int open_pinned(DsArenaObject *self, const char *dir, char *err)
+{
+	struct bpf_map_info info;
+	__u32 len = sizeof(info);
+	char path[320];
+	void *p;
+	int ret;
+
+	if (strlen(dir) >= sizeof(self->pin_dir)) {
+		snprintf(err, ERR_LEN, "pin directory name too long");
+		return -ENAMETOOLONG;
+	}
+	snprintf(path, sizeof(path), "%s/arena", dir);
+	self->map_fd = bpf_obj_get(path);
+	if (self->map_fd < 0) {
+		ret = -errno;
+		snprintf(err, ERR_LEN, "cannot open the pinned arena %s: %s", path, strerror(errno));
+		return ret;
+	}
+	memset(&info, 0, sizeof(info));
+	ret = bpf_map_get_info_by_fd(self->map_fd, &info, &len);
+	if (ret || info.type != BPF_MAP_TYPE_ARENA || info.map_extra != ARENA_BASE) {
+		snprintf(err, ERR_LEN, "%s is not an arena map at %#llx", path, (unsigned long long)ARENA_BASE);
+		return ret ? ret : -EINVAL;
+	}
+	ret = probe_base_free(info.max_entries);
+	if (ret) {
+		snprintf(err, ERR_LEN, "address %#llx is already mapped in this process (one arena per process)",
+			 (unsigned long long)ARENA_BASE);
+		return ret;
+	}
+	p = mmap((void *)ARENA_BASE, (size_t)info.max_entries * ARENA_PAGE_SIZE, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED, self->map_fd, 0);
+	if (p == MAP_FAILED) {
+		ret = -errno;
+		snprintf(err, ERR_LEN, "cannot map the pinned arena at %#llx: %s", (unsigned long long)ARENA_BASE,
+			 strerror(errno));
+		return ret;
+	}
+	self->pages = info.max_entries;
+	self->root = (struct ap_ds_root *)ARENA_PAGE_ADDR(AP_DS_ROOT_PAGE);
+	if (arena_atomic_load(&self->root->magic, ARENA_ACQUIRE) != AP_DS_ROOT_MAGIC ||
+	    self->root->space_first_page + self->root->space_pages > self->pages) {
+		snprintf(err, ERR_LEN, "the arena pinned at %s holds no data-structure space", path);
+		return -EINVAL;
+	}
+	self->sp = ds_space_at_page(self->root->space_first_page);
+	if (arena_atomic_load(&self->sp->magic, ARENA_ACQUIRE) != DS_SPACE_MAGIC) {
+		snprintf(err, ERR_LEN, "the data-structure space in %s is not laid out", path);
+		return -EINVAL;
+	}
+	self->own_prog_fds = 1;
+#define PIN_FD(id, name)                                               \
+	snprintf(path, sizeof(path), "%s/ds_run_" #name, dir);         \
+	self->prog_fd[id] = bpf_obj_get(path);
+	DS_REGISTRY(PIN_FD)
+#undef PIN_FD
+	return 0;
+}
+
+static void release(DsArenaObject *self)
+{
+	int i;
+
+	if (mapped_arena == self)
+		mapped_arena = NULL;
+	/* the pins would keep the map (and its memory) alive after us */
+	if (self->pinned)
+		unpin_files(self->pin_dir);
+	self->pinned = 0;
+	if (self->open && tls_gen == self->gen) {
+		ds_user_detach(&tls_ctx);
+		tls_gen = 0;
+	}
+	if (self->skel) {
+		ds_ops_bpf__destroy(self->skel); /* unmaps the arena */
+		self->skel = NULL;
+	} else if (self->pages && self->map_fd >= 0) {
+		munmap((void *)ARENA_BASE, self->pages * ARENA_PAGE_SIZE);
+	}
+	if (self->own_prog_fds)
+		for (i = 0; i < DS_TYPES_END; i++)
+			if (self->prog_fd[i] > 0)
+				close(self->prog_fd[i]);
+	for (i = 0; i < DS_TYPES_END; i++)
+		self->prog_fd[i] = -1;
+	self->own_prog_fds = 0;
+	if (self->map_fd >= 0)
+		close(self->map_fd);
+	self->map_fd = -1;
+	self->pages = 0;
+	self->sp = NULL;
+	self->root = NULL;
+	self->open = 0;
+}
+
+static int DsArena_init(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "pages", "pinned", "pool_pages", "poison", NULL };
+	unsigned long long pages = 32768;
+	const char *pinned = NULL;
+	unsigned int pool_pages = 4;
+	int poison = 0, ret, i;
+	char err[ERR_LEN] = "";
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|KzIp", kwlist, &pages, &pinned, &pool_pages, &poison))
+		return -1;
+	if (self->open)
+		release(self);
+	self->map_fd = -1;
+	for (i = 0; i < DS_TYPES_END; i++)
+		self->prog_fd[i] = -1;
+	if (mapped_arena) {
+		raise_core(EBUSY, "this process already has an arena mapped at %#llx: close it first",
+			   (unsigned long long)ARENA_BASE);
+		return -1;
+	}
+	if (!pinned && (pages < AP_DS_SPACE_FIRST + DS_SPACE_HDR_PAGES + 16 || pages > (1ULL << 20))) {
+		raise_core(EINVAL, "arena pages must be between %llu and %llu",
+			   (unsigned long long)(AP_DS_SPACE_FIRST + DS_SPACE_HDR_PAGES + 16), 1ULL << 20);
+		return -1;
+	}
+	if (!pinned && probe_base_free(pages)) {
+		raise_core(EBUSY, "address %#llx is already mapped in this process (a Session's arena?): "
+				  "one arena per process", (unsigned long long)ARENA_BASE);
+		return -1;
+	}
+	Py_BEGIN_ALLOW_THREADS
+	ret = pinned ? open_pinned(self, pinned, err) : open_owner(self, pages, pool_pages, poison, err);
+	Py_END_ALLOW_THREADS
+	if (ret) {
+		release(self);
+		raise_core(ret, "%s", err);
+		return -1;
+	}
+	self->gen = next_gen++;
+	self->open = 1;
+	mapped_arena = self;
+	return 0;
+}
+
+static void DsArena_dealloc(DsArenaObject *self)
+{
+	if (self->open)
+		release(self);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *DsArena_close(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (self->open)
+		release(self);
+	Py_RETURN_NONE;
+}
+
+/* ---- instances ---- */
+
+static int type_from_obj(PyObject *o, unsigned int *type)
+{
+	const struct ds_meta *m;
+
+	if (PyUnicode_Check(o)) {
+		const char *name = PyUnicode_AsUTF8(o);
+
+		if (!name)
+			return -1;
+		m = ds_meta_by_name(name);
+		if (!m) {
+			raise_core(EINVAL, "no registered data structure is named %s", name);
+			return -1;
+		}
+		*type = m->id;
+		return 0;
+	}
+	*type = (unsigned int)PyLong_AsUnsignedLong(o);
+	if (PyErr_Occurred())
+		return -1;
+	if (!ds_meta_of(*type)) {
+		raise_core(EINVAL, "no registered data structure has type id %u", *type);
+		return -1;
+	}
+	return 0;
+}
+
+/* create(type, capacity=0, name=None) -> (address, type id) */
+static PyObject *DsArena_create(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "type", "capacity", "name", NULL };
+	PyObject *t;
+	unsigned long long cap = 0;
+	const char *name = NULL;
+	struct ds_config cfg = { 0 };
+	struct ds_ctx *c;
+	unsigned int type;
+	uint64_t addr;
+	int err = 0;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Kz", kwlist, &t, &cap, &name) || !arena_ready(self) ||
+	    type_from_obj(t, &type))
+		return NULL;
+	if (name && (strlen(name) == 0 || strlen(name) >= DS_NAME_LEN))
+		return raise_core(EINVAL, "instance names are 1 to %d bytes", DS_NAME_LEN - 1);
+	if (name && ds_lookup(self->sp, name, NULL))
+		return raise_core(EEXIST, "an instance named %s exists already", name);
+	c = thread_ctx(self);
+	if (!c)
+		return NULL;
+	cfg.capacity = cap;
+	Py_BEGIN_ALLOW_THREADS
+	addr = ds_create(self->sp, c, type, &cfg, name, &err);
+	Py_END_ALLOW_THREADS
+	if (!addr)
+		return raise_core(err == DS_NOMEM ? ENOMEM : EINVAL, "cannot create a %s (capacity %llu): %s",
+				  ds_meta_of(type)->name, cap,
+				  err == DS_NOMEM ? "the arena is out of pages (give it more pages)" : "bad configuration");
+	return Py_BuildValue("(KI)", (unsigned long long)addr, type);
+}
+
+/* lookup(name) -> (address, type id) or None */
+static PyObject *DsArena_lookup(DsArenaObject *self, PyObject *args)
+{
+	const char *name;
+	ap_u32 type = 0;
+	uint64_t addr;
+
+	if (!PyArg_ParseTuple(args, "s", &name) || !arena_ready(self))
+		return NULL;
+	addr = ds_lookup(self->sp, name, &type);
+	if (!addr)
+		Py_RETURN_NONE;
+	return Py_BuildValue("(KI)", (unsigned long long)addr, type);
+}
+
+/* instances() -> [(name, address, type id)] */
+static PyObject *DsArena_instances(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+	PyObject *list;
+	int i;
+
+	if (!arena_ready(self))
+		return NULL;
+	list = PyList_New(0);
+	for (i = 0; list && i < DS_SPACE_DIR; i++) {
+		struct ds_dir_entry *e = &self->sp->dir[i];
+		uint64_t a = arena_atomic_load(&e->addr, ARENA_ACQUIRE);
+		char name[DS_NAME_LEN + 1];
+		PyObject *item;
+
+		if (a <= 1)
+			continue;
+		memcpy(name, e->name, DS_NAME_LEN);
+		name[DS_NAME_LEN] = 0;
+		item = Py_BuildValue("(sKI)", name, (unsigned long long)a, e->type);
+		if (!item || PyList_Append(list, item)) {
+			Py_XDECREF(item);
+			Py_CLEAR(list);
+			break;
+		}
+		Py_DECREF(item);
+	}
+	return list;
+}
+
+/* ---- batched user operations ---- */
+
+/* Get a buffer of at least n elements of size elem (or release on error). */
+static int get_buf(PyObject *o, Py_buffer *b, int writable, uint64_t *n_elems, size_t elem, const char *what)
+{
+	if (PyObject_GetBuffer(o, b, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)))
+		return -1;
+	if (b->len % (Py_ssize_t)elem) {
+		PyBuffer_Release(b);
+		PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zu-byte items", what,
+			     b->len, elem);
+		return -1;
+	}
+	*n_elems = (uint64_t)b->len / elem;
+	return 0;
+}
+
+struct exec_args {
+	struct ds_ctx *c;
+	unsigned int type;
+	uint64_t ds, n;
+	int uniform_op; /* >= 0: every op is this one */
+	const uint8_t *ops;
+	const uint64_t *keys, *vals;
+	uint64_t *okeys, *ovals;
+	uint8_t *results;
+	int stop_on_fail;
+	/* out */
+	uint64_t done, count[DS_OP__COUNT], fails[DS_OP__COUNT];
+	int busy;
+};
+
+/* n operations, critical sections of DS_BATCH_CS_OPS; with stop_on_fail the
+ * run ends after the first failure (a producer meeting a full queue keeps
+ * its values in order). No GIL. */
+static void exec_run(struct exec_args *a)
+{
+	struct ds_ctx *c = a->c;
+	uint64_t i;
+	int in_cs = 0;
+
+	for (i = 0; i < a->n; i++) {
+		unsigned int op = a->uniform_op >= 0 ? (unsigned int)a->uniform_op : a->ops[i];
+		ap_u64 ok = 0, ov = 0;
+		int res;
+
+		if (!in_cs) {
+			if (ds_enter(c)) {
+				a->busy = 1;
+				break;
+			}
+			in_cs = 1;
+		}
+		res = ds_apply(c, a->type, a->ds, op, a->keys ? a->keys[i] : 0, a->vals ? a->vals[i] : 0, &ok, &ov);
+		if (a->results)
+			a->results[i] = (uint8_t)res;
+		if (a->okeys)
+			a->okeys[i] = ok;
+		if (a->ovals)
+			a->ovals[i] = ov;
+		op &= DS_OP__COUNT - 1;
+		a->count[op]++;
+		/* the contract counts a search that misses as a failure too */
+		if (res != DS_OK)
+			a->fails[op]++;
+		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1) {
+			ds_exit(c);
+			in_cs = 0;
+		}
+		if (res != DS_OK && a->stop_on_fail) {
+			i++;
+			break;
+		}
+	}
+	if (in_cs)
+		ds_exit(c);
+	a->done = i;
+}
+
+/*
+ * exec(ds, type, ops, keys=None, vals=None, *, results=None, okeys=None,
+ *      ovals=None, count=-1, stop_on_fail=False) -> int
+ * ops: one op for all (int) or a buffer of u8; keys/vals: buffers of u64;
+ * results (u8), okeys/ovals (u64): writable buffers. Returns the number of
+ * operations run.
+ */
+static PyObject *DsArena_exec(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "ds", "type", "ops", "keys", "vals", "results", "okeys", "ovals",
+				  "count", "stop_on_fail", NULL };
+	unsigned long long ds;
+	unsigned int type;
+	long long count = -1;
+	PyObject *ops_o, *keys_o = Py_None, *vals_o = Py_None, *res_o = Py_None, *okeys_o = Py_None,
+			 *ovals_o = Py_None;
+	Py_buffer bufs[6];
+	int have[6] = { 0 }, stop = 0, k, ok = 0;
+	uint64_t lens[6], n = UINT64_MAX;
+	struct exec_args a;
+	uint64_t t0, ns;
+
+	memset(&a, 0, sizeof(a));
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIO|OO$OOOLp", kwlist, &ds, &type, &ops_o, &keys_o, &vals_o,
+					 &res_o, &okeys_o, &ovals_o, &count, &stop) ||
+	    !arena_ready(self) || check_instance(self, ds, type))
+		return NULL;
+	a.uniform_op = -1;
+	if (PyLong_Check(ops_o)) {
+		long op = PyLong_AsLong(ops_o);
+
+		if (op < 0 || op >= DS_OP__COUNT)
+			return raise_core(EINVAL, "op %ld is not an operation", op);
+		a.uniform_op = (int)op;
+	}
+	{
+		PyObject *objs[6] = { a.uniform_op >= 0 ? Py_None : ops_o, keys_o, vals_o, res_o, okeys_o, ovals_o };
+		static const size_t sizes[6] = { 1, 8, 8, 1, 8, 8 };
+		static const int wr[6] = { 0, 0, 0, 1, 1, 1 };
+		static const char *names[6] = { "ops", "keys", "vals", "results", "okeys", "ovals" };
+
+		for (k = 0; k < 6; k++) {
+			if (objs[k] == Py_None)
+				continue;
+			if (get_buf(objs[k], &bufs[k], wr[k], &lens[k], sizes[k], names[k]))
+				goto out;
+			have[k] = 1;
+			/* inputs set the count; outputs must hold it */
+			if (k < 3 && lens[k] < n)
+				n = lens[k];
+		}
+		if (count >= 0)
+			n = n < (uint64_t)count ? n : (uint64_t)count;
+		if (n == UINT64_MAX) {
+			raise_core(EINVAL, "exec needs an ops buffer, keys or count");
+			goto out;
+		}
+		for (k = 3; k < 6; k++)
+			if (have[k] && lens[k] < n) {
+				PyErr_Format(PyExc_ValueError, "%s holds %llu items, %llu needed", names[k],
+					     (unsigned long long)lens[k], (unsigned long long)n);
+				goto out;
+			}
+	}
+	a.c = thread_ctx(self);
+	if (!a.c)
+		goto out;
+	a.type = type;
+	a.ds = ds;
+	a.n = n;
+	a.ops = have[0] ? bufs[0].buf : NULL;
+	a.keys = have[1] ? bufs[1].buf : NULL;
+	a.vals = have[2] ? bufs[2].buf : NULL;
+	a.results = have[3] ? bufs[3].buf : NULL;
+	a.okeys = have[4] ? bufs[4].buf : NULL;
+	a.ovals = have[5] ? bufs[5].buf : NULL;
+	a.stop_on_fail = stop;
+	Py_BEGIN_ALLOW_THREADS
+	t0 = arena_now_ns();
+	exec_run(&a);
+	ns = arena_now_ns() - t0;
+	{
+		struct ds_head *h = (struct ds_head *)ds;
+		uint64_t total = a.done ? a.done : 1;
+
+		for (k = 0; k < DS_OP__COUNT; k++)
+			if (a.count[k])
+				ds_stats_add(h, DS_SIDE_USER, (ap_u32)k, a.count[k], a.fails[k],
+					     ns * a.count[k] / total);
+	}
+	Py_END_ALLOW_THREADS
+	if (a.busy && !a.done) {
+		raise_core(EBUSY, "cannot enter an epoch critical section (nesting overflow)");
+		goto out;
+	}
+	ok = 1;
+out:
+	for (k = 0; k < 6; k++)
+		if (have[k])
+			PyBuffer_Release(&bufs[k]);
+	return ok ? PyLong_FromUnsignedLongLong(a.done) : NULL;
+}
+
+/* ---- kernel batches ---- */
+
+static int kernel_call(int fd, struct ds_batch *b)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = b, .ctx_size_in = sizeof(*b));
+
+	return bpf_prog_test_run_opts(fd, &o) ? -errno : 0;
+}
+
+struct kmix {
+	struct ds_batch tmpl;
+	uint64_t total, per_call;
+	int seq, stop;
+	struct ds_kv *arena_out; /* per call */
+	struct ds_kv *out;       /* all calls (malloc) */
+	uint64_t out_cap;
+	/* out */
+	uint64_t done[DS_MIX__COUNT], fails[DS_MIX__COUNT], nomem, busy, full, ns, calls, n_out;
+	int status, err;
+};
+
+/* Run total ops in calls of at most per_call. With sequential keys a call
+ * never wraps the key span, so the op at overall index j still meets key
+ * key_lo + j % key_span and value val_base + j. No GIL. */
+static void kmix_run(int fd, struct kmix *k)
+{
+	uint64_t j = 0, span = k->tmpl.key_span ? k->tmpl.key_span : 1;
+
+	while (j < k->total) {
+		struct ds_batch b = k->tmpl;
+		uint64_t cnt = k->total - j, ran;
+		int i;
+
+		if (cnt > k->per_call)
+			cnt = k->per_call;
+		if (k->seq) {
+			uint64_t off = j % span;
+
+			if (cnt > span - off)
+				cnt = span - off;
+			b.key_lo = k->tmpl.key_lo + off;
+			b.key_span = span - off;
+		} else {
+			b.seed = k->tmpl.seed + 0x9e3779b97f4a7c15ULL * (k->calls + 1);
+		}
+		b.count = (ap_u32)cnt;
+		b.val_base = k->tmpl.val_base + j;
+		b.out = k->arena_out ? (ap_u64)k->arena_out : 0;
+		b.out_cap = k->arena_out ? k->per_call : 0;
+		k->err = kernel_call(fd, &b);
+		if (k->err)
+			return;
+		k->calls++;
+		ran = 0;
+		for (i = 0; i < DS_MIX__COUNT; i++) {
+			k->done[i] += b.done[i];
+			k->fails[i] += b.fails[i];
+			ran += b.done[i];
+		}
+		k->nomem += b.nomem;
+		k->busy += b.busy;
+		k->full += b.full;
+		k->ns += b.ns;
+		if (k->out && b.n_out) {
+			uint64_t room = k->out_cap - k->n_out, m = b.n_out < room ? b.n_out : room;
+
+			memcpy(k->out + k->n_out, k->arena_out, m * sizeof(struct ds_kv));
+			k->n_out += m;
+		}
+		k->status = b.status;
+		j += ran;
+		if (b.status != DS_OK || ran < cnt)
+			return;
+	}
+}
+
+static int kernel_fd(DsArenaObject *self, unsigned int type)
+{
+	if (type >= DS_TYPES_END || self->prog_fd[type] < 0) {
+		raise_core(ENOENT, "no kernel program for %s in this process (pin the owner's programs)",
+			   ds_meta_of(type) ? ds_meta_of(type)->name : "?");
+		return -1;
+	}
+	return self->prog_fd[type];
+}
+
+static PyObject *u64_list(const uint64_t *v, int n)
+{
+	PyObject *l = PyList_New(n);
+	int i;
+
+	for (i = 0; l && i < n; i++) {
+		PyObject *x = PyLong_FromUnsignedLongLong(v[i]);
+
+		if (!x) {
+			Py_CLEAR(l);
+			break;
+		}
+		PyList_SET_ITEM(l, i, x);
+	}
+	return l;
+}
+
+/*
+ * run_kernel(ds, type, count, mix=(1, 0, 0, 0), key_lo=0, key_span=1,
+ *            seq=False, seed=1, val_base=0, stop_on_fail=False,
+ *            collect=False, per_call=4096) -> dict
+ * count operations by ds_run_NAME, per_call per bpf_prog_test_run_opts.
+ * collect: the (key, val) pairs successful pops and deletes returned, as
+ * bytes of u64 pairs.
+ */
+static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "ds", "type", "count", "mix", "key_lo", "key_span", "seq", "seed", "val_base",
+				  "stop_on_fail", "collect", "per_call", NULL };
+	unsigned long long ds, count, key_lo = 0, key_span = 1, seed = 1, val_base = 0, per_call = KERNEL_PER_CALL_DEFAULT;
+	unsigned int type, mix[4] = { 1, 0, 0, 0 };
+	int seq = 0, stop = 0, collect = 0, fd;
+	struct kmix k;
+	PyObject *out = NULL, *res = NULL;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIK|(IIII)KKpKKppK", kwlist, &ds, &type, &count, &mix[0], &mix[1],
+					 &mix[2], &mix[3], &key_lo, &key_span, &seq, &seed, &val_base, &stop, &collect,
+					 &per_call) ||
+	    !arena_ready(self) || check_instance(self, ds, type))
+		return NULL;
+	fd = kernel_fd(self, type);
+	if (fd < 0)
+		return NULL;
+	if (!per_call || per_call > KERNEL_PER_CALL_MAX)
+		return raise_core(EINVAL, "per_call must be 1 to %d operations", KERNEL_PER_CALL_MAX);
+	if (!mix[0] && !mix[1] && !mix[2] && !mix[3])
+		return raise_core(EINVAL, "the op mix has no weight");
+	memset(&k, 0, sizeof(k));
+	k.tmpl.ds = ds;
+	k.tmpl.type = type;
+	k.tmpl.cmd = DS_CMD_MIX;
+	k.tmpl.keys = seq ? DS_KEYS_SEQ : DS_KEYS_RANDOM;
+	memcpy(k.tmpl.mix, mix, sizeof(mix));
+	k.tmpl.flags = stop ? DS_BATCH_STOP_ON_FAIL : 0;
+	k.tmpl.key_lo = key_lo;
+	k.tmpl.key_span = key_span ? key_span : 1;
+	k.tmpl.seed = seed ? seed : 1;
+	k.tmpl.val_base = val_base;
+	k.total = count;
+	k.per_call = per_call;
+	k.seq = seq;
+	if (collect && count) {
+		k.out_cap = count;
+		k.out = malloc(count * sizeof(struct ds_kv));
+		k.arena_out = kernel_out(self, per_call);
+		if (!k.out || !k.arena_out) {
+			free(k.out);
+			return raise_core(ENOMEM, "no memory for %llu collected pairs", count);
+		}
+	}
+	Py_BEGIN_ALLOW_THREADS
+	kmix_run(fd, &k);
+	Py_END_ALLOW_THREADS
+	if (k.err) {
+		free(k.out);
+		return raise_core(k.err, "running ds_run_%s failed: %s", ds_meta_of(type)->name, strerror(-k.err));
+	}
+	if (collect) {
+		out = PyBytes_FromStringAndSize((const char *)k.out, (Py_ssize_t)(k.n_out * sizeof(struct ds_kv)));
+		free(k.out);
+		if (!out)
+			return NULL;
+	} else {
+		out = Py_NewRef(Py_None);
+	}
+	res = Py_BuildValue("{sNsNsKsKsKsKsKsisN}", "done", u64_list(k.done, 4), "fails", u64_list(k.fails, 4), "nomem",
+			    (unsigned long long)k.nomem, "busy", (unsigned long long)k.busy, "full",
+			    (unsigned long long)k.full, "ns", (unsigned long long)k.ns, "calls",
+			    (unsigned long long)k.calls, "status", k.status, "out", out);
+	return res;
+}
+
+/* A one-call command (verify, iterate) on the kernel side. */
+static int kernel_command(DsArenaObject *self, struct ds_batch *b)
+{
+	int fd = kernel_fd(self, b->type), ret;
+
+	if (fd < 0)
+		return -1;
+	Py_BEGIN_ALLOW_THREADS
+	ret = kernel_call(fd, b);
+	Py_END_ALLOW_THREADS
+	if (ret) {
+		raise_core(ret, "running ds_run_%s failed: %s", ds_meta_of(b->type)->name, strerror(-ret));
+		return -1;
+	}
+	return 0;
+}
+
+/* verify(ds, type, kernel=False) -> (result, count, keysum, valsum, where) */
+static PyObject *DsArena_verify(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "ds", "type", "kernel", NULL };
+	unsigned long long ds;
+	unsigned int type;
+	int kernel = 0, r;
+	struct ds_verify v = { 0 };
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "KI|p", kwlist, &ds, &type, &kernel) || !arena_ready(self) ||
+	    check_instance(self, ds, type))
+		return NULL;
+	if (kernel) {
+		struct ds_batch b = { 0 };
+
+		b.ds = ds;
+		b.type = type;
+		b.cmd = DS_CMD_VERIFY;
+		if (kernel_command(self, &b))
+			return NULL;
+		r = b.status;
+		v.count = b.done[0];
+		v.keysum = b.done[1];
+		v.valsum = b.done[2];
+		v.where = b.done[3];
+	} else {
+		struct ds_ctx *c = thread_ctx(self);
+		uint64_t t0;
+
+		if (!c)
+			return NULL;
+		Py_BEGIN_ALLOW_THREADS
+		t0 = arena_now_ns();
+		/* a critical section: under concurrent deletes the walk meets
+		 * nodes that are retired, never freed under it */
+		if (ds_enter(c)) {
+			r = DS_BUSY;
+		} else {
+			r = ds_verify_type(c, type, ds, &v);
+			ds_exit(c);
+		}
+		ds_stats_add((struct ds_head *)ds, DS_SIDE_USER, DS_OP_VERIFY, 1, r != DS_OK, arena_now_ns() - t0);
+		Py_END_ALLOW_THREADS
+	}
+	return Py_BuildValue("(iKKKK)", r, (unsigned long long)v.count, (unsigned long long)v.keysum,
+			     (unsigned long long)v.valsum, (unsigned long long)v.where);
+}
+
+/* iterate(ds, type, lo=0, hi=2**64-1, cap=1<<20, kernel=False) -> (result, bytes of u64 pairs) */
+static PyObject *DsArena_iterate(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "ds", "type", "lo", "hi", "cap", "kernel", NULL };
+	unsigned long long ds, lo = 0, hi = ~0ULL, cap = 1ULL << 20;
+	unsigned int type;
+	int kernel = 0, r;
+	struct ds_kv *out;
+	ap_u64 n = 0;
+	PyObject *bytes;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "KI|KKKp", kwlist, &ds, &type, &lo, &hi, &cap, &kernel) ||
+	    !arena_ready(self) || check_instance(self, ds, type))
+		return NULL;
+	if (!cap || cap > ITERATE_MAX)
+		return raise_core(EINVAL, "cap must be 1 to %llu pairs", ITERATE_MAX);
+	if (hi < lo)
+		hi = lo;
+	/* the kernel writes into the arena; userspace into any memory */
+	if (kernel && cap > KERNEL_OUT_MAX)
+		return raise_core(EINVAL, "a kernel iterate returns at most %llu pairs", KERNEL_OUT_MAX);
+	out = kernel ? kernel_out(self, cap) : malloc(cap * sizeof(*out));
+	if (!out)
+		return raise_core(ENOMEM, "no memory for %llu pairs", cap);
+	if (kernel) {
+		struct ds_batch b = { 0 };
+
+		b.ds = ds;
+		b.type = type;
+		b.cmd = DS_CMD_ITERATE;
+		b.key_lo = lo;
+		b.key_span = hi - lo;
+		b.out = (ap_u64)out;
+		b.out_cap = cap;
+		if (kernel_command(self, &b))
+			return NULL;
+		r = b.status;
+		n = b.n_out;
+	} else {
+		struct ds_ctx *c = thread_ctx(self);
+
+		if (!c) {
+			free(out);
+			return NULL;
+		}
+		Py_BEGIN_ALLOW_THREADS
+		if (ds_enter(c)) {
+			r = DS_BUSY;
+		} else {
+			uint64_t t0 = arena_now_ns();
+
+			r = ds_iterate_type(c, type, ds, lo, hi, out, cap, &n);
+			ds_exit(c);
+			ds_stats_add((struct ds_head *)ds, DS_SIDE_USER, DS_OP_ITERATE, 1, r != DS_OK,
+				     arena_now_ns() - t0);
+		}
+		Py_END_ALLOW_THREADS
+	}
+	bytes = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(n * sizeof(*out)));
+	if (!kernel)
+		free(out);
+	if (!bytes)
+		return NULL;
+	return Py_BuildValue("(iN)", r, bytes);
+}
+
+/* ---- statistics ---- */
+
+static const char *op_names[DS_OP__COUNT] = { "init", "insert", "delete", "pop", "search", "verify", "iterate",
+					      "stats" };
+
+static PyObject *side_dict(struct ds_head *h, ap_u32 side)
+{
+	struct ds_stats st;
+	PyObject *d = PyDict_New();
+	int o;
+
+	if (!d)
+		return NULL;
+	ds_stats_read(h, side, &st);
+	for (o = 0; o < DS_OP__COUNT; o++) {
+		PyObject *e;
+
+		if (!st.op[o].count)
+			continue;
+		e = Py_BuildValue("{sKsKsK}", "count", (unsigned long long)st.op[o].count, "failures",
+				  (unsigned long long)st.op[o].failures, "ns", (unsigned long long)st.op[o].ns);
+		if (!e || PyDict_SetItemString(d, op_names[o], e)) {
+			Py_XDECREF(e);
+			Py_DECREF(d);
+			return NULL;
+		}
+		Py_DECREF(e);
+	}
+	return d;
+}
+
+/* stats(ds, type) -> {"kernel": {op: {count, failures, ns}}, "user": {...}} */
+static PyObject *DsArena_stats(DsArenaObject *self, PyObject *args)
+{
+	unsigned long long ds;
+	unsigned int type;
+	struct ds_head *h;
+
+	if (!PyArg_ParseTuple(args, "KI", &ds, &type) || !arena_ready(self) || check_instance(self, ds, type))
+		return NULL;
+	h = (struct ds_head *)ds;
+	return Py_BuildValue("{sNsN}", "kernel", side_dict(h, DS_SIDE_KERNEL), "user", side_dict(h, DS_SIDE_USER));
+}
+
+/* heap_stats() -> dict: the allocator's counters */
+static PyObject *DsArena_heap_stats(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+	struct arena_heap_stats st;
+
+	if (!arena_ready(self))
+		return NULL;
+	arena_heap_get_stats(&self->sp->heap, &st);
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", "allocs", (unsigned long long)st.allocs, "frees",
+			     (unsigned long long)st.frees, "bytes_in_use", (unsigned long long)st.bytes_in_use,
+			     "pages_in_use", (unsigned long long)st.pages_in_use, "failures",
+			     (unsigned long long)st.failures, "pages_populated", (unsigned long long)st.pages_populated,
+			     "free_pages", (unsigned long long)st.free_pages, "pool_pages",
+			     (unsigned long long)st.pool_pages, "pages_lost", (unsigned long long)st.pages_lost,
+			     "bad_frees", (unsigned long long)st.bad_frees, "large_allocs",
+			     (unsigned long long)st.large_allocs);
+}
+
+/* epoch_stats() -> dict: reclamation's counters */
+static PyObject *DsArena_epoch_stats(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+	struct ebr_stats st;
+
+	if (!arena_ready(self))
+		return NULL;
+	ebr_get_stats(&self->sp->ebr, &st);
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "epoch", (unsigned long long)st.epoch, "advances",
+			     (unsigned long long)st.advances, "freed", (unsigned long long)st.freed, "expired",
+			     (unsigned long long)st.expired, "retired", (unsigned long long)st.retired, "pending",
+			     (unsigned long long)st.pending, "active", (unsigned long long)st.active, "users",
+			     (unsigned long long)st.users, "drain_lost", (unsigned long long)st.drain_lost);
+}
+
+/* synchronize(max_tries=100000) -> bool: everything retired so far is freed */
+static PyObject *DsArena_synchronize(DsArenaObject *self, PyObject *args)
+{
+	unsigned long long tries = 100000;
+	struct ds_ctx *c;
+	int r;
+
+	if (!PyArg_ParseTuple(args, "|K", &tries) || !arena_ready(self))
+		return NULL;
+	c = thread_ctx(self);
+	if (!c)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	r = ebr_synchronize(c->ebr, c->rec, tries);
+	Py_END_ALLOW_THREADS
+	return PyBool_FromLong(r == 0);
+}
+
+/* kernel_totals() -> {"kernel_ops", "kernel_fails", "kernel_batches"} (owner only) */
+static PyObject *DsArena_kernel_totals(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!arena_ready(self))
+		return NULL;
+	if (!self->skel)
+		return raise_core(ENOENT, "kernel totals are kept by the process that loaded the programs");
+	return Py_BuildValue("{sKsKsK}", "kernel_ops", (unsigned long long)self->skel->bss->kernel_ops, "kernel_fails",
+			     (unsigned long long)self->skel->bss->kernel_fails, "kernel_batches",
+			     (unsigned long long)self->skel->bss->kernel_batches);
+}
+
+static PyObject *DsArena_info(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!arena_ready(self))
+		return NULL;
+	return Py_BuildValue("{sKsKsKsKsKsO}", "base", (unsigned long long)ARENA_BASE, "pages",
+			     (unsigned long long)self->pages, "space_first_page",
+			     (unsigned long long)self->sp->first_page, "space_pages", (unsigned long long)self->sp->npages,
+			     "creator_pid", (unsigned long long)self->root->creator_pid, "owner",
+			     self->skel ? Py_True : Py_False);
+}
+
+/* ---- pins ---- */
+
+static void unpin_files(const char *dir)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/arena", dir);
+	unlink(path);
+#define UNPIN(id, name)                                                \
+	snprintf(path, sizeof(path), "%s/ds_run_" #name, dir);         \
+	unlink(path);
+	DS_REGISTRY(UNPIN)
+#undef UNPIN
+	rmdir(dir);
+}
+
+/* pin(dir): the arena map and every ds_run_NAME program, for attach_pinned */
+static PyObject *DsArena_pin(DsArenaObject *self, PyObject *args)
+{
+	const char *dir;
+	char path[512];
+	int ret = 0;
+
+	if (!PyArg_ParseTuple(args, "s", &dir) || !arena_ready(self))
+		return NULL;
+	if (!self->skel)
+		return raise_core(EPERM, "only the process that loaded the arena pins it");
+	if (self->pinned)
+		return raise_core(EEXIST, "already pinned under %s", self->pin_dir);
+	if (strlen(dir) >= sizeof(self->pin_dir))
+		return raise_core(ENAMETOOLONG, "pin directory name too long: %s", dir);
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return raise_core(errno, "cannot create %s: %s (is bpffs mounted?)", dir, strerror(errno));
+	snprintf(path, sizeof(path), "%s/arena", dir);
+	ret = bpf_map__pin(self->skel->maps.arena, path);
+#define PIN(id, name)                                                          \
+	if (!ret) {                                                            \
+		snprintf(path, sizeof(path), "%s/ds_run_" #name, dir);         \
+		ret = bpf_program__pin(self->skel->progs.ds_run_##name, path); \
+	}
+	DS_REGISTRY(PIN)
+#undef PIN
+	if (ret) {
+		unpin_files(dir);
+		return raise_core(ret, "cannot pin BPF objects under %s: %s", dir, strerror(-ret));
+	}
+	snprintf(self->pin_dir, sizeof(self->pin_dir), "%s", dir);
+	self->pinned = 1;
+	Py_RETURN_NONE;
+}
+
+static PyObject *DsArena_unpin(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (self->pinned)
+		unpin_files(self->pin_dir);
+	self->pinned = 0;
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef DsArena_methods[] = {
+	{ "create", (PyCFunction)(void (*)(void))DsArena_create, METH_VARARGS | METH_KEYWORDS,
+	  "create(type, capacity=0, name=None) -> (address, type id)" },
+	{ "lookup", (PyCFunction)DsArena_lookup, METH_VARARGS, "lookup(name) -> (address, type id) or None" },
+	{ "instances", (PyCFunction)DsArena_instances, METH_NOARGS, "[(name, address, type id)]" },
+	{ "exec", (PyCFunction)(void (*)(void))DsArena_exec, METH_VARARGS | METH_KEYWORDS,
+	  "exec(ds, type, ops, keys=None, vals=None, *, results=None, okeys=None, ovals=None, count=-1, "
+	  "stop_on_fail=False) -> operations run (GIL released)" },
+	{ "run_kernel", (PyCFunction)(void (*)(void))DsArena_run_kernel, METH_VARARGS | METH_KEYWORDS,
+	  "run_kernel(ds, type, count, mix=(1,0,0,0), key_lo=0, key_span=1, seq=False, seed=1, val_base=0, "
+	  "stop_on_fail=False, collect=False, per_call=4096) -> dict" },
+	{ "verify", (PyCFunction)(void (*)(void))DsArena_verify, METH_VARARGS | METH_KEYWORDS,
+	  "verify(ds, type, kernel=False) -> (result, count, keysum, valsum, where)" },
+	{ "iterate", (PyCFunction)(void (*)(void))DsArena_iterate, METH_VARARGS | METH_KEYWORDS,
+	  "iterate(ds, type, lo=0, hi=2**64-1, cap=2**20, kernel=False) -> (result, bytes)" },
+	{ "stats", (PyCFunction)DsArena_stats, METH_VARARGS, "stats(ds, type) -> per-side statistics" },
+	{ "heap_stats", (PyCFunction)DsArena_heap_stats, METH_NOARGS, "the allocator's counters" },
+	{ "epoch_stats", (PyCFunction)DsArena_epoch_stats, METH_NOARGS, "reclamation's counters" },
+	{ "synchronize", (PyCFunction)DsArena_synchronize, METH_VARARGS,
+	  "synchronize(max_tries=100000) -> True once everything retired is freed" },
+	{ "kernel_totals", (PyCFunction)DsArena_kernel_totals, METH_NOARGS, "the kernel programs' counters" },
+	{ "info", (PyCFunction)DsArena_info, METH_NOARGS, "where the arena and the space are" },
+	{ "pin", (PyCFunction)DsArena_pin, METH_VARARGS, "pin(dir): pin the arena and the kernel programs" },
+	{ "unpin", (PyCFunction)DsArena_unpin, METH_NOARGS, "remove the pins" },
+	{ "close", (PyCFunction)DsArena_close, METH_NOARGS, "unmap and unload" },
+	{ NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject DsArenaType = {
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pipeline._core.DsArena",
+	.tp_basicsize = sizeof(DsArenaObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)DsArena_init,
+	.tp_dealloc = (destructor)DsArena_dealloc,
+	.tp_methods = DsArena_methods,
+	.tp_doc = "DsArena(pages=32768, pinned=None, pool_pages=4, poison=False): the data-structure arena",
+};
+
+/* ds_meta() -> [dict]: the registry (include/ds/registry.h) */
+static PyObject *core_ds_meta(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+	PyObject *list = PyList_New(0);
+	unsigned int i;
+
+	for (i = 0; list && i < DS_TYPES_END; i++) {
+		const struct ds_meta *m = ds_meta_of(i);
+		PyObject *d;
+
+		if (!m)
+			continue;
+		d = Py_BuildValue("{sIsssssssIsIsIsIsI}", "id", m->id, "name", m->name, "description", m->description,
+				  "progress", m->progress, "flags", m->flags, "model", m->model, "ops", m->ops,
+				  "node_size", m->node_size, "head_size", m->head_size);
+		if (!d || PyList_Append(list, d)) {
+			Py_XDECREF(d);
+			Py_CLEAR(list);
+		}
+		Py_XDECREF(d);
+	}
+	return list;
+}
+
+static PyMethodDef ds_functions[] = {
+	{ "ds_meta", core_ds_meta, METH_NOARGS, "the registered data structures and their metadata" },
+	{ NULL, NULL, 0, NULL },
+};
+
+int ap_ds_add_to_module(PyObject *m)
+{
+	static const struct {
+		const char *name;
+		long value;
+	} consts[] = {
+		{ "DS_OK", DS_OK },           { "DS_NOT_FOUND", DS_NOT_FOUND }, { "DS_EXISTS", DS_EXISTS },
+		{ "DS_NOMEM", DS_NOMEM },     { "DS_INVALID", DS_INVALID },     { "DS_CORRUPT", DS_CORRUPT },
+		{ "DS_BUSY", DS_BUSY },       { "DS_FULL", DS_FULL },           { "DS_OP_INSERT", DS_OP_INSERT },
+		{ "DS_OP_DELETE", DS_OP_DELETE }, { "DS_OP_POP", DS_OP_POP },   { "DS_OP_SEARCH", DS_OP_SEARCH },
+		{ "DS_BATCH_MAX", DS_BATCH_MAX }, { "DS_ARENA_BASE_PAGES", AP_DS_SPACE_FIRST },
+	};
+	PyObject *f;
+	size_t i;
+
+	CoreError = PyObject_GetAttrString(m, "CoreError");
+	if (!CoreError || PyType_Ready(&DsArenaType) < 0)
+		return -1;
+	Py_INCREF(&DsArenaType);
+	if (PyModule_AddObject(m, "DsArena", (PyObject *)&DsArenaType)) {
+		Py_DECREF(&DsArenaType);
+		return -1;
+	}
+	for (i = 0; i < sizeof(consts) / sizeof(consts[0]); i++)
+		if (PyModule_AddIntConstant(m, consts[i].name, consts[i].value))
+			return -1;
+	if (PyModule_AddIntConstant(m, "DS_ARENA_BASE", (long)ARENA_BASE))
+		return -1;
+	f = PyCFunction_NewEx(&ds_functions[0], NULL, NULL);
+	if (!f || PyModule_AddObject(m, "ds_meta", f)) {
+		Py_XDECREF(f);
+		return -1;
+	}
+	return 0;
+}

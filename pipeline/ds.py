@@ -1,0 +1,333 @@
+"""The arena data structures (include/ds) from Python, through pipeline._core.DsArena.
+
+An `Arena` loads the kernel-side programs (bpf/ds_ops.bpf.c) with an arena of its
+own, or attaches to one another process pinned (`Arena.attach`). `Structure`s are
+instances in it, operated on in batches: buffers of u64 keys and values in
+(array('Q'), bytes, memoryview, or any sequence of ints), result codes and returned
+keys/values out. One Python call runs a whole batch in C with the GIL released, so
+a worker does millions of operations per second; `run_kernel` runs a batch in a
+SEC("syscall") program at the same time.
+"""
+
+from __future__ import annotations
+
+import enum
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeAlias
+
+from . import _core
+
+#: what batches take for keys and values
+U64s: TypeAlias = "array[int] | bytes | bytearray | memoryview | Sequence[int]"
+
+
+class Result(enum.IntEnum):
+    """enum ds_result (include/ds/ds_api.h)."""
+
+    OK = 0
+    NOT_FOUND = 1
+    EXISTS = 2
+    NOMEM = 3
+    INVALID = 4
+    CORRUPT = 5
+    BUSY = 6
+    FULL = 7
+
+
+class Op(enum.IntEnum):
+    """enum ds_op: the operations a batch may hold."""
+
+    INSERT = 1
+    DELETE = 2
+    POP = 3
+    SEARCH = 4
+
+
+# struct ds_meta.flags and .model
+F_LOCK_FREE, F_BOUNDED, F_KEYED, F_ORDERED = 0x01, 0x02, 0x04, 0x08
+F_FIFO, F_LIFO, F_RECLAIM, F_READS_LOCKFREE = 0x10, 0x20, 0x40, 0x80
+MODELS = ("any", "MPMC", "MPSC", "SPSC")
+OP_NAMES = ("init", "insert", "delete", "pop", "search", "verify", "iterate", "stats")
+
+
+@dataclass(frozen=True)
+class Meta:
+    """One line of the registry (include/ds/registry.h) with its metadata."""
+
+    id: int
+    name: str
+    description: str
+    progress: str
+    flags: int
+    model: int
+    ops: int
+    node_size: int
+    head_size: int
+
+    @property
+    def lock_free(self) -> bool:
+        return bool(self.flags & F_LOCK_FREE)
+
+    @property
+    def bounded(self) -> bool:
+        return bool(self.flags & F_BOUNDED)
+
+    @property
+    def keyed(self) -> bool:
+        return bool(self.flags & F_KEYED)
+
+    @property
+    def ordered(self) -> bool:
+        return bool(self.flags & F_ORDERED)
+
+    @property
+    def fifo(self) -> bool:
+        return bool(self.flags & F_FIFO)
+
+    @property
+    def lifo(self) -> bool:
+        return bool(self.flags & F_LIFO)
+
+    @property
+    def model_name(self) -> str:
+        return MODELS[self.model] if self.model < len(MODELS) else str(self.model)
+
+    @property
+    def op_names(self) -> list[str]:
+        return [n for i, n in enumerate(OP_NAMES) if self.ops & (1 << i)]
+
+    def has(self, op: Op) -> bool:
+        return bool(self.ops & (1 << op))
+
+    def describe(self) -> dict[str, Any]:
+        """For `ds list --format json`: the raw fields and their meaning spelled out."""
+        return {**asdict(self), "lock_free": self.lock_free, "bounded": self.bounded,
+                "keyed": self.keyed, "ordered": self.ordered, "fifo": self.fifo,
+                "lifo": self.lifo, "producer_consumer": self.model_name,
+                "operations": self.op_names}
+
+
+def registry() -> list[Meta]:
+    """Every registered structure, in registry order."""
+    return [Meta(**m) for m in _core.ds_meta()]
+
+
+def meta_of(name_or_id: str | int) -> Meta:
+    for m in registry():
+        if name_or_id in (m.name, m.id):
+            return m
+    raise KeyError(f"no registered data structure {name_or_id!r}; "
+                   f"known: {', '.join(m.name for m in registry())}")
+
+
+def u64s(values: U64s | Iterable[int]) -> array[int] | bytes | bytearray | memoryview:
+    """Something the C side reads as u64s, without a copy when it already is one."""
+    if isinstance(values, array | bytes | bytearray | memoryview):
+        return values
+    return array("Q", values)
+
+
+@dataclass(frozen=True)
+class Verify:
+    """What verify found: a result code and the count and sums to compare with a model."""
+
+    result: int
+    count: int
+    keysum: int
+    valsum: int
+    where: int
+
+    @property
+    def ok(self) -> bool:
+        return self.result == Result.OK
+
+
+@dataclass
+class Batch:
+    """The outcome of a user batch: a result code per op and what the ops returned."""
+
+    n: int
+    results: bytearray
+    okeys: array[int]
+    ovals: array[int]
+
+    @property
+    def ok(self) -> int:
+        """Operations that returned DS_OK."""
+        return self.results.count(0, 0, self.n)
+
+    def count(self, result: Result) -> int:
+        return self.results.count(int(result), 0, self.n)
+
+
+@dataclass(frozen=True)
+class KernelBatch:
+    """The outcome of run_kernel: per op kind (insert, delete, search, pop) done and failed."""
+
+    done: list[int]
+    fails: list[int]
+    nomem: int
+    busy: int
+    full: int
+    ns: int
+    calls: int
+    status: int
+    out: list[tuple[int, int]]
+
+    @property
+    def ops(self) -> int:
+        return sum(self.done)
+
+    @property
+    def succeeded(self) -> list[int]:
+        return [d - f for d, f in zip(self.done, self.fails, strict=True)]
+
+
+def pairs(raw: bytes) -> list[tuple[int, int]]:
+    """Bytes of (u64 key, u64 val) pairs as a list of tuples."""
+    a = array("Q")
+    a.frombytes(raw)
+    return list(zip(a[0::2], a[1::2], strict=True))
+
+
+class Arena:
+    """An arena with a data-structure space: owned (loads the programs) or attached to pins."""
+
+    def __init__(self, pages: int = 32768, *, pool_pages: int = 4, poison: bool = False,
+                 _pinned: str | None = None) -> None:
+        self._core = _core.DsArena(pages=pages, pinned=_pinned, pool_pages=pool_pages,
+                                   poison=poison)
+
+    @classmethod
+    def attach(cls, pin_dir: str) -> Arena:
+        """Map the arena another process pinned under pin_dir (same address, own contexts)."""
+        return cls(_pinned=pin_dir)
+
+    def create(self, kind: str | int, capacity: int = 0, name: str | None = None) -> Structure:
+        addr, type_id = self._core.create(kind, capacity, name)
+        return Structure(self, addr, meta_of(type_id))
+
+    def lookup(self, name: str) -> Structure:
+        found = self._core.lookup(name)
+        if found is None:
+            raise KeyError(f"no instance named {name!r} in the arena")
+        return Structure(self, found[0], meta_of(found[1]))
+
+    def structures(self) -> dict[str, Structure]:
+        return {n: Structure(self, a, meta_of(t)) for n, a, t in self._core.instances()}
+
+    def pin(self, pin_dir: str) -> None:
+        self._core.pin(pin_dir)
+
+    def unpin(self) -> None:
+        self._core.unpin()
+
+    def heap_stats(self) -> dict[str, int]:
+        return self._core.heap_stats()
+
+    def epoch_stats(self) -> dict[str, int]:
+        return self._core.epoch_stats()
+
+    def kernel_totals(self) -> dict[str, int]:
+        return self._core.kernel_totals()
+
+    def synchronize(self) -> bool:
+        """Wait until everything retired so far is freed (for exact memory figures)."""
+        return self._core.synchronize()
+
+    def info(self) -> dict[str, Any]:
+        return self._core.info()
+
+    def close(self) -> None:
+        self._core.close()
+
+    def __enter__(self) -> Arena:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Structure:
+    """One instance in an arena; every method is one batch."""
+
+    def __init__(self, arena: Arena, address: int, meta: Meta) -> None:
+        self.arena = arena
+        self.address = address
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        return f"<Structure {self.meta.name} at {self.address:#x}>"
+
+    def exec(self, ops: int | bytes | bytearray | memoryview, keys: U64s | None = None,
+             vals: U64s | None = None, *, count: int = -1, stop_on_fail: bool = False,
+             outputs: bool = True) -> Batch:
+        """A mixed batch: ops (one Op for all, or a u8 per op), keys and vals."""
+        k = None if keys is None else u64s(keys)
+        v = None if vals is None else u64s(vals)
+        n = count
+        if n < 0:
+            sizes = [len(memoryview(x).cast("B")) // 8 for x in (k, v) if x is not None]
+            if not isinstance(ops, int):
+                sizes.append(len(memoryview(ops).cast("B")))
+            n = min(sizes) if sizes else 0
+        results = bytearray(n)
+        okeys = array("Q", bytes(8 * n)) if outputs else array("Q")
+        ovals = array("Q", bytes(8 * n)) if outputs else array("Q")
+        done = self.arena._core.exec(self.address, self.meta.id, ops, k, v, results=results,
+                                     okeys=okeys if outputs else None,
+                                     ovals=ovals if outputs else None, count=n,
+                                     stop_on_fail=stop_on_fail)
+        return Batch(done, results, okeys, ovals)
+
+    def insert_many(self, keys: U64s, vals: U64s | None = None, *,
+                    stop_on_fail: bool = False) -> Batch:
+        """Insert (push, for queues and stacks) key i with value i (the key if vals is None)."""
+        k = u64s(keys)
+        return self.exec(Op.INSERT, k, k if vals is None else vals, stop_on_fail=stop_on_fail,
+                         outputs=False)
+
+    def search_many(self, keys: U64s) -> Batch:
+        return self.exec(Op.SEARCH, keys)
+
+    def delete_many(self, keys: U64s) -> Batch:
+        return self.exec(Op.DELETE, keys)
+
+    def pop_many(self, n: int) -> Batch:
+        return self.exec(Op.POP, count=n)
+
+    def run_kernel(self, count: int, *, insert: int = 0, delete: int = 0, search: int = 0,
+                   pop: int = 0, key_lo: int = 0, key_span: int = 1, seq: bool = False,
+                   seed: int = 1, val_base: int = 0, stop_on_fail: bool = False,
+                   collect: bool = False, per_call: int = 4096) -> KernelBatch:
+        """count ops in the kernel (ds_run_NAME), per_call per syscall, drawn from the weights."""
+        mix = (insert, delete, search, pop)
+        if not any(mix):
+            raise ValueError("run_kernel needs a weight for at least one op")
+        r = self.arena._core.run_kernel(self.address, self.meta.id, count, mix, key_lo,
+                                        key_span, seq, seed, val_base, stop_on_fail, collect,
+                                        per_call)
+        return KernelBatch(done=r["done"], fails=r["fails"], nomem=r["nomem"], busy=r["busy"],
+                           full=r["full"], ns=r["ns"], calls=r["calls"], status=r["status"],
+                           out=pairs(r["out"]) if r["out"] is not None else [])
+
+    def verify(self, *, kernel: bool = False) -> Verify:
+        return Verify(*self.arena._core.verify(self.address, self.meta.id, kernel))
+
+    def items(self, *, kernel: bool = False, cap: int = 1 << 20) -> list[tuple[int, int]]:
+        """Every (key, value), in the structure's order (quiescent structures: exact)."""
+        return self.range(0, (1 << 64) - 1, kernel=kernel, cap=cap)
+
+    def range(self, lo: int, hi: int, *, kernel: bool = False,
+              cap: int = 1 << 20) -> list[tuple[int, int]]:
+        """(key, value) for keys in [lo, hi); in key order for the ordered structures."""
+        res, raw = self.arena._core.iterate(self.address, self.meta.id, lo, hi, cap, kernel)
+        if res != Result.OK:
+            raise _core.CoreError(5, f"{self.meta.name}: iterate returned {Result(res).name}")
+        return pairs(raw)
+
+    def stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per side ("kernel", "user"), per op: count, failures, ns."""
+        return self.arena._core.stats(self.address, self.meta.id)
