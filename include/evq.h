@@ -31,7 +31,12 @@
  *     one that starts later sees the flag.
  *   - sleepable producers (lsm.s, SEC("syscall"): RCU tasks trace, not
  *     covered by that grace period) publish with an exchange, a full barrier
- *     of their own (EVQ_PUBLISH_FENCED).
+ *     of their own (EVQ_PUBLISH_FENCED);
+ *   - a sleepable producer that publishes many records in one run (the burst
+ *     generator) publishes each with a plain release store and pays one full
+ *     barrier and one look at reader_sleeping after the last
+ *     (EVQ_PUBLISH_BATCH, then evq_batch_done()): the last record is then
+ *     covered as above, and the earlier ones are visible before it.
  * A full barrier per event would cost the store buffer's drain of the whole
  * record (about a quarter of the producer's time on a getppid load); a grace
  * period per sleep costs nothing on the hot path.
@@ -136,7 +141,19 @@ static __always_inline struct ap_event __arena *evq_slot_event(struct evq __aren
 enum evq_publish_mode {
 	EVQ_PUBLISH_RCU = 0,    /* non-sleepable producer, under RCU */
 	EVQ_PUBLISH_FENCED = 1, /* sleepable producer, or not in the kernel */
+	EVQ_PUBLISH_BATCH = 2,  /* many records in one run: evq_batch_done() after */
 };
+
+/* The reader sleeps and this producer won the right to ring it. */
+static __always_inline int evq_claim_wakeup(struct evq __arena *q)
+{
+	if (arena_atomic_load(&q->reader_sleeping, ARENA_RELAXED) &&
+	    arena_atomic_exchange(&q->reader_sleeping, 0, ARENA_SEQ_CST)) {
+		arena_atomic_inc(&q->wakeups, ARENA_RELAXED);
+		return 1;
+	}
+	return 0;
+}
 
 /* Publish a reserved slot. Returns EVQ_OK_WAKE when the consumer sleeps and
  * this producer won the right to ring. */
@@ -144,18 +161,25 @@ static __always_inline int evq_publish(struct evq __arena *q, ap_u64 ticket, int
 {
 	struct evq_slot __arena *slot = &q->slots[ticket & q->mask];
 
-	if (mode == EVQ_PUBLISH_FENCED)
+	if (mode == EVQ_PUBLISH_FENCED) {
 		/* release for the record and a full barrier before the load */
 		arena_atomic_exchange(&slot->commit, ticket + 1, ARENA_SEQ_CST);
-	else
-		/* release for the record; the consumer supplies the barrier */
+	} else {
+		/* release for the record; the barrier is the consumer's grace
+		 * period (RCU) or evq_batch_done() (BATCH) */
 		arena_atomic_store(&slot->commit, ticket + 1, ARENA_RELEASE);
-	if (arena_atomic_load(&q->reader_sleeping, ARENA_RELAXED) &&
-	    arena_atomic_exchange(&q->reader_sleeping, 0, ARENA_SEQ_CST)) {
-		arena_atomic_inc(&q->wakeups, ARENA_RELAXED);
-		return EVQ_OK_WAKE;
+		if (mode == EVQ_PUBLISH_BATCH)
+			return EVQ_OK;
 	}
-	return EVQ_OK;
+	return evq_claim_wakeup(q) ? EVQ_OK_WAKE : EVQ_OK;
+}
+
+/* After the last EVQ_PUBLISH_BATCH record of a run: returns 1 when the
+ * caller must ring the doorbell. */
+static __always_inline int evq_batch_done(struct evq __arena *q)
+{
+	arena_memory_barrier();
+	return evq_claim_wakeup(q);
 }
 
 /* Copy a finished record (built on the stack or in a scratch map) into the

@@ -47,16 +47,27 @@ static __always_inline bool ap_filter_pass(struct ap_root __arena *root, __u32 t
 /* Push a finished record and ring the doorbell when the reader sleeps.
  * mode is EVQ_PUBLISH_RCU for non-sleepable programs, EVQ_PUBLISH_FENCED for
  * sleepable ones (see evq.h). Returns the enum evq_push_result. */
+static __always_inline void ap_ring_doorbell(void)
+{
+	__u64 one = 1;
+
+	bpf_ringbuf_output(&doorbell, &one, sizeof(one), BPF_RB_FORCE_WAKEUP);
+}
+
 static __always_inline int ap_emit(struct ap_root __arena *root, struct ap_event *ev, int mode)
 {
 	int res = evq_push(&root->evq, ev, mode);
 
-	if (res == EVQ_OK_WAKE) {
-		__u64 one = 1;
-
-		bpf_ringbuf_output(&doorbell, &one, sizeof(one), BPF_RB_FORCE_WAKEUP);
-	}
+	if (res == EVQ_OK_WAKE)
+		ap_ring_doorbell();
 	return res;
+}
+
+/* After a run of EVQ_PUBLISH_BATCH emits. */
+static __always_inline void ap_emit_batch_done(struct ap_root __arena *root)
+{
+	if (evq_batch_done(&root->evq))
+		ap_ring_doorbell();
 }
 
 /* The root, or NULL until userspace has laid it out and enabled producing. */
