@@ -7,6 +7,7 @@
  */
 #include "common.bpf.h"
 #include "arena/shim.h"
+#include "bench_map.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -17,13 +18,6 @@ struct {
 	__type(value, __u64);
 } bench_hash SEC(".maps");
 
-struct bench_args {
-	__u64 key_lo;
-	__u32 count;
-	__u32 op; /* 0 update, 1 lookup, 2 delete */
-	__u64 ok;
-	__u64 ns;
-};
 
 SEC("syscall")
 int bench_map(struct bench_args *a)

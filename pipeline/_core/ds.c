@@ -36,6 +36,7 @@
 #include "ds/batch.h"
 #include "ds_ops.skel.h"
 
+#include "coreutil.h"
 #include "ds.h"
 
 #define ERR_LEN 512
@@ -47,26 +48,6 @@
 /* pairs in one arena output buffer: a large object is at most
  * ARENA_LARGE_MAX_PAGES pages */
 #define KERNEL_OUT_MAX (1ULL << 19)
-
-static PyObject *CoreError;
-
-static PyObject *raise_core(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static PyObject *raise_core(int code, const char *fmt, ...)
-{
-	char msg[ERR_LEN];
-	va_list ap;
-	PyObject *args;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	args = Py_BuildValue("(is)", code < 0 ? -code : code, msg);
-	if (args) {
-		PyErr_SetObject(CoreError, args);
-		Py_DECREF(args);
-	}
-	return NULL;
-}
 
 typedef struct {
 	PyObject_HEAD
@@ -110,7 +91,7 @@ static struct ds_ctx *thread_ctx(DsArenaObject *self)
 	 * (the heap slot it owned went with that arena) */
 	arena_thread_slot.heap = 0;
 	if (ds_user_attach(self->sp, &tls_ctx) != DS_OK) {
-		raise_core(EAGAIN, "all %d user epoch records of the arena are held by live threads", EBR_USERS);
+		ap_raise(EAGAIN, "all %d user epoch records of the arena are held by live threads", EBR_USERS);
 		return NULL;
 	}
 	tls_gen = self->gen;
@@ -157,12 +138,12 @@ static int in_space(DsArenaObject *self, uint64_t addr, uint64_t len)
 static int check_instance(DsArenaObject *self, uint64_t ds, unsigned int type)
 {
 	if (!ds_meta_of(type)) {
-		raise_core(EINVAL, "no registered data structure has type id %u", type);
+		ap_raise(EINVAL, "no registered data structure has type id %u", type);
 		return -1;
 	}
 	if (!in_space(self, ds, sizeof(struct ds_head)) ||
 	    ds_head_check((struct ds_head *)ds, type) != DS_OK) {
-		raise_core(EINVAL, "%#llx is not a %s instance in this arena", (unsigned long long)ds,
+		ap_raise(EINVAL, "%#llx is not a %s instance in this arena", (unsigned long long)ds,
 			   ds_meta_of(type)->name);
 		return -1;
 	}
@@ -350,17 +331,17 @@ static int DsArena_init(DsArenaObject *self, PyObject *args, PyObject *kw)
 	for (i = 0; i < DS_TYPES_END; i++)
 		self->prog_fd[i] = -1;
 	if (mapped_arena) {
-		raise_core(EBUSY, "this process already has an arena mapped at %#llx: close it first",
+		ap_raise(EBUSY, "this process already has an arena mapped at %#llx: close it first",
 			   (unsigned long long)ARENA_BASE);
 		return -1;
 	}
 	if (!pinned && (pages < AP_DS_SPACE_FIRST + DS_SPACE_HDR_PAGES + 16 || pages > (1ULL << 20))) {
-		raise_core(EINVAL, "arena pages must be between %llu and %llu",
+		ap_raise(EINVAL, "arena pages must be between %llu and %llu",
 			   (unsigned long long)(AP_DS_SPACE_FIRST + DS_SPACE_HDR_PAGES + 16), 1ULL << 20);
 		return -1;
 	}
 	if (!pinned && probe_base_free(pages)) {
-		raise_core(EBUSY, "address %#llx is already mapped in this process (a Session's arena?): "
+		ap_raise(EBUSY, "address %#llx is already mapped in this process (a Session's arena?): "
 				  "one arena per process", (unsigned long long)ARENA_BASE);
 		return -1;
 	}
@@ -369,7 +350,7 @@ static int DsArena_init(DsArenaObject *self, PyObject *args, PyObject *kw)
 	Py_END_ALLOW_THREADS
 	if (ret) {
 		release(self);
-		raise_core(ret, "%s", err);
+		ap_raise(ret, "%s", err);
 		return -1;
 	}
 	self->gen = next_gen++;
@@ -405,7 +386,7 @@ static int type_from_obj(PyObject *o, unsigned int *type)
 			return -1;
 		m = ds_meta_by_name(name);
 		if (!m) {
-			raise_core(EINVAL, "no registered data structure is named %s", name);
+			ap_raise(EINVAL, "no registered data structure is named %s", name);
 			return -1;
 		}
 		*type = m->id;
@@ -415,7 +396,7 @@ static int type_from_obj(PyObject *o, unsigned int *type)
 	if (PyErr_Occurred())
 		return -1;
 	if (!ds_meta_of(*type)) {
-		raise_core(EINVAL, "no registered data structure has type id %u", *type);
+		ap_raise(EINVAL, "no registered data structure has type id %u", *type);
 		return -1;
 	}
 	return 0;
@@ -438,9 +419,9 @@ static PyObject *DsArena_create(DsArenaObject *self, PyObject *args, PyObject *k
 	    type_from_obj(t, &type))
 		return NULL;
 	if (name && (strlen(name) == 0 || strlen(name) >= DS_NAME_LEN))
-		return raise_core(EINVAL, "instance names are 1 to %d bytes", DS_NAME_LEN - 1);
+		return ap_raise(EINVAL, "instance names are 1 to %d bytes", DS_NAME_LEN - 1);
 	if (name && ds_lookup(self->sp, name, NULL))
-		return raise_core(EEXIST, "an instance named %s exists already", name);
+		return ap_raise(EEXIST, "an instance named %s exists already", name);
 	c = thread_ctx(self);
 	if (!c)
 		return NULL;
@@ -449,7 +430,7 @@ static PyObject *DsArena_create(DsArenaObject *self, PyObject *args, PyObject *k
 	addr = ds_create(self->sp, c, type, &cfg, name, &err);
 	Py_END_ALLOW_THREADS
 	if (!addr)
-		return raise_core(err == DS_NOMEM ? ENOMEM : EINVAL, "cannot create a %s (capacity %llu): %s",
+		return ap_raise(err == DS_NOMEM ? ENOMEM : EINVAL, "cannot create a %s (capacity %llu): %s",
 				  ds_meta_of(type)->name, cap,
 				  err == DS_NOMEM ? "the arena is out of pages (give it more pages)" : "bad configuration");
 	return Py_BuildValue("(KI)", (unsigned long long)addr, type);
@@ -611,7 +592,7 @@ static PyObject *DsArena_exec(DsArenaObject *self, PyObject *args, PyObject *kw)
 		long op = PyLong_AsLong(ops_o);
 
 		if (op < 0 || op >= DS_OP__COUNT)
-			return raise_core(EINVAL, "op %ld is not an operation", op);
+			return ap_raise(EINVAL, "op %ld is not an operation", op);
 		a.uniform_op = (int)op;
 	}
 	{
@@ -633,7 +614,7 @@ static PyObject *DsArena_exec(DsArenaObject *self, PyObject *args, PyObject *kw)
 		if (count >= 0)
 			n = n < (uint64_t)count ? n : (uint64_t)count;
 		if (n == UINT64_MAX) {
-			raise_core(EINVAL, "exec needs an ops buffer, keys or count");
+			ap_raise(EINVAL, "exec needs an ops buffer, keys or count");
 			goto out;
 		}
 		for (k = 3; k < 6; k++)
@@ -671,7 +652,7 @@ static PyObject *DsArena_exec(DsArenaObject *self, PyObject *args, PyObject *kw)
 	}
 	Py_END_ALLOW_THREADS
 	if (a.busy && !a.done) {
-		raise_core(EBUSY, "cannot enter an epoch critical section (nesting overflow)");
+		ap_raise(EBUSY, "cannot enter an epoch critical section (nesting overflow)");
 		goto out;
 	}
 	ok = 1;
@@ -761,7 +742,7 @@ static void kmix_run(int fd, struct kmix *k)
 static int kernel_fd(DsArenaObject *self, unsigned int type)
 {
 	if (type >= DS_TYPES_END || self->prog_fd[type] < 0) {
-		raise_core(ENOENT, "no kernel program for %s in this process (pin the owner's programs)",
+		ap_raise(ENOENT, "no kernel program for %s in this process (pin the owner's programs)",
 			   ds_meta_of(type) ? ds_meta_of(type)->name : "?");
 		return -1;
 	}
@@ -812,9 +793,9 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 	if (fd < 0)
 		return NULL;
 	if (!per_call || per_call > KERNEL_PER_CALL_MAX)
-		return raise_core(EINVAL, "per_call must be 1 to %d operations", KERNEL_PER_CALL_MAX);
+		return ap_raise(EINVAL, "per_call must be 1 to %d operations", KERNEL_PER_CALL_MAX);
 	if (!mix[0] && !mix[1] && !mix[2] && !mix[3])
-		return raise_core(EINVAL, "the op mix has no weight");
+		return ap_raise(EINVAL, "the op mix has no weight");
 	memset(&k, 0, sizeof(k));
 	k.tmpl.ds = ds;
 	k.tmpl.type = type;
@@ -835,7 +816,7 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 		k.arena_out = kernel_out(self, per_call);
 		if (!k.out || !k.arena_out) {
 			free(k.out);
-			return raise_core(ENOMEM, "no memory for %llu collected pairs", count);
+			return ap_raise(ENOMEM, "no memory for %llu collected pairs", count);
 		}
 	}
 	Py_BEGIN_ALLOW_THREADS
@@ -843,7 +824,7 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 	Py_END_ALLOW_THREADS
 	if (k.err) {
 		free(k.out);
-		return raise_core(k.err, "running ds_run_%s failed: %s", ds_meta_of(type)->name, strerror(-k.err));
+		return ap_raise(k.err, "running ds_run_%s failed: %s", ds_meta_of(type)->name, strerror(-k.err));
 	}
 	if (collect) {
 		out = PyBytes_FromStringAndSize((const char *)k.out, (Py_ssize_t)(k.n_out * sizeof(struct ds_kv)));
@@ -871,7 +852,7 @@ static int kernel_command(DsArenaObject *self, struct ds_batch *b)
 	ret = kernel_call(fd, b);
 	Py_END_ALLOW_THREADS
 	if (ret) {
-		raise_core(ret, "running ds_run_%s failed: %s", ds_meta_of(b->type)->name, strerror(-ret));
+		ap_raise(ret, "running ds_run_%s failed: %s", ds_meta_of(b->type)->name, strerror(-ret));
 		return -1;
 	}
 	return 0;
@@ -940,15 +921,15 @@ static PyObject *DsArena_iterate(DsArenaObject *self, PyObject *args, PyObject *
 	    !arena_ready(self) || check_instance(self, ds, type))
 		return NULL;
 	if (!cap || cap > ITERATE_MAX)
-		return raise_core(EINVAL, "cap must be 1 to %llu pairs", ITERATE_MAX);
+		return ap_raise(EINVAL, "cap must be 1 to %llu pairs", ITERATE_MAX);
 	if (hi < lo)
 		hi = lo;
 	/* the kernel writes into the arena; userspace into any memory */
 	if (kernel && cap > KERNEL_OUT_MAX)
-		return raise_core(EINVAL, "a kernel iterate returns at most %llu pairs", KERNEL_OUT_MAX);
+		return ap_raise(EINVAL, "a kernel iterate returns at most %llu pairs", KERNEL_OUT_MAX);
 	out = kernel ? kernel_out(self, cap) : malloc(cap * sizeof(*out));
 	if (!out)
-		return raise_core(ENOMEM, "no memory for %llu pairs", cap);
+		return ap_raise(ENOMEM, "no memory for %llu pairs", cap);
 	if (kernel) {
 		struct ds_batch b = { 0 };
 
@@ -1092,7 +1073,7 @@ static PyObject *DsArena_kernel_totals(DsArenaObject *self, PyObject *Py_UNUSED(
 	if (!arena_ready(self))
 		return NULL;
 	if (!self->skel)
-		return raise_core(ENOENT, "kernel totals are kept by the process that loaded the programs");
+		return ap_raise(ENOENT, "kernel totals are kept by the process that loaded the programs");
 	return Py_BuildValue("{sKsKsK}", "kernel_ops", (unsigned long long)self->skel->bss->kernel_ops, "kernel_fails",
 			     (unsigned long long)self->skel->bss->kernel_fails, "kernel_batches",
 			     (unsigned long long)self->skel->bss->kernel_batches);
@@ -1135,13 +1116,13 @@ static PyObject *DsArena_pin(DsArenaObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "s", &dir) || !arena_ready(self))
 		return NULL;
 	if (!self->skel)
-		return raise_core(EPERM, "only the process that loaded the arena pins it");
+		return ap_raise(EPERM, "only the process that loaded the arena pins it");
 	if (self->pinned)
-		return raise_core(EEXIST, "already pinned under %s", self->pin_dir);
+		return ap_raise(EEXIST, "already pinned under %s", self->pin_dir);
 	if (strlen(dir) >= sizeof(self->pin_dir))
-		return raise_core(ENAMETOOLONG, "pin directory name too long: %s", dir);
+		return ap_raise(ENAMETOOLONG, "pin directory name too long: %s", dir);
 	if (mkdir(dir, 0700) && errno != EEXIST)
-		return raise_core(errno, "cannot create %s: %s (is bpffs mounted?)", dir, strerror(errno));
+		return ap_raise(errno, "cannot create %s: %s (is bpffs mounted?)", dir, strerror(errno));
 	snprintf(path, sizeof(path), "%s/arena", dir);
 	ret = bpf_map__pin(self->skel->maps.arena, path);
 #define PIN(id, name)                                                          \
@@ -1153,7 +1134,7 @@ static PyObject *DsArena_pin(DsArenaObject *self, PyObject *args)
 #undef PIN
 	if (ret) {
 		unpin_files(dir);
-		return raise_core(ret, "cannot pin BPF objects under %s: %s", dir, strerror(-ret));
+		return ap_raise(ret, "cannot pin BPF objects under %s: %s", dir, strerror(-ret));
 	}
 	snprintf(self->pin_dir, sizeof(self->pin_dir), "%s", dir);
 	self->pinned = 1;
@@ -1251,8 +1232,7 @@ int ap_ds_add_to_module(PyObject *m)
 	PyObject *f;
 	size_t i;
 
-	CoreError = PyObject_GetAttrString(m, "CoreError");
-	if (!CoreError || PyType_Ready(&DsArenaType) < 0)
+	if (PyType_Ready(&DsArenaType) < 0)
 		return -1;
 	Py_INCREF(&DsArenaType);
 	if (PyModule_AddObject(m, "DsArena", (PyObject *)&DsArenaType)) {

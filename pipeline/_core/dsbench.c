@@ -10,7 +10,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "coreutil.h"
 #include "dsbench.h"
+#include "bench_map.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -55,16 +57,6 @@ static double now_ns(void)
 	return (double)arena_now_ns();
 }
 
-static void pin_to(int cpu)
-{
-	cpu_set_t set;
-
-	if (cpu < 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	sched_setaffinity(0, sizeof(set), &set);
-}
 
 /* ---- the loaded objects and the space ---- */
 
@@ -272,14 +264,6 @@ static double sys_batch(int fd, int op, ap_u64 n, struct ubuf *u, ap_u64 *fails)
 	return now_ns() - t0;
 }
 
-/* the context of bench_map in bpf/ds_bench.bpf.c */
-struct bench_args {
-	__u64 key_lo;
-	__u32 count;
-	__u32 op; /* 0 update, 1 lookup, 2 delete */
-	__u64 ok;
-	__u64 ns;
-};
 
 static int kernel_hash(struct dsb *b, ap_u64 ds, int op, ap_u64 n, ap_u64 per_call, double *ns, ap_u64 *fails)
 {
@@ -490,7 +474,7 @@ static void *q_producer(void *arg)
 	struct qrun *q = arg;
 	ap_u64 sent = 0, s;
 
-	pin_to(q->prod_cpu);
+	ap_pin_to_cpu(q->prod_cpu);
 	while (!atomic_load(&q->consumer_ready))
 		sched_yield();
 	q->t_start = now_ns();
@@ -559,7 +543,7 @@ static void *q_consumer(void *arg)
 	struct ds_ctx c;
 	int have_last = 0;
 
-	pin_to(q->cons_cpu);
+	ap_pin_to_cpu(q->cons_cpu);
 	if (ds_user_attach(q->b->sp, &c) != DS_OK) {
 		atomic_store(&q->stop, 1);
 		atomic_store(&q->consumer_ready, 1);
@@ -726,19 +710,6 @@ int ap_dsb_queues(const uint32_t *types, int ntypes, uint64_t items, uint64_t sa
 
 /* ---- Python ---- */
 
-static PyObject *CoreError;
-
-static PyObject *raise_err(int code, const char *msg)
-{
-	PyObject *args = Py_BuildValue("(is)", code < 0 ? -code : code, msg);
-
-	if (args) {
-		PyErr_SetObject(CoreError ? CoreError : PyExc_OSError, args);
-		Py_DECREF(args);
-	}
-	return NULL;
-}
-
 static const char *const op_names[AP_DSB_OPS] = { "insert", "search", "delete" };
 static const char *const way_names[AP_DSB_WAYS] = { "arena_user",   "arena_user_2threads", "map_syscall",
 						    "map_batch",    "kernel_arena",        "kernel_map" };
@@ -759,7 +730,7 @@ static PyObject *py_dsbench_hash(PyObject *Py_UNUSED(m), PyObject *args, PyObjec
 	ret = ap_dsb_hash(keys, per_call, &r, err, sizeof(err));
 	Py_END_ALLOW_THREADS
 	if (ret)
-		return raise_err(ret, err);
+		return ap_raise(ret, "%s", err);
 	ways = PyDict_New();
 	if (!ways)
 		return NULL;
@@ -840,7 +811,7 @@ static PyObject *py_dsbench_queues(PyObject *Py_UNUSED(m), PyObject *args, PyObj
 		meta = ds_meta_by_name(s);
 		if (!meta) {
 			snprintf(err, sizeof(err), "no registered structure named %s", s);
-			raise_err(EINVAL, err);
+			ap_raise(EINVAL, "%s", err);
 			goto out;
 		}
 		types[i] = meta->id;
@@ -849,7 +820,7 @@ static PyObject *py_dsbench_queues(PyObject *Py_UNUSED(m), PyObject *args, PyObj
 	ret = ap_dsb_queues(types, (int)n, items, samples, per_call, capacity, pc, cc, res, err, sizeof(err));
 	Py_END_ALLOW_THREADS
 	if (ret) {
-		raise_err(ret, err);
+		ap_raise(ret, "%s", err);
 		goto out;
 	}
 	out = PyDict_New();
@@ -905,8 +876,5 @@ static PyMethodDef dsbench_methods[] = {
 
 int ap_dsbench_add_to_module(PyObject *m)
 {
-	CoreError = PyObject_GetAttrString(m, "CoreError");
-	if (!CoreError)
-		PyErr_Clear();
 	return PyModule_AddFunctions(m, dsbench_methods);
 }

@@ -18,6 +18,7 @@
 
 #include "dsbench.h"
 #include "ds.h"
+#include "coreutil.h"
 #include "jsonfmt.h"
 #include "session.h"
 #include "transport.h"
@@ -25,19 +26,6 @@
 /* Batches are bounded so one drain call never holds the loop for long. */
 #define MAX_BATCH 65536
 
-static PyObject *CoreError;
-
-/* Raises CoreError(errno, message). */
-static PyObject *raise_core(int code, const char *msg)
-{
-	PyObject *args = Py_BuildValue("(is)", code < 0 ? -code : code, msg);
-
-	if (args) {
-		PyErr_SetObject(CoreError, args);
-		Py_DECREF(args);
-	}
-	return NULL;
-}
 
 typedef struct {
 	PyObject_HEAD
@@ -72,7 +60,7 @@ static int Session_init(SessionObject *self, PyObject *args, PyObject *kw)
 	ret = ap_session_open(&self->s, pages, cap, err, sizeof(err));
 	Py_END_ALLOW_THREADS
 	if (ret) {
-		raise_core(ret, err);
+		ap_raise(ret, "%s", err);
 		return -1;
 	}
 	self->open = 1;
@@ -102,9 +90,9 @@ static PyObject *Session_attach(SessionObject *self, PyObject *args)
 	else if (strcmp(which, "getppid") == 0)
 		ret = ap_session_attach_getppid(&self->s, err, sizeof(err));
 	else
-		return raise_core(EINVAL, "trigger must be 'lsm', 'tracepoint' or 'getppid'");
+		return ap_raise(EINVAL, "%s", "trigger must be 'lsm', 'tracepoint' or 'getppid'");
 	if (ret)
-		return raise_core(ret, err);
+		return ap_raise(ret, "%s", err);
 	Py_RETURN_NONE;
 }
 
@@ -126,7 +114,7 @@ static PyObject *Session_set_filter(SessionObject *self, PyObject *args, PyObjec
 	    !session_ready(self))
 		return NULL;
 	if (comm && (comm_len >= AP_COMM_LEN || (Py_ssize_t)strlen(comm) != comm_len))
-		return raise_core(EINVAL, "comm filter must be at most 15 bytes, without NUL");
+		return ap_raise(EINVAL, "%s", "comm filter must be at most 15 bytes, without NUL");
 	ap_session_set_filter(&self->s, pid, comm, ignore);
 	Py_RETURN_NONE;
 }
@@ -308,7 +296,7 @@ static PyObject *Session_pin(SessionObject *self, PyObject *args)
 		return NULL;
 	ret = ap_session_pin(&self->s, dir, err, sizeof(err));
 	if (ret)
-		return raise_core(ret, err);
+		return ap_raise(ret, "%s", err);
 	Py_RETURN_NONE;
 }
 
@@ -329,7 +317,7 @@ static PyObject *run_burst_fd(int fd, unsigned long long total, unsigned long lo
 	ret = ap_run_burst(fd, total, per_call, &published, &dropped, err, sizeof(err));
 	Py_END_ALLOW_THREADS
 	if (ret)
-		return raise_core(ret, err);
+		return ap_raise(ret, "%s", err);
 	return Py_BuildValue("(KK)", (unsigned long long)published, (unsigned long long)dropped);
 }
 
@@ -365,7 +353,7 @@ static PyObject *Session_bench_transport(SessionObject *self, PyObject *args)
 	ret = ap_bench_arena(&self->s, events, per_call, pc, cc, &r, err, sizeof(err));
 	Py_END_ALLOW_THREADS
 	if (ret)
-		return raise_core(ret, err);
+		return ap_raise(ret, "%s", err);
 	return transport_dict(&r);
 }
 
@@ -435,7 +423,7 @@ static PyObject *core_burst_pinned(PyObject *Py_UNUSED(m), PyObject *args)
 		char msg[AP_ERR_LEN];
 
 		snprintf(msg, sizeof(msg), "cannot open pinned program %s: %s", path, strerror(errno));
-		return raise_core(errno, msg);
+		return ap_raise(errno, "%s", msg);
 	}
 	res = run_burst_fd(fd, total, per_call);
 	close(fd);
@@ -456,7 +444,7 @@ static PyObject *core_bench_ringbuf(PyObject *Py_UNUSED(m), PyObject *args)
 	ret = ap_bench_ringbuf(events, per_call, ring, pc, cc, &r, err, sizeof(err));
 	Py_END_ALLOW_THREADS
 	if (ret)
-		return raise_core(ret, err);
+		return ap_raise(ret, "%s", err);
 	return transport_dict(&r);
 }
 
@@ -501,9 +489,9 @@ PyMODINIT_FUNC PyInit__core(void)
 	m = PyModule_Create(&core_module);
 	if (!m)
 		return NULL;
-	CoreError = PyErr_NewException("pipeline._core.CoreError", PyExc_OSError, NULL);
-	Py_INCREF(CoreError);
-	PyModule_AddObject(m, "CoreError", CoreError);
+	ap_core_error = PyErr_NewException("pipeline._core.CoreError", PyExc_OSError, NULL);
+	Py_INCREF(ap_core_error);
+	PyModule_AddObject(m, "CoreError", ap_core_error);
 	if (ap_ds_add_to_module(m)) return NULL;
 	Py_INCREF(&SessionType);
 	PyModule_AddObject(m, "Session", (PyObject *)&SessionType);

@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include "transport.h"
 
+#include "coreutil.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -40,16 +42,6 @@ struct run {
 	struct ring_buffer *ring; /* ring buffer */
 };
 
-static void pin_to(int cpu)
-{
-	cpu_set_t set;
-
-	if (cpu < 0)
-		return;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	sched_setaffinity(0, sizeof(set), &set);
-}
 
 static double now_s(void)
 {
@@ -64,7 +56,7 @@ static void *producer(void *arg)
 	struct run *r = arg;
 	uint64_t left = r->events;
 
-	pin_to(r->prod_cpu);
+	ap_pin_to_cpu(r->prod_cpu);
 	while (left) {
 		struct ap_burst_args a = { .count = left < r->per_call ? left : r->per_call };
 		LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &a, .ctx_size_in = sizeof(a));
@@ -109,7 +101,7 @@ static void *arena_consumer(void *arg)
 {
 	struct run *r = arg;
 
-	pin_to(r->cons_cpu);
+	ap_pin_to_cpu(r->cons_cpu);
 	for (;;) {
 		if (evq_consume(r->q, 1 << 16, note_event, r))
 			continue;
@@ -133,7 +125,7 @@ static void *ring_consumer(void *arg)
 {
 	struct run *r = arg;
 
-	pin_to(r->cons_cpu);
+	ap_pin_to_cpu(r->cons_cpu);
 	for (;;) {
 		if (ring_buffer__consume(r->ring) > 0)
 			continue;

@@ -602,8 +602,15 @@ static void alloc_both_sides(struct ds_ctx *c)
 	CHECK(st.bytes_in_use - st0.bytes_in_use == v.count * sizeof(struct hm_node),
 	      "bytes in use grew by %llu for %llu live nodes", (unsigned long long)(st.bytes_in_use - st0.bytes_in_use),
 	      (unsigned long long)v.count);
-	CHECK(st.pages_populated - st0.pages_populated < 64, "pages populated grew by %llu",
-	      (unsigned long long)(st.pages_populated - st0.pages_populated));
+	/* Bounded: without reuse the run would populate target * node size
+	 * bytes. The slack is for retired objects waiting out a grace period,
+	 * which grows when another process on the machine deschedules one of
+	 * the two threads inside its critical section (seen: 319 pages under
+	 * load, under 64 on a quiet machine); an eighth of the no-reuse
+	 * footprint still fails if freed memory were not reused. */
+	CHECK(st.pages_populated - st0.pages_populated <
+		      s.target * sizeof(struct hm_node) / ARENA_PAGE_SIZE / 8,
+	      "pages populated grew by %llu", (unsigned long long)(st.pages_populated - st0.pages_populated));
 	CHECK(st.bad_frees == st0.bad_frees, "bad frees");
 	CHECK(st.allocs - st0.allocs >= s.target && st.frees - st0.frees + v.count >= s.target,
 	      "%llu allocations, %llu frees", (unsigned long long)(st.allocs - st0.allocs),

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/* What every part of the C extension shares: the one exception type and the
+ * way to raise it, and pinning a thread to a CPU for the benchmarks. */
+#ifndef AP_COREUTIL_H
+#define AP_COREUTIL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* pipeline._core.CoreError (an OSError): args are (errno, one-line message). */
+extern PyObject *ap_core_error;
+
+/* Raises CoreError(|code|, formatted message) and returns NULL. */
+PyObject *ap_raise(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Pins the calling thread to cpu (no-op for a negative cpu). */
+void ap_pin_to_cpu(int cpu);
+
+#endif
