@@ -7,7 +7,9 @@ verified and checked exactly against what every agent did:
     model of it; the final key set (read by iterate) equals the union of the
     models, every value equals its key, verify agrees;
   - queues and stacks: every value pushed is popped exactly once, and for FIFO
-    structures each consumer sees each producer's values in order.
+    structures each consumer sees each producer's values in order; for LIFO
+    structures the final drain, run quiescent, gives each producer's values
+    newest first (the one place a stack's order is fixed by sequence alone).
 Prints one JSON summary on stdout; exits 1 when an invariant fails, 2 on a bad
 config.
 """
@@ -236,7 +238,7 @@ def _queue(cfg: StressConfig, s: Structure, pool: Pool | None) -> dict[str, Any]
     left = QueueResult(popped=rest.tobytes())
     ids = [t.producer for t in (*uprod, *kprod)]
     pushed = {p: r.pushed for p, r in zip(ids, producers, strict=True)}
-    inv = _queue_invariants(s.meta, pushed, [*consumers, left])
+    inv = _queue_invariants(s.meta, pushed, consumers, left)
     v = s.verify()
     inv["empty at the end"] = v.ok and v.count == 0
     popped = sum(len(c.popped) // 8 for c in consumers)
@@ -246,13 +248,15 @@ def _queue(cfg: StressConfig, s: Structure, pool: Pool | None) -> dict[str, Any]
             "left_at_end": len(left.popped) // 8, "verify": v.__dict__}
 
 
-def _queue_invariants(meta: Meta, pushed: dict[int, int],
-                      consumers: list[QueueResult]) -> dict[str, bool]:
+def _queue_invariants(meta: Meta, pushed: dict[int, int], consumers: list[QueueResult],
+                      drain: QueueResult) -> dict[str, bool]:
+    """pushed: items per producer id; consumers: what each popped, in order;
+    drain: what was left, popped by one thread once every agent had stopped."""
     mask = (1 << SEQ_BITS) - 1
     seen: dict[int, list[int]] = {p: [] for p in pushed}
     stray = 0
     fifo_ok = True
-    for c in consumers:
+    for c in (*consumers, drain):
         vals = array("Q")
         vals.frombytes(c.popped)
         last: dict[int, int] = {}
@@ -269,6 +273,20 @@ def _queue_invariants(meta: Meta, pushed: dict[int, int],
     inv = {"every value popped exactly once": once and stray == 0}
     if meta.fifo:
         inv["per-producer FIFO at every consumer"] = fifo_ok
+    if meta.lifo:
+        # Concurrent pops of a stack may meet a producer's values in any
+        # sequence order; what is left once everyone stops keeps push order,
+        # newest on top, so the drain sees each producer's sequences falling.
+        vals = array("Q")
+        vals.frombytes(drain.popped)
+        last: dict[int, int] = {}
+        lifo_ok = True
+        for v in vals:
+            p, i = v >> SEQ_BITS, v & mask
+            if last.get(p, i + 1) <= i:
+                lifo_ok = False
+            last[p] = i
+        inv["final drain per-producer LIFO"] = lifo_ok
     return inv
 
 
