@@ -277,15 +277,15 @@ def _queue_invariants(meta: Meta, pushed: dict[int, int], consumers: list[QueueR
         # Concurrent pops of a stack may meet a producer's values in any
         # sequence order; what is left once everyone stops keeps push order,
         # newest on top, so the drain sees each producer's sequences falling.
-        vals = array("Q")
-        vals.frombytes(drain.popped)
-        last: dict[int, int] = {}
+        left = array("Q")
+        left.frombytes(drain.popped)
+        newer: dict[int, int] = {}  # producer -> the sequence the drain gave last
         lifo_ok = True
-        for v in vals:
+        for v in left:
             p, i = v >> SEQ_BITS, v & mask
-            if last.get(p, i + 1) <= i:
+            if newer.get(p, i + 1) <= i:
                 lifo_ok = False
-            last[p] = i
+            newer[p] = i
         inv["final drain per-producer LIFO"] = lifo_ok
     return inv
 
