@@ -3,6 +3,15 @@
  * evq: the pipeline's event queue. A bounded multi-producer ring of fixed-size
  * event records in the arena, with one consumer (the pipeline's drain).
  *
+ * The ring is written once, over its slot payload: EVQ_DEFINE(q, T, copy,
+ * stamp) below defines struct q (the ring), struct q_slot (a commit word and
+ * a T) and the functions q_reserve, q_publish, q_push, q_peek, q_release,
+ * q_consume, q_init, ... for records of type T, in the manner of ck_ring's
+ * CK_RING_PROTOTYPE. It is instantiated twice: at the end of this file as
+ * the pipeline's event queue (struct evq of struct ap_event records), and in
+ * include/ds/ds_evq.h over (key, value) pairs, where it is the registered
+ * structure `evq` that the data-structure tests and benchmarks drive.
+ *
  * Producers (BPF programs on any CPU, possibly interleaved on one CPU by
  * preemption, and userspace in tests) never block and never allocate:
  *   1. take a sequence number (every event gets one, delivered or dropped);
@@ -46,34 +55,24 @@
 
 #include "arena/arena.h"
 #include "arena/atomics.h"
+#include "arena/shim.h"
 #include "event.h"
 
 /* Lost compare-and-swap races tolerated before an event is dropped as busy. */
 #define EVQ_RESERVE_TRIES 32
 
-struct evq_slot {
-	ap_u64 commit; /* ticket + 1 once the record is complete */
-	struct ap_event ev;
-};
+/* Slots are released every so often within a batch, so a long batch does
+ * not keep the queue looking full to the producers. */
+#define EVQ_RELEASE_EVERY 256
 
-struct evq {
-	/* written by every producer */
-	ap_u64 tail __arena_cacheline_aligned;
-	ap_u64 seq;
-	/* written by the consumer, read by producers */
-	ap_u64 head __arena_cacheline_aligned;
-	/* written by the consumer when it sleeps, by one producer when it rings */
-	ap_u64 reader_sleeping __arena_cacheline_aligned;
-	/* counters, written rarely */
-	ap_u64 dropped_full __arena_cacheline_aligned;
-	ap_u64 dropped_busy;
-	ap_u64 high_water;
-	ap_u64 wakeups;
-	/* read-only after init */
-	ap_u64 capacity __arena_cacheline_aligned; /* a power of two */
-	ap_u64 mask;
-	struct evq_slot __arena *slots;
-};
+/* q_peek and q_release: always inlined in BPF (every arena function is);
+ * plain inline in userspace, where gcc then lays out the drain loops exactly
+ * as before the ring was made generic (the attribute moves their blocks). */
+#if ARENA_IS_BPF
+#define EVQ_CONSUMER_INLINE __always_inline
+#else
+#define EVQ_CONSUMER_INLINE inline
+#endif
 
 enum evq_push_result {
 	EVQ_OK = 0,
@@ -82,105 +81,252 @@ enum evq_push_result {
 	EVQ_DROP_BUSY = -2, /* counted in dropped_busy */
 };
 
-static __always_inline ap_u64 evq_next_seq(struct evq __arena *q)
-{
-	return arena_atomic_add(&q->seq, 1, ARENA_RELAXED);
-}
-
-/* Keep the high-water mark: a compare-and-swap only when it grows. */
-static __always_inline void evq_note_occupancy(struct evq __arena *q, ap_u64 occ)
-{
-	ap_u64 cur = arena_atomic_load(&q->high_water, ARENA_RELAXED);
-	int i;
-
-	for (i = 0; i < 4 && occ > cur; i++) {
-		ap_u64 seen = arena_atomic_cmpxchg(&q->high_water, cur, occ, ARENA_RELAXED);
-		if (seen == cur)
-			break;
-		cur = seen;
-	}
-}
-
-/*
- * Reserve a ticket. Returns 0 and sets *ticket, or an EVQ_DROP_* code after
- * counting the drop.
- */
-static __always_inline int evq_reserve(struct evq __arena *q, ap_u64 *ticket)
-{
-	ap_u64 cap = q->capacity;
-	ap_u64 tail = arena_atomic_load(&q->tail, ARENA_RELAXED);
-	int i;
-
-	for (i = 0; i < EVQ_RESERVE_TRIES; i++) {
-		ap_u64 head = arena_atomic_load(&q->head, ARENA_ACQUIRE);
-		ap_u64 seen;
-
-		/* signed: a stale tail may be behind head; the CAS then fails */
-		if ((ap_s64)(tail - head) >= (ap_s64)cap) {
-			arena_atomic_inc(&q->dropped_full, ARENA_RELAXED);
-			return EVQ_DROP_FULL;
-		}
-		seen = arena_atomic_cmpxchg(&q->tail, tail, tail + 1, ARENA_ACQ_REL);
-		if (seen == tail) {
-			*ticket = tail;
-			evq_note_occupancy(q, tail + 1 - head);
-			return 0;
-		}
-		tail = seen;
-	}
-	arena_atomic_inc(&q->dropped_busy, ARENA_RELAXED);
-	return EVQ_DROP_BUSY;
-}
-
-static __always_inline struct ap_event __arena *evq_slot_event(struct evq __arena *q, ap_u64 ticket)
-{
-	return &q->slots[ticket & q->mask].ev;
-}
-
 /* How a producer publishes: see "Doorbell" above. */
 enum evq_publish_mode {
 	EVQ_PUBLISH_RCU = 0,    /* non-sleepable producer, under RCU */
 	EVQ_PUBLISH_FENCED = 1, /* sleepable producer, or not in the kernel */
-	EVQ_PUBLISH_BATCH = 2,  /* many records in one run: evq_batch_done() after */
+	EVQ_PUBLISH_BATCH = 2,  /* many records in one run: q_batch_done() after */
 };
 
-/* The reader sleeps and this producer won the right to ring it. */
-static __always_inline int evq_claim_wakeup(struct evq __arena *q)
-{
-	if (arena_atomic_load(&q->reader_sleeping, ARENA_RELAXED) &&
-	    arena_atomic_exchange(&q->reader_sleeping, 0, ARENA_SEQ_CST)) {
-		arena_atomic_inc(&q->wakeups, ARENA_RELAXED);
-		return 1;
+/*
+ * EVQ_DEFINE(q, T, copy, stamp): the ring for records of type T, under the
+ * name q.
+ *   copy(T __arena *dst, const T *src)   writes a finished record into its
+ *                                        slot (plain or volatile stores: no
+ *                                        memcpy on arena memory in BPF);
+ *   stamp(T *rec, ap_u64 seq)            gives the record the sequence number
+ *                                        q_push took for it (or ignores it).
+ * Producer side and q_peek/q_release/q_init on both sides; q_consume and the
+ * sleep protocol in userspace only (EVQ_DEFINE_USER).
+ */
+#define EVQ_DEFINE(q, T, copy, stamp)                                                            \
+	struct q##_slot {                                                                        \
+		ap_u64 commit; /* ticket + 1 once the record is complete */                     \
+		T rec;                                                                           \
+	};                                                                                       \
+                                                                                                 \
+	struct q {                                                                               \
+		/* written by every producer */                                                  \
+		ap_u64 tail __arena_cacheline_aligned;                                           \
+		ap_u64 seq;                                                                      \
+		/* written by the consumer, read by producers */                                 \
+		ap_u64 head __arena_cacheline_aligned;                                           \
+		/* written by the consumer when it sleeps, by one producer when it rings */      \
+		ap_u64 reader_sleeping __arena_cacheline_aligned;                                \
+		/* counters, written rarely */                                                   \
+		ap_u64 dropped_full __arena_cacheline_aligned;                                   \
+		ap_u64 dropped_busy;                                                             \
+		ap_u64 high_water;                                                               \
+		ap_u64 wakeups;                                                                  \
+		/* read-only after init */                                                       \
+		ap_u64 capacity __arena_cacheline_aligned; /* a power of two */                  \
+		ap_u64 mask;                                                                     \
+		struct q##_slot __arena *slots;                                                  \
+	};                                                                                       \
+                                                                                                 \
+	static __always_inline ap_u64 q##_next_seq(struct q __arena *r)                         \
+	{                                                                                        \
+		return arena_atomic_add(&r->seq, 1, ARENA_RELAXED);                              \
+	}                                                                                        \
+                                                                                                 \
+	/* Keep the high-water mark: a compare-and-swap only when it grows. */                   \
+	static __always_inline void q##_note_occupancy(struct q __arena *r, ap_u64 occ)         \
+	{                                                                                        \
+		ap_u64 cur = arena_atomic_load(&r->high_water, ARENA_RELAXED);                   \
+		int i;                                                                           \
+                                                                                                 \
+		for (i = 0; i < 4 && occ > cur; i++) {                                           \
+			ap_u64 seen = arena_atomic_cmpxchg(&r->high_water, cur, occ, ARENA_RELAXED); \
+			if (seen == cur)                                                         \
+				break;                                                           \
+			cur = seen;                                                              \
+		}                                                                                \
+	}                                                                                        \
+                                                                                                 \
+	/* Reserve a ticket. Returns 0 and sets *ticket, or an EVQ_DROP_* code after             \
+	 * counting the drop. */                                                                 \
+	static __always_inline int q##_reserve(struct q __arena *r, ap_u64 *ticket)             \
+	{                                                                                        \
+		ap_u64 cap = r->capacity;                                                        \
+		ap_u64 tail = arena_atomic_load(&r->tail, ARENA_RELAXED);                        \
+		int i;                                                                           \
+                                                                                                 \
+		for (i = 0; i < EVQ_RESERVE_TRIES; i++) {                                        \
+			ap_u64 head = arena_atomic_load(&r->head, ARENA_ACQUIRE);                \
+			ap_u64 seen;                                                             \
+                                                                                                 \
+			/* signed: a stale tail may be behind head; the CAS then fails */        \
+			/* drops are counted with release, as tail moves: a reader of         \
+			 * either that then reads seq sees the push's sequence number */     \
+			if ((ap_s64)(tail - head) >= (ap_s64)cap) {                              \
+				arena_atomic_inc(&r->dropped_full, ARENA_RELEASE);               \
+				return EVQ_DROP_FULL;                                            \
+			}                                                                        \
+			seen = arena_atomic_cmpxchg(&r->tail, tail, tail + 1, ARENA_ACQ_REL);    \
+			if (seen == tail) {                                                      \
+				*ticket = tail;                                                  \
+				q##_note_occupancy(r, tail + 1 - head);                          \
+				return 0;                                                        \
+			}                                                                        \
+			tail = seen;                                                             \
+		}                                                                                \
+		arena_atomic_inc(&r->dropped_busy, ARENA_RELEASE);                               \
+		return EVQ_DROP_BUSY;                                                            \
+	}                                                                                        \
+                                                                                                 \
+	static __always_inline T __arena *q##_slot_rec(struct q __arena *r, ap_u64 ticket)      \
+	{                                                                                        \
+		return &r->slots[ticket & r->mask].rec;                                          \
+	}                                                                                        \
+                                                                                                 \
+	/* The reader sleeps and this producer won the right to ring it. */                      \
+	static __always_inline int q##_claim_wakeup(struct q __arena *r)                        \
+	{                                                                                        \
+		if (arena_atomic_load(&r->reader_sleeping, ARENA_RELAXED) &&                     \
+		    arena_atomic_exchange(&r->reader_sleeping, 0, ARENA_SEQ_CST)) {              \
+			arena_atomic_inc(&r->wakeups, ARENA_RELAXED);                            \
+			return 1;                                                                \
+		}                                                                                \
+		return 0;                                                                        \
+	}                                                                                        \
+                                                                                                 \
+	/* Publish a reserved slot. Returns EVQ_OK_WAKE when the consumer sleeps and             \
+	 * this producer won the right to ring. */                                               \
+	static __always_inline int q##_publish(struct q __arena *r, ap_u64 ticket, int mode)    \
+	{                                                                                        \
+		struct q##_slot __arena *slot = &r->slots[ticket & r->mask];                     \
+                                                                                                 \
+		if (mode == EVQ_PUBLISH_FENCED) {                                                \
+			/* release for the record and a full barrier before the load */          \
+			arena_atomic_exchange(&slot->commit, ticket + 1, ARENA_SEQ_CST);         \
+		} else {                                                                         \
+			/* release for the record; the barrier is the consumer's grace           \
+			 * period (RCU) or q_batch_done() (BATCH) */                             \
+			arena_atomic_store(&slot->commit, ticket + 1, ARENA_RELEASE);            \
+			if (mode == EVQ_PUBLISH_BATCH)                                           \
+				return EVQ_OK;                                                   \
+		}                                                                                \
+		return q##_claim_wakeup(r) ? EVQ_OK_WAKE : EVQ_OK;                               \
+	}                                                                                        \
+                                                                                                 \
+	/* After the last EVQ_PUBLISH_BATCH record of a run: returns 1 when the                  \
+	 * caller must ring the doorbell. */                                                     \
+	static __always_inline int q##_batch_done(struct q __arena *r)                          \
+	{                                                                                        \
+		arena_memory_barrier();                                                          \
+		return q##_claim_wakeup(r);                                                      \
+	}                                                                                        \
+                                                                                                 \
+	/* The whole producer path: returns an enum evq_push_result. The sequence                \
+	 * number is taken first, so that dropped records use one up too. */                     \
+	static __always_inline int q##_push(struct q __arena *r, T *rec, int mode)              \
+	{                                                                                        \
+		ap_u64 ticket;                                                                   \
+		int err;                                                                         \
+                                                                                                 \
+		stamp(rec, q##_next_seq(r));                                                     \
+		err = q##_reserve(r, &ticket);                                                   \
+		if (err)                                                                         \
+			return err;                                                              \
+		copy(q##_slot_rec(r, ticket), rec);                                              \
+		return q##_publish(r, ticket, mode);                                             \
+	}                                                                                        \
+                                                                                                 \
+	/* ---- consumer side (one consumer at a time) ---- */                                   \
+                                                                                                 \
+	/* The record at pos once it is published, or NULL. */                                  \
+	static EVQ_CONSUMER_INLINE T __arena *q##_peek(struct q __arena *r, ap_u64 pos)              \
+	{                                                                                        \
+		struct q##_slot __arena *slot = &r->slots[pos & r->mask];                        \
+                                                                                                 \
+		if (arena_atomic_load(&slot->commit, ARENA_ACQUIRE) != pos + 1)                  \
+			return 0;                                                                \
+		return &slot->rec;                                                               \
+	}                                                                                        \
+                                                                                                 \
+	/* Release every slot before pos to the producers. */                                    \
+	static EVQ_CONSUMER_INLINE void q##_release(struct q __arena *r, ap_u64 pos)                \
+	{                                                                                        \
+		arena_atomic_store(&r->head, pos, ARENA_RELEASE);                                \
+	}                                                                                        \
+                                                                                                 \
+	/* Lay out a ring over capacity (a power of two) slots, before any producer              \
+	 * can see it. Returns 0, or -1 when a BPF loop budget cut it short. */                  \
+	static __always_inline int q##_init(struct q __arena *r, struct q##_slot __arena *slots, \
+					    ap_u64 capacity)                                     \
+	{                                                                                        \
+		ap_u64 i;                                                                        \
+                                                                                                 \
+		/* volatile stores: no memset on arena memory in BPF */                          \
+		arena_store_once(&r->tail, 0);                                                   \
+		arena_store_once(&r->seq, 0);                                                    \
+		arena_store_once(&r->head, 0);                                                   \
+		arena_store_once(&r->reader_sleeping, 0);                                        \
+		arena_store_once(&r->dropped_full, 0);                                           \
+		arena_store_once(&r->dropped_busy, 0);                                           \
+		arena_store_once(&r->high_water, 0);                                             \
+		arena_store_once(&r->wakeups, 0);                                                \
+		arena_store_once(&r->capacity, capacity);                                        \
+		arena_store_once(&r->mask, capacity - 1);                                        \
+		arena_store_once(&r->slots, slots);                                              \
+		for (i = arena_opaque(0); i < capacity && can_loop; i++)                         \
+			arena_store_once(&slots[i].commit, 0);                                   \
+		return i < capacity ? -1 : 0;                                                    \
+	}                                                                                        \
+                                                                                                 \
+	EVQ_DEFINE_USER(q, T)
+
+#if ARENA_IS_BPF
+#define EVQ_DEFINE_USER(q, T)
+#else
+/* The userspace consumer: batches handed to a callback, and the sleep protocol. */
+#define EVQ_DEFINE_USER(q, T)                                                                    \
+	/* Hands up to max ready records, in order, to fn (which must be done with               \
+	 * the record when it returns), releases them, and returns how many. */                  \
+	static inline ap_u64 q##_consume(struct q *r, ap_u64 max, void (*fn)(const T *rec, void *ctx), \
+					 void *ctx)                                              \
+	{                                                                                        \
+		ap_u64 head = r->head, n = 0;                                                    \
+		const T *rec;                                                                    \
+                                                                                                 \
+		while (n < max && (rec = q##_peek(r, head)) != NULL) {                           \
+			fn(rec, ctx);                                                            \
+			head++;                                                                  \
+			if (++n % EVQ_RELEASE_EVERY == 0)                                        \
+				q##_release(r, head);                                            \
+		}                                                                                \
+		if (n % EVQ_RELEASE_EVERY)                                                       \
+			q##_release(r, head);                                                    \
+		return n;                                                                        \
+	}                                                                                        \
+                                                                                                 \
+	/* Sleeping takes three steps: q_announce_sleep(); a barrier that reaches                \
+	 * every producer (an RCU grace period, see "Doorbell"); q_may_sleep(),                  \
+	 * which looks once more. The caller may poll q_peek() between them and                  \
+	 * call q_cancel_sleep() if something arrives. */                                        \
+	static inline void q##_announce_sleep(struct q *r)                                       \
+	{                                                                                        \
+		arena_atomic_exchange(&r->reader_sleeping, 1, ARENA_SEQ_CST);                    \
+	}                                                                                        \
+                                                                                                 \
+	static inline void q##_cancel_sleep(struct q *r)                                         \
+	{                                                                                        \
+		arena_atomic_store(&r->reader_sleeping, 0, ARENA_RELAXED);                       \
+	}                                                                                        \
+                                                                                                 \
+	/* Returns 1 when the caller may sleep on the doorbell, 0 (announcement                  \
+	 * withdrawn) when something was published meanwhile. */                                \
+	static inline int q##_may_sleep(struct q *r)                                             \
+	{                                                                                        \
+		arena_memory_barrier();                                                          \
+		if (q##_peek(r, r->head) == NULL)                                                \
+			return 1;                                                                \
+		q##_cancel_sleep(r);                                                             \
+		return 0;                                                                        \
 	}
-	return 0;
-}
+#endif
 
-/* Publish a reserved slot. Returns EVQ_OK_WAKE when the consumer sleeps and
- * this producer won the right to ring. */
-static __always_inline int evq_publish(struct evq __arena *q, ap_u64 ticket, int mode)
-{
-	struct evq_slot __arena *slot = &q->slots[ticket & q->mask];
-
-	if (mode == EVQ_PUBLISH_FENCED) {
-		/* release for the record and a full barrier before the load */
-		arena_atomic_exchange(&slot->commit, ticket + 1, ARENA_SEQ_CST);
-	} else {
-		/* release for the record; the barrier is the consumer's grace
-		 * period (RCU) or evq_batch_done() (BATCH) */
-		arena_atomic_store(&slot->commit, ticket + 1, ARENA_RELEASE);
-		if (mode == EVQ_PUBLISH_BATCH)
-			return EVQ_OK;
-	}
-	return evq_claim_wakeup(q) ? EVQ_OK_WAKE : EVQ_OK;
-}
-
-/* After the last EVQ_PUBLISH_BATCH record of a run: returns 1 when the
- * caller must ring the doorbell. */
-static __always_inline int evq_batch_done(struct evq __arena *q)
-{
-	arena_memory_barrier();
-	return evq_claim_wakeup(q);
-}
+/* ---- the pipeline's event queue: struct evq of struct ap_event ---- */
 
 /* Copy a finished record (built on the stack or in a scratch map) into the
  * slot: the header, then only the words the name occupies. */
@@ -200,101 +346,9 @@ static __always_inline void evq_copy_event(struct ap_event __arena *dst, const s
 	}
 }
 
-/* The whole producer path: returns an enum evq_push_result. ev->seq is set
- * here so that dropped events use up a sequence number too. */
-static __always_inline int evq_push(struct evq __arena *q, struct ap_event *ev, int mode)
-{
-	ap_u64 ticket;
-	int err;
+/* Every event gets its sequence number, delivered or dropped. */
+#define evq_stamp_event(ev, s) ((ev)->seq = (s))
 
-	ev->seq = evq_next_seq(q);
-	err = evq_reserve(q, &ticket);
-	if (err)
-		return err;
-	evq_copy_event(evq_slot_event(q, ticket), ev);
-	return evq_publish(q, ticket, mode);
-}
-
-#if !ARENA_IS_BPF
-/* ---- consumer side (userspace, one consumer at a time) ---- */
-
-/* The next ready record, or NULL when the slot at head is not published. */
-static inline const struct ap_event *evq_peek(const struct evq *q, ap_u64 pos)
-{
-	const struct evq_slot *slot = &q->slots[pos & q->mask];
-
-	if (arena_atomic_load(&slot->commit, ARENA_ACQUIRE) != pos + 1)
-		return NULL;
-	return &slot->ev;
-}
-
-/* Release every slot before pos to the producers. */
-static inline void evq_release(struct evq *q, ap_u64 pos)
-{
-	arena_atomic_store(&q->head, pos, ARENA_RELEASE);
-}
-
-/* Slots are released every so often within a batch, so a long batch does
- * not keep the queue looking full to the producers. */
-#define EVQ_RELEASE_EVERY 256
-
-/* Hands up to max ready records, in order, to fn (which must be done with
- * the record when it returns), releases them, and returns how many. */
-static inline ap_u64 evq_consume(struct evq *q, ap_u64 max,
-				 void (*fn)(const struct ap_event *ev, void *ctx), void *ctx)
-{
-	ap_u64 head = q->head, n = 0;
-	const struct ap_event *ev;
-
-	while (n < max && (ev = evq_peek(q, head)) != NULL) {
-		fn(ev, ctx);
-		head++;
-		if (++n % EVQ_RELEASE_EVERY == 0)
-			evq_release(q, head);
-	}
-	if (n % EVQ_RELEASE_EVERY)
-		evq_release(q, head);
-	return n;
-}
-
-/* Sleeping takes three steps: evq_announce_sleep(); a barrier that reaches
- * every producer (an RCU grace period, see "Doorbell"); evq_may_sleep(),
- * which looks once more. The caller may poll evq_peek() between them and
- * call evq_cancel_sleep() if something arrives. */
-static inline void evq_announce_sleep(struct evq *q)
-{
-	arena_atomic_exchange(&q->reader_sleeping, 1, ARENA_SEQ_CST);
-}
-
-static inline void evq_cancel_sleep(struct evq *q)
-{
-	arena_atomic_store(&q->reader_sleeping, 0, ARENA_RELAXED);
-}
-
-/* Returns 1 when the caller may sleep on the doorbell, 0 (announcement
- * withdrawn) when something was published meanwhile. */
-static inline int evq_may_sleep(struct evq *q)
-{
-	arena_memory_barrier();
-	if (evq_peek(q, q->head) == NULL)
-		return 1;
-	evq_cancel_sleep(q);
-	return 0;
-}
-
-static inline void evq_init(struct evq *q, struct evq_slot *slots, ap_u64 capacity)
-{
-	ap_u64 i;
-
-	q->tail = q->seq = q->head = 0;
-	q->reader_sleeping = 0;
-	q->dropped_full = q->dropped_busy = q->high_water = q->wakeups = 0;
-	q->capacity = capacity;
-	q->mask = capacity - 1;
-	q->slots = slots;
-	for (i = 0; i < capacity; i++)
-		slots[i].commit = 0;
-}
-#endif
+EVQ_DEFINE(evq, struct ap_event, evq_copy_event, evq_stamp_event)
 
 #endif /* AP_EVQ_H */

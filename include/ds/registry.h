@@ -29,7 +29,8 @@
 	X(5, mpmc)     \
 	X(6, mpsc)     \
 	X(7, spsc)     \
-	X(8, stack)
+	X(8, stack)    \
+	X(9, evq)
 
 /* DS_TYPE_NAME = id, for the headers and their callers */
 enum ds_type {
@@ -50,6 +51,7 @@ enum ds_type {
 #include "ds_mpsc.h"
 #include "ds_spsc.h"
 #include "ds_stack.h"
+#include "ds_evq.h"
 
 /*
  * Run one operation on the instance at address ds of registered type type.

@@ -9,7 +9,9 @@
   batches on one CPU) to a user consumer (a C thread on another CPU):
   throughput, time per push and per pop, and the latency of one value into
   an empty structure; every value is accounted for exactly once. The
-  pipeline's event queue (evq) runs beside them with its own burst producer.
+  pipeline's event queue is among them (`evq`, over (key, value) pairs), and
+  runs once more with whole event records from its own burst producer
+  (`evq event`).
 
 All of it runs in C with the GIL released (pipeline/_core/dsbench.c); this
 module repeats rounds, takes medians and forms the ratios. Nothing asserts
@@ -191,15 +193,15 @@ def report(res: dict[str, Any]) -> list[str]:
     if "evq" in q:
         e = q["evq"]
         dash = "-"
-        out.append(f"  {'evq':<9} | {e['values_per_s'] / 1e6:8.2f} M | {dash:>7} | {dash:>7} | "
-                   f"{dash:>8} | {dash:>8} | {e['exact']} ({e['delivered']:,} delivered, "
-                   f"{e['dropped']:,} dropped)")
+        out.append(f"  {'evq event':<9} | {e['values_per_s'] / 1e6:8.2f} M | {dash:>7} | "
+                   f"{dash:>7} | {dash:>8} | {dash:>8} | {e['exact']} "
+                   f"({e['delivered']:,} delivered, {e['dropped']:,} dropped)")
     out.append("  (ns/push: in-kernel time per push; ns/pop: consumer time per pop; latency: "
                "kernel call")
     out.append("   start -> user pop of one value into an empty structure; exact: every value "
                "popped once,")
-    out.append("   none left, FIFO order kept. evq: the pipeline's event queue, whole event "
-               "records from its")
-    out.append("   burst producer, dropping (counted) when full; its end-to-end latency is the "
-               "`latency` part)")
+    out.append("   none left, FIFO order kept. evq event: the same ring as evq with whole "
+               "event records from")
+    out.append("   the pipeline's burst producer, dropping (counted) when full; its end-to-end "
+               "latency is the `latency` part)")
     return out
