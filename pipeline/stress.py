@@ -315,6 +315,7 @@ def run(cfg: StressConfig) -> dict[str, Any]:
         arena.synchronize()
         heap = arena.heap_stats()
         body["heap"] = {k: heap[k] for k in ("allocs", "frees", "bytes_in_use", "pages_in_use",
+                                             "pages_populated", "free_pages", "pages_lost",
                                              "failures", "bad_frees")}
         body["epoch"] = arena.epoch_stats()
         body["stats"] = s.stats()
