@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -180,28 +180,43 @@ def queue_producer(task: QueueTask) -> QueueResult:
     return res
 
 
-def queue_consumer(task: QueueTask) -> QueueResult:
-    """Pop in batches until told to stop and the structure answers empty."""
-    s = _structure(task.instance)
-    assert _STOP is not None
+def consume_until_stopped(pop: Callable[[], tuple[int, int, Iterable[int]]],
+                          stop: Callable[[], bool]) -> QueueResult:
+    """Pop in batches until told to stop and the structure answers empty.
+
+    pop() runs one batch and returns (operations, failed pops, values popped); the
+    user and the kernel consumers differ only in that."""
     res = QueueResult()
     out = array("Q")
     t0 = time.monotonic()
     while True:
-        stopping = _STOP.is_set()
-        b = s.pop_many(task.batch)
-        res.ops += b.n
-        got = b.ok
-        # failed pops leave 0 and no value is 0 (producer ids start at 1)
-        out.extend(filter(None, b.ovals[:b.n]))
-        res.failures += b.n - got
-        if got == 0:
+        stopping = stop()  # read before the pop: a batch after it finds what was left
+        ops, failures, values = pop()
+        res.ops += ops
+        res.failures += failures
+        before = len(out)
+        out.extend(values)
+        if len(out) == before:
             if stopping:
                 break
             time.sleep(0.0005)
     res.popped = out.tobytes()
     res.seconds = time.monotonic() - t0
     return res
+
+
+def queue_consumer(task: QueueTask) -> QueueResult:
+    """A worker's consumer: user-side pops."""
+    s = _structure(task.instance)
+    assert _STOP is not None
+    stop_event = _STOP
+
+    def pop() -> tuple[int, int, Iterable[int]]:
+        b = s.pop_many(task.batch)
+        # failed pops leave 0 and no value is 0 (producer ids start at 1)
+        return b.n, b.n - b.ok, filter(None, b.ovals[:b.n])
+
+    return consume_until_stopped(pop, stop_event.is_set)
 
 
 class Pool:

@@ -40,6 +40,7 @@ from .pool import (
     Pool,
     QueueResult,
     QueueTask,
+    consume_until_stopped,
     keyed_kernel,
     keyed_user,
     queue_consumer,
@@ -188,22 +189,11 @@ def _kernel_producer(s: Structure, task: QueueTask) -> QueueResult:
 
 
 def _kernel_consumer(s: Structure, batch: int, stop: threading.Event) -> QueueResult:
-    res = QueueResult()
-    out = array("Q")
-    t0 = time.monotonic()
-    while True:
-        stopping = stop.is_set()
+    def pop() -> tuple[int, int, list[int]]:
         kb = s.run_kernel(batch, pop=1, collect=True)
-        res.ops += kb.ops
-        res.failures += kb.fails[3]
-        out.extend(v for _, v in kb.out)
-        if not kb.out:
-            if stopping:
-                break
-            time.sleep(0.0005)
-    res.popped = out.tobytes()
-    res.seconds = time.monotonic() - t0
-    return res
+        return kb.ops, kb.fails[3], [v for _, v in kb.out]
+
+    return consume_until_stopped(pop, stop.is_set)
 
 
 def _queue(cfg: StressConfig, s: Structure, pool: Pool | None) -> dict[str, Any]:
