@@ -19,7 +19,6 @@ static __always_inline int emit_dentry(struct dentry *dentry, __u32 mode, __u32 
 	if (!root)
 		return 0;
 	__builtin_memset(&ev, 0, sizeof(ev));
-	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
 	ap_fill_task(&ev, AP_TRIGGER_LSM, true);
 	if (!ap_filter_pass(root, ev.pid, ev.comm))
 		return 0;

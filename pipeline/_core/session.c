@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -139,6 +140,7 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	bpf_map__set_max_entries(s->prod->maps.arena, (uint32_t)arena_pages);
 	/* the benchmark's load source is attached only when asked for */
 	bpf_program__set_autoattach(s->prod->progs.bench_getppid, false);
+	s->prod->rodata->bench_syscall_nr = SYS_getppid;
 	ret = producer_bpf__load(s->prod);
 	if (ret) {
 		ret = -errno;
@@ -248,7 +250,7 @@ int ap_session_attach_getppid(struct ap_session *s, char *err, size_t errlen)
 {
 	s->prod->links.bench_getppid = bpf_program__attach(s->prod->progs.bench_getppid);
 	if (!s->prod->links.bench_getppid)
-		return fail(err, errlen, errno, "cannot attach the getppid tracepoint: %s",
+		return fail(err, errlen, errno, "cannot attach the benchmark's sys_enter tracepoint: %s",
 			    strerror(errno));
 	s->active = AP_ACTIVE_GETPPID;
 	return 0;
