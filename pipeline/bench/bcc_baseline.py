@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: MIT
 """The BCC baseline the benchmark measures the project's pipeline against.
 
-The same load, the same record, the usual BCC way: a TRACEPOINT_PROBE on
-sys_enter_getppid fills a 328-byte record (the layout of struct ap_event in
+The same load, the same record, the usual BCC way: a RAW_TRACEPOINT_PROBE on
+sys_enter (the tracepoint the project's load program hooks), filtered on
+getppid's syscall number, fills a 328-byte record (the layout of struct ap_event in
 include/event.h) in a BPF ring buffer, and a Python callback decodes each
 record with ctypes, encodes it with the json module and writes it as one line
 to a file, as a BCC tool would.
@@ -36,6 +37,7 @@ import ctypes
 import importlib
 import json
 import os
+import platform
 import struct
 import sys
 import time
@@ -91,8 +93,13 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_ARRAY(seq_counter, u64, 1);   /* events seen: the next seq */
 BPF_ARRAY(lost_counter, u64, 1);  /* reservations the ring refused */
 
-TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
+/* The raw sys_enter tracepoint, as the project's load program uses:
+ * args[1] is the syscall number. */
+RAW_TRACEPOINT_PROBE(sys_enter)
 {
+    if (ctx->args[1] != GETPPID_NR)
+        return 0;
+
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
     int zero = 0;
@@ -176,6 +183,18 @@ class Event(ctypes.Structure):
 
 
 assert ctypes.sizeof(Event) == AP_EVENT_SIZE, "Event does not match struct ap_event"
+
+
+# getppid's syscall number per architecture (asm/unistd.h): the raw sys_enter
+# tracepoint fires for every syscall and hands over the number.
+GETPPID_NR = {"x86_64": 110, "aarch64": 173}
+
+
+def getppid_nr() -> int:
+    machine = platform.machine()
+    if machine not in GETPPID_NR:
+        die(f"getppid's syscall number on {machine} is not known here; add it to GETPPID_NR")
+    return GETPPID_NR[machine]
 
 
 # ---- task_struct offsets from the running kernel's BTF -----------------------
@@ -430,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     cflags = [
         "-w",  # Debian's 6.12 headers warn under BCC's clang 14; none of it is ours
         f"-DTARGET_TGID={args.pid}",
+        f"-DGETPPID_NR={getppid_nr()}",
         f"-DRINGBUF_PAGES={args.ringbuf_pages}",
         f"-DAP_COMM_LEN={AP_COMM_LEN}",
         f"-DAP_NAME_CAP={AP_NAME_CAP}",
@@ -451,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         die(f"cannot open {args.output}: {e.strerror}")
     with out:
         try:
-            b = bcc.BPF(text=BPF_TEXT, cflags=cflags)  # TRACEPOINT_PROBE attaches here
+            b = bcc.BPF(text=BPF_TEXT, cflags=cflags)  # RAW_TRACEPOINT_PROBE attaches here
         except Exception as e:  # bcc raises plain Exception on compile/load errors
             die(f"BPF program did not load: {e}")
         try:

@@ -1,6 +1,7 @@
 """End to end into a JSONL file, same load for every contender: a C load
-generator calls getppid in a tight loop on CPU 0; a tracepoint on
-sys_enter_getppid makes one event of each call; the consumer runs on CPU 1.
+generator calls getppid in a tight loop on CPU 0; the raw sys_enter tracepoint,
+filtered on getppid's number and the generator's pid, makes one event of each
+call; the consumer runs on CPU 1.
 
 Contenders, one after the other in the same run:
   - c_drain:  C alone drains the arena queue (no formatting, no writing);
