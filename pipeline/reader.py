@@ -52,7 +52,11 @@ class Reader:
         self.stats.read += count
         self.stats.batches += 1
         b = Batch(data, count)
-        await asyncio.gather(*(s.write(b) for s in self.sinks))
+        if len(self.sinks) == 1:
+            # gather() would wrap the one write in a task: a loop turn per batch for nothing
+            await self.sinks[0].write(b)
+        else:
+            await asyncio.gather(*(s.write(b) for s in self.sinks))
 
     def _drain_once(self) -> tuple[bytes, int]:
         limit = self._limit()

@@ -27,6 +27,7 @@ import pytest
 
 from pipeline.sinks import Batch, Option, Sink, SinkError, available, get_sink_class
 from pipeline.sinks.jsonl import JsonlSink
+from pipeline.sinks.pathwatch import PathWatch
 from pipeline.sinks.socket import SocketSink, parse_connect
 from pipeline.sinks.stdout import StdoutSink
 
@@ -367,14 +368,44 @@ def test_jsonl_follows_a_removed_or_renamed_path(tmp_path: Path) -> None:
         out.rename(moved)  # logrotate's move-and-create
         await write_all(sink, batches(5, 4, start=20), start=False, close=False)
         out.unlink()  # an operator deletes the file
-        await write_all(sink, batches(5, 4, start=40), start=False)
+        await write_all(sink, batches(5, 4, start=40), start=False, close=False)
+        other.write_bytes(b"")
+        other.rename(out)  # another file is moved over the path
+        await write_all(sink, batches(5, 4, start=60), start=False)
 
+    other = tmp_path / "other.jsonl"
     sink = JsonlSink(output=str(out))
     run(scenario(sink))
-    assert sink.stats.delivered == 60 and sink.stats.dropped_total() == 0
+    assert sink.stats.delivered == 80 and sink.stats.dropped_total() == 0
     assert seqs(moved.read_bytes()) == list(range(20))
-    assert seqs(out.read_bytes()) == list(range(40, 60))
+    assert seqs(out.read_bytes()) == list(range(60, 80))
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_pathwatch_reports_what_detaches_a_file_and_not_writes(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    w = PathWatch()
+    try:
+        with open(path, "ab", buffering=0) as f:
+            w.watch(str(path))
+            assert w.active, "inotify should work on this machine"
+            assert not w.changed()
+            f.write(b"x" * 10000)  # the sink's own writes must not count as changes
+            assert not w.changed()
+            path.rename(tmp_path / "g")
+            assert w.changed() and not w.changed()  # reported once
+            (tmp_path / "g").unlink()
+            assert w.changed()
+        path.write_bytes(b"")
+        with open(path, "ab", buffering=0):
+            w.watch(str(path))
+            w.changed()  # events of the old file, if still queued
+            (tmp_path / "h").write_bytes(b"")
+            (tmp_path / "h").rename(path)  # replaced: the open file loses its last link
+            assert w.changed()
+    finally:
+        w.close()
+    assert PathWatch().changed() is True  # nothing watched: always check
 
 
 def test_jsonl_unwritable_output_is_one_line(tmp_path: Path) -> None:
