@@ -32,7 +32,10 @@ def report(res: dict[str, Any]) -> str:
         out.append(f"  ratio arena/ringbuf: {t['ratio']:.2f}x (target >= 1.5x)")
     if "e2e" in res:
         e = res["e2e"]
-        out.append(f"end to end into a JSONL file (getppid load for {e['load_seconds']} s):")
+        memory = ("memory warmed before each contender" if e["warm"]
+                  else "memory left cold (--no-warm)")
+        out.append(f"end to end into a JSONL file (getppid load for {e['load_seconds']} s, "
+                   f"dirty pages written back and {memory}):")
         for k in ("c_drain", "pipeline", "bcc"):
             v = e[k]
             if "skipped" in v:
@@ -68,6 +71,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rounds", type=int, default=3, help="transport: rounds per transport")
     p.add_argument("--seconds", type=float, default=3.0, help="e2e: load duration")
     p.add_argument("--no-bcc", action="store_true", help="e2e: leave out the BCC baseline")
+    p.add_argument("--no-warm", action="store_true",
+                   help="e2e: skip the memory warm-up before each contender (on a VM that backs "
+                        "memory lazily, the page cache's new pages then cost hypervisor faults)")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON")
     args = p.parse_args(argv)
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -82,7 +88,7 @@ def main(argv: list[str]) -> int:
         res["transport"] = run_transport(args.events, args.rounds)
     if "e2e" in parts:
         from .e2e import run_e2e
-        res["e2e"] = run_e2e(args.seconds, with_bcc=not args.no_bcc)
+        res["e2e"] = run_e2e(args.seconds, with_bcc=not args.no_bcc, warm=not args.no_warm)
     if "latency" in parts:
         from .process import run_latency
         res["latency"] = run_latency()
