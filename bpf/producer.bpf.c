@@ -46,7 +46,7 @@ static __always_inline int on_enter(__u32 syscall, const char *path, __u32 open_
 	if (is_open && !(open_flags & AP_O_CREAT))
 		return 0;
 	id = bpf_get_current_pid_tgid();
-	ap_current_comm(comm);
+	ap_task_comm(comm, bpf_get_current_task_btf());
 	if (!ap_filter_pass(root, id >> 32, comm))
 		return 0;
 	p.path = (__u64)path;

@@ -12,13 +12,12 @@
 
 #include "event.h"
 
-/* The current task's comm, read straight from its task_struct: two 8-byte
- * loads instead of bpf_get_current_comm()'s helper call and string copy. The
+/* A task's comm, read straight from its task_struct: two 8-byte loads
+ * instead of bpf_get_current_comm()'s helper call and string copy. The
  * kernel keeps comm NUL-padded (set_task_comm pads it), so this is the same
  * 16 bytes the helper would give. */
-static __always_inline void ap_current_comm(char *dst)
+static __always_inline void ap_task_comm(char *dst, struct task_struct *task)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 *d = (__u64 *)dst;
 
 	d[0] = *(__u64 *)&task->comm[0];
@@ -42,7 +41,7 @@ static __always_inline void ap_fill_task(struct ap_event *ev, __u8 trigger, bool
 	ev->cpu = bpf_get_smp_processor_id();
 	ev->trigger = trigger;
 	ev->ppid = with_ppid ? task->real_parent->tgid : 0;
-	ap_current_comm(ev->comm);
+	ap_task_comm(ev->comm, task);
 }
 
 /* The synthetic record of the burst generator (tests and benchmarks). */

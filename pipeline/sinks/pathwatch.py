@@ -15,7 +15,7 @@ then stats the path and decides. Where inotify is unavailable (no libc symbol, n
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 
 IN_NONBLOCK = 0o4000
@@ -26,9 +26,12 @@ IN_DELETE_SELF = 0x400
 _MASK = IN_ATTRIB | IN_MOVE_SELF | IN_DELETE_SELF
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    # The interpreter's own symbols, libc's among them: no library search (find_library
+    # would run ldconfig in a subprocess) on the sink's start-up path, and only once.
     try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        lib = ctypes.CDLL(None)
         lib.inotify_init1.argtypes = [ctypes.c_int]
         lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         lib.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
