@@ -40,7 +40,7 @@ class Warm:
 
     Virtual machines like this one back guest memory lazily and take free memory back (free
     page reporting): the first touch of such a page costs a trip to the hypervisor. Populating
-    new memory runs at 0.4-0.65 GB/s here against 3.5 GB/s for memory already backed
+    new memory runs at 0.38-0.65 GB/s here against 3.5 GB/s for memory already backed
     (`mmap(MAP_POPULATE)` of 3 GB). A contender writing hundreds of MB/s into the page cache
     would then measure the hypervisor. Every contender gets the same warm-up, released the
     moment its load starts, so that its new page-cache pages are backed as on bare metal.
