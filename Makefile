@@ -50,7 +50,7 @@ venv: $(STAMP_VENV)
 $(STAMP_VENV): pyproject.toml $(STAMP_SYS)
 	[ -x $(PY) ] || /usr/bin/python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
-	$(PIP) install uvloop aiofiles orjson pytest ruff mypy types-aiofiles
+	$(PIP) install uvloop aiofiles orjson pytest hypothesis ruff mypy types-aiofiles
 	@touch $@
 
 $(BUILD)/vmlinux.h: | $(STAMP_SYS)
