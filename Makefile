@@ -15,7 +15,7 @@ CLANG ?= clang-19
 BPFTOOL ?= bpftool
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
 
-# BPF: warnings on and clean; CPU v3 for 32-bit atomics (PLATFORM.md).
+# BPF: warnings on and clean; CPU v3 for 32-bit atomics (docs/platform.md).
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
 	-Wall -Wextra -Werror -Wno-unused-parameter \
 	-I$(BUILD) -I$(ROOT)/include -I$(ROOT)/bpf

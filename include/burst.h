@@ -6,7 +6,7 @@
 
 #include "arena/arena.h"
 
-/* Events per call at most: a long bpf_loop is not preempted (PLATFORM.md). */
+/* Events per call at most: a long bpf_loop is not preempted (docs/platform.md). */
 #define AP_BURST_MAX_PER_CALL (1 << 16)
 
 struct ap_burst_args {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs, only those missing.
-# bookworm-backports provides libbpf >= 1.4 and bpftool >= 7.4 (PLATFORM.md).
+# bookworm-backports provides libbpf >= 1.4 and bpftool >= 7.4 (docs/platform.md).
 set -euo pipefail
 
 [ "$(id -u)" = 0 ] || { echo "setup-system: needs root (run with sudo)" >&2; exit 2; }

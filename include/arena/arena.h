@@ -4,7 +4,7 @@
  *
  * The arena map is created with a fixed map_extra, so the kernel and every
  * process map it at ARENA_BASE: a pointer stored in the arena is a user
- * address and is usable as is on both sides (DESIGN.md rule 2).
+ * address and is usable as is on both sides (docs/design.md, rule 2).
  *
  * In BPF, __arena marks address space 1. clang (>= 19, with
  * __BPF_FEATURE_ADDR_SPACE_CAST) inserts the kernel/user casts itself and the

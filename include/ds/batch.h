@@ -37,7 +37,7 @@
 #define DS_BATCH_APPLY ds_apply_kv
 #endif
 
-/* ops per kernel call: a long bpf_loop is not preempted (PLATFORM.md) */
+/* ops per kernel call: a long bpf_loop is not preempted (docs/platform.md) */
 #define DS_BATCH_MAX 65536
 #define DS_BATCH_CS_OPS 32
 

@@ -41,7 +41,7 @@
 
 #define ERR_LEN 512
 /* ops per bpf_prog_test_run_opts call: a long kernel loop is not preempted
- * and starves the other side (PLATFORM.md) */
+ * and starves the other side (docs/platform.md) */
 #define KERNEL_PER_CALL_DEFAULT 4096
 #define KERNEL_PER_CALL_MAX DS_BATCH_MAX
 #define ITERATE_MAX (1ULL << 24)
