@@ -1203,10 +1203,9 @@ static PyObject *core_ds_meta(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 		d = Py_BuildValue("{sIsssssssIsIsIsIsI}", "id", m->id, "name", m->name, "description", m->description,
 				  "progress", m->progress, "flags", m->flags, "model", m->model, "ops", m->ops,
 				  "node_size", m->node_size, "head_size", m->head_size);
-		if (!d || PyList_Append(list, d)) {
-			Py_XDECREF(d);
+		/* PyList_Append takes its own reference: ours goes either way */
+		if (!d || PyList_Append(list, d))
 			Py_CLEAR(list);
-		}
 		Py_XDECREF(d);
 	}
 	return list;
