@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError, KernelError
-from .kernel import check_privileges, live_pin_dirs
+from .kernel import check_privileges
+from .pins import PinRoot, check_run_dir
 
 
 def main(argv: list[str]) -> int:
@@ -26,9 +26,10 @@ def main(argv: list[str]) -> int:
         raise ConfigError("--events must be >= 0 and --per-call from 1 to 65536")
     check_privileges()
     if args.pin_dir:
-        pin = Path(args.pin_dir)
+        pin = check_run_dir(args.pin_dir, "burst")
     else:
-        live = live_pin_dirs(Path(Config().pin_dir))
+        with PinRoot.open(Config().pin_dir, create=False) as root:
+            live = root.live_runs("burst")
         if len(live) != 1:
             raise KernelError(f"found {len(live)} running pipelines under {Config().pin_dir}; "
                               "name one with --pin-dir")
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
     from . import _core
 
     try:
-        published, dropped = _core.burst_pinned(str(pin / "burst"), args.events, args.per_call)
+        published, dropped = _core.burst_pinned(f"{pin}/burst", args.events, args.per_call)
     except _core.CoreError as e:
         raise KernelError(str(e.args[1] if len(e.args) > 1 else e)) from None
     print(json.dumps({"published": published, "dropped": dropped}))

@@ -1,5 +1,5 @@
 """The BPF side as the pipeline sees it: privileges, mounts, loading, the
-trigger choice, kernel filters and pins. Everything kernel-facing goes
+trigger choice and kernel filters (pins: pipeline.pins). Everything kernel-facing goes
 through pipeline._core; this module turns its errors into one-line ones."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import KernelError, PrivilegeError
+from .pins import RunDir
 
 # Capability bits (linux/capability.h).
 CAP_SYS_ADMIN = 21
@@ -60,39 +60,6 @@ def check_kernel() -> None:
                           "a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_pins(root: Path, log: Any = None) -> list[int]:
-    """Remove pin directories of runs whose process is gone; returns their pids."""
-    removed: list[int] = []
-    if not root.is_dir():
-        return removed
-    for d in root.iterdir():
-        if not d.name.isdigit() or _pid_alive(int(d.name)):
-            continue
-        for f in d.iterdir():
-            f.unlink()
-        d.rmdir()
-        removed.append(int(d.name))
-        if log:
-            log(f"removed stale pins of a run that is gone (pid {d.name}) under {d}")
-    return removed
-
-
-def live_pin_dirs(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return [d for d in root.iterdir() if d.name.isdigit() and _pid_alive(int(d.name))]
-
-
 @dataclass
 class Attached:
     trigger: str  # "lsm", "tracepoint" or "none"
@@ -111,7 +78,7 @@ class Kernel:
             self.session = _core.Session(arena_pages=arena_pages, queue_capacity=queue_capacity)
         except _core.CoreError as e:
             raise KernelError(str(e.args[1] if len(e.args) > 1 else e)) from None
-        self.pin_path: Path | None = None
+        self.pin_path: str | None = None
 
     def attach(self, trigger: str) -> Attached:
         core = self._core
@@ -141,16 +108,16 @@ class Kernel:
             return Attached("tracepoint", f"fallback: {lsm_error}")
         return Attached("tracepoint", "asked for with --trigger tracepoint")
 
-    def pin(self, root: Path) -> Path:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(root, 0o700)
-        path = root / str(os.getpid())
+    def pin(self, run: RunDir) -> str:
+        """Pin the arena and the burst program in this run's directory, through
+        its descriptor (pipeline.pins made and checked it)."""
         try:
-            self.session.pin(str(path))
+            self.session.pin(run.fd_path)
         except self._core.CoreError as e:
-            raise KernelError(str(e.args[1])) from None
-        self.pin_path = path
-        return path
+            raise KernelError(f"cannot pin BPF objects under {run.path}: "
+                              f"{os.strerror(e.errno or 0)}") from None
+        self.pin_path = run.path
+        return run.path
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

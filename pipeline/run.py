@@ -8,14 +8,14 @@ import contextlib
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .config import Config
 from .errors import EXIT_BAD_INPUT
-from .kernel import Kernel, check_kernel, clean_stale_pins, ensure_mounts, eprint
+from .kernel import Kernel, check_kernel, ensure_mounts, eprint
+from .pins import PinRoot, RunDir
 from .reader import Reader
 from .sinks.base import Sink, SinkError
 from .sinks.registry import get_sink_class
@@ -67,10 +67,11 @@ async def _periodic_stats(kernel: Kernel, reader: Reader, every: float) -> None:
         _print_stats("stats", final_stats(kernel, reader))
 
 
-async def _run(cfg: Config, sinks: list[Sink], t0: float) -> int:
+async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
     loop = asyncio.get_running_loop()
     started: list[Sink] = []
     kernel: Kernel | None = None
+    run_dir: RunDir | None = None
     try:
         for s in sinks:
             await s.start()
@@ -80,9 +81,9 @@ async def _run(cfg: Config, sinks: list[Sink], t0: float) -> int:
         eprint(f"trigger: {attached.trigger} ({attached.reason})")
         kernel.session.set_filter(pid=cfg.filter_pid, comm=cfg.filter_comm or None,
                                   ignore_pid=os.getpid() if cfg.ignore_self else 0)
-        pin_root = Path(cfg.pin_dir)
-        clean_stale_pins(pin_root, eprint)
-        kernel.pin(pin_root)
+        pins.clean_stale(eprint)
+        run_dir = pins.make_run_dir()
+        kernel.pin(run_dir)
         reader = Reader(kernel.session, sinks, batch=cfg.batch, spin_us=cfg.spin_us,
                         max_events=cfg.max_events)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,6 +114,10 @@ async def _run(cfg: Config, sinks: list[Sink], t0: float) -> int:
                 await s.close()
         if kernel:
             kernel.close()
+        if run_dir:
+            problem = run_dir.remove()
+            if problem:
+                eprint(problem)
 
 
 def run_pipeline(cfg: Config) -> int:
@@ -120,9 +125,12 @@ def run_pipeline(cfg: Config) -> int:
     sinks = build_sinks(cfg)
     check_kernel()
     ensure_mounts()
+    # before the sinks create anything: a bad pin_dir leaves the disk as it was
+    pins = PinRoot.open(cfg.pin_dir)
     try:
         import uvloop
         runner: Any = uvloop.run
     except ImportError:  # uvloop is optional: plain asyncio works too
         runner = asyncio.run
-    return int(runner(_run(cfg, sinks, t0)))
+    with pins:
+        return int(runner(_run(cfg, sinks, pins, t0)))

@@ -1,4 +1,5 @@
-"""`python -m pipeline stress --config configs/stress-hash.toml [--duration S] [--ops N]`
+"""`python -m pipeline stress --config configs/stress-hash.toml [--duration S] [--ops N]
+[--pin-dir DIR]`
 
 User worker processes (pipeline.pool, attached through pins) and kernel threads
 (ds_run_NAME) operate on one structure at once; at the end the structure is
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from .ds import Arena, Meta, Structure, meta_of
-from .errors import ConfigError
+from .errors import ConfigError, KernelError
 from .kernel import check_privileges, ensure_mounts
+from .pins import DEFAULT_ROOT, PinRoot, RunDir
 from .pool import (
     SEQ_BITS,
     KernelThread,
@@ -280,18 +282,21 @@ def _queue_invariants(meta: Meta, pushed: dict[int, int], consumers: list[QueueR
     return inv
 
 
-def run(cfg: StressConfig) -> dict[str, Any]:
+def run(cfg: StressConfig, pin_dir: str = DEFAULT_ROOT) -> dict[str, Any]:
     check_privileges()
     ensure_mounts()
     meta = meta_of(cfg.structure)
-    pin = f"/sys/fs/bpf/arena-pipeline-stress-{os.getpid()}"
     t0 = time.monotonic()
-    with Arena(cfg.pages) as arena:
+    # the workers attach through pins, in a run directory like the pipeline's,
+    # so a stress run killed with SIGKILL leaves pins the next run removes
+    with PinRoot.open(pin_dir) as pins, Arena(cfg.pages) as arena:
+        pins.clean_stale(_log)
         s = arena.create(cfg.structure, cfg.capacity, name="stress")
-        arena.pin(pin)
+        run_dir = pins.make_run_dir()
         try:
+            _pin(arena, run_dir)
             nproc = cfg.user_workers + (0 if meta.keyed else cfg.user_consumers)
-            pool = Pool(pin, nproc) if nproc else None
+            pool = Pool(run_dir.path, nproc) if nproc else None
             try:
                 if pool:
                     pool.warm(nproc)
@@ -301,6 +306,9 @@ def run(cfg: StressConfig) -> dict[str, Any]:
                     pool.close()
         finally:
             arena.unpin()
+            problem = run_dir.remove()
+            if problem:
+                _log(problem)
         body["kernel_totals"] = arena.kernel_totals()
         arena.synchronize()
         heap = arena.heap_stats()
@@ -314,6 +322,18 @@ def run(cfg: StressConfig) -> dict[str, Any]:
             "ok": all(body["invariants"].values())}
 
 
+def _log(msg: str) -> None:
+    print(f"stress: {msg}", file=sys.stderr, flush=True)
+
+
+def _pin(arena: Arena, run_dir: RunDir) -> None:
+    try:
+        arena.pin(run_dir.fd_path)
+    except OSError as e:
+        raise KernelError(f"cannot pin the arena under {run_dir.path}: "
+                          f"{os.strerror(e.errno or 0)}") from None
+
+
 def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline stress",
                                 description="User worker processes and kernel programs on one "
@@ -322,9 +342,11 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--duration", type=float, metavar="S", help="seconds (overrides the config)")
     p.add_argument("--ops", type=int, metavar="N",
                    help="per agent: operations (keyed) or items per producer (queues)")
+    p.add_argument("--pin-dir", default=DEFAULT_ROOT, metavar="DIR",
+                   help="bpffs directory; the run pins its arena in DIR/<pid> for its workers")
     args = p.parse_args(list(argv))
     cfg = load_config(args.config, args.duration, args.ops)
-    summary = run(cfg)
+    summary = run(cfg, args.pin_dir)
     sys.stdout.write(json.dumps(summary) + "\n")
     if not summary["ok"]:
         failed = [k for k, ok in summary["invariants"].items() if not ok]
