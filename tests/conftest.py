@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,14 +107,18 @@ def wait_for(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def remove_tree(path: Path) -> None:
+    """Remove path without following links (shutil.rmtree works through
+    directory descriptors); for tests' own scratch paths."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 @pytest.fixture
 def pin_root() -> Any:
     """A pin directory of the test's own, so runs never see each other's pins."""
     d = Path(f"/sys/fs/bpf/arena-pipeline-test-{os.getpid()}-{time.monotonic_ns()}")
     yield d
-    if d.exists():
-        for sub in d.iterdir():
-            for f in sub.iterdir():
-                f.unlink()
-            sub.rmdir()
-        d.rmdir()
+    remove_tree(d)
