@@ -73,6 +73,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _run_pid(name: str) -> int | None:
+    """The pid a run directory's name gives, or None if it is not such a name."""
+    if not name.isascii() or not name.isdigit() or name != str(int(name)):
+        return None
+    pid = int(name)
+    return pid if 0 < pid < 2**31 else None
+
+
 def _bad(path: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"pin_dir {path}: {problem}; {fix}")
 
@@ -155,6 +163,9 @@ class PinRoot:
         parent, parent_shown = _open_parent(path, parts)
         try:
             return cls._open_in(path, parent, parent_shown, parts[-1], create)
+        except OSError as e:
+            raise _bad(path, f"cannot use it: {e.strerror}",
+                       f"use a directory under /sys/fs/bpf such as {DEFAULT_ROOT}") from None
         finally:
             os.close(parent)
 
@@ -282,16 +293,18 @@ class PinRoot:
         removed: list[int] = []
         left: list[str] = []
         for name in sorted(os.listdir(self.fd)):
-            if not name.isdigit() or name != str(int(name)):
+            pid = _run_pid(name)
+            if pid is None:
                 left.append(f"{name!r} (not a run's name)")
                 continue
-            pid = int(name)
             if pid != os.getpid() and _pid_alive(pid):
                 continue
             try:
                 why = self._why_not_run_dir(name, names)
                 if why is None:
                     self._remove_run_dir(name)
+            except FileNotFoundError:
+                why = "gone"  # another run starting at the same time took it
             except OSError as e:
                 why = e.strerror or str(e)
             if why is None:
@@ -308,9 +321,12 @@ class PinRoot:
 
     def live_runs(self, needs: str) -> list[str]:
         """Paths of run directories whose process is alive and which pin `needs`."""
-        return [self.run_path(name) for name in sorted(os.listdir(self.fd))
-                if name.isdigit() and name == str(int(name)) and _pid_alive(int(name))
-                and self.run_pins(name, needs) is None]
+        out: list[str] = []
+        for name in sorted(os.listdir(self.fd)):
+            pid = _run_pid(name)
+            if pid is not None and _pid_alive(pid) and self.run_pins(name, needs) is None:
+                out.append(self.run_path(name))
+        return out
 
     def run_pins(self, name: str, needs: str) -> str | None:
         """None when name is a run directory that pins `needs`; else why not."""

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, PipelineProc, needs_root, remove_tree, run_pipeline, wait_for
+from hypothesis import given
+from hypothesis import strategies as hs
 
 pytestmark = needs_root
 
@@ -268,7 +270,9 @@ def test_stale_clean_up_removes_only_what_a_dead_run_left(pin_root: Path, bpf_sc
     # the right shape but mode 0755
     _plant_in_root(pin_root, staging, d5, f"mkdir -m 0755 {d5}", root_owned=True)
     _plant_in_root(pin_root, staging, "not-a-pid", "mkdir -m 0700 not-a-pid")
-    planted = [pin_root / n for n in (d1, d2, d3, d4, d5, "not-a-pid")]
+    huge = "9" * 30  # digits, but no pid: must not reach kill()
+    _plant_in_root(pin_root, staging, huge, f"mkdir -m 0700 {huge}", root_owned=True)
+    planted = [pin_root / n for n in (d1, d2, d3, d4, d5, "not-a-pid", huge)]
     before = snapshot(*planted, target)
 
     second = PipelineProc("--sink", "jsonl", "--output", str(out), "--trigger", "none",
@@ -283,7 +287,8 @@ def test_stale_clean_up_removes_only_what_a_dead_run_left(pin_root: Path, bpf_sc
     assert len(left) == 1, second.stderr()
     for why in (f"{d1} (owned by uid {NOBODY})", f"{d2} (a symbolic link)",
                 f"{d3} (arena is not a pinned object)", f"{d4} (holds 'notes'",
-                f"{d5} (mode 0755)", "'not-a-pid' (not a run's name)"):
+                f"{d5} (mode 0755)", "'not-a-pid' (not a run's name)",
+                f"'{huge}' (not a run's name)"):
         assert why in left[0], (why, left[0])
 
 
@@ -358,3 +363,27 @@ def test_burst_refuses_a_planted_run_dir(pin_root: Path, target: Path) -> None:
         assert snapshot(fake, target) == before
     finally:
         assert pl.stop() == 0
+
+
+def test_live_runs_finds_a_running_pipeline_by_its_pins(pin_root: Path) -> None:
+    from pipeline.pins import PinRoot
+
+    pl = PipelineProc("--trigger", "none", "--pin-dir", str(pin_root))
+    try:
+        with PinRoot.open(str(pin_root), create=False) as root:
+            assert root.live_runs("burst") == [f"{pin_root}/{pl.proc.pid}"]
+            assert root.live_runs("ds_run_hash") == []
+    finally:
+        assert pl.stop() == 0
+    with PinRoot.open(str(pin_root), create=False) as root:
+        assert root.live_runs("burst") == []
+
+
+@given(hs.text(max_size=24))
+def test_only_canonical_pids_name_runs(name: str) -> None:
+    from pipeline.pins import _run_pid
+
+    pid = _run_pid(name)
+    canonical = (name.isascii() and name.isdigit() and not name.startswith("0")
+                 and int(name) < 2**31)
+    assert pid == (int(name) if canonical else None)
