@@ -136,7 +136,7 @@ def check_dir(dfd: int, shown: str, allow_shared: bool = False) -> None:
     _check_walked(dfd, shown, allow_shared)
 
 
-_LINK = "it is a symbolic link, which is never followed; name the file itself"
+_LINK = "it is a symbolic link, which is never followed; remove it or give the real file's path"
 
 
 def _file_problem(st: os.stat_result) -> str | None:
@@ -152,8 +152,8 @@ def _file_problem(st: os.stat_result) -> str | None:
         return (f"it is owned by {owner_name(st.st_uid)}, not {owner_name(me)}, who could "
                 "read every event; remove it or choose another path")
     if st.st_nlink != 1:
-        return (f"it has {st.st_nlink} hard links, so it is also another file; remove the "
-                "other links or choose another path")
+        return (f"it has {st.st_nlink} hard links, so it is also some other file; remove it "
+                "or choose another path")
     return None
 
 
