@@ -172,9 +172,9 @@ def test_start_refuses_what_nobody_planted_at_the_output(scene: Scene, pin_root:
     before = snapshot([*victims, scene.victims, scene.d])
     res = run_pipeline(*scene.config(kind == "shared"), "--sink", "jsonl", "--output",
                        str(scene.out), "--duration", "1", "--pin-dir", str(pin_root))
+    assert snapshot([*victims, scene.victims, scene.d]) == before
     line = assert_one_line(res, f"refusing output {scene.out}", needle)
     assert "; remove it or " in line, line
-    assert snapshot([*victims, scene.victims, scene.d]) == before
 
 
 @pytest.mark.parametrize("owner", ["root_0777", "nobody_0755", "root_0775_group_nogroup"])
@@ -190,9 +190,9 @@ def test_start_refuses_a_directory_others_can_change(scene: Scene, pin_root: Pat
     before = snapshot([scene.d, scene.victims])
     res = run_pipeline("--sink", "jsonl", "--output", str(scene.out), "--duration", "1",
                        "--pin-dir", str(pin_root))
+    assert snapshot([scene.d, scene.victims]) == before
     assert_one_line(res, f"refusing output {scene.out}", f"directory {scene.d}",
                     "allow_shared_dir = true")
-    assert snapshot([scene.d, scene.victims]) == before
 
 
 def test_start_refuses_a_path_through_another_users_directory(scene: Scene,
@@ -208,8 +208,8 @@ def test_start_refuses_a_path_through_another_users_directory(scene: Scene,
     before = snapshot([v, scene.victims, home])
     res = run_pipeline("--sink", "jsonl", "--output", str(home / "logs" / "events.jsonl"),
                        "--duration", "1", "--pin-dir", str(pin_root))
-    assert_one_line(res, "refusing output", f"directory {home} is owned by uid {NOBODY}")
     assert snapshot([v, scene.victims, home]) == before
+    assert_one_line(res, "refusing output", f"directory {home} is owned by uid {NOBODY}")
 
 
 def test_links_root_owns_on_the_path_are_followed(scene: Scene, pin_root: Path) -> None:
