@@ -19,9 +19,10 @@ Guarantees:
 
 The path is followed, not the open file: when the file was removed or replaced (logrotate, an
 operator), the sink opens the name afresh, in the directory it opened at start, before its
-next batch instead of writing into an unlinked inode nobody can read. An inotify watch on the open file (pathwatch.py) says when that
-may have happened; only then does the sink stat the path, so a batch costs one non-blocking
-read instead of a stat through a worker thread. Without inotify it stats before every batch.
+next batch instead of writing into an unlinked inode nobody can read. An inotify watch on the
+open file (pathwatch.py) says when that may have happened; only then does the sink look the
+name up, so a batch costs one non-blocking read instead of a stat through a worker thread.
+Without inotify it looks before every batch.
 Bytes are handed to the kernel per batch (no fsync): a process crash loses nothing written,
 a power loss may.
 The sink assumes it is the only writer of the file.
