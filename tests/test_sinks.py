@@ -181,7 +181,8 @@ def test_bad_options_are_one_line(cls: type[Sink], raw: dict[str, Any], needle: 
 
 def test_options_defaults_and_conversions() -> None:
     assert JsonlSink.validate_options({"output": "f"}) == {
-        "output": "f", "rotate_bytes": 0, "rotate_keep": 5, "mode": 0o600}
+        "output": "f", "rotate_bytes": 0, "rotate_keep": 5, "mode": 0o600,
+        "allow_shared_dir": False}
     got = JsonlSink.validate_options({"output": "f", "rotate_bytes": "4096", "mode": "0640"})
     assert got["rotate_bytes"] == 4096 and got["mode"] == 0o640
     got = SocketSink.validate_options({"connect": "h:1", "close_timeout": 1})
@@ -387,7 +388,7 @@ def test_pathwatch_reports_what_detaches_a_file_and_not_writes(tmp_path: Path) -
     w = PathWatch()
     try:
         with open(path, "ab", buffering=0) as f:
-            w.watch(str(path))
+            w.watch(f.fileno())
             assert w.active, "inotify should work on this machine"
             assert not w.changed()
             f.write(b"x" * 10000)  # the sink's own writes must not count as changes
@@ -397,8 +398,8 @@ def test_pathwatch_reports_what_detaches_a_file_and_not_writes(tmp_path: Path) -
             (tmp_path / "g").unlink()
             assert w.changed()
         path.write_bytes(b"")
-        with open(path, "ab", buffering=0):
-            w.watch(str(path))
+        with open(path, "ab", buffering=0) as f2:
+            w.watch(f2.fileno())
             w.changed()  # events of the old file, if still queued
             (tmp_path / "h").write_bytes(b"")
             (tmp_path / "h").rename(path)  # replaced: the open file loses its last link
@@ -412,8 +413,8 @@ def test_jsonl_unwritable_output_is_one_line(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     cases = [(tmp_path / "missing" / "e.jsonl", "No such file or directory"),
-             (tmp_path, "Is a directory"),
-             (fifo, "No such device or address; use the stdout sink"),
+             (tmp_path, "it is a directory; output must name a file"),
+             (fifo, "it is a FIFO, not a regular file; use the stdout sink"),
              (Path("/dev/null"), "not a regular file; use the stdout sink")]
     for path, needle in cases:
         with pytest.raises(SinkError) as ei:

@@ -294,12 +294,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="BCC baseline: getppid tracepoint -> ring buffer -> Python callback "
                     "-> one JSON encode per event -> JSONL file")
-    p.add_argument("--output", required=True, help="JSONL file to write (truncated)")
+    p.add_argument("--output", required=True, help="JSONL file to create (must not exist)")
     p.add_argument("--duration", required=True, type=float,
                    help="seconds to poll, counted from attach (ready file)")
     p.add_argument("--ringbuf-pages", type=int, default=256,
                    help="ring buffer size in pages, a power of two (default 256: 1 MiB)")
-    p.add_argument("--ready-file", help="created once the probe is attached")
+    p.add_argument("--ready-file", help="created once the probe is attached (must not exist)")
     p.add_argument("--pid", type=int, default=0,
                    help="only count getppid calls of this process (tgid); 0: all")
     a = p.parse_args(argv)
@@ -326,11 +326,31 @@ def kernel_source_env() -> None:
         "BCC_KERNEL_SOURCE to the directory it prints")
 
 
+# Run as root with paths a user gives (in /tmp, say): a file is only ever created, never
+# opened through a link or reused, so a link or file planted at the name is refused.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def create_new(path: str) -> int:
+    try:
+        return os.open(path, _CREATE, 0o600)
+    except FileExistsError:
+        die(f"{path} already exists (it may be a link): give a path that does not exist yet")
+    except OSError as e:
+        die(f"cannot create {path}: {e.strerror}")
+
+
 def write_ready(path: str) -> None:
+    # Created whole, in one step: a reader polling for the name never sees it empty.
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
+    with os.fdopen(create_new(tmp), "w") as f:
         f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
+    try:
+        os.link(tmp, path)  # unlike a rename, fails if anything (a link too) holds the name
+    except OSError as e:
+        os.unlink(tmp)
+        die(f"cannot create {path}: {e.strerror}; give a path that does not exist yet")
+    os.unlink(tmp)
 
 
 def text_field(raw: bytes) -> tuple[str, str | None]:
@@ -465,10 +485,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         cflags.append("-DOFF_FROM_HEADERS")
 
-    try:
-        out = open(args.output, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
-    except OSError as e:
-        die(f"cannot open {args.output}: {e.strerror}")
+    out = os.fdopen(create_new(args.output), "w", encoding="utf-8")
     with out:
         try:
             b = bcc.BPF(text=BPF_TEXT, cflags=cflags)  # RAW_TRACEPOINT_PROBE attaches here

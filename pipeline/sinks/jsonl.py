@@ -10,12 +10,19 @@ Guarantees:
   file past rotate_bytes (a batch larger than rotate_bytes goes alone into a fresh file).
 - The file's permission bits are set to `mode` whether it was created or already there, so
   events are not readable by other users unless the configuration says so.
+- Run as root, it writes, chmods, renames and removes nothing but its own files (safefs.py):
+  its directory is reached without following a link another user could plant and is opened
+  once; the file is opened relative to it without following a link, and must be a regular
+  file the running user owns, with one link, before its mode is set. At start anything else
+  is a SinkError (one line, exit 2); at a later reopen or rotation it fails the sink for
+  good like any other write failure, and the other sinks go on.
 
 The path is followed, not the open file: when the file was removed or replaced (logrotate, an
-operator), the sink opens the path afresh before its next batch instead of writing into an
-unlinked inode nobody can read. An inotify watch on the open file (pathwatch.py) says when that
-may have happened; only then does the sink stat the path, so a batch costs one non-blocking
-read instead of a stat through a worker thread. Without inotify it stats before every batch.
+operator), the sink opens the name afresh, in the directory it opened at start, before its
+next batch instead of writing into an unlinked inode nobody can read. An inotify watch on the
+open file (pathwatch.py) says when that may have happened; only then does the sink look the
+name up, so a batch costs one non-blocking read instead of a stat through a worker thread.
+Without inotify it looks before every batch.
 Bytes are handed to the kernel per batch (no fsync): a process crash loses nothing written,
 a power loss may.
 The sink assumes it is the only writer of the file.
@@ -23,16 +30,16 @@ The sink assumes it is the only writer of the file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
-import stat
 from typing import Any, ClassVar
 
 import aiofiles
-import aiofiles.os
 from aiofiles.threadpool.binary import AsyncFileIO
 
+from pipeline import safefs
 from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError, at_least
 from pipeline.sinks.pathwatch import PathWatch
 
@@ -56,8 +63,12 @@ def parse_mode(raw: Any) -> int:
     return value
 
 
-def _nonempty(value: Any) -> str | None:
-    return None if value else "must not be empty"
+def _names_a_file(value: Any) -> str | None:
+    if not value:
+        return "must not be empty"
+    if os.path.basename(value) in ("", ".", ".."):
+        return "must name a file, not a directory"
+    return None
 
 
 _OPEN_HINTS = {
@@ -76,7 +87,7 @@ class JsonlSink(Sink):
     name: ClassVar[str] = "jsonl"
     options: ClassVar[dict[str, Option]] = {
         "output": Option(
-            str, REQUIRED, "path of the JSON-lines file, appended to", check=_nonempty
+            str, REQUIRED, "path of the JSON-lines file, appended to", check=_names_a_file
         ),
         "rotate_bytes": Option(
             int, 0, "rotate before a batch would take the file past this size; 0 = never",
@@ -87,11 +98,17 @@ class JsonlSink(Sink):
             check=at_least(0),
         ),
         "mode": Option(int, 0o600, "permission bits of the file, in octal", coerce=parse_mode),
+        "allow_shared_dir": Option(
+            bool, False, "accept a directory other users can change (they can then delete "
+            "or rename the files)"),
     }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.path: str = self.config["output"]
+        self._dirname, self._name = os.path.split(self.path)
+        self._dirname = self._dirname or "."
+        self._dir = -1  # the file's directory, opened once; every name is relative to it
         self._file: AsyncFileIO | None = None
         self._inode: tuple[int, int] = (0, 0)
         self._size = 0
@@ -102,8 +119,13 @@ class JsonlSink(Sink):
 
     async def start(self) -> None:
         try:
+            self._dir = await asyncio.to_thread(
+                safefs.open_dir, self._dirname, self.config["allow_shared_dir"])
             await self._open()
-        except OSError as e:
+        except (safefs.Refused, OSError) as e:
+            self._close_dir()
+            if isinstance(e, safefs.Refused):
+                raise SinkError(f"refusing output {self.path}: {self._explain(e)}") from None
             hint = _OPEN_HINTS.get(e.errno or 0, "fix output")
             raise SinkError(f"cannot open {self.path} for writing: {e.strerror}; {hint}") from None
 
@@ -120,6 +142,13 @@ class JsonlSink(Sink):
             limit = self.config["rotate_bytes"]
             if limit and self._size > 0 and self._size + len(batch.data) > limit:
                 await self._rotate()
+        except safefs.Refused as e:
+            self.stats.drop("write_failed", batch.count)
+            await self._give_up(
+                f"refusing to reopen or rotate {self.path}: {self._explain(e)}; "
+                "later events are counted as dropped"
+            )
+            return
         except OSError as e:
             self.stats.drop("write_failed", batch.count)
             await self._give_up(
@@ -139,31 +168,37 @@ class JsonlSink(Sink):
         # Each batch is in the kernel when write() returns: closing flushes nothing further.
         await self._close_file()
         self._watch.close()
+        self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self._dir >= 0:
+            os.close(self._dir)
+            self._dir = -1
+
+    @staticmethod
+    def _explain(e: safefs.Refused) -> str:
+        if isinstance(e, safefs.SharedDir):
+            return (f"{e}; choose a directory only root can change, or set "
+                    "allow_shared_dir = true in [sink.jsonl]")
+        return str(e)
 
     async def _open(self) -> None:
         mode = self.config["mode"]
 
-        def opener(path: str, flags: int) -> int:
-            # O_NONBLOCK: opening a FIFO with no reader fails instead of hanging the sink
-            # (it changes nothing for a regular file).
-            return os.open(path, flags | os.O_NONBLOCK, mode)
+        def open_checked() -> tuple[int, os.stat_result]:
+            safefs.check_dir(self._dir, self._dirname, self.config["allow_shared_dir"])
+            return safefs.open_append(self._dir, self._name, mode)
 
-        f = await aiofiles.open(self.path, "ab", buffering=0, opener=opener)
+        fd, st = await asyncio.to_thread(open_checked)
         try:
-            st = await aiofiles.os.stat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                # Rotation, truncation and chmod make no sense on a pipe or a device node.
-                raise OSError(errno.EINVAL, "not a regular file")
-            # The create mode is filtered by the umask and ignored for an existing file.
-            if stat.S_IMODE(st.st_mode) != mode:
-                os.fchmod(f.fileno(), mode)
-        except OSError:
-            await f.close()
+            f = await aiofiles.open(fd, "ab", buffering=0)
+        except BaseException:
+            os.close(fd)
             raise
         self._file = f
         self._inode = (st.st_dev, st.st_ino)
         self._size = st.st_size
-        self._watch.watch(self.path)
+        self._watch.watch(fd)
         self._recheck = True
 
     async def _close_file(self) -> None:
@@ -176,7 +211,8 @@ class JsonlSink(Sink):
     async def _follow_path(self) -> None:
         """Reopen the path if the open file was removed or replaced; refresh the size."""
         try:
-            st = await aiofiles.os.stat(self.path)
+            st = await asyncio.to_thread(
+                os.stat, self._name, dir_fd=self._dir, follow_symlinks=False)
         except FileNotFoundError:
             st = None
         if st is not None and (st.st_dev, st.st_ino) == self._inode:
@@ -187,16 +223,25 @@ class JsonlSink(Sink):
 
     async def _rotate(self) -> None:
         await self._close_file()
-        keep = self.config["rotate_keep"]
-        if keep == 0:
-            await aiofiles.os.unlink(self.path)
-        else:
-            # Oldest first, so nothing is overwritten before it moved; rename replaces PATH.keep.
-            for i in range(keep - 1, 0, -1):
-                with contextlib.suppress(FileNotFoundError):
-                    await aiofiles.os.rename(f"{self.path}.{i}", f"{self.path}.{i + 1}")
-            await aiofiles.os.rename(self.path, f"{self.path}.1")
+        await asyncio.to_thread(self._rotate_names)
         await self._open()
+
+    def _rotate_names(self) -> None:
+        dfd, name, keep = self._dir, self._name, self.config["rotate_keep"]
+        safefs.check_dir(dfd, self._dirname, self.config["allow_shared_dir"])
+        if keep == 0:
+            safefs.unlink_own(dfd, name)
+            return
+        olds = [f"{name}.{i}" for i in range(1, keep + 1)]
+        # Every name is checked before any is moved: a refusal leaves the files as they were.
+        present = [safefs.own_entry(dfd, n) for n in (name, *olds)]
+        if not present[0]:
+            return  # removed since the last batch: the reopen starts a fresh file
+        # Oldest first, so nothing is overwritten before it moved; rename replaces PATH.keep.
+        for i in range(keep - 1, 0, -1):
+            if present[i]:
+                safefs.rename_own(dfd, olds[i - 1], olds[i])
+        safefs.rename_own(dfd, name, olds[0])
 
     async def _write_all(self, data: bytes) -> tuple[int, OSError | None]:
         assert self._file is not None

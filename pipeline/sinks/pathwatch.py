@@ -54,14 +54,17 @@ class PathWatch:
     def active(self) -> bool:
         return self._fd >= 0 and self._wd >= 0
 
-    def watch(self, path: str) -> None:
-        """Watch the file now at `path` (call right after opening it), dropping the old
+    def watch(self, fd: int) -> None:
+        """Watch the file open as `fd` (call right after opening it), dropping the old
         watch. Events still queued for the old file only cause one extra check."""
         if self._lib is None or self._fd < 0:
             return
         if self._wd >= 0:
             self._lib.inotify_rm_watch(self._fd, self._wd)
-        self._wd = self._lib.inotify_add_watch(self._fd, os.fsencode(path), _MASK)
+        # Through the descriptor's /proc link, so the watch is on the inode that was opened
+        # and checked, whatever its path holds by now. Without /proc the watch fails and
+        # changed() answers True.
+        self._wd = self._lib.inotify_add_watch(self._fd, f"/proc/self/fd/{fd}".encode(), _MASK)
 
     def changed(self) -> bool:
         """True when the file may have been removed, replaced or renamed since the last
