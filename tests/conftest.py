@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +19,57 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")
+DEFAULT_PIN_DIR = Path("/sys/fs/bpf/arena-pipeline")
+
+
+# -- the extension under test is built from the sources in this tree ----------------------
+
+def _newest_source() -> tuple[float, Path | None]:
+    """The newest file the extension is built from: its C sources, the shared headers, the
+    BPF programs and the skeletons embedded in it."""
+    patterns = [("pipeline/_core", "*.[ch]"), ("include", "**/*.h"), ("bpf", "*.[ch]"),
+                ("build", "*.skel.h"), (".", "setup.py")]
+    newest, which = 0.0, None
+    for folder, pattern in patterns:
+        for f in (ROOT / folder).glob(pattern):
+            m = f.stat().st_mtime
+            if m > newest:
+                newest, which = m, f
+    return newest, which
+
+
+def _built_extension() -> Path | None:
+    built = sorted((ROOT / "pipeline").glob("_core*.so"), key=lambda f: f.stat().st_mtime)
+    return built[-1] if built else None
+
+
+def _extension_stale() -> str | None:
+    so = _built_extension()
+    if so is None:
+        return "pipeline/_core is not built"
+    newest, which = _newest_source()
+    if newest > so.stat().st_mtime:
+        assert which is not None
+        return f"{so.name} is older than {which.relative_to(ROOT)}"
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run against the extension built from this tree: a stale one is rebuilt
+    (`make ext`, which rebuilds the BPF skeletons it embeds first); if that cannot be done,
+    nothing runs."""
+    why = _extension_stale()
+    if why is None:
+        return
+    sys.stderr.write(f"conftest: {why}: rebuilding with `make ext`\n")
+    # the stamp alone would let make skip a build whose output was replaced by an older one
+    (ROOT / "build" / ".ext-ready").unlink(missing_ok=True)
+    res = subprocess.run(["make", "-C", str(ROOT), "ext"], capture_output=True, text=True)
+    still = _extension_stale()
+    if res.returncode != 0 or still is not None:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
+        pytest.exit(f"{why}, and `make ext` could not rebuild it ({tail[0] or still}); "
+                    f"run `sudo make -C {ROOT} setup` and start pytest again", returncode=2)
 
 
 class PipelineProc:
@@ -26,6 +78,7 @@ class PipelineProc:
     def __init__(self, *args: str, stdout: int | IO[bytes] | None = subprocess.DEVNULL,
                  wait_ready: bool = True, env: dict[str, str] | None = None) -> None:
         self.args = args
+        self.pin_dir = self._pin_dir(args)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", *args], cwd=ROOT, stdout=stdout,
             stderr=subprocess.PIPE, env=env)
@@ -35,6 +88,15 @@ class PipelineProc:
         self._t.start()
         if wait_ready:
             self.wait_ready()
+
+    @staticmethod
+    def _pin_dir(args: tuple[str, ...]) -> Path:
+        for i, a in enumerate(args):
+            if a == "--pin-dir" and i + 1 < len(args):
+                return Path(args[i + 1])
+            if a.startswith("--pin-dir="):
+                return Path(a.split("=", 1)[1])
+        return DEFAULT_PIN_DIR
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -47,7 +109,7 @@ class PipelineProc:
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         if not self._ready.wait(timeout) or self.proc.poll() is not None:
-            self.proc.kill()
+            self.close()
             raise AssertionError(f"pipeline did not become ready: {self.stderr()}")
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0) -> int:
@@ -56,7 +118,7 @@ class PipelineProc:
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.close()
             raise AssertionError(f"pipeline did not stop: {self.stderr()}") from None
         self._t.join(5)
         return rc
@@ -68,6 +130,20 @@ class PipelineProc:
 
     def stderr(self) -> str:
         return "\n".join(self.lines)
+
+    def close(self, grace: float = 10.0) -> None:
+        """Whatever state the run is in: stopped, reaped, its pins gone. A run asked to stop
+        gets `grace` seconds to detach and flush, then SIGKILL."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._t.join(5)
+        # unlinking the pins lets the kernel free the arena only they still held
+        remove_tree(self.pin_dir / str(self.proc.pid))
 
     def final(self) -> dict[str, Any]:
         for line in self.lines:
@@ -82,13 +158,83 @@ def run_pipeline(*args: str, timeout: float = 30.0,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@pytest.fixture
+def pipeline_proc() -> Iterator[Callable[..., PipelineProc]]:
+    """Starts `python -m pipeline ARGS` like PipelineProc(...), and at teardown, passed or
+    failed, stops every run it started and removes its pins: a failed test leaves no root
+    process running and no arena pinned."""
+    started: list[PipelineProc] = []
+
+    def start(*args: str, wait_ready: bool = True, **kw: Any) -> PipelineProc:
+        pl = PipelineProc(*args, wait_ready=False, **kw)
+        started.append(pl)
+        if wait_ready:
+            pl.wait_ready()
+        return pl
+
+    yield start
+    for pl in started:
+        pl.close()
+
+
+@pytest.fixture
+def reap() -> Iterator[Callable[[subprocess.Popen[Any]], subprocess.Popen[Any]]]:
+    """Registers a helper process (listener, creator, ...) to be killed and reaped at teardown
+    if the test left it running."""
+    procs: list[subprocess.Popen[Any]] = []
+
+    def add(p: subprocess.Popen[Any]) -> subprocess.Popen[Any]:
+        procs.append(p)
+        return p
+
+    yield add
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    assert len(set(keys)) == len(keys), f"duplicate keys in {keys}"
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise AssertionError(f"{name} is not JSON")
+
+
+def parse_line(raw: bytes) -> dict[str, Any]:
+    """One line of the pipeline's output, parsed strictly: it ends with a newline, holds no
+    other raw control byte (RFC 8259: none may appear unescaped in a string, and the
+    formatter puts no whitespace between tokens), is valid UTF-8 (no encoded surrogates,
+    no overlong forms), is one JSON object with unique keys and no NaN/Infinity."""
+    assert raw.endswith(b"\n"), f"partial line: {raw[:80]!r}"
+    body = raw[:-1]
+    ctl = sorted({b for b in body if b < 0x20})
+    assert not ctl, f"raw control bytes {[hex(b) for b in ctl]} in {body[:120]!r}"
+    try:
+        text = body.decode("utf-8")  # strict, unlike json.loads(bytes)'s surrogatepass
+    except UnicodeDecodeError as e:
+        raise AssertionError(f"line is not valid UTF-8 ({e}): {body[:120]!r}") from None
+    obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    assert isinstance(obj, dict), f"not a JSON object: {body[:120]!r}"
+    return obj
+
+
+def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
+    """Every line of a JSON-lines buffer, each through parse_line."""
+    if not data:
+        return []
+    assert data.endswith(b"\n"), f"partial last line: {data[-80:]!r}"
+    # split on "\n" alone: bytes.splitlines() would also split on a raw "\r"
+    return [parse_line(ln + b"\n") for ln in data[:-1].split(b"\n")]
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+    """Every line of a JSON-lines file, each through parse_line."""
     with open(path, "rb") as f:
-        for line in f:
-            assert line.endswith(b"\n"), f"partial line in {path}: {line[:80]!r}"
-            out.append(json.loads(line))
-    return out
+        return [parse_line(line) for line in f]
 
 
 def count_lines(path: Path) -> int:

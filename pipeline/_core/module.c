@@ -448,6 +448,58 @@ static PyObject *core_bench_ringbuf(PyObject *Py_UNUSED(m), PyObject *args)
 	return transport_dict(&r);
 }
 
+/*
+ * format_event(name, comm, **fields) -> bytes
+ * One record formatted by the drain's own formatter (ap_format_event), with
+ * no kernel and no queue: lets tests put any name and comm through it. The
+ * bytes follow the record's limits: name 1..NAME_KEEP bytes, comm at most
+ * 15 bytes, no NUL in either (the kernel never stores one inside them).
+ */
+static PyObject *core_format_event(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "name", "comm", "seq", "ts_ns", "wall_offset_ns", "pid", "tid",
+				  "ppid", "uid", "cpu", "mode", "ret", "trigger", "syscall",
+				  "flags", "open_flags", NULL };
+	const char *name, *comm;
+	Py_ssize_t name_len, comm_len;
+	unsigned long long seq = 0, ts = 0;
+	long long wall_off = 0;
+	unsigned int pid = 0, tid = 0, ppid = 0, uid = 0, cpu = 0, mode = 0, flags = 0, oflags = 0;
+	int ret = 0;
+	unsigned char trigger = 0, sys_nr = 0;
+	struct ap_event ev;
+	char out[AP_JSON_LINE_MAX];
+	size_t n;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#|$KKLIIIIIIibbII", kwlist, &name, &name_len,
+					 &comm, &comm_len, &seq, &ts, &wall_off, &pid, &tid, &ppid,
+					 &uid, &cpu, &mode, &ret, &trigger, &sys_nr, &flags, &oflags))
+		return NULL;
+	if (name_len < 1 || name_len > AP_NAME_KEEP || memchr(name, 0, (size_t)name_len))
+		return ap_raise(EINVAL, "%s", "name must be 1..255 bytes without NUL");
+	if (comm_len >= AP_COMM_LEN || memchr(comm, 0, (size_t)comm_len))
+		return ap_raise(EINVAL, "%s", "comm must be at most 15 bytes without NUL");
+	memset(&ev, 0, sizeof(ev));
+	ev.seq = seq;
+	ev.ts_ns = ts;
+	ev.pid = pid;
+	ev.tid = tid;
+	ev.ppid = ppid;
+	ev.uid = uid;
+	ev.cpu = cpu;
+	ev.mode = mode;
+	ev.ret = ret;
+	ev.trigger = trigger;
+	ev.syscall = sys_nr;
+	ev.flags = flags;
+	ev.open_flags = oflags;
+	ev.name_len = (ap_u16)name_len;
+	memcpy(ev.name, name, (size_t)name_len);
+	memcpy(ev.comm, comm, (size_t)comm_len);
+	n = ap_format_event(out, &ev, wall_off);
+	return PyBytes_FromStringAndSize(out, (Py_ssize_t)n);
+}
+
 static PyObject *core_libbpf_log(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
 	return PyUnicode_DecodeUTF8(ap_libbpf_log(), (Py_ssize_t)strlen(ap_libbpf_log()), "replace");
@@ -470,6 +522,10 @@ static PyMethodDef core_methods[] = {
 	  "bench_ringbuf(events, per_call=4096, ring_bytes=32MiB, prod_cpu=0, cons_cpu=1) -> dict" },
 	{ "grace_period", core_grace_period, METH_NOARGS,
 	  "an RCU grace period via membarrier(GLOBAL); False if unsupported" },
+	{ "format_event", (PyCFunction)(void (*)(void))core_format_event, METH_VARARGS | METH_KEYWORDS,
+	  "format_event(name, comm, *, seq=0, ts_ns=0, wall_offset_ns=0, pid=0, tid=0, ppid=0, uid=0, "
+	  "cpu=0, mode=0, ret=0, trigger=0, syscall=0, flags=0, open_flags=0) -> bytes: one record "
+	  "through the drain's JSON formatter" },
 	{ "libbpf_log", core_libbpf_log, METH_NOARGS, "libbpf's last messages" },
 	{ "set_verbose", core_set_verbose, METH_VARARGS, "print libbpf debug output" },
 	{ NULL, NULL, 0, NULL },
