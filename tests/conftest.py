@@ -158,8 +158,12 @@ def run_pipeline(*args: str, timeout: float = 30.0,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+StartPipeline = Callable[..., PipelineProc]
+Reap = Callable[[subprocess.Popen[Any]], subprocess.Popen[Any]]
+
+
 @pytest.fixture
-def pipeline_proc() -> Iterator[Callable[..., PipelineProc]]:
+def pipeline_proc() -> Iterator[StartPipeline]:
     """Starts `python -m pipeline ARGS` like PipelineProc(...), and at teardown, passed or
     failed, stops every run it started and removes its pins: a failed test leaves no root
     process running and no arena pinned."""
@@ -178,7 +182,7 @@ def pipeline_proc() -> Iterator[Callable[..., PipelineProc]]:
 
 
 @pytest.fixture
-def reap() -> Iterator[Callable[[subprocess.Popen[Any]], subprocess.Popen[Any]]]:
+def reap() -> Iterator[Reap]:
     """Registers a helper process (listener, creator, ...) to be killed and reaped at teardown
     if the test left it running."""
     procs: list[subprocess.Popen[Any]] = []

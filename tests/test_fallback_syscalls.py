@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PipelineProc, needs_root, read_jsonl, run_pipeline, wait_for
+from conftest import StartPipeline, needs_root, read_jsonl, run_pipeline, wait_for
 
 pytestmark = needs_root
 
@@ -57,12 +57,13 @@ EXPECTED = {  # name -> syscall the record must name
 }
 
 
-def test_each_creating_syscall(tmp_path: Path, pin_root: Path) -> None:
+def test_each_creating_syscall(tmp_path: Path, pin_root: Path,
+                               pipeline_proc: StartPipeline) -> None:
     out = tmp_path / "ev.jsonl"
     work = tmp_path / "w"
     work.mkdir()
-    pl = PipelineProc("--sink", "jsonl", "--output", str(out), "--trigger", "tracepoint",
-                      "--pin-dir", str(pin_root))
+    pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--trigger", "tracepoint",
+                       "--pin-dir", str(pin_root))
     res = subprocess.run([sys.executable, "-c", CALLER, str(work)], capture_output=True,
                          text=True, check=True)
     report = json.loads(res.stdout)
@@ -88,13 +89,13 @@ def test_each_creating_syscall(tmp_path: Path, pin_root: Path) -> None:
     assert all(str(e["name"]).startswith(str(work)) for e in events)
 
 
-def test_lsm_trigger(tmp_path: Path, pin_root: Path) -> None:
+def test_lsm_trigger(tmp_path: Path, pin_root: Path, pipeline_proc: StartPipeline) -> None:
     probe = run_pipeline("--trigger", "lsm", "--duration", "0.3", "--pin-dir", str(pin_root))
     if probe.returncode != 0:
         pytest.skip(f"BPF LSM cannot attach on this kernel: {probe.stderr.strip()}")
     out = tmp_path / "lsm.jsonl"
-    pl = PipelineProc("--sink", "jsonl", "--output", str(out), "--trigger", "lsm",
-                      "--pin-dir", str(pin_root))
+    pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--trigger", "lsm",
+                       "--pin-dir", str(pin_root))
     target = tmp_path / "lsm-created"
     target.touch()
     wait_for(lambda: out.exists() and any(e["name"] == target.name for e in read_jsonl(out)),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from conftest import needs_root
+from conftest import needs_root, parse_jsonl
 
 pytestmark = needs_root
 
@@ -19,7 +17,7 @@ def test_numbers_and_fields_of_burst_records() -> None:
         offset = -(10**18) - 12345  # negative offsets format too
         data, n = s.drain_json(10000, offset)
         assert n == 5000 and data.count(b"\n") == 5000
-        events = [json.loads(line) for line in data.splitlines()]
+        events = parse_jsonl(data)
         # the burst program stores its loop index in ret: 0..999 per call
         assert [e["ret"] for e in events] == [i for _ in range(5) for i in range(1000)]
         assert [e["seq"] for e in events] == list(range(5000))
@@ -41,7 +39,7 @@ def test_full_queue_drops_are_counted_and_nothing_is_reordered() -> None:
         published, dropped = s.burst(3000, 3000)
         assert (published, dropped) == (1024, 1976)
         data, n = s.drain_json(5000, 0)
-        seqs = [json.loads(line)["seq"] for line in data.splitlines()]
+        seqs = [e["seq"] for e in parse_jsonl(data)]
         assert n == 1024 and seqs == list(range(1024))
         st = s.stats()
         assert st["dropped_full"] == 1976 and st["high_water"] == 1024

@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from conftest import PipelineProc, needs_root, read_jsonl, wait_for
+from conftest import Reap, StartPipeline, needs_root, read_jsonl, wait_for
 
 pytestmark = needs_root
 
@@ -23,15 +23,15 @@ print(os.getpid())
 
 
 def test_files_from_several_processes_arrive_exactly_once_in_order(
-        tmp_path: Path, pin_root: Path) -> None:
+        tmp_path: Path, pin_root: Path, pipeline_proc: StartPipeline, reap: Reap) -> None:
     procs, per_proc = 4, 2500  # N = 10,000
     out = tmp_path / "events.jsonl"
     work = tmp_path / "files"
     work.mkdir()
-    pl = PipelineProc("--sink", "jsonl", "--output", str(out), "--trigger", "tracepoint",
-                      "--pin-dir", str(pin_root))
-    creators = [subprocess.Popen([sys.executable, "-c", CREATOR, str(work), f"p{k}",
-                                  str(per_proc)], stdout=subprocess.PIPE, text=True)
+    pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--trigger", "tracepoint",
+                       "--pin-dir", str(pin_root))
+    creators = [reap(subprocess.Popen([sys.executable, "-c", CREATOR, str(work), f"p{k}",
+                                       str(per_proc)], stdout=subprocess.PIPE, text=True))
                 for k in range(procs)]
     pids = {}
     for k, c in enumerate(creators):
@@ -64,10 +64,11 @@ def test_files_from_several_processes_arrive_exactly_once_in_order(
     assert final["produced"] == final["read"]
 
 
-def test_kernel_burst_of_a_million_is_accounted_exactly(tmp_path: Path, pin_root: Path) -> None:
+def test_kernel_burst_of_a_million_is_accounted_exactly(tmp_path: Path, pin_root: Path,
+                                                        pipeline_proc: StartPipeline) -> None:
     out = tmp_path / "burst.jsonl"
-    pl = PipelineProc("--sink", "jsonl", "--output", str(out), "--trigger", "none",
-                      "--pin-dir", str(pin_root))
+    pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--trigger", "none",
+                       "--pin-dir", str(pin_root))
     burst = subprocess.run(
         [sys.executable, "-m", "pipeline", "burst", "--events", "1000000",
          "--pin-dir", str(pin_root / str(pl.proc.pid))],
@@ -85,10 +86,11 @@ def test_kernel_burst_of_a_million_is_accounted_exactly(tmp_path: Path, pin_root
     assert all(e["trigger"] == "burst" and e["name"] == "burst" for e in events)
 
 
-def test_touch_gives_one_event_promptly(tmp_path: Path, pin_root: Path) -> None:
+def test_touch_gives_one_event_promptly(tmp_path: Path, pin_root: Path,
+                                        pipeline_proc: StartPipeline) -> None:
     out = tmp_path / "one.jsonl"
     target = tmp_path / "x"
-    pl = PipelineProc("--sink", "jsonl", "--output", str(out), "--pin-dir", str(pin_root))
+    pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--pin-dir", str(pin_root))
     touch = subprocess.run(["touch", str(target)], check=True)
     assert touch.returncode == 0
     wait_for(lambda: out.exists() and any(e["name"] == str(target) for e in read_jsonl(out)),
@@ -98,10 +100,10 @@ def test_touch_gives_one_event_promptly(tmp_path: Path, pin_root: Path) -> None:
     assert len(mine) == 1 and mine[0]["comm"] == "touch"
 
 
-def test_pins_private_removed_on_exit_and_stale_ones_cleaned(tmp_path: Path,
-                                                             pin_root: Path) -> None:
+def test_pins_private_removed_on_exit_and_stale_ones_cleaned(tmp_path: Path, pin_root: Path,
+                                                             pipeline_proc: StartPipeline) -> None:
     out = tmp_path / "p.jsonl"
-    first = PipelineProc("--sink", "jsonl", "--output", str(out), "--pin-dir", str(pin_root))
+    first = pipeline_proc("--sink", "jsonl", "--output", str(out), "--pin-dir", str(pin_root))
     pins = pin_root / str(first.proc.pid)
     assert sorted(p.name for p in pins.iterdir()) == ["arena", "burst"]
     assert pin_root.stat().st_mode & 0o777 == 0o700
@@ -109,7 +111,7 @@ def test_pins_private_removed_on_exit_and_stale_ones_cleaned(tmp_path: Path,
     first.proc.kill()  # SIGKILL: no chance to clean up
     first.wait()
     assert pins.exists()
-    second = PipelineProc("--sink", "jsonl", "--output", str(out), "--pin-dir", str(pin_root))
+    second = pipeline_proc("--sink", "jsonl", "--output", str(out), "--pin-dir", str(pin_root))
     assert not pins.exists()
     assert any("removed stale pins" in ln and str(first.proc.pid) in ln for ln in second.lines)
     assert second.stop() == 0

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conftest import PipelineProc, needs_root, read_jsonl, wait_for
+from conftest import Reap, StartPipeline, needs_root, read_jsonl, wait_for
 
 pytestmark = needs_root
 
@@ -25,16 +25,19 @@ for _ in range(int(sys.argv[1])):
 """
 
 
-def test_fallback_record_names_the_creating_task(tmp_path: Path, pin_root: Path) -> None:
+def test_fallback_record_names_the_creating_task(tmp_path: Path, pin_root: Path,
+                                                 pipeline_proc: StartPipeline,
+                                                 reap: Reap) -> None:
     # pytest's own tmp tree is 0700: the unprivileged creator needs a place of its own
     shared = Path(tempfile.mkdtemp(prefix="ap-records-", dir="/tmp"))
     try:
-        _fallback_record(shared, tmp_path, pin_root)
+        _fallback_record(shared, tmp_path, pin_root, pipeline_proc, reap)
     finally:
         shutil.rmtree(shared)
 
 
-def _fallback_record(shared: Path, tmp_path: Path, pin_root: Path) -> None:
+def _fallback_record(shared: Path, tmp_path: Path, pin_root: Path,
+                     pipeline_proc: StartPipeline, reap: Reap) -> None:
     shared.chmod(0o755)
     work = shared / "w"
     work.mkdir()
@@ -44,10 +47,10 @@ def _fallback_record(shared: Path, tmp_path: Path, pin_root: Path) -> None:
     shutil.copy("/usr/bin/touch", tool)
     tool.chmod(0o755)
     out = tmp_path / "rec.jsonl"
-    pl = PipelineProc("--sink", "jsonl", "--output", str(out), "--filter-comm", tool.name,
-                      "--pin-dir", str(pin_root), "--trigger", "tracepoint")
-    child = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                              "--clear-groups", str(tool), str(work / "made-by-nobody")])
+    pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--filter-comm", tool.name,
+                       "--pin-dir", str(pin_root), "--trigger", "tracepoint")
+    child = reap(subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                   "--clear-groups", str(tool), str(work / "made-by-nobody")]))
     assert child.wait(10) == 0
     wait_for(lambda: out.exists() and len(read_jsonl(out)) >= 1, 5, "the event")
     assert pl.stop() == 0
@@ -61,22 +64,19 @@ def _fallback_record(shared: Path, tmp_path: Path, pin_root: Path) -> None:
     assert ev["trigger"] == "tracepoint" and ev["syscall"] in ("openat", "open", "creat")
 
 
-def test_benchmark_load_one_event_per_getppid(tmp_path: Path, pin_root: Path) -> None:
+def test_benchmark_load_one_event_per_getppid(tmp_path: Path, pin_root: Path,
+                                              pipeline_proc: StartPipeline, reap: Reap) -> None:
     calls = 5000
     out = tmp_path / "bench.jsonl"
-    child = subprocess.Popen([sys.executable, "-c", CALLER, str(calls)], stdin=subprocess.PIPE,
-                             text=True)
-    try:
-        comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
-        pl = PipelineProc("--sink", "jsonl", "--output", str(out), "--trigger", "getppid",
-                          "--filter-pid", str(child.pid), "--pin-dir", str(pin_root))
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.close()
-        assert child.wait(20) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
+    child = reap(subprocess.Popen([sys.executable, "-c", CALLER, str(calls)],
+                                  stdin=subprocess.PIPE, text=True))
+    comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
+    pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--trigger", "getppid",
+                       "--filter-pid", str(child.pid), "--pin-dir", str(pin_root))
+    assert child.stdin is not None
+    child.stdin.write("go\n")
+    child.stdin.close()
+    assert child.wait(20) == 0
     wait_for(lambda: out.exists() and len(read_jsonl(out)) >= calls, 10, "the getppid events")
     assert pl.stop() == 0
     final = pl.final()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib.metadata
 import json
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
 import pytest
+from conftest import parse_jsonl
 
 from pipeline.sinks import Batch, Option, Sink, SinkError, available, get_sink_class
 from pipeline.sinks.jsonl import JsonlSink
@@ -52,10 +54,8 @@ def batches(n: int, per: int, start: int = 0, pad: int = 0) -> list[Batch]:
 
 
 def seqs(data: bytes) -> list[int]:
-    """The seq of every line; fails on a partial or malformed line."""
-    if data:
-        assert data.endswith(b"\n"), f"partial last line: {data[-60:]!r}"
-    return [json.loads(ln)["seq"] for ln in data.splitlines()]
+    """The seq of every line; fails on a partial, malformed or not strictly JSON line."""
+    return [int(e["seq"]) for e in parse_jsonl(data)]
 
 
 def sent(bs: list[Batch]) -> int:
@@ -559,6 +559,8 @@ async def wait_until(pred: Callable[[], bool], what: str, timeout: float = 5.0) 
 
 
 FAST = {"backoff_initial": 0.005, "backoff_max": 0.02}
+# turns a close() that never returns into a failure; far above any close_timeout used here
+CLOSE_GUARD_S = 60.0
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -651,7 +653,7 @@ def test_socket_unreachable_at_start(kind: str, tmp_path: Path) -> None:
 
 
 def test_socket_close_while_down_is_bounded_and_counted(tmp_path: Path) -> None:
-    async def scenario() -> tuple[SocketSink, Listener, float]:
+    async def scenario() -> tuple[SocketSink, Listener]:
         first = listener("unix", tmp_path)
         await first.start()
         sink = SocketSink(connect=first.target, close_timeout=0.3, **FAST)
@@ -661,12 +663,12 @@ def test_socket_close_while_down_is_bounded_and_counted(tmp_path: Path) -> None:
         await wait_until(lambda: sink.stats.delivered == 50, "delivery")
         await first.stop()
         await write_all(sink, batches(7, 10, start=50), start=False, close=False)
-        t0 = time.monotonic()
-        await sink.close()
-        return sink, first, time.monotonic() - t0
+        # close_timeout bounds close() with nobody listening: it returns and counts what it
+        # holds; the guard only turns a close that never returns into a failure, not a hang
+        await asyncio.wait_for(sink.close(), CLOSE_GUARD_S)
+        return sink, first
 
-    sink, first, took = run(scenario())
-    assert 0.25 < took < 1.0
+    sink, first = run(scenario())
     assert sink.stats.as_dict() == {"delivered": 50, "dropped": {"disconnected": 70},
                                     "dropped_total": 70, "failed": None}
     assert first.seqs() == list(range(50))
@@ -709,12 +711,14 @@ def test_socket_peer_that_stops_reading_after_fin_is_bounded(tmp_path: Path) -> 
     duplicated, since the stalled peer never reads those bytes)."""
     bs = batches(150, 40, pad=200)  # ~10 KiB batches: the socket buffer fills up quickly
 
-    async def scenario() -> tuple[SocketSink, Listener, Listener, float]:
+    reports: list[str] = []
+
+    async def scenario() -> tuple[SocketSink, Listener, Listener]:
         first = listener("unix", tmp_path, pause=0.001)
         await first.start()
         second = listener("unix", tmp_path)
         sink = SocketSink(connect=first.target, close_timeout=0.3, **FAST)
-        sink.reporter = lambda _: None
+        sink.reporter = reports.append
         await sink.start()
         await write_all(sink, bs[:10], start=False, close=False)
         await wait_until(lambda: sink.stats.delivered == 400, "the first batches")
@@ -723,18 +727,20 @@ def test_socket_peer_that_stops_reading_after_fin_is_bounded(tmp_path: Path) -> 
             c.transport.pause_reading()
         await write_all(sink, bs[10:], start=False, close=False)
         await asyncio.sleep(0.05)  # the sender is now blocked: the peer's queue is full
-        t0 = time.monotonic()
         first.stall()
         await second.start()
-        await wait_until(lambda: sink.stats.delivered == 6000, "everything", timeout=5)
-        took = time.monotonic() - t0
+        await wait_until(lambda: sink.stats.delivered == 6000, "everything", timeout=30)
         await sink.close()
         await second.stop()
         await first.abort()
-        return sink, first, second, took
+        return sink, first, second
 
-    sink, first, second, took = run(scenario())
-    assert 0.3 <= took < 2.0
+    sink, first, second = run(scenario())
+    # the stalled peer was given up on (after close_timeout) as a timed-out link, then the
+    # sink reconnected: it did not wait for it forever
+    lost = f"lost ({os.strerror(errno.ETIMEDOUT)})"
+    assert len([r for r in reports if lost in r]) == 1, reports
+    assert reports[-1].startswith("pipeline: sink socket: reconnected to "), reports
     assert sink.stats.as_dict() == {"delivered": 6000, "dropped": {}, "dropped_total": 0,
                                     "failed": None}
     assert second.seqs()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PipelineProc, count_lines, needs_root, read_jsonl, wait_for
+from conftest import Reap, StartPipeline, count_lines, needs_root, read_jsonl, wait_for
 
 pytestmark = needs_root
 HERE = Path(__file__).resolve().parent
@@ -31,12 +31,12 @@ def create(work: Path, tag: str, n: int) -> None:
 
 
 class Listener:
-    def __init__(self, tmp: Path, name: str, port: int) -> None:
+    def __init__(self, tmp: Path, name: str, port: int, reap: Reap) -> None:
         self.count_file = tmp / f"{name}.count"
         ready = tmp / f"{name}.ready"
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "listener.py"), "--port",
-                                      str(port), "--count-file", str(self.count_file),
-                                      "--ready-file", str(ready)])
+        self.proc = reap(subprocess.Popen([sys.executable, str(HERE / "listener.py"), "--port",
+                                           str(port), "--count-file", str(self.count_file),
+                                           "--ready-file", str(ready)]))
         wait_for(ready.exists, 10, "the listener")
 
     def stop(self) -> int:
@@ -53,18 +53,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_socket_listener_restarted_mid_run(tmp_path: Path, pin_root: Path) -> None:
+def test_socket_listener_restarted_mid_run(tmp_path: Path, pin_root: Path,
+                                           pipeline_proc: StartPipeline, reap: Reap) -> None:
     port = free_port()
     work = tmp_path / "w"
     work.mkdir()
     ref = tmp_path / "ref.jsonl"
-    first = Listener(tmp_path, "first", port)
-    pl = PipelineProc("--sink", "socket,jsonl", "--connect", f"127.0.0.1:{port}",
-                      "--output", str(ref), "--pin-dir", str(pin_root))
+    first = Listener(tmp_path, "first", port, reap)
+    pl = pipeline_proc("--sink", "socket,jsonl", "--connect", f"127.0.0.1:{port}",
+                       "--output", str(ref), "--pin-dir", str(pin_root))
     create(work, "a", 3000)
     received = first.stop()
     create(work, "b", 2000)  # while nobody listens: buffered
-    second = Listener(tmp_path, "second", port)
+    second = Listener(tmp_path, "second", port, reap)
     create(work, "c", 3000)
     wait_for(lambda: count_lines(ref) >= 8000, 20, "events")
     assert pl.stop() == 0, pl.stderr()
@@ -89,15 +90,15 @@ def small_tmpfs() -> Any:
     os.rmdir(d)
 
 
-def test_full_filesystem_fails_one_sink_only(tmp_path: Path, pin_root: Path,
-                                             small_tmpfs: Path) -> None:
+def test_full_filesystem_fails_one_sink_only(tmp_path: Path, pin_root: Path, small_tmpfs: Path,
+                                             pipeline_proc: StartPipeline) -> None:
     work = tmp_path / "w"
     work.mkdir()
     full = small_tmpfs / "events.jsonl"
     stdout_file = tmp_path / "stdout.jsonl"
     with open(stdout_file, "wb") as so:
-        pl = PipelineProc("--sink", "jsonl,stdout", "--output", str(full),
-                          "--pin-dir", str(pin_root), stdout=so)
+        pl = pipeline_proc("--sink", "jsonl,stdout", "--output", str(full),
+                           "--pin-dir", str(pin_root), stdout=so)
         create(work, "z", 5000)  # ~1.8 MB of JSON: far more than 256 KiB
         wait_for(lambda: count_lines(stdout_file) >= 5000, 20, "stdout events")
         assert pl.stop() == 0, pl.stderr()
