@@ -64,11 +64,14 @@ def pytest_configure(config: pytest.Config) -> None:
     sys.stderr.write(f"conftest: {why}: rebuilding with `make ext`\n")
     # the stamp alone would let make skip a build whose output was replaced by an older one
     (ROOT / "build" / ".ext-ready").unlink(missing_ok=True)
-    res = subprocess.run(["make", "-C", str(ROOT), "ext"], capture_output=True, text=True)
+    res = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "ext"],
+                         capture_output=True, text=True)
+    # the build's own status may be lost in make's pipe: the result is what counts
     still = _extension_stale()
     if res.returncode != 0 or still is not None:
-        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
-        pytest.exit(f"{why}, and `make ext` could not rebuild it ({tail[0] or still}); "
+        out = (res.stdout + res.stderr).splitlines()
+        errors = [ln.strip() for ln in out if "error" in ln.lower()] or out[-1:] or [still]
+        pytest.exit(f"{why}, and `make ext` could not rebuild it: {errors[0]}; fix that, then "
                     f"run `sudo make -C {ROOT} setup` and start pytest again", returncode=2)
 
 
