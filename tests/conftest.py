@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import pytest
 
@@ -76,7 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class PipelineProc:
-    """`python -m pipeline ARGS` in the background, ready once it says so."""
+    """`python -m pipeline ARGS` in the background, ready once it says so. Every run is
+    also stopped at the end of the test that started it (_stop_runs_left_behind), however
+    the test ended; the pipeline_proc fixture makes that explicit."""
+
+    started: ClassVar[list[PipelineProc]] = []
 
     def __init__(self, *args: str, stdout: int | IO[bytes] | None = subprocess.DEVNULL,
                  wait_ready: bool = True, env: dict[str, str] | None = None) -> None:
@@ -85,6 +89,7 @@ class PipelineProc:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", *args], cwd=ROOT, stdout=stdout,
             stderr=subprocess.PIPE, env=env)
+        PipelineProc.started.append(self)
         self.lines: list[str] = []
         self._ready = threading.Event()
         self._t = threading.Thread(target=self._read_stderr, daemon=True)
@@ -181,6 +186,18 @@ def pipeline_proc() -> Iterator[StartPipeline]:
 
     yield start
     for pl in started:
+        pl.close()
+
+
+@pytest.fixture(autouse=True)
+def _stop_runs_left_behind() -> Iterator[None]:
+    """Runs a test started without pipeline_proc are stopped at its end too, so a failed
+    assertion never leaves a root process running or an arena pinned."""
+    before = len(PipelineProc.started)
+    yield
+    mine = PipelineProc.started[before:]
+    del PipelineProc.started[before:]
+    for pl in mine:
         pl.close()
 
 

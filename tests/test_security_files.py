@@ -12,7 +12,6 @@ is tested is the pipeline's own checks. A sticky /tmp-like directory is covered 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import stat
@@ -381,8 +380,7 @@ def test_rotation_names_planted_mid_run(scene: Scene, kind: str, what: str, keep
         "failed": sink.stats.failed}
     assert len(reports) == 1 and "refusing to reopen or rotate" in reports[0], reports
     assert f"events.jsonl.{slot} is" in reports[0], reports
-    assert [json.loads(ln)["seq"] for ln in scene.out.read_bytes().splitlines()] == \
-        list(range(20))
+    assert [e["seq"] for e in read_jsonl(scene.out)] == list(range(20))
     assert stat.S_IMODE(scene.out.stat().st_mode) == 0o600
 
 
