@@ -73,7 +73,7 @@ $(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
 # runs from the checkout.
 ext: $(BUILD)/.ext-ready
 $(BUILD)/.ext-ready: $(SKELS) $(EXT_SRCS) $(HEADERS) setup.py $(STAMP_VENV)
-	cd $(ROOT) && $(PY) setup.py -q build_ext --inplace --force 2>&1 | { grep -v '^$$' || true; }
+	set -o pipefail; cd $(ROOT) && $(PY) setup.py -q build_ext --inplace --force 2>&1 | { grep -v '^$$' || true; }
 	@touch $@
 
 run: setup
