@@ -74,7 +74,7 @@ def test_stats_at_its_bounds_is_accepted() -> None:
 
 def test_config_not_utf8_names_file_and_offset(tmp_path: Path) -> None:
     cfg = tmp_path / "latin1.toml"
-    body = 'filter_comm = "caf'.encode() + b"\xe9" + b'"\n'
+    body = b'filter_comm = "caf' + b"\xe9" + b'"\n'
     cfg.write_bytes(b"duration = 1\n" + body)
     offset = len(b"duration = 1\n") + len('filter_comm = "caf')
     line = one_line(check("--config", str(cfg)), str(cfg), "UTF-8")

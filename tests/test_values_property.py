@@ -112,7 +112,8 @@ def toml_docs(draw: st.DrawFn, table: str = "") -> bytes:
     lines: list[str] = []
     if table:  # a [stress] document
         lines.append(f"[{table}]")
-        lines.append(f"structure = {toml_value(draw(st.sampled_from(['hash', 'mpmc', 'spsc', 'stack', 'list', 'nosuch'])))}")
+        names = st.sampled_from(["hash", "mpmc", "spsc", "stack", "list", "nosuch"])
+        lines.append(f"structure = {toml_value(draw(names))}")
         for key in draw(st.lists(st.sampled_from([*STRESS, "mix", "bogus"]), max_size=6,
                                  unique=True)):
             if key == "mix":
@@ -238,7 +239,7 @@ def test_stress_config_in_process(scratch: Path, doc: bytes, duration: Any, ops:
         value = getattr(cfg, key)
         assert not isinstance(value, bool) and math.isfinite(value), (key, value)
         assert rng(value) is None, (key, value)
-    assert all(isinstance(w, int) and not isinstance(w, bool) and 0 <= w for w in cfg.mix)
+    assert all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in cfg.mix)
     assert any(cfg.mix)
 
 
