@@ -216,6 +216,7 @@ def test_config_and_flags_in_process(scratch: Path, doc: bytes, flags: list[str 
     argv = (["--config", str(path)] if use_file else []) + _as_text(flags)
     try:
         cfg = make_config(build_parser().parse_args(argv))
+        check_sink_options(cfg)  # what --check-config and the run's start add
     except (ConfigError, SinkError) as e:
         assert str(e).strip()
         return
