@@ -115,6 +115,13 @@ def run_main(argv: Sequence[str]) -> int:
     return run_pipeline(cfg)
 
 
+def one_line(msg: str) -> str:
+    """The message as one printable line, whatever a value quoted in it held
+    (newlines, terminal escapes, NUL)."""
+    flat = " ".join(msg.split())
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -132,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return stress_main(argv[1:])
         return run_main(argv)
     except (PipelineError, SinkError) as e:
-        # one line, whatever a value quoted in the message held
-        eprint(" ".join(str(e).split()))
+        eprint(one_line(str(e)))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

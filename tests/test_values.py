@@ -81,6 +81,12 @@ def test_config_not_utf8_names_file_and_offset(tmp_path: Path) -> None:
     assert f"byte 0xe9 at byte offset {offset}" in line
 
 
+def test_jsonl_output_with_nul(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sink.jsonl]\noutput = "/tmp/a\\u0000b"\n')
+    one_line(check("--config", str(cfg), "--sink", "jsonl"), "'output'", "NUL")
+
+
 def test_config_that_is_not_a_regular_file() -> None:
     one_line(check("--config", "/dev/zero"), "/dev/zero", "not a regular file")
 

@@ -270,3 +270,60 @@ def test_command_line_one_line_or_runs(scratch: Path, doc: bytes,
     path = scratch / "cli.toml"
     path.write_bytes(doc)
     assert_rule(_run(["--config", str(path), *flags, "--check-config"]))
+
+
+# ---- values that pass validation, run for real ----
+
+REAL_RUN = settings(max_examples=10, **PROFILE)  # type: ignore[arg-type]
+
+
+@st.composite
+def valid_flags(draw: st.DrawFn) -> list[str]:
+    """In-range values of the numeric options, as flags. The queue stays at most
+    2^20 events here: the largest one is valid but touches 1.4 GB, not for CI."""
+    argv: list[str] = []
+    for key in draw(st.lists(st.sampled_from(["max_events", "filter_pid", "queue_capacity",
+                                              "arena_pages", "batch", "spin_us"]),
+                             unique=True, max_size=4)):
+        rng = PIPELINE[key]
+        if key == "queue_capacity":
+            value: int = 1 << draw(st.integers(1, 20))
+        else:
+            value = draw(st.one_of(st.sampled_from([int(rng.lo), int(rng.hi)]),
+                                   st.integers(int(rng.lo), int(rng.hi))))
+        argv.append(f"--{key.replace('_', '-')}={value}")
+    stats = draw(st.sampled_from([None, "0", "0.1"]))
+    if stats is not None:
+        argv.append(f"--stats={stats}")
+    argv.append(f"--filter-comm={draw(st.text(max_size=5)).replace(chr(0), '')}")
+    return argv
+
+
+@pytest.fixture(scope="module")
+def pins() -> Any:
+    """The runs' pin root; each run removes its own directory in it."""
+    d = Path(f"/sys/fs/bpf/ap-values-{os.getpid()}")
+    yield d
+    if d.exists():
+        d.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")
+@REAL_RUN
+@given(flags=valid_flags())
+def test_valid_values_run(scratch: Path, pins: Path, flags: list[str]) -> None:
+    """Whatever passes validation starts, runs and stops cleanly (exit 0), or is
+    refused with one line (exit 2: e.g. a queue larger than the arena)."""
+    out = scratch / "run.jsonl"
+    res = _run([*flags, "--trigger", "none", "--duration", "0.2", "--sink", "jsonl",
+                "--output", str(out), "--pin-dir", str(pins)])
+    err = res.stderr.decode(errors="replace")
+    assert "Traceback" not in err, err
+    assert res.returncode in (0, 2), (res.returncode, err)
+    if res.returncode == 2:
+        assert len(err.splitlines()) == 1, err
+    else:
+        finals = [ln for ln in err.splitlines() if ln.startswith("pipeline: final ")]
+        assert len(finals) == 1, err
+        final = json.loads(finals[0][len("pipeline: final "):])
+        assert final["produced"] == final["read"] == 0

@@ -67,6 +67,8 @@ def parse_mode(raw: Any) -> int:
 def _names_a_file(value: Any) -> str | None:
     if not value:
         return "must not be empty"
+    if "\0" in value:
+        return "must not contain a NUL character"
     if os.path.basename(value) in ("", ".", ".."):
         return "must name a file, not a directory"
     return None
