@@ -59,9 +59,6 @@ class Config:
             raise ConfigError(f"filter_comm {shown(self.filter_comm)} is longer than 15 bytes, "
                               "the kernel's comm length")
         _check_text("pin_dir", self.pin_dir)
-        if not self.pin_dir:
-            raise ConfigError("pin_dir must name a directory on bpffs, e.g. "
-                              "/sys/fs/bpf/arena-pipeline")
         if self.trigger == "getppid" and not self.filter_pid:
             raise ConfigError("trigger getppid (a benchmark load) needs --filter-pid")
         return self

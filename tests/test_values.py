@@ -100,7 +100,8 @@ def test_check_config_prints_the_effective_config(tmp_path: Path) -> None:
     got = json.loads(res.stdout)
     assert (got["duration"], got["stats"], got["batch"], got["sinks"]) == (7, 0.5, 12, ["jsonl"])
     assert got["sink_options"]["jsonl"] == {"output": "o.jsonl", "rotate_bytes": 4096,
-                                            "rotate_keep": 5, "mode": 0o600}
+                                            "rotate_keep": 5, "mode": 0o600,
+                                            "allow_shared_dir": False}
 
 
 def test_every_numeric_option_has_a_range() -> None:
