@@ -3,27 +3,28 @@ generator (a SEC("syscall") program) through its pins, from another process."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from .config import Config
-from .errors import ConfigError, KernelError
+from .errors import KernelError
+from .flags import Parser
 from .kernel import check_privileges
 from .pins import PinRoot, check_run_dir
+from .ranges import BURST
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline burst",
+    p = Parser(prog="python -m pipeline burst",
                                 description="Produce N events in the kernel, in a tight loop, "
                                             "into a running pipeline's arena queue.")
-    p.add_argument("--events", type=int, required=True, metavar="N")
-    p.add_argument("--per-call", type=int, default=4096, metavar="K",
-                   help="events per program run (bounded: a long run is not preempted)")
+    p.add_argument("--events", type=BURST["events"].flag(), required=True, metavar="N",
+                   help=f"events to produce; {BURST['events'].describe()}")
+    p.add_argument("--per-call", type=BURST["per_call"].flag(), default=4096, metavar="K",
+                   help="events per program run (bounded: a long run is not preempted); "
+                        f"{BURST['per_call'].describe()}")
     p.add_argument("--pin-dir", metavar="DIR",
                    help="the run's pin directory (default: the only running pipeline's)")
     args = p.parse_args(argv)
-    if args.events < 0 or not 1 <= args.per_call <= 65536:
-        raise ConfigError("--events must be >= 0 and --per-call from 1 to 65536")
     check_privileges()
     if args.pin_dir:
         pin = check_run_dir(args.pin_dir, "burst")

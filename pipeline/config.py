@@ -7,12 +7,15 @@ flags override the file, the file overrides the defaults. Sink options live in
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .ranges import PIPELINE
 
 TRIGGERS = ("auto", "lsm", "tracepoint", "none", "getppid")
 
@@ -36,33 +39,46 @@ class Config:
     sink_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> Config:
+        """Return self if every value is usable, else raise ConfigError naming the key."""
         if self.trigger not in TRIGGERS:
-            raise ConfigError(f"trigger must be one of {', '.join(TRIGGERS)}, not {self.trigger!r}")
+            raise ConfigError(f"trigger must be one of {', '.join(TRIGGERS)}, "
+                              f"not {shown(self.trigger)}")
         if not self.sinks:
             raise ConfigError("no sink given: use --sink stdout|jsonl|socket (or sinks = [...])")
-        if self.duration < 0:
-            raise ConfigError(f"duration must be >= 0 seconds, not {self.duration}")
-        if self.max_events < 0:
-            raise ConfigError(f"max_events must be >= 0, not {self.max_events}")
+        for name in self.sinks:
+            _check_text("sink", name)
+        for key, rng in PIPELINE.items():
+            value = getattr(self, key)
+            problem = rng(value)
+            if problem is not None:
+                flag = "--" + key.replace("_", "-")
+                raise ConfigError(f"{key} {problem}, not {shown(value)}; fix {flag} or {key} in "
+                                  "the config file")
+        _check_text("filter_comm", self.filter_comm)
         if len(self.filter_comm.encode()) > 15:
-            raise ConfigError(f"filter_comm {self.filter_comm!r} is longer than 15 bytes, "
+            raise ConfigError(f"filter_comm {shown(self.filter_comm)} is longer than 15 bytes, "
                               "the kernel's comm length")
+        _check_text("pin_dir", self.pin_dir)
         if self.trigger == "getppid" and not self.filter_pid:
             raise ConfigError("trigger getppid (a benchmark load) needs --filter-pid")
-        if not 0 <= self.filter_pid < 2**31:
-            raise ConfigError(f"filter_pid must be a process id, not {self.filter_pid}")
-        cap = self.queue_capacity
-        if cap < 2 or cap & (cap - 1) or cap > 1 << 22:
-            raise ConfigError(f"queue_capacity must be a power of two from 2 to 4194304, not {cap}")
-        if not 64 <= self.arena_pages <= 1 << 20:
-            raise ConfigError(f"arena_pages must be from 64 to 1048576, not {self.arena_pages}")
-        if not 1 <= self.batch <= 65536:
-            raise ConfigError(f"batch must be from 1 to 65536 events, not {self.batch}")
-        if not 0 <= self.spin_us <= 1_000_000:
-            raise ConfigError(f"spin_us must be from 0 to 1000000, not {self.spin_us}")
-        if self.stats < 0:
-            raise ConfigError(f"stats interval must be >= 0 seconds, not {self.stats}")
         return self
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """repr() of a value for an error line, cut short: a line, not a dump."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_text(key: str, value: str) -> None:
+    """Strings go to C and to the file system: no NUL, nothing UTF-8 cannot encode
+    (a command line that is not UTF-8 arrives as lone surrogates)."""
+    if "\0" in value:
+        raise ConfigError(f"{key} must not contain a NUL character, not {shown(value)}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ConfigError(f"{key} must be valid UTF-8 text, not {shown(value)}") from None
 
 
 # Keys a TOML file may set at the top level, with the types they accept
@@ -80,20 +96,51 @@ def _check_type(key: str, value: Any, types: tuple[type, ...], where: str) -> No
     if not ok:
         want = " or ".join(t.__name__ for t in types)
         raise ConfigError(f"{where}: {key} must be {want}, not {type(value).__name__} "
-                          f"({value!r})")
+                          f"({shown(value)})")
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A TOML file as a dict, or ConfigError with one line: missing, unreadable, not
+    a regular file (a FIFO or a device would block or never end), too large, not
+    UTF-8 (with the offset of the first bad byte), or not TOML."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {p} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} {p} is not a regular file; give the path of a .toml file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{what} {p} is larger than {MAX_CONFIG_BYTES} bytes; "
+                              "a config is a few lines of TOML")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {p} is not UTF-8: byte 0x{raw[e.start]:02x} at byte offset "
+                          f"{e.start} cannot be decoded; save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{what} {p} is not valid TOML: {e}") from None
 
 
 def load_file(path: str | Path, cfg: Config) -> Config:
     """Apply a TOML file onto cfg; unknown keys and bad types are errors."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    data = read_toml(p)
     for key, value in data.items():
         if key == "sinks":
             if isinstance(value, str):
@@ -111,5 +158,5 @@ def load_file(path: str | Path, cfg: Config) -> Config:
             setattr(cfg, key, value)
         else:
             known = ", ".join(sorted([*_SCALAR_KEYS, "sinks", "sink"]))
-            raise ConfigError(f"{p}: unknown key {key!r}; known keys: {known}")
+            raise ConfigError(f"{p}: unknown key {shown(key)}; known keys: {known}")
     return cfg

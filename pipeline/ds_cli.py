@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 
 from .ds import Meta, registry
+from .flags import Parser
 
 
 def _yes(b: bool) -> str:
@@ -24,7 +24,7 @@ def table(metas: Sequence[Meta]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline ds",
+    p = Parser(prog="python -m pipeline ds",
                                 description="The data structures in the BPF arena.")
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="registered structures and their metadata")

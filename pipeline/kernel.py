@@ -28,12 +28,44 @@ def effective_caps() -> int:
     return 0
 
 
-def check_privileges() -> None:
+def check_privileges(trigger: str | None = None, pin_dir: str | None = None) -> None:
+    """Refuse early, with the real cause, what the kernel would refuse later.
+
+    Root passes. CAP_BPF with CAP_PERFMON loads and runs the programs, but
+    tracefs (where the syscall tracepoints' ids are read) is root's alone
+    unless its mount grants more, and the pin directory must be writable:
+    both are checked here for such a caller, so the message names them
+    rather than whatever the kernel's refusal suggests later."""
     caps = effective_caps()
-    has_bpf = caps & (1 << CAP_SYS_ADMIN) or (caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON))
-    if not has_bpf:
+    if caps & (1 << CAP_SYS_ADMIN):
+        return
+    if not (caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON)):
         raise PrivilegeError("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON): "
                              "run it with sudo")
+    if trigger == "tracepoint":
+        tracefs = Path("/sys/kernel/tracing")
+        ids = tracefs / "events/syscalls/sys_enter_openat/id"
+        try:
+            ids.read_bytes()
+        except PermissionError:
+            raise PrivilegeError(
+                f"the syscall tracepoints need read access to tracefs ({ids}: permission "
+                "denied; CAP_BPF and CAP_PERFMON do not grant it): run as root, mount "
+                f"tracefs at {tracefs} with gid=GROUP,mode=0750 for a group of this user, or "
+                "use --trigger none") from None
+        except OSError:
+            pass  # not mounted, or no such event: ensure_mounts and the attach say so
+    if pin_dir is not None:
+        # the nearest directory that exists must let this user create the rest
+        d = Path(pin_dir)
+        while not os.path.lexists(d) and d != d.parent:
+            d = d.parent
+        effective = os.access in os.supports_effective_ids
+        if not os.access(d, os.W_OK | os.X_OK, effective_ids=effective):
+            raise PrivilegeError(
+                f"the pin directory {pin_dir} cannot be created or written by uid "
+                f"{os.geteuid()} ({d} is not writable): give --pin-dir a directory on bpffs "
+                "this user owns, e.g. /sys/fs/bpf/$USER")
 
 
 def _mounted(path: str) -> bool:

@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from .ds import Arena, Op, Structure
+from .ds import Arena, Op, Result, Structure
 
 # the worker process's arena, attached once by the initializer
 _ARENA: Arena | None = None
@@ -66,6 +66,9 @@ class KeyedTask:
 class KeyedResult:
     ops: int = 0
     ok: list[int] = field(default_factory=lambda: [0, 0, 0])
+    # per op kind: operations that found the arena out of memory (they change nothing)
+    nomem: list[int] = field(default_factory=lambda: [0, 0, 0])
+    nomem_calls: int = 0  # kernel calls that had no memory to start (no op ran)
     mismatches: int = 0  # batches whose successes differ from the model
     keys: bytes = b""    # the model's final key set, sorted u64s
     seconds: float = 0.0
@@ -101,11 +104,18 @@ def keyed_user(task: KeyedTask) -> KeyedResult:
         res.ops += b.n
         ok = b.ok
         res.ok[MIX_OPS.index(kind)] += ok
-        kset = set(keys)
+        kset = set(keys[:b.n])
+        # An operation that found no memory changed nothing: it is counted, and
+        # the model follows the operations that did run.
+        if b.count(Result.NOMEM):
+            starved = {k for k, r in zip(keys, b.results[:b.n], strict=False)
+                       if r == Result.NOMEM}
+            res.nomem[MIX_OPS.index(kind)] += len(starved)
+            kset -= starved
         # found values must be the keys themselves (inserted as value = key)
         if kind != Op.INSERT and sum(b.ovals) != sum(kset & model):
             res.mismatches += 1
-        if not keyed_step(model, kind, kset, ok):
+        if b.n != len(keys) or not keyed_step(model, kind, kset, ok):
             res.mismatches += 1
     res.keys = array("Q", sorted(model)).tobytes()
     res.seconds = time.monotonic() - t0
@@ -128,13 +138,46 @@ def keyed_kernel(s: Structure, task: KeyedTask) -> KeyedResult:
                           search=int(kind == Op.SEARCH), key_lo=a, key_span=cnt, seq=True,
                           val_base=a)
         res.ops += kb.ops
-        ok = kb.succeeded[MIX_OPS.index(kind)]
-        res.ok[MIX_OPS.index(kind)] += ok
-        if kb.ops != cnt or not keyed_step(model, kind, set(range(a, a + cnt)), ok):
+        k = MIX_OPS.index(kind)
+        ok = kb.succeeded[k]
+        res.ok[k] += ok
+        touched = range(a, a + kb.ops)  # a batch that stops early ran its first ops
+        short = kb.ops != cnt
+        if short and kb.status == Result.NOMEM:
+            # the call found no memory for its own counters and stopped: counted
+            res.nomem_calls += 1
+            short = False
+        if kb.nomem:
+            res.nomem[k] += kb.nomem
+            if short or not _reconcile(s, model, kind, touched, ok, kb.nomem):
+                res.mismatches += 1
+        elif short or not keyed_step(model, kind, set(touched), ok):
             res.mismatches += 1
     res.keys = array("Q", sorted(model)).tobytes()
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _reconcile(s: Structure, model: set[int], kind: Op, touched: range, ok: int,
+               nomem: int) -> bool:
+    """After a kernel batch in which `nomem` operations found no memory.
+
+    The kernel reports counts, not which keys starved, so the agent reads its
+    own keys back (no other agent touches them) and checks that what it finds
+    is exactly a batch whose starved inserts did nothing: every key present
+    before still is, `ok` keys are new, `nomem` are still absent. The model
+    becomes what was found."""
+    if kind != Op.INSERT:
+        return False  # only inserts allocate
+    keys = array("Q", touched)
+    found = s.search_many(keys)
+    present = {key for key, r in zip(keys, found.results[:found.n], strict=True)
+               if r == Result.OK}
+    before = model.intersection(touched)
+    consistent = (found.n == len(keys) and before <= present
+                  and len(present - before) == ok and len(keys) - len(present) == nomem)
+    model |= present
+    return consistent
 
 
 @dataclass
@@ -152,6 +195,8 @@ class QueueResult:
     popped: bytes = b""  # values in the order this consumer popped them
     ops: int = 0
     failures: int = 0
+    nomem: int = 0  # pushes that found the arena out of memory (pushed again later)
+    nomem_calls: int = 0  # kernel calls that had no memory to start (no op ran)
     seconds: float = 0.0
 
 
@@ -173,6 +218,7 @@ def queue_producer(task: QueueTask) -> QueueResult:
         res.ops += b.n
         ok = b.ok
         res.failures += b.n - ok
+        res.nomem += b.count(Result.NOMEM)
         res.pushed += ok
         if ok < n:
             time.sleep(0)

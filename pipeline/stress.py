@@ -17,21 +17,23 @@ config.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
 import threading
 import time
-import tomllib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .ds import Arena, Meta, Structure, meta_of
+from ._core import CoreError
+from .config import read_toml, shown
+from .ds import Arena, Meta, Result, Structure, meta_of
 from .errors import ConfigError, KernelError
+from .flags import Parser
 from .kernel import check_privileges, ensure_mounts
 from .pins import DEFAULT_ROOT, PinRoot, RunDir
 from .pool import (
@@ -48,6 +50,7 @@ from .pool import (
     queue_consumer,
     queue_producer,
 )
+from .ranges import STRESS, STRESS_MIX_WEIGHT
 
 KERNEL_PRODUCER_BASE = 100  # kernel producers' ids; user producers count from 1
 
@@ -69,21 +72,20 @@ class StressConfig:
 
 
 def load_config(path: str, duration: float | None, ops: int | None) -> StressConfig:
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read stress config {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    raw = read_toml(path, "stress config")
     t = raw.get("stress")
     if not isinstance(t, dict):
         raise ConfigError(f"{path}: needs a [stress] table")
     known = set(StressConfig.__dataclass_fields__)
     for k in t:
         if k not in known:
-            raise ConfigError(f"{path}: unknown key stress.{k} (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{path}: unknown key {shown(k)} in [stress] "
+                              f"(known: {', '.join(sorted(known))})")
     if "structure" not in t:
         raise ConfigError(f"{path}: stress.structure is required")
+    if not isinstance(t["structure"], str):
+        raise ConfigError(f"{path}: stress.structure must be a structure's name "
+                          "(python -m pipeline ds list)")
     try:
         meta_of(t["structure"])
     except KeyError as e:
@@ -93,6 +95,10 @@ def load_config(path: str, duration: float | None, ops: int | None) -> StressCon
         m = args["mix"]
         if not isinstance(m, dict) or set(m) - {"insert", "delete", "search"}:
             raise ConfigError(f"{path}: stress.mix is a table of insert, delete, search weights")
+        for op, w in m.items():
+            problem = STRESS_MIX_WEIGHT(w)
+            if problem is not None:
+                raise ConfigError(f"{path}: stress.mix.{op} {problem}, not {shown(w)}")
         args["mix"] = (m.get("insert", 0), m.get("delete", 0), m.get("search", 0))
     cfg = StressConfig(**args)
     if duration is not None:
@@ -107,17 +113,13 @@ def _check(path: str, c: StressConfig, m: Meta) -> None:
     def bad(msg: str) -> ConfigError:
         return ConfigError(f"{path}: {msg}")
 
-    for name in ("capacity", "ops", "batch", "user_workers", "kernel_threads", "user_consumers",
-                 "kernel_consumers", "keys_per_agent", "pages"):
+    for name, rng in STRESS.items():
         v = getattr(c, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise bad(f"stress.{name} must be a non-negative integer, not {v!r}")
-    if not isinstance(c.duration, int | float) or c.duration <= 0:
-        raise bad(f"stress.duration must be a positive number of seconds, not {c.duration!r}")
-    if not 1 <= c.batch <= 65536:
-        raise bad("stress.batch must be 1 to 65536")
-    if any(not isinstance(w, int) or w < 0 for w in c.mix) or not any(c.mix):
-        raise bad("stress.mix weights must be non-negative integers, not all zero")
+        problem = rng(v)
+        if problem is not None:
+            raise bad(f"stress.{name} {problem}, not {shown(v)}")
+    if not any(c.mix):
+        raise bad("stress.mix weights must not all be zero")
     if c.user_workers + c.kernel_threads == 0:
         raise bad("needs at least one user worker or kernel thread")
     if m.keyed:
@@ -155,20 +157,36 @@ def _keyed(cfg: StressConfig, s: Structure, pool: Pool | None) -> dict[str, Any]
     got_keys = sorted(key for key, _ in got)
     v = s.verify()
     kv = s.verify(kernel=True)
+    # A kernel call takes a little arena memory for its counters; in a full
+    # arena the kernel's verify cannot start (NOMEM, reported), and the
+    # user-side verify stands alone.
+    kernel_agrees = (kv.ok and kv.count == v.count) or kv.result == Result.NOMEM
     inv = {
         "every batch matched its model": all(r.mismatches == 0 for r in (*user, *kern)),
         "final key set equals the model": got_keys == sorted(want),
         "every value equals its key": all(key == val for key, val in got),
-        "verify ok and counts agree": v.ok and kv.ok and v.count == kv.count == len(want),
+        "verify ok and counts agree": v.ok and v.count == len(want) and kernel_agrees,
     }
     return {"invariants": inv, "user": _side(user), "kernel": _side(kern),
-            "final_keys": len(got_keys), "verify": v.__dict__}
+            "final_keys": len(got_keys), "verify": v.__dict__, "verify_kernel": kv.__dict__}
 
 
 def _side(rs: Sequence[KeyedResult | QueueResult]) -> dict[str, Any]:
+    """One side's totals. `nomem`: per op kind, operations that found the arena out
+    of memory, a counted outcome that changed nothing (a queue's are pushed again);
+    `nomem_calls`: kernel calls that found none for their own counters and ran
+    no operation."""
     ops = sum(r.ops for r in rs)
     secs = max((r.seconds for r in rs), default=0.0)
-    return {"agents": len(rs), "ops": ops, "ops_per_s": round(ops / secs) if secs else 0}
+    nomem = {"insert": 0, "delete": 0, "search": 0}
+    for r in rs:
+        if isinstance(r, KeyedResult):
+            for name, n in zip(nomem, r.nomem, strict=True):
+                nomem[name] += n
+        else:
+            nomem["insert"] += r.nomem
+    return {"agents": len(rs), "ops": ops, "ops_per_s": round(ops / secs) if secs else 0,
+            "nomem": nomem, "nomem_calls": sum(r.nomem_calls for r in rs)}
 
 
 # ---- queues and stacks ----
@@ -183,6 +201,8 @@ def _kernel_producer(s: Structure, task: QueueTask) -> QueueResult:
                           val_base=base + res.pushed, stop_on_fail=True)
         res.ops += kb.ops
         res.failures += kb.fails[0]
+        res.nomem += kb.nomem
+        res.nomem_calls += int(kb.status == Result.NOMEM and kb.ops < n)
         res.pushed += kb.succeeded[0]
         if kb.fails[0]:
             time.sleep(0)
@@ -282,6 +302,30 @@ def _queue_invariants(meta: Meta, pushed: dict[int, int], consumers: list[QueueR
     return inv
 
 
+@contextlib.contextmanager
+def _arena(cfg: StressConfig) -> Iterator[tuple[Arena, Structure]]:
+    """The arena and the structure under test; an arena too small for the
+    structure is a config error (one line, exit 2), not a crash."""
+    try:
+        arena = Arena(cfg.pages)
+    except CoreError as e:
+        if e.args[0] == errno.EINVAL:
+            raise ConfigError(f"stress: cannot create an arena of {cfg.pages} pages "
+                              f"({e.args[-1]}); set stress.pages within "
+                              f"{STRESS['pages'].describe()}") from None
+        raise KernelError(f"stress: cannot create the arena: {e.args[-1]}") from None
+    with arena:
+        try:
+            s = arena.create(cfg.structure, cfg.capacity, name="stress")
+        except CoreError as e:
+            if e.args[0] == errno.ENOMEM:
+                raise ConfigError(f"stress: a {cfg.structure} of capacity {cfg.capacity} does "
+                                  f"not fit an arena of {cfg.pages} pages ({e.args[-1]}); raise "
+                                  "stress.pages or lower stress.capacity") from None
+            raise ConfigError(f"stress: {e.args[-1]}; fix stress.capacity") from None
+        yield arena, s
+
+
 def run(cfg: StressConfig, pin_dir: str = DEFAULT_ROOT) -> dict[str, Any]:
     check_privileges()
     ensure_mounts()
@@ -289,9 +333,8 @@ def run(cfg: StressConfig, pin_dir: str = DEFAULT_ROOT) -> dict[str, Any]:
     t0 = time.monotonic()
     # the workers attach through pins, in a run directory like the pipeline's,
     # so a stress run killed with SIGKILL leaves pins the next run removes
-    with PinRoot.open(pin_dir) as pins, Arena(cfg.pages) as arena:
+    with PinRoot.open(pin_dir) as pins, _arena(cfg) as (arena, s):
         pins.clean_stale(_log)
-        s = arena.create(cfg.structure, cfg.capacity, name="stress")
         run_dir = pins.make_run_dir()
         try:
             _pin(arena, run_dir)
@@ -335,13 +378,15 @@ def _pin(arena: Arena, run_dir: RunDir) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline stress",
+    p = Parser(prog="python -m pipeline stress",
                                 description="User worker processes and kernel programs on one "
                                             "arena structure at once, checked exactly at the end.")
     p.add_argument("--config", required=True, metavar="PATH", help="configs/stress-*.toml")
-    p.add_argument("--duration", type=float, metavar="S", help="seconds (overrides the config)")
-    p.add_argument("--ops", type=int, metavar="N",
-                   help="per agent: operations (keyed) or items per producer (queues)")
+    p.add_argument("--duration", type=STRESS["duration"].flag(), metavar="S",
+                   help=f"seconds (overrides the config); {STRESS['duration'].describe()}")
+    p.add_argument("--ops", type=STRESS["ops"].flag(), metavar="N",
+                   help="per agent: operations (keyed) or items per producer (queues); "
+                        f"{STRESS['ops'].describe()}")
     p.add_argument("--pin-dir", default=DEFAULT_ROOT, metavar="DIR",
                    help="bpffs directory; the run pins its arena in DIR/<pid> for its workers")
     args = p.parse_args(list(argv))

@@ -129,7 +129,7 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	s->queue_pages = 1 + slot_pages;
 	if (arena_pages < 2 + slot_pages)
 		return fail(err, errlen, EINVAL,
-			    "arena of %llu pages is too small for a queue of %llu events (needs %llu)",
+			    "arena of %llu pages is too small for a queue of %llu events (needs %llu): raise --arena-pages or lower --queue-capacity",
 			    (unsigned long long)arena_pages, (unsigned long long)queue_capacity,
 			    (unsigned long long)(2 + slot_pages));
 	s->arena_pages = arena_pages;
@@ -238,6 +238,12 @@ int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen)
 	if (ret) {
 		ret = -errno;
 		producer_bpf__detach(s->prod);
+		/* libbpf reads each tracepoint's id from tracefs, which is root's
+		 * alone by default: CAP_BPF and CAP_PERFMON do not open it */
+		if (ret == -EACCES || ret == -EPERM)
+			return fail(err, errlen, ret,
+				    "cannot attach the syscall tracepoints (%s): reading their ids in tracefs (/sys/kernel/tracing) was refused; run as root, mount tracefs with gid=GROUP,mode=0750 for a group of this user, or use --trigger none",
+				    strerror(-ret));
 		return fail(err, errlen, ret,
 			    "cannot attach the syscall tracepoints (%s): is tracefs available and CONFIG_FTRACE_SYSCALLS set?",
 			    strerror(-ret));

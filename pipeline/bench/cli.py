@@ -3,13 +3,14 @@ side in one run, reported as ratios. Not a test: nothing here asserts a time."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
 
 from ..errors import ConfigError
+from ..flags import Parser
 from ..kernel import check_privileges, ensure_mounts
+from ..ranges import BENCH
 
 PARTS = ("transport", "e2e", "latency", "idle", "startup", "ds")
 
@@ -63,13 +64,15 @@ def report(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline bench", description=__doc__)
+    p = Parser(prog="python -m pipeline bench", description=__doc__)
     p.add_argument("--only", default=",".join(PARTS),
                    help=f"comma-separated parts to run: {', '.join(PARTS)}")
-    p.add_argument("--events", type=int, default=5_000_000,
-                   help="transport: events per round")
-    p.add_argument("--rounds", type=int, default=3, help="transport: rounds per transport")
-    p.add_argument("--seconds", type=float, default=3.0, help="e2e: load duration")
+    p.add_argument("--events", type=BENCH["events"].flag(), default=5_000_000,
+                   help=f"transport: events per round; {BENCH['events'].describe()}")
+    p.add_argument("--rounds", type=BENCH["rounds"].flag(), default=3,
+                   help=f"transport: rounds per transport; {BENCH['rounds'].describe()}")
+    p.add_argument("--seconds", type=BENCH["seconds"].flag(), default=3.0,
+                   help=f"e2e: load duration; {BENCH['seconds'].describe()}")
     p.add_argument("--no-bcc", action="store_true", help="e2e: leave out the BCC baseline")
     p.add_argument("--no-warm", action="store_true",
                    help="e2e: skip the memory warm-up before each contender (on a VM that backs "

@@ -12,6 +12,7 @@ and `delivered` counts only events the destination is known to have received.
 from __future__ import annotations
 
 import abc
+import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -106,14 +107,20 @@ def _convert(want: type, raw: Any) -> Any:
                 pass
         raise ValueError("must be an integer")
     if want is float:
-        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            return float(raw)
-        if isinstance(raw, str):
-            try:
-                return float(raw.strip())
-            except ValueError:
-                pass
-        raise ValueError("must be a number")
+        value: float | None = None
+        try:
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                value = float(raw)
+            elif isinstance(raw, str):
+                value = float(raw.strip())
+        except (ValueError, OverflowError):
+            value = None
+        if value is None:
+            raise ValueError("must be a number")
+        # nan passes no comparison and inf passes every upper bound: neither is a setting
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
     if want is str:
         if isinstance(raw, str):
             return raw

@@ -40,7 +40,8 @@ import aiofiles
 from aiofiles.threadpool.binary import AsyncFileIO
 
 from pipeline import safefs
-from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError, at_least
+from pipeline.ranges import SINK_JSONL
+from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError
 from pipeline.sinks.pathwatch import PathWatch
 
 
@@ -66,6 +67,8 @@ def parse_mode(raw: Any) -> int:
 def _names_a_file(value: Any) -> str | None:
     if not value:
         return "must not be empty"
+    if "\0" in value:
+        return "must not contain a NUL character"
     if os.path.basename(value) in ("", ".", ".."):
         return "must name a file, not a directory"
     return None
@@ -91,11 +94,11 @@ class JsonlSink(Sink):
         ),
         "rotate_bytes": Option(
             int, 0, "rotate before a batch would take the file past this size; 0 = never",
-            check=at_least(0),
+            check=SINK_JSONL["rotate_bytes"],
         ),
         "rotate_keep": Option(
             int, 5, "rotated files kept as PATH.1 (newest) .. PATH.N; 0 = delete on rotation",
-            check=at_least(0),
+            check=SINK_JSONL["rotate_keep"],
         ),
         "mode": Option(int, 0o600, "permission bits of the file, in octal", coerce=parse_mode),
         "allow_shared_dir": Option(

@@ -52,7 +52,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError, at_least, greater_than
+from pipeline.ranges import SINK_SOCKET
+from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError
 
 SIOCOUTQ = termios.TIOCOUTQ  # the same ioctl number on sockets
 # While the sender is idle with batches not yet acknowledged, it re-reads SIOCOUTQ: there is
@@ -274,20 +275,23 @@ class SocketSink(Sink):
         ),
         "buffer_events": Option(
             int, 100_000, "events held while the peer is slow or away; newer batches are dropped",
-            check=at_least(1),
+            check=SINK_SOCKET["buffer_events"],
         ),
         "backoff_initial": Option(
-            float, 0.05, "seconds before the first reconnection attempt", check=greater_than(0)
+            float, 0.05, "seconds before the first reconnection attempt",
+            check=SINK_SOCKET["backoff_initial"],
         ),
         "backoff_max": Option(
-            float, 2.0, "cap on the doubling, jittered reconnection delay", check=greater_than(0)
+            float, 2.0, "cap on the doubling, jittered reconnection delay",
+            check=SINK_SOCKET["backoff_max"],
         ),
         "connect_timeout": Option(
-            float, 2.0, "seconds one connection attempt may take", check=greater_than(0)
+            float, 2.0, "seconds one connection attempt may take",
+            check=SINK_SOCKET["connect_timeout"],
         ),
         "close_timeout": Option(
             float, 5.0, "seconds close() or a graceful peer shutdown may take to deliver the rest",
-            check=at_least(0),
+            check=SINK_SOCKET["close_timeout"],
         ),
     }
 

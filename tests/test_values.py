@@ -1,0 +1,280 @@
+"""Values: every number has a range checked before anything starts; a value
+outside it, a config file that is not UTF-8, or a stress arena too small gives
+one line on stderr and exit 2. Stress runs whose arena fills up count NOMEM and
+pass. Without root, CAP_BPF and CAP_PERFMON get the real cause."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, needs_root, run_pipeline
+
+from pipeline.config import Config
+from pipeline.ranges import BENCH, BURST, PIPELINE, SINK_JSONL, SINK_SOCKET, STRESS
+from pipeline.sinks.jsonl import JsonlSink
+from pipeline.sinks.socket import SocketSink
+
+
+def one_line(res: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+def check(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_pipeline(*args, "--check-config")
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--duration", "nan"), ("--duration", "inf"), ("--duration", "-inf"), ("--duration", "1e400"),
+    ("--stats", "nan"), ("--stats", "0.001"), ("--stats", "1e-9"),
+    ("--max-events", str(10**30)), ("--filter-pid", str(2**32)), ("--batch", "0"),
+    ("--spin-us", "-1"), ("--arena-pages", str(10**30)), ("--rotate-bytes", str(10**30)),
+])
+def test_flag_out_of_range(flag: str, value: str) -> None:
+    line = one_line(check(f"{flag}={value}"), f"argument {flag}", "must be", "--help")
+    key = flag[2:].replace("-", "_")
+    rng = PIPELINE.get(key) or SINK_JSONL[key]
+    assert rng.describe() in line
+
+
+@pytest.mark.parametrize("text, key", [
+    ("duration = nan\n", "duration"), ("duration = inf\n", "duration"),
+    ("stats = 0.01\n", "stats"), ("stats = -inf\n", "stats"),
+    (f"max_events = {10**30}\n", "max_events"), (f"spin_us = {10**30}\n", "spin_us"),
+    ("[sink.socket]\nconnect = 'h:1'\nbackoff_max = inf\n", "backoff_max"),
+    ("[sink.socket]\nconnect = 'h:1'\nclose_timeout = nan\n", "close_timeout"),
+    (f"[sink.socket]\nconnect = 'h:1'\nbuffer_events = {10**30}\n", "buffer_events"),
+    (f"[sink.jsonl]\noutput = 'x'\nrotate_keep = {10**30}\n", "rotate_keep"),
+])
+def test_config_value_out_of_range(tmp_path: Path, text: str, key: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    one_line(check("--config", str(cfg)), key, "must be")
+
+
+def test_stats_at_its_bounds_is_accepted() -> None:
+    for value, want in (("0", 0.0), ("0.1", 0.1), ("86400", 86400.0)):
+        res = check("--stats", value)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["stats"] == want
+
+
+def test_config_not_utf8_names_file_and_offset(tmp_path: Path) -> None:
+    cfg = tmp_path / "latin1.toml"
+    body = b'filter_comm = "caf' + b"\xe9" + b'"\n'
+    cfg.write_bytes(b"duration = 1\n" + body)
+    offset = len(b"duration = 1\n") + len('filter_comm = "caf')
+    line = one_line(check("--config", str(cfg)), str(cfg), "UTF-8")
+    assert f"byte 0xe9 at byte offset {offset}" in line
+
+
+def test_jsonl_output_with_nul(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sink.jsonl]\noutput = "/tmp/a\\u0000b"\n')
+    one_line(check("--config", str(cfg), "--sink", "jsonl"), "'output'", "NUL")
+
+
+def test_config_that_is_not_a_regular_file() -> None:
+    one_line(check("--config", "/dev/zero"), "/dev/zero", "not a regular file")
+
+
+def test_check_config_prints_the_effective_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("duration = 7\nstats = 0.5\n[sink.jsonl]\noutput = 'o.jsonl'\n"
+                   "rotate_bytes = '4096'\n")
+    res = check("--config", str(cfg), "--sink", "jsonl", "--batch", "12")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    got = json.loads(res.stdout)
+    assert (got["duration"], got["stats"], got["batch"], got["sinks"]) == (7, 0.5, 12, ["jsonl"])
+    assert got["sink_options"]["jsonl"] == {"output": "o.jsonl", "rotate_bytes": 4096,
+                                            "rotate_keep": 5, "mode": 0o600,
+                                            "allow_shared_dir": False}
+
+
+def test_every_numeric_option_has_a_range() -> None:
+    numeric = {name for name, v in vars(Config()).items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}
+    assert numeric == set(PIPELINE)
+    for sink, table in ((JsonlSink, SINK_JSONL), (SocketSink, SINK_SOCKET)):
+        nums = {k for k, o in sink.options.items() if o.type in (int, float) and not o.coerce}
+        assert nums == set(table), sink.name
+        for key in nums:
+            assert sink.options[key].check is table[key]
+
+
+def test_readme_and_docs_show_every_range() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for key, rng in PIPELINE.items():
+        rows = [ln for ln in readme.splitlines() if f"| `{key}` |" in ln]
+        assert any(rng.describe() in r for r in rows), (key, rng.describe())
+    sinks_md = (ROOT / "docs/sinks.md").read_text()
+    for key, rng in (*SINK_JSONL.items(), *SINK_SOCKET.items()):
+        rows = [ln for ln in sinks_md.splitlines() if f"| `{key}` |" in ln]
+        assert any(rng.describe() in r for r in rows), (key, rng.describe())
+    ds_md = (ROOT / "docs/ds.md").read_text()
+    for key, rng in STRESS.items():
+        rows = [ln for ln in ds_md.splitlines() if f"| `{key}` |" in ln]
+        assert any(rng.describe() in r for r in rows), (key, rng.describe())
+    for key, rng in (*BENCH.items(), *BURST.items()):
+        flag = "--" + key.replace("_", "-")
+        assert re.search(re.escape(flag) + r"[^|]*" + re.escape(rng.describe()), readme), flag
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["bench", "--events", "0"], "--events"), (["bench", "--seconds", "nan"], "--seconds"),
+    (["bench", "--rounds", str(10**30)], "--rounds"),
+    (["burst", "--events", str(10**30)], "--events"), (["burst", "--events", "1",
+                                                        "--per-call", "0"], "--per-call"),
+    (["stress", "--config", "configs/stress-hash.toml", "--duration", "inf"], "--duration"),
+    (["stress", "--config", "configs/stress-hash.toml", "--ops", "0"], "--ops"),
+])
+def test_subcommand_flags_out_of_range(args: list[str], flag: str) -> None:
+    one_line(run_pipeline(*args), f"argument {flag}", "must be", "--help")
+
+
+def test_unknown_flag_is_one_line() -> None:
+    one_line(run_pipeline("--bogus"), "unrecognized arguments: --bogus", "--help")
+
+
+@needs_root
+def test_arena_too_small_for_the_queue() -> None:
+    one_line(run_pipeline("--queue-capacity", "4194304", "--arena-pages", "64", "--trigger",
+                          "none", "--duration", "0.1"),
+             "too small", "raise --arena-pages or lower --queue-capacity")
+
+
+# ---- stress ----
+
+def _stress(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "stress.toml"
+    cfg.write_text("[stress]\n" + text)
+    return run_pipeline("stress", "--config", str(cfg), *args, timeout=120)
+
+
+@pytest.mark.parametrize("text, what", [
+    ("structure = 'hash'\nduration = nan\n", "stress.duration"),
+    ("structure = 'hash'\nduration = inf\n", "stress.duration"),
+    (f"structure = 'hash'\nkeys_per_agent = {10**30}\n", "stress.keys_per_agent"),
+    ("structure = 'hash'\npages = 8\n", "stress.pages"),
+    ("structure = 'hash'\nmix = { insert = -1 }\n", "stress.mix.insert"),
+    ("structure = 'hash'\nmix = { insert = true }\n", "stress.mix.insert"),
+    ("structure = 3\n", "stress.structure"),
+    ("structure = 'hash'\nuser_workers = 1000\n", "stress.user_workers"),
+])
+def test_stress_values_out_of_range(tmp_path: Path, text: str, what: str) -> None:
+    one_line(_stress(tmp_path, text), what)
+
+
+def test_stress_config_not_utf8(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.toml"
+    good = b"[stress]\nstructure = 'hash' # "
+    cfg.write_bytes(good + b"\xff\n")
+    one_line(run_pipeline("stress", "--config", str(cfg)), str(cfg),
+             f"byte 0xff at byte offset {len(good)}")
+
+
+@needs_root
+def test_stress_arena_too_small_for_the_structure(tmp_path: Path) -> None:
+    one_line(_stress(tmp_path, "structure = 'hash'\ncapacity = 1048576\npages = 64\n"),
+             "does not fit an arena of 64 pages", "raise stress.pages or lower stress.capacity")
+
+
+@needs_root
+@pytest.mark.parametrize("structure, pages", [("hash", 256), ("list", 64), ("skiplist", 64),
+                                              ("msqueue", 64)])
+def test_stress_arena_runs_out(tmp_path: Path, structure: str, pages: int) -> None:
+    """An arena that fills up mid-run: inserts fail with NOMEM on both sides, are
+    counted, change nothing, and every invariant holds on what did run."""
+    mix = "mix = { insert = 100 }\n" if structure != "msqueue" else ""
+    res = _stress(tmp_path, f"structure = '{structure}'\npages = {pages}\nbatch = 256\n"
+                            f"keys_per_agent = 1000000\nuser_workers = 1\nkernel_threads = 1\n"
+                            f"{mix}", "--duration", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    s: dict[str, Any] = json.loads(res.stdout)
+    assert s["ok"] and all(s["invariants"].values()), s["invariants"]
+    nomem = s["user"]["nomem"]["insert"] + s["kernel"]["nomem"]["insert"]
+    assert nomem > 0 and s["heap"]["failures"] > 0, s
+    assert s["user"]["nomem"]["delete"] == s["user"]["nomem"]["search"] == 0
+    if structure != "msqueue":
+        # every key the model holds is in the structure, once, and verify counts it
+        assert s["final_keys"] == s["verify"]["count"] > 0
+
+
+# ---- CAP_BPF and CAP_PERFMON without root ----
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+          "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
+
+
+def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NOBODY, sys.executable, "-m", "pipeline", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"})
+
+
+@pytest.fixture
+def nobody_pins() -> Any:
+    """A bpffs directory user nobody owns, for its pins."""
+    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import pipeline._core"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip("user nobody cannot run this checkout's python and extension "
+                    f"(a path on the way is not readable): {probe.stderr.strip()[-200:]}")
+    d = Path(f"/sys/fs/bpf/ap-nobody-{os.getpid()}")
+    d.mkdir(mode=0o700)
+    os.chown(d, 65534, 65534)
+    yield d
+    for sub in d.iterdir():
+        for f in sub.iterdir():
+            f.unlink()
+        sub.rmdir()
+    d.rmdir()
+
+
+def _tracefs_readable_by_nobody() -> bool:
+    ids = "/sys/kernel/tracing/events/syscalls/sys_enter_openat/id"
+    res = subprocess.run([*NOBODY, "cat", ids], capture_output=True, timeout=10)
+    return res.returncode == 0
+
+
+@needs_root
+def test_cap_bpf_without_root_runs(nobody_pins: Path) -> None:
+    res = _as_nobody("--trigger", "none", "--duration", "0.3", "--pin-dir", str(nobody_pins))
+    assert res.returncode == 0, res.stderr
+    final = [ln for ln in res.stderr.splitlines() if ln.startswith("pipeline: final ")]
+    assert len(final) == 1 and json.loads(final[0][16:])["produced"] == 0
+
+
+@needs_root
+@pytest.mark.parametrize("trigger", ["tracepoint", "auto"])
+def test_cap_bpf_without_root_names_tracefs(nobody_pins: Path, trigger: str) -> None:
+    res = _as_nobody("--trigger", trigger, "--duration", "0.3", "--pin-dir", str(nobody_pins))
+    if _tracefs_readable_by_nobody():
+        assert res.returncode == 0, res.stderr
+        return
+    line = one_line(res, "tracefs", "run as root", "gid=", "--trigger none")
+    assert "CONFIG_" not in line
+
+
+@needs_root
+def test_cap_bpf_without_root_names_the_pin_dir(nobody_pins: Path) -> None:
+    theirs = Path(f"/sys/fs/bpf/ap-root-{os.getpid()}")
+    theirs.mkdir(mode=0o700)
+    try:
+        one_line(_as_nobody("--trigger", "none", "--pin-dir", str(theirs)),
+                 str(theirs), "not writable", "--pin-dir")
+    finally:
+        shutil.rmtree(theirs)
