@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import TRIGGERS, Config, load_file
-from .errors import EXIT_BAD_INPUT, PipelineError
+from .errors import EXIT_BAD_INPUT, EXIT_OK, PipelineError
 from .flags import Parser
 from .kernel import check_privileges, eprint
 from .ranges import PIPELINE, SINK_JSONL
 from .sinks.base import SinkError
+from .stdio import check_stdio, to_devnull
 
 SUBCOMMANDS = ("bench", "burst", "ds", "stress")
 
@@ -123,6 +124,10 @@ def one_line(msg: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First of all, for every subcommand: nothing may be opened while fd 1 or 2 is free.
+    bad = check_stdio()
+    if bad is not None:
+        return bad
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "bench":
@@ -141,5 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PipelineError, SinkError) as e:
         eprint(one_line(str(e)))
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # A subcommand's reader went away (`ds list | head -n 1`): as for the pipeline's
+        # stdout sink, a closed pipe on stdout is a normal end.
+        to_devnull(1)
+        return EXIT_OK
     except KeyboardInterrupt:
         return 130

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-# Exit status for bad input: privileges, kernel features, config, sinks.
+# Exit statuses (README, "Exit status"). 0: stopped as asked (a signal, --duration,
+# --max-events), or every sink's reader went away (a closed pipe on stdout).
+EXIT_OK = 0
+# Every sink failed for good for another reason (a full disk, a write error): the run ended
+# itself without anywhere left to deliver, which a service manager should see as a failure.
+EXIT_SINKS_FAILED = 1
+# Bad input, found before anything was captured: privileges, kernel features, config, sinks,
+# closed standard descriptors.
 EXIT_BAD_INPUT = 2
 
 

@@ -8,12 +8,12 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KernelError, PrivilegeError
 from .pins import RunDir
+from .stdio import stderr_line
 
 # Capability bits (linux/capability.h).
 CAP_SYS_ADMIN = 21
@@ -157,4 +157,4 @@ class Kernel:
 
 
 def eprint(msg: str) -> None:
-    print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+    stderr_line(f"pipeline: {msg}")

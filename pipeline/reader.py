@@ -32,6 +32,10 @@ class Reader:
         self.max_events = max_events
         self.stats = ReaderStats()
         self.stopping = asyncio.Event()
+        # Set when the run stopped because no sink could take events any more.
+        self.all_sinks_failed = False
+        for s in sinks:
+            s.on_fail = self._sink_failed
         # CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns) to wall time
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self._bell = asyncio.Event()
@@ -42,6 +46,15 @@ class Reader:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def _sink_failed(self, _sink: Sink) -> None:
+        self._check_sinks()
+
+    def _check_sinks(self) -> None:
+        # A sink that is reconnecting has not failed: only `stats.failed` (for good) counts.
+        if all(s.stats.failed is not None for s in self.sinks):
+            self.all_sinks_failed = True
+            self.stop()
 
     def _limit(self) -> int:
         if not self.max_events:
@@ -114,12 +127,16 @@ class Reader:
             loop.remove_reader(fd)
 
     async def _loop(self) -> None:
+        # A plugin may set stats.failed without fail(), and a sink may have failed before
+        # the reader hooked on_fail: look once here, and after every batch.
+        self._check_sinks()
         while not self.stopping.is_set():
             if self.max_events and self.stats.read >= self.max_events:
                 break
             data, n = self._drain_once()
             if n:
                 await self._deliver(data, n)
+                self._check_sinks()
                 continue
             # Spin window: events often come in bursts; polling briefly is
             # cheaper than a sleep/wakeup round trip. Yield to the loop so

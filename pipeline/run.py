@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from .config import Config
-from .errors import EXIT_BAD_INPUT
+from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SINKS_FAILED
 from .kernel import Kernel, check_kernel, ensure_mounts, eprint
 from .pins import PinRoot, RunDir
 from .reader import Reader
@@ -57,6 +57,14 @@ def final_stats(kernel: Kernel, reader: Reader) -> dict[str, Any]:
     }
 
 
+def exit_status(reader: Reader) -> int:
+    """0 for a run stopped as asked, or whose every sink lost its reader (`| head`);
+    1 when the run ended itself because every sink failed and one of them for an error."""
+    if reader.all_sinks_failed and not all(s.reader_gone for s in reader.sinks):
+        return EXIT_SINKS_FAILED
+    return EXIT_OK
+
+
 def _print_stats(kind: str, stats: dict[str, Any]) -> None:
     eprint(f"{kind} {orjson.dumps(stats).decode()}")
 
@@ -96,6 +104,9 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
         ticker = (asyncio.ensure_future(_periodic_stats(kernel, reader, cfg.stats))
                   if cfg.stats else None)
         await reader.run()
+        if reader.all_sinks_failed:
+            eprint("every sink has failed; stopping (events still in the queue are counted "
+                   "as dropped at the sinks)")
         # stop producing, then take what is already in the queue
         kernel.session.detach()
         await reader.drain_rest()
@@ -104,7 +115,7 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
         await reader.close_sinks()
         started.clear()
         _print_stats("final", final_stats(kernel, reader))
-        return 0
+        return exit_status(reader)
     except SinkError as e:
         eprint(str(e))
         return EXIT_BAD_INPUT

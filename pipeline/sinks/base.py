@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import abc
 import math
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
+
+from pipeline.stdio import stderr_line
 
 
 @dataclass(frozen=True)
@@ -128,15 +129,6 @@ def _convert(want: type, raw: Any) -> Any:
     raise TypeError(f"unsupported option type {want!r}")
 
 
-def _stderr_line(line: str) -> None:
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        # stderr itself is gone; there is nobody left to tell.
-        pass
-
-
 class Sink(abc.ABC):
     """Base of every sink: subclasses set `name` and `options`, and implement the coroutines."""
 
@@ -148,7 +140,12 @@ class Sink(abc.ABC):
         self.config: dict[str, Any] = type(self).validate_options(options)
         self.stats = SinkStats()
         # Receives whole lines ("pipeline: sink <name>: <msg>"); the reader may replace it.
-        self.reporter: Callable[[str], None] = _stderr_line
+        self.reporter: Callable[[str], None] = stderr_line
+        # Called once when the sink fails for good; the reader uses it to stop the run when
+        # no sink is left (a failure can come while the reader sleeps, not only on a write).
+        self.on_fail: Callable[[Sink], None] | None = None
+        # The failure was the destination's reader going away (a closed pipe), not an error.
+        self.reader_gone = False
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,11 +204,15 @@ class Sink(abc.ABC):
     def report(self, msg: str) -> None:
         self.reporter(f"pipeline: sink {self.name}: {msg}")
 
-    def fail(self, msg: str) -> None:
-        """Mark the sink failed for good; the first failure is reported, later ones are not."""
+    def fail(self, msg: str, *, reader_gone: bool = False) -> None:
+        """Mark the sink failed for good; the first failure is reported, later ones are not.
+        `reader_gone`: the destination's reader closed it (`| head`), which is not an error."""
         if self.stats.failed is None:
             self.stats.failed = msg
+            self.reader_gone = reader_gone
             self.report(msg)
+            if self.on_fail is not None:
+                self.on_fail(self)
 
 
 def at_least(lo: float) -> Callable[[Any], str | None]:
