@@ -44,8 +44,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import pwd
 import random
 import socket
+import ssl
 import struct
 import termios
 from collections.abc import Mapping
@@ -54,6 +56,7 @@ from typing import Any, ClassVar
 
 from pipeline.ranges import SINK_SOCKET
 from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError
+from pipeline.sinks.tls import TlsStream, client_context, describe, handshake
 
 SIOCOUTQ = termios.TIOCOUTQ  # the same ioctl number on sockets
 # While the sender is idle with batches not yet acknowledged, it re-reads SIOCOUTQ: there is
@@ -62,6 +65,11 @@ SIOCOUTQ = termios.TIOCOUTQ  # the same ioctl number on sockets
 ACK_POLL_S = 0.01
 ACK_POLL_MAX_S = 0.25
 RECV_CHUNK = 65536
+UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid"
+
+
+class PeerRefused(OSError):
+    """A unix-socket listener that runs as a user not accepted by `peer_uid`."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,30 @@ def _check_connect(value: Any) -> str | None:
     return None
 
 
+def _uid(raw: Any) -> int | None:
+    """`peer_uid`: a uid, or the name of a user that exists (None: the default)."""
+    if raw is None:
+        return None  # validating the defaults again, as Sink.__init__ does
+    if isinstance(raw, bool):
+        raise ValueError("must be a uid or a user name")
+    if isinstance(raw, str) and not raw.strip().isdigit():
+        try:
+            return pwd.getpwnam(raw.strip()).pw_uid
+        except KeyError:
+            raise ValueError("must be a uid or the name of an existing user") from None
+    if isinstance(raw, (int, str)):
+        uid = int(raw)
+        if 0 <= uid <= UID_MAX:
+            return uid
+        raise ValueError(f"must be a uid from 0 to {UID_MAX}")
+    raise ValueError("must be a uid or a user name")
+
+
 def _why(e: BaseException, timeout: float) -> str:
+    if isinstance(e, PeerRefused):
+        return str(e.strerror)
+    if isinstance(e, ssl.SSLError):
+        return describe(e)
     if isinstance(e, TimeoutError) and not e.strerror:
         return f"timed out after {timeout:g} s"
     if isinstance(e, socket.gaierror) and e.strerror:
@@ -124,8 +155,10 @@ def _why(e: BaseException, timeout: float) -> str:
 class _Link:
     """One connected socket and the batches written on it that the peer is not known to have."""
 
-    def __init__(self, sock: socket.socket, wake: asyncio.Event, eof_grace: float) -> None:
+    def __init__(self, sock: socket.socket, wake: asyncio.Event, eof_grace: float,
+                 tls: TlsStream | None = None) -> None:
         self.sock = sock
+        self.tls = tls  # the bytes on the wire are its records; offsets count those
         self.is_tcp = sock.family != socket.AF_UNIX
         self.sent = 0  # bytes the kernel accepted on this connection
         self.acked = 0  # bytes the peer is known to have
@@ -150,12 +183,19 @@ class _Link:
         except OSError as e:
             self._lost(e)
             return
-        if not data:  # FIN: the peer sends no more, and may be about to stop reading
+        closed = not data  # FIN: the peer sends no more, and may be about to stop reading
+        if data and self.tls is not None:
+            try:
+                closed = self.tls.feed(data)  # close_notify means the same as FIN
+            except ssl.SSLError as e:
+                self._lost(e)
+                return
+        if closed:
             self.eof = True
             self.eof_at = self._loop.time()
             self._stop_reading()
             self._nudge()
-        # Anything the peer sends is ignored: the protocol is one-way.
+        # Anything else the peer sends is ignored: the protocol is one-way.
 
     def _stop_reading(self) -> None:
         if self._reading:
@@ -176,8 +216,12 @@ class _Link:
 
     async def send(self, batch: Batch) -> None:
         """Hand all of `batch` to the kernel; OSError if the connection broke meanwhile."""
-        self.inflight.append((batch, self.sent + len(batch.data)))
-        view = memoryview(batch.data)
+        payload = batch.data if self.tls is None else self.tls.encrypt(batch.data)
+        self.inflight.append((batch, self.sent + len(payload)))
+        await self._send_bytes(payload)
+
+    async def _send_bytes(self, payload: bytes) -> None:
+        view = memoryview(payload)
         while view:
             if self.error is not None:
                 raise self.error
@@ -250,7 +294,14 @@ class _Link:
             events += self.inflight.popleft()[0].count
         return events
 
-    def shutdown_write(self) -> None:
+    async def shutdown_write(self) -> None:
+        """close_notify (TLS), then FIN. Bounded: called with nothing unsent (closing), or
+        after the peer's FIN, when a stalled peer gets `eof_grace` seconds."""
+        if self.fin_sent:
+            return
+        if self.tls is not None and self.error is None:
+            with contextlib.suppress(OSError):
+                await self._send_bytes(self.tls.close_notify())
         try:
             self.sock.shutdown(socket.SHUT_WR)
             self.fin_sent = True
@@ -293,6 +344,21 @@ class SocketSink(Sink):
             float, 5.0, "seconds close() or a graceful peer shutdown may take to deliver the rest",
             check=SINK_SOCKET["close_timeout"],
         ),
+        "peer_uid": Option(
+            int, None, "unix sockets: the uid the listener must run as (root is always "
+            "accepted); unset: root and the user the pipeline runs as", coerce=_uid,
+        ),
+        "tls": Option(bool, False, "TCP: TLS to the listener, whose certificate is verified"),
+        "tls_ca": Option(
+            str, "", "TLS: PEM file of the CA certificates the listener's must chain to; "
+            "empty: the system's trust store",
+        ),
+        "tls_cert": Option(str, "", "TLS: PEM client certificate, for a listener that asks"),
+        "tls_key": Option(str, "", "TLS: PEM private key of tls_cert; empty: in tls_cert"),
+        "tls_server_name": Option(
+            str, "", "TLS: the name the listener's certificate must hold; empty: the host of "
+            "connect",
+        ),
     }
 
     def __init__(self, **options: Any) -> None:
@@ -305,6 +371,12 @@ class SocketSink(Sink):
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        peer = self.config["peer_uid"]
+        # root can read the pipeline's memory anyway: refusing it would protect nothing
+        self.accepted_uids = frozenset({0, os.geteuid() if peer is None else peer})
+        self._tls: ssl.SSLContext | None = None
+        self._server_name = self.config["tls_server_name"] or self.endpoint.host
+        self._refusal_reported = False  # one line per outage about refused listeners
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -314,15 +386,46 @@ class SocketSink(Sink):
                 f"sink {cls.name}: option 'backoff_max' ({out['backoff_max']:g}) is below "
                 f"'backoff_initial' ({out['backoff_initial']:g}); raise backoff_max"
             )
+        unix = parse_connect(out["connect"]).is_unix
+        if unix and out["tls"]:
+            raise SinkError(
+                f"sink {cls.name}: option 'tls' is for TCP listeners; a unix socket's listener "
+                "is checked by its uid instead (peer_uid): remove tls"
+            )
+        if not unix and out["peer_uid"] is not None:
+            raise SinkError(
+                f"sink {cls.name}: option 'peer_uid' applies to unix sockets only; for TCP, "
+                "use tls with a CA (and a client certificate): remove peer_uid"
+            )
+        tls_keys = [k for k in ("tls_ca", "tls_cert", "tls_key", "tls_server_name") if out[k]]
+        if tls_keys and not out["tls"]:
+            raise SinkError(
+                f"sink {cls.name}: option '{tls_keys[0]}' has no effect without tls; "
+                "set tls = true or remove it"
+            )
+        if out["tls_key"] and not out["tls_cert"]:
+            raise SinkError(
+                f"sink {cls.name}: option 'tls_key' needs 'tls_cert' (the certificate of that "
+                "key); set tls_cert"
+            )
         return out
 
     async def start(self) -> None:
+        if self.config["tls"]:
+            self._tls = client_context(self.config)
         try:
             self._link = await self._connect()
         except (OSError, ValueError) as e:  # ValueError: a host name IDNA cannot encode
+            if isinstance(e, PeerRefused):
+                fix = ("stop that listener and start the real one, or, if that user is "
+                       "trusted, set [sink.socket] peer_uid to its uid")
+            elif isinstance(e, ssl.SSLError):
+                fix = "check tls_ca, tls_server_name and the listener's certificate"
+            else:
+                fix = "start the listener or fix --connect"
             raise SinkError(
                 f"cannot connect to {self.target}: {_why(e, self.config['connect_timeout'])}; "
-                "start the listener or fix --connect"
+                f"{fix}"
             ) from None
         self._task = asyncio.create_task(self._run(), name=f"sink-{self.name}")
 
@@ -368,11 +471,17 @@ class SocketSink(Sink):
             if self._link is None:
                 try:
                     self._link = await self._connect()
-                except OSError:
+                except OSError as e:
+                    if isinstance(e, (PeerRefused, ssl.SSLError)) and not self._refusal_reported:
+                        # Someone else may be listening in the real listener's place.
+                        self._refusal_reported = True
+                        self.report(f"refused the listener at {self.target}: {_why(e, 0)}; "
+                                    "sending it nothing, retrying")
                     await asyncio.sleep(self._backoff(attempt))
                     attempt += 1
                     continue
                 attempt = 0
+                self._refusal_reported = False
                 self.report(f"reconnected to {self.target}")
             link = self._link
             await self._pump(link)
@@ -388,7 +497,7 @@ class SocketSink(Sink):
                     f"{self.config['buffer_events']} events"
                 )
         if self._link is not None:
-            self._link.shutdown_write()
+            await self._link.shutdown_write()
             self._link.close(abort=False)
             self._link = None
 
@@ -418,7 +527,7 @@ class SocketSink(Sink):
 
     async def _finish(self, link: _Link) -> None:
         """The peer sent FIN: tell it we are done too, and wait until it has taken everything."""
-        link.shutdown_write()
+        await link.shutdown_write()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config["close_timeout"]
         self._credit(link.refresh())
@@ -471,8 +580,31 @@ class SocketSink(Sink):
             except BaseException:
                 sock.close()
                 raise
-            if family != socket.AF_UNIX:
-                # Batches are already coalesced: don't hold a batch's tail back waiting for an ack.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return _Link(sock, self._wake, self.config["close_timeout"])
+            tls = None
+            try:
+                if family == socket.AF_UNIX:
+                    self._check_peer(sock)
+                else:
+                    # Batches are already coalesced: don't hold a batch's tail back for an ack.
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._tls is not None:
+                    async with asyncio.timeout(self.config["connect_timeout"]):
+                        tls = await handshake(sock, self._tls, self._server_name)
+            except BaseException:
+                # Not one byte of an event has been sent on it.
+                sock.close()
+                raise
+            return _Link(sock, self._wake, self.config["close_timeout"], tls)
         raise error
+
+    def _check_peer(self, sock: socket.socket) -> None:
+        """Refuse a unix-socket listener run by a user not accepted: anyone who can bind the
+        path (or an abstract name) after the real listener is gone would get the events."""
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII"))
+        pid, uid, _gid = struct.unpack("iII", raw)
+        if uid not in self.accepted_uids:
+            accepted = ", ".join(str(u) for u in sorted(self.accepted_uids))
+            raise PeerRefused(
+                errno.EACCES,
+                f"the listener (pid {pid}) runs as uid {uid}, and peer_uid accepts {accepted}",
+            )
