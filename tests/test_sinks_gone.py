@@ -52,6 +52,7 @@ class Bg:
     def __init__(self, sb: Sandbox, *args: str, stdout: Any = subprocess.DEVNULL) -> None:
         self.proc = subprocess.Popen(sb.argv(*args), cwd=sb.cwd, env=sb.env(), stdout=stdout,
                                      stderr=subprocess.PIPE)
+        _live.append(self.proc)
         self.lines: list[str] = []
         self._ready = threading.Event()
         self._t = threading.Thread(target=self._read, daemon=True)
@@ -107,6 +108,20 @@ class Bg:
         return [ln for ln in self.lines if not ln.startswith(skip)]
 
 
+_live: list[subprocess.Popen[Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def spawned() -> Iterator[list[subprocess.Popen[Any]]]:
+    """Every process a test starts; one a failing test left running is killed after it."""
+    yield _live
+    for p in _live:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    _live.clear()
+
+
 @pytest.fixture
 def sb(tmp_path: Path, pin_root: Path) -> Iterator[Sandbox]:
     box = Sandbox(tmp_path, pin_root)
@@ -129,6 +144,7 @@ def test_head_ends_an_idle_run_exit_0(sb: Sandbox, tmp_path: Path) -> None:
     sb.snapshot()
     pl = Bg(sb, *base_args(sb, comm), stdout=subprocess.PIPE)
     head = subprocess.Popen(["head", "-n", "5"], stdin=pl.proc.stdout, stdout=subprocess.PIPE)
+    _live.append(head)
     assert pl.proc.stdout is not None
     pl.proc.stdout.close()  # head holds the only read end
     create(comm, work, "h", 20)
@@ -145,6 +161,35 @@ def test_head_ends_an_idle_run_exit_0(sb: Sandbox, tmp_path: Path) -> None:
     assert len(msgs) == 2, pl.stderr()
     assert msgs[0].startswith("pipeline: sink stdout: stdout was closed by its reader (")
     assert msgs[1].startswith("pipeline: every sink has failed; stopping")
+    sb.check()
+
+
+def test_head_on_stdout_and_stderr_exit_0(sb: Sandbox, tmp_path: Path,
+                                          spawned: list[subprocess.Popen[Any]]) -> None:
+    """`pipeline 2>&1 | head -n 3`: the log lines' reader has gone too; nobody is left to
+    tell, and the run still ends by itself with 0 (not 120 from a failed flush at exit)."""
+    comm, work = new_comm(), tmp_path / "work"
+    work.mkdir()
+    sb.allow(work)
+    sb.snapshot()
+    r, w = os.pipe()
+    pl = subprocess.Popen(sb.argv(*base_args(sb, comm)), cwd=sb.cwd, env=sb.env(), stdout=w,
+                          stderr=w)
+    os.close(w)
+    head = subprocess.Popen(["head", "-n", "3"], stdin=r, stdout=subprocess.PIPE)
+    os.close(r)
+    spawned.extend([pl, head])
+    # head's output is block-buffered: nothing shows until it leaves. The events created
+    # before the run was ready are not seen; create until head has its three lines.
+    for rnd in range(200):
+        if head.poll() is not None:
+            break
+        create(comm, work, f"e{rnd:03d}", 5)
+    out, _ = head.communicate(timeout=30)
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[1].startswith(b"pipeline: ready in"), out
+    assert json.loads(lines[2])["name"].endswith("-000000")
+    assert pl.wait(60) == 0  # a hang fails here, and the process is killed at teardown
     sb.check()
 
 
@@ -263,6 +308,7 @@ class Listener:
                 cmd += ["--client-ca", str(tls[2])]
         with open(d / f"{name}.err", "wb") as err:
             self.proc = subprocess.Popen([*NOBODY, *cmd] if nobody else cmd, stderr=err)
+        _live.append(self.proc)
         wait_for(ready.exists, 10, f"listener {name}")
 
     def stop(self) -> tuple[int, int, list[bytes]]:

@@ -66,6 +66,7 @@ ACK_POLL_S = 0.01
 ACK_POLL_MAX_S = 0.25
 RECV_CHUNK = 65536
 UID_MAX = 2**32 - 2  # (uid_t)-1 means "no uid"
+NEVER = 2**63  # an offset no acknowledgement reaches
 
 
 class PeerRefused(OSError):
@@ -216,7 +217,13 @@ class _Link:
 
     async def send(self, batch: Batch) -> None:
         """Hand all of `batch` to the kernel; OSError if the connection broke meanwhile."""
-        payload = batch.data if self.tls is None else self.tls.encrypt(batch.data)
+        try:
+            payload = batch.data if self.tls is None else self.tls.encrypt(batch.data)
+        except ssl.SSLError as e:
+            # Never confirmed on this connection: it goes back to the queue when the link ends.
+            self.inflight.append((batch, NEVER))
+            self._lost(e)
+            raise
         self.inflight.append((batch, self.sent + len(payload)))
         await self._send_bytes(payload)
 
