@@ -359,7 +359,7 @@ def socket_config(tmp_path: Path, connect: str, **extra: Any) -> Path:
     keys = {"connect": connect, "close_timeout": 0.5, "backoff_initial": 0.02,
             "backoff_max": 0.1, **extra}
     body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
-    cfg.write_text("sinks = [\"socket\"]\nstats = 0.05\n[sink.socket]\n" + body)
+    cfg.write_text("sinks = [\"socket\"]\nstats = 0.1\n[sink.socket]\n" + body)
     return cfg
 
 
