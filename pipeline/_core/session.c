@@ -5,6 +5,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -280,6 +281,42 @@ void ap_session_enable(struct ap_session *s, int on)
 	arena_atomic_store(&s->root->enabled, on ? 1u : 0u, ARENA_SEQ_CST);
 }
 
+/*
+ * Destroying a tracepoint link waits for RCU grace periods in the kernel (about 70 ms
+ * each on the project's VM): one link after the other, the 16 syscall tracepoints took
+ * over a second to stop, and a run whose sinks have all gone must end within one.
+ * Grace periods waited for at the same time are shared, so each link is destroyed from
+ * a thread of its own (or here, when a thread cannot be had).
+ */
+static void *destroy_link(void *link)
+{
+	bpf_link__destroy(link);
+	return NULL;
+}
+
+static void detach_skeleton(struct bpf_object_skeleton *skel)
+{
+	pthread_t threads[64];
+	int started = 0;
+
+	for (int i = 0; i < skel->prog_cnt; i++) {
+		struct bpf_prog_skeleton *p =
+			(void *)((char *)skel->progs + (size_t)i * (size_t)skel->prog_skel_sz);
+		struct bpf_link *link = p->link ? *p->link : NULL;
+
+		if (!link)
+			continue;
+		*p->link = NULL;
+		if (started < (int)(sizeof(threads) / sizeof(threads[0])) &&
+		    !pthread_create(&threads[started], NULL, destroy_link, link))
+			started++;
+		else
+			bpf_link__destroy(link);
+	}
+	for (int i = 0; i < started; i++)
+		pthread_join(threads[i], NULL);
+}
+
 void ap_session_detach(struct ap_session *s)
 {
 	if (s->lsm) {
@@ -287,7 +324,7 @@ void ap_session_detach(struct ap_session *s)
 		s->lsm = NULL;
 	}
 	if (s->prod)
-		producer_bpf__detach(s->prod);
+		detach_skeleton(s->prod->skeleton);
 	s->active = AP_ACTIVE_NONE;
 }
 
