@@ -86,7 +86,9 @@ def test_tls_with_client_certificate_every_event_once(loop: str, pki: Pki) -> No
         await server.wait_closed()
         return sink
 
+    before = snapshot(pki.ca.parent)
     sink = run(scenario(), loop)
+    assert snapshot(pki.ca.parent) == before  # the files it read, read only
     data = b"".join(received)
     assert data.endswith(b"\n")
     assert [json.loads(ln)["seq"] for ln in data.splitlines()] == list(range(12_000))
@@ -107,10 +109,12 @@ def test_tls_server_name_is_checked(pki: Pki) -> None:
         finally:
             server.close()
 
+    before = snapshot(pki.ca.parent)
     with pytest.raises(SinkError) as ei:
         run(scenario(), "asyncio")
     msg = str(ei.value)
     assert "\n" not in msg and "its TLS certificate was refused: Hostname mismatch" in msg, msg
+    assert snapshot(pki.ca.parent) == before
 
 
 def snapshot(d: Path) -> dict[str, tuple[int, int, str]]:
