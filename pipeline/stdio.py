@@ -39,6 +39,8 @@ def _plug_stdin() -> None:
     if fd != 0:
         os.dup2(fd, 0, inheritable=True)
         os.close(fd)
+    else:
+        os.set_inheritable(0, True)  # children expect a standard input too
 
 
 def check_stdio() -> int | None:
