@@ -72,6 +72,46 @@
 #include "atomics.h"
 #include "shim.h"
 
+/*
+ * AddressSanitizer sees inside the heap in userspace builds compiled with
+ * -fsanitize=address (never in BPF, and compiled out everywhere else):
+ *   - a small page's bytes past what has been carved are poisoned when the
+ *     page is put into use; carving an object unpoisons its header and its
+ *     requested size, so the rounding to ARENA_OBJ_ALIGN stays poisoned and
+ *     a write just past an object is reported;
+ *   - freeing an object poisons its data (the header stays readable, so a
+ *     double free is still refused and counted); allocating unpoisons it;
+ *   - a large object's bytes past its size, to the end of its last page,
+ *     are poisoned.
+ * ASan keeps its shadow per process and poisons in 8-byte granules; objects
+ * start 16-aligned, so no two objects share a granule, and a size that is
+ * not a multiple of 8 leaves the granule it ends in partly addressable.
+ * What another process or the kernel frees is not poisoned in this
+ * process's shadow, and what they allocate in a page this process poisoned
+ * earlier reads as poisoned here: an ASan build must be the only one
+ * allocating from its heap (the userspace unit tests are).
+ */
+#if !ARENA_IS_BPF
+# if defined(__SANITIZE_ADDRESS__)
+#  define ARENA_ASAN 1
+# elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#   define ARENA_ASAN 1
+#  endif
+# endif
+#endif
+#ifdef ARENA_ASAN
+# include <sanitizer/asan_interface.h>
+# define arena_asan_poison(addr, size) ASAN_POISON_MEMORY_REGION((void *)(addr), (size_t)(size))
+# define arena_asan_unpoison(addr, size) ASAN_UNPOISON_MEMORY_REGION((void *)(addr), (size_t)(size))
+/* 1 when any byte of [addr, addr + size) is poisoned */
+# define arena_asan_poisoned(addr, size) (__asan_region_is_poisoned((void *)(addr), (size_t)(size)) != 0)
+#else
+# define arena_asan_poison(addr, size) ((void)(addr), (void)(size))
+# define arena_asan_unpoison(addr, size) ((void)(addr), (void)(size))
+# define arena_asan_poisoned(addr, size) 0
+#endif
+
 #define ARENA_HEAP_MAGIC 0x3170616568616e61ULL /* "anaheap1" */
 #define ARENA_PAGE_MAGIC 0x50474150U
 #define ARENA_OBJ_LIVE 0xA110CA7EU
@@ -373,6 +413,9 @@ static __always_inline void arena_page_start(struct arena_heap __arena *h, struc
 	arena_atomic_store(&pg->magic, ARENA_PAGE_MAGIC, ARENA_RELAXED);
 	arena_atomic_store(&pg->npages, npages, ARENA_RELAXED);
 	arena_atomic_add(&pg->uses, 1, ARENA_RELAXED);
+	/* ASan: nothing past the header is addressable until it is carved
+	 * (before the state change: carvers unpoison only after it) */
+	arena_asan_poison(ARENA_ADDR(pg) + ARENA_PAGE_HDR, (ap_u64)npages * ARENA_PAGE_SIZE - ARENA_PAGE_HDR);
 	/* full barrier: the header is complete before the page can be carved */
 	arena_atomic_exchange(&pg->state, state, ARENA_SEQ_CST);
 	arena_atomic_add(&h->pages_in_use, npages, ARENA_RELAXED);
@@ -432,6 +475,7 @@ static __always_inline void __arena *arena_obj_start(struct arena_heap_slot __ar
 {
 	struct arena_obj __arena *o = ARENA_PTR(struct arena_obj, at);
 
+	arena_asan_unpoison(at, ARENA_OBJ_HDR + size);
 	arena_atomic_store(&o->link, 0, ARENA_RELAXED);
 	arena_atomic_store(&o->tag, ((ap_u64)ARENA_OBJ_LIVE << 32) | size, ARENA_RELAXED);
 	arena_stat_add(&slot->allocs, 1, owned);
@@ -544,6 +588,8 @@ static __always_inline void arena_heap_free_large(struct arena_heap __arena *h, 
 	for (i = 0; i < n && can_loop; i++) {
 		struct arena_page __arena *p = arena_page_at(ARENA_PAGE_NO(pg) + i);
 
+		/* the headers of the pages after the first were object data */
+		arena_asan_unpoison(ARENA_ADDR(p), ARENA_PAGE_HDR);
 		arena_atomic_store(&p->heap, ARENA_ADDR(h), ARENA_RELAXED);
 		arena_atomic_store(&p->magic, ARENA_PAGE_MAGIC, ARENA_RELAXED);
 		arena_atomic_store(&p->npages, 1, ARENA_RELAXED);
@@ -576,6 +622,11 @@ static __always_inline int arena_free_body(void __arena *p)
 	h = ARENA_PTR(struct arena_heap, pg->heap);
 	if (!h || h->magic != ARENA_HEAP_MAGIC)
 		return -1;
+	if (arena_asan_poisoned(ARENA_ADDR(o), ARENA_OBJ_HDR)) {
+		/* ASan: not an object header (inside freed data, a page tail) */
+		arena_atomic_inc(&h->bad_frees, ARENA_RELAXED);
+		return -1;
+	}
 	tag = arena_atomic_load(&o->tag, ARENA_ACQUIRE);
 	if ((tag >> 32) != ARENA_OBJ_LIVE ||
 	    arena_atomic_cmpxchg(&o->tag, tag, ((ap_u64)ARENA_OBJ_DEAD << 32) | (tag & 0xffffffffULL),
@@ -586,6 +637,8 @@ static __always_inline int arena_free_body(void __arena *p)
 	size = tag & 0xffffffffULL;
 	if (h->flags & ARENA_HEAP_POISON)
 		arena_poison(p, size);
+	/* before the page's count drops: from then on the page may be reused */
+	arena_asan_poison(a, size);
 
 	s = arena_atomic_load(&pg->state, ARENA_ACQUIRE);
 	if (s & ARENA_PS_LARGE) {
@@ -637,7 +690,11 @@ static __always_inline int arena_free(void __arena *p)
 /* The size that was asked for when p was allocated (0 if p is not live). */
 static __always_inline ap_u64 arena_obj_size(void __arena *p)
 {
-	ap_u64 tag = arena_atomic_load(&arena_obj_of(p)->tag, ARENA_RELAXED);
+	ap_u64 tag;
+
+	if (arena_asan_poisoned(ARENA_ADDR(p) - ARENA_OBJ_HDR, ARENA_OBJ_HDR))
+		return 0;
+	tag = arena_atomic_load(&arena_obj_of(p)->tag, ARENA_RELAXED);
 
 	return (tag >> 32) == ARENA_OBJ_LIVE ? (tag & 0xffffffffULL) : 0;
 }

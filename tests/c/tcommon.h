@@ -118,6 +118,18 @@ static inline int t_done(const char *name)
 	return 0;
 }
 
+/* 1 when the object data at p reads as freed: ASan builds ask the shadow
+ * (reading freed data there is a report), others look for the pattern a heap
+ * with ARENA_HEAP_POISON fills freed objects with. */
+static inline int t_poisoned(const void *p)
+{
+#ifdef ARENA_ASAN
+	return __asan_address_is_poisoned(p);
+#else
+	return __atomic_load_n((const ap_u64 *)p, __ATOMIC_RELAXED) == ARENA_POISON;
+#endif
+}
+
 static inline int t_cmp_u64(const void *a, const void *b)
 {
 	ap_u64 x = *(const ap_u64 *)a, y = *(const ap_u64 *)b;

@@ -104,7 +104,7 @@ static void test_hold_across_delete(void)
 	pthread_join(th, NULL);
 	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "synchronize after the reader left");
 	CHECK(arena_obj_size(held) == 0, "node not freed after its reader left");
-	CHECK(held->val == ARENA_POISON, "freed node not poisoned: %#llx", (unsigned long long)held->val);
+	CHECK(t_poisoned(&held->val), "freed node not poisoned");
 	ebr_get_stats(&sp->ebr, &es);
 	CHECK(es.pending == 0, "objects still pending after synchronize: %llu", (unsigned long long)es.pending);
 	ds_user_detach(&c);

@@ -659,7 +659,7 @@ static void hold_against_kernel(struct ds_ctx *c)
 	      "node freed under a reader inside its critical section");
 	ds_exit(&r);
 	CHECK(ebr_synchronize(&sp->ebr, c->rec, 100000) == 0, "synchronize");
-	CHECK(arena_obj_size(held) == 0 && held->val == ARENA_POISON, "node not freed after the reader left");
+	CHECK(arena_obj_size(held) == 0 && t_poisoned(&held->val), "node not freed after the reader left");
 	ds_user_detach(&r);
 }
 
