@@ -87,9 +87,17 @@ def binaries() -> dict[tuple[str, str], Path]:
     return dict(zip(jobs, built, strict=True))
 
 
+def _text(b: bytes | str | None) -> str:
+    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+
 def _run(cmd: list[str], timeout: float = 120, env: dict[str, str] | None = None) -> str:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                         env={**os.environ, **(env or {})})
+    """Run a C test; its output (what a stalled consumer says is missing) goes into any failure."""
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                             env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{cmd} still running after {timeout} s\n{_text(e.stdout)}\n{_text(e.stderr)}")
     assert res.returncode == 0, f"{cmd} exited {res.returncode}\n{res.stdout}\n{res.stderr}"
     assert "WARNING: ThreadSanitizer" not in res.stderr, res.stderr
     return res.stdout

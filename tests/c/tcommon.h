@@ -76,6 +76,33 @@ static inline ap_u64 t_rand(ap_u64 *s)
 	return arena_xorshift64(s);
 }
 
+/*
+ * Bounded waits. A loop that waits for other threads (a consumer for
+ * values, a producer for room) watches a counter that moves while the run
+ * makes progress; after T_STALL_S seconds without a change it gives up, so
+ * that a lost or malformed value fails with a message naming what is
+ * missing instead of hanging until the harness kills the process.
+ */
+#define T_STALL_S 20
+
+struct t_stall {
+	ap_u64 last;
+	double since; /* 0: not started */
+};
+
+/* 1 once value has not changed for T_STALL_S seconds of calls. */
+static inline int t_stalled(struct t_stall *st, ap_u64 value)
+{
+	double now = t_now();
+
+	if (st->since == 0 || value != st->last) {
+		st->last = value;
+		st->since = now;
+		return 0;
+	}
+	return now - st->since > T_STALL_S;
+}
+
 /* Run fn(i) on n threads and wait for them. */
 struct t_thread {
 	pthread_t tid;

@@ -329,9 +329,25 @@ struct qshared {
 	ap_u64 d;
 	int producers, consumers;
 	ap_u64 popped;            /* total, shared */
+	ap_u64 popped_sum;        /* of the sequence numbers popped */
 	unsigned char *seen;      /* [producer][seq] */
 	ap_u64 order_errors, dups;
+	int gave_up;              /* a worker saw no progress for T_STALL_S */
 };
+
+/* Say once what a stalled run is missing, and make every worker stop. */
+static void q_give_up(struct qshared *s, const char *who, int index)
+{
+	ap_u64 total = (ap_u64)s->producers * QN;
+
+	if (__atomic_exchange_n(&s->gave_up, 1, __ATOMIC_SEQ_CST))
+		return;
+	fprintf(stderr, "%s: %s %d gave up after %d s without progress: popped %llu of %llu values, "
+		"sequence sum %llu of %llu\n", s->m->name, who, index, T_STALL_S,
+		(unsigned long long)__atomic_load_n(&s->popped, __ATOMIC_SEQ_CST), (unsigned long long)total,
+		(unsigned long long)__atomic_load_n(&s->popped_sum, __ATOMIC_SEQ_CST),
+		(unsigned long long)(s->producers * (QN * (QN - 1) / 2)));
+}
 
 static void *q_worker(struct t_thread *t)
 {
@@ -342,33 +358,52 @@ static void *q_worker(struct t_thread *t)
 
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
 	if (t->index < s->producers) {
-		for (i = 0; i < QN; i++) {
+		struct t_stall stall = {0};
+
+		for (i = 0; i < QN && !__atomic_load_n(&s->gave_up, __ATOMIC_RELAXED); i++) {
 			ap_u64 val = ((ap_u64)t->index << 32) | i;
 
 			while ((r = op(&c, s->m, s->d, DS_OP_INSERT, i, val, 0, 0)) != DS_OK) {
 				CHECK(r == DS_FULL || r == DS_BUSY, "%s push -> %d", s->m->name, r);
 				if (r != DS_FULL && r != DS_BUSY)
 					break;
+				/* full: the consumers must be taking values out */
+				if (t_stalled(&stall, __atomic_load_n(&s->popped, __ATOMIC_RELAXED))) {
+					q_give_up(s, "producer", t->index);
+					break;
+				}
+				if (__atomic_load_n(&s->gave_up, __ATOMIC_RELAXED))
+					break;
 				sched_yield();
 			}
 		}
 	} else {
+		struct t_stall stall = {0};
 		ap_u64 last[QP];
 		int p;
 
 		for (p = 0; p < QP; p++)
 			last[p] = ~0ULL;
-		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total) {
+		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total &&
+		       !__atomic_load_n(&s->gave_up, __ATOMIC_RELAXED)) {
 			r = op(&c, s->m, s->d, DS_OP_POP, 0, 0, &k, &v);
 			if (r != DS_OK) {
 				CHECK(r == DS_NOT_FOUND || r == DS_BUSY, "%s pop -> %d", s->m->name, r);
+				if (t_stalled(&stall, __atomic_load_n(&s->popped, __ATOMIC_RELAXED))) {
+					q_give_up(s, "consumer", t->index - s->producers);
+					break;
+				}
 				sched_yield();
 				continue;
 			}
 			p = (int)(v >> 32);
 			i = v & 0xffffffffULL;
 			if (p >= s->producers || i >= QN || k != i) {
-				__atomic_fetch_add(&s->dups, 1, __ATOMIC_RELAXED);
+				/* malformed: counted, and it does not count as popped,
+				 * so the run stalls and says what is missing */
+				if (__atomic_fetch_add(&s->dups, 1, __ATOMIC_RELAXED) < 3)
+					fprintf(stderr, "%s: popped a malformed value: key %llu value %#llx\n", s->m->name,
+						(unsigned long long)k, (unsigned long long)v);
 				continue;
 			}
 			if (__atomic_exchange_n(&s->seen[(ap_u64)p * QN + i], 1, __ATOMIC_RELAXED))
@@ -376,6 +411,7 @@ static void *q_worker(struct t_thread *t)
 			if ((s->m->flags & DS_F_FIFO) && last[p] != ~0ULL && i <= last[p])
 				__atomic_fetch_add(&s->order_errors, 1, __ATOMIC_RELAXED);
 			last[p] = i;
+			__atomic_fetch_add(&s->popped_sum, i, __ATOMIC_RELAXED);
 			__atomic_fetch_add(&s->popped, 1, __ATOMIC_RELAXED);
 		}
 	}
@@ -395,10 +431,17 @@ static void conc_queue(struct ds_ctx *c, const struct ds_meta *m)
 	s.consumers = m->model == DS_MODEL_MPMC ? QC : 1;
 	s.seen = (unsigned char *)calloc((size_t)QP * QN, 1);
 	t_run_threads(s.producers + s.consumers, q_worker, &s);
-	for (i = 0; i < (ap_u64)s.producers * QN; i++)
-		missing += !s.seen[i];
-	CHECK(missing == 0 && s.dups == 0, "%s: %llu values lost, %llu duplicated", m->name,
-	      (unsigned long long)missing, (unsigned long long)s.dups);
+	for (i = 0; i < (ap_u64)s.producers * QN; i++) {
+		if (!s.seen[i] && !missing++)
+			fprintf(stderr, "%s: first value never popped: producer %llu, sequence %llu\n", m->name,
+				(unsigned long long)(i / QN), (unsigned long long)(i % QN));
+	}
+	CHECK(missing == 0 && s.dups == 0 && !s.gave_up,
+	      "%s: expected %llu values (sequence sum %llu), popped %llu (sum %llu): %llu lost, %llu duplicated "
+	      "or malformed%s", m->name, (unsigned long long)(s.producers * QN),
+	      (unsigned long long)(s.producers * (QN * (QN - 1) / 2)), (unsigned long long)s.popped,
+	      (unsigned long long)s.popped_sum, (unsigned long long)missing, (unsigned long long)s.dups,
+	      s.gave_up ? ", a worker gave up" : "");
 	CHECK(s.order_errors == 0, "%s: %llu per-producer order violations", m->name,
 	      (unsigned long long)s.order_errors);
 	verify(c, m, s.d, &v);
@@ -411,6 +454,7 @@ static void run_one(const struct ds_meta *m)
 	struct ds_ctx c;
 	struct arena_heap_stats st0, st;
 	struct ebr_stats es;
+	int failures0 = t_failures;
 
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
 	arena_heap_get_stats(&sp->heap, &st0);
@@ -434,8 +478,11 @@ static void run_one(const struct ds_meta *m)
 	CHECK(es.pending == 0, "%s: %llu retired objects not freed", m->name, (unsigned long long)es.pending);
 	arena_heap_get_stats(&sp->heap, &st);
 	CHECK(st.bad_frees == st0.bad_frees, "%s: bad frees", m->name);
-	printf("%-9s ok: %llu allocations, %llu bytes in use after (instances and keyed leftovers)\n", m->name,
-	       (unsigned long long)(st.allocs - st0.allocs), (unsigned long long)st.bytes_in_use);
+	if (t_failures != failures0)
+		printf("%-9s FAILED\n", m->name);
+	else
+		printf("%-9s ok: %llu allocations, %llu bytes in use after (instances and keyed leftovers)\n", m->name,
+		       (unsigned long long)(st.allocs - st0.allocs), (unsigned long long)st.bytes_in_use);
 	ds_user_detach(&c);
 }
 

@@ -390,10 +390,30 @@ struct qc {
 	ap_u64 d, n;          /* values per producer */
 	int producers, kernel_consumer, user_consumers;
 	ap_u64 popped;
+	ap_u64 popped_sum;    /* of the sequence numbers popped */
 	unsigned char *seen;
 	ap_u64 dups, order_errors, bad;
 	struct ds_kv *kout;   /* the kernel consumer's log (arena) */
+	int gave_up;          /* a side saw no progress for T_STALL_S */
 };
+
+/* Say once what a stalled run is missing, and make every side stop. */
+static void q_give_up(struct qc *s, const char *who)
+{
+	if (__atomic_exchange_n(&s->gave_up, 1, __ATOMIC_SEQ_CST))
+		return;
+	fprintf(stderr, "%s: %s gave up after %d s without progress: popped %llu of %llu values, "
+		"sequence sum %llu of %llu\n", s->m->name, who, T_STALL_S,
+		(unsigned long long)__atomic_load_n(&s->popped, __ATOMIC_SEQ_CST),
+		(unsigned long long)(s->producers * s->n),
+		(unsigned long long)__atomic_load_n(&s->popped_sum, __ATOMIC_SEQ_CST),
+		(unsigned long long)(s->producers * (s->n * (s->n - 1) / 2)));
+}
+
+static int q_stop(struct qc *s)
+{
+	return __atomic_load_n(&s->gave_up, __ATOMIC_RELAXED);
+}
 
 static void q_record(struct qc *s, ap_u64 *last, ap_u64 k, ap_u64 v)
 {
@@ -401,7 +421,10 @@ static void q_record(struct qc *s, ap_u64 *last, ap_u64 k, ap_u64 v)
 
 	/* every push carries its sequence number as the key too */
 	if (p >= QPROD || i >= s->n || k != i) {
-		__atomic_fetch_add(&s->bad, 1, __ATOMIC_RELAXED);
+		/* not counted as popped: the run stalls and says what is missing */
+		if (__atomic_fetch_add(&s->bad, 1, __ATOMIC_RELAXED) < 3)
+			fprintf(stderr, "%s: popped a malformed value: key %llu value %#llx\n", s->m->name,
+				(unsigned long long)k, (unsigned long long)v);
 		return;
 	}
 	if (__atomic_exchange_n(&s->seen[p * s->n + i], 1, __ATOMIC_RELAXED))
@@ -409,6 +432,7 @@ static void q_record(struct qc *s, ap_u64 *last, ap_u64 k, ap_u64 v)
 	if ((s->m->flags & DS_F_FIFO) && last[p] != ~0ULL && i <= last[p])
 		__atomic_fetch_add(&s->order_errors, 1, __ATOMIC_RELAXED);
 	last[p] = i;
+	__atomic_fetch_add(&s->popped_sum, i, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&s->popped, 1, __ATOMIC_RELAXED);
 }
 
@@ -417,6 +441,7 @@ static void *q_side(struct t_thread *t)
 	struct qc *s = (struct qc *)t->arg;
 	ap_u64 total = (ap_u64)s->producers * s->n, last[QPROD], i;
 	struct ds_ctx c;
+	struct t_stall stall = {0};
 	int role = t->index; /* 0..2 producers, 3 kernel consumer, 4.. user consumers */
 
 	for (i = 0; i < QPROD; i++)
@@ -427,7 +452,12 @@ static void *q_side(struct t_thread *t)
 
 		if (role >= s->producers)
 			goto out;
-		while (sent < s->n) {
+		while (sent < s->n && !q_stop(s)) {
+			/* retries wait for room: the consumers must be taking values out */
+			if (t_stalled(&stall, __atomic_load_n(&s->popped, __ATOMIC_RELAXED) + sent)) {
+				q_give_up(s, role < 2 ? "kernel producer" : "user producer");
+				break;
+			}
 			if (role < 2) {
 				ap_u64 cnt = s->n - sent < KBATCH ? s->n - sent : KBATCH;
 				struct ds_batch b = mix(s->m, s->d, DS_MIX_INSERT, sent, s->n, (ap_u32)cnt);
@@ -458,7 +488,7 @@ static void *q_side(struct t_thread *t)
 	} else if (role == QPROD) {
 		if (!s->kernel_consumer)
 			goto out;
-		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total) {
+		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total && !q_stop(s)) {
 			struct ds_batch b = mix(s->m, s->d, DS_MIX_POP, 0, 1, 256);
 
 			b.out = (ap_u64)s->kout;
@@ -466,23 +496,29 @@ static void *q_side(struct t_thread *t)
 			kbatch(&b);
 			for (i = 0; i < b.n_out; i++)
 				q_record(s, last, s->kout[i].key, s->kout[i].val);
-			if (!b.n_out)
+			if (!b.n_out) {
+				if (t_stalled(&stall, __atomic_load_n(&s->popped, __ATOMIC_RELAXED)))
+					q_give_up(s, "kernel consumer");
 				sched_yield();
+			}
 		}
 	} else {
 		if (role - QPROD - 1 >= s->user_consumers)
 			goto out;
-		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total) {
+		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total && !q_stop(s)) {
 			ap_u64 k, v;
 			int r;
 
 			ds_enter(&c);
 			r = ds_apply(&c, s->m->id, s->d, DS_OP_POP, 0, 0, &k, &v);
 			ds_exit(&c);
-			if (r == DS_OK)
+			if (r == DS_OK) {
 				q_record(s, last, k, v);
-			else
-				sched_yield();
+				continue;
+			}
+			if (t_stalled(&stall, __atomic_load_n(&s->popped, __ATOMIC_RELAXED)))
+				q_give_up(s, "user consumer");
+			sched_yield();
 		}
 	}
 out:
@@ -507,10 +543,17 @@ static void queue_both_sides(struct ds_ctx *c, const struct ds_meta *m)
 	s.kout = (struct ds_kv *)arena_heap_alloc(&sp->heap, 256 * sizeof(struct ds_kv), 0);
 	REQUIRE(s.kout, "alloc");
 	t_run_threads(QPROD + 1 + 2, q_side, &s);
-	for (i = 0; i < (ap_u64)s.producers * s.n; i++)
-		missing += !s.seen[i];
-	CHECK(missing == 0 && s.dups == 0 && s.bad == 0, "%s: %llu lost, %llu duplicated, %llu malformed", m->name,
-	      (unsigned long long)missing, (unsigned long long)s.dups, (unsigned long long)s.bad);
+	for (i = 0; i < (ap_u64)s.producers * s.n; i++) {
+		if (!s.seen[i] && !missing++)
+			fprintf(stderr, "%s: first value never popped: producer %llu, sequence %llu\n", m->name,
+				(unsigned long long)(i / s.n), (unsigned long long)(i % s.n));
+	}
+	CHECK(missing == 0 && s.dups == 0 && s.bad == 0 && !s.gave_up,
+	      "%s: expected %llu values (sequence sum %llu), popped %llu (sum %llu): %llu lost, %llu duplicated, "
+	      "%llu malformed%s", m->name, (unsigned long long)(s.producers * s.n),
+	      (unsigned long long)(s.producers * (s.n * (s.n - 1) / 2)), (unsigned long long)s.popped,
+	      (unsigned long long)s.popped_sum, (unsigned long long)missing, (unsigned long long)s.dups,
+	      (unsigned long long)s.bad, s.gave_up ? ", a side gave up" : "");
 	CHECK(s.order_errors == 0, "%s: %llu per-producer order violations", m->name,
 	      (unsigned long long)s.order_errors);
 	kverify(m, s.d, &kv);
@@ -753,6 +796,8 @@ int main(int argc, char **argv)
 	for (i = 0; i < DS_TYPES_END; i++) {
 		const struct ds_meta *m = ds_meta_of(i);
 
+		int failures0 = t_failures;
+
 		if (!m || (strcmp(only, "all") && strcmp(only, m->name)))
 			continue;
 		kernel_alone(&c, m);
@@ -760,7 +805,7 @@ int main(int argc, char **argv)
 			keyed_both_sides(&c, m);
 		else
 			queue_both_sides(&c, m);
-		printf("%-9s ok (kernel and user)\n", m->name);
+		printf("%-9s %s (kernel and user)\n", m->name, t_failures == failures0 ? "ok" : "FAILED");
 	}
 	if (!strcmp(only, "all")) {
 		alloc_both_sides(&c);
