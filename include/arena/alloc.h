@@ -117,6 +117,7 @@
 #define ARENA_OBJ_LIVE 0xA110CA7EU
 #define ARENA_OBJ_DEAD 0xF4EEF4EEU
 #define ARENA_POISON 0xDEADBEEFDEADBEEFULL
+#define ARENA_CANARY 0xCA4A41CA4A41CA4AULL
 
 /*
  * Slots: 0..31 kernel CPUs; 32..63 user threads without a slot of their
@@ -142,7 +143,8 @@
 				* page, so it is cache-line aligned (structure heads) */
 
 /* heap flags */
-#define ARENA_HEAP_POISON 0x1 /* fill freed objects with ARENA_POISON (tests) */
+#define ARENA_HEAP_POISON 0x1 /* fill freed objects with ARENA_POISON and guard the word
+			       * past each object with ARENA_CANARY (tests) */
 
 #define ARENA_PS_OFF_MASK 0xffffULL
 #define ARENA_PS_CNT_ONE (1ULL << 16)
@@ -210,6 +212,7 @@ struct arena_heap {
 	ap_u64 pages_lost;  /* fresh pages the kernel could not back */
 	ap_u64 large_allocs;
 	ap_u64 bad_frees; /* double or foreign frees refused */
+	ap_u64 overruns;  /* ARENA_HEAP_POISON: objects freed with their canary overwritten */
 	struct arena_heap_slot slots[ARENA_HEAP_SLOTS];
 };
 
@@ -225,6 +228,7 @@ struct arena_heap_stats {
 	ap_u64 pages_lost;
 	ap_u64 bad_frees;
 	ap_u64 large_allocs;
+	ap_u64 overruns;
 };
 
 static __always_inline struct arena_page __arena *arena_page_at(ap_u64 no)
@@ -470,12 +474,50 @@ static __always_inline ap_u64 arena_page_carve(struct arena_heap __arena *h, str
 	return 0;
 }
 
-static __always_inline void __arena *arena_obj_start(struct arena_heap_slot __arena *slot, int owned, ap_u64 at,
-						     ap_u64 size)
+/*
+ * The canary: in a heap with ARENA_HEAP_POISON, the word after an object's
+ * requested size (rounded up to 8) holds ARENA_CANARY while the object is
+ * live, where the object's span has room for it (a small object's rounding
+ * to ARENA_OBJ_ALIGN; a large object's last page). arena_free counts an
+ * object whose canary was overwritten (overruns), so that builds without
+ * ASan see a write just past an object too; tests may also check the
+ * canaries of live objects (a bounded structure's slot array lives as long
+ * as its instance). ASan builds leave it out: those bytes are poisoned, and
+ * ASan reports the write itself. Returns the canary's address, or 0.
+ */
+static __always_inline ap_u64 arena_canary_addr(ap_u64 obj, ap_u64 size, ap_u64 span)
+{
+#ifdef ARENA_ASAN
+	(void)obj, (void)size, (void)span;
+	return 0;
+#else
+	ap_u64 w = obj + ARENA_OBJ_HDR + ((size + 7) & ~7ULL);
+
+	return w + 8 <= obj + span ? w : 0;
+#endif
+}
+
+/* The span an object's canary may use: its slot (small) or its pages (large). */
+static __always_inline ap_u64 arena_obj_span(struct arena_page __arena *pg, ap_u64 obj, ap_u64 size, ap_u64 state)
+{
+	if (state & ARENA_PS_LARGE)
+		return ARENA_ADDR(pg) + ((ap_u64)pg->npages << ARENA_PAGE_SHIFT) - obj;
+	return (size + ARENA_OBJ_HDR + ARENA_OBJ_ALIGN - 1) & ~(ARENA_OBJ_ALIGN - 1);
+}
+
+static __always_inline void __arena *arena_obj_start(struct arena_heap __arena *h,
+						     struct arena_heap_slot __arena *slot, int owned, ap_u64 at,
+						     ap_u64 size, ap_u64 span)
 {
 	struct arena_obj __arena *o = ARENA_PTR(struct arena_obj, at);
 
 	arena_asan_unpoison(at, ARENA_OBJ_HDR + size);
+	if (h->flags & ARENA_HEAP_POISON) {
+		ap_u64 w = arena_canary_addr(at, size, span);
+
+		if (w)
+			arena_atomic_store(ARENA_PTR(ap_u64, w), ARENA_CANARY, ARENA_RELAXED);
+	}
 	arena_atomic_store(&o->link, 0, ARENA_RELAXED);
 	arena_atomic_store(&o->tag, ((ap_u64)ARENA_OBJ_LIVE << 32) | size, ARENA_RELAXED);
 	arena_stat_add(&slot->allocs, 1, owned);
@@ -504,7 +546,8 @@ static __always_inline void __arena *arena_heap_alloc_large(struct arena_heap __
 	}
 	arena_page_start(h, pg, ARENA_PS_LARGE | ARENA_PS_CNT_ONE, (ap_u32)n);
 	arena_atomic_inc(&h->large_allocs, ARENA_RELAXED);
-	return arena_obj_start(slot, owned, ARENA_ADDR(pg) + ARENA_PAGE_HDR, size);
+	return arena_obj_start(h, slot, owned, ARENA_ADDR(pg) + ARENA_PAGE_HDR, size,
+			       (n << ARENA_PAGE_SHIFT) - ARENA_PAGE_HDR);
 }
 
 /*
@@ -531,7 +574,7 @@ static __always_inline void __arena *arena_heap_alloc_body(struct arena_heap __a
 	if (cur) {
 		off = arena_page_carve(h, ARENA_PTR(struct arena_page, cur), need);
 		if (off)
-			return arena_obj_start(slot, owned, cur + off, size);
+			return arena_obj_start(h, slot, owned, cur + off, size, need);
 	}
 	pg = arena_heap_take_page(h, slot, flags);
 	if (!pg) {
@@ -550,7 +593,7 @@ static __always_inline void __arena *arena_heap_alloc_body(struct arena_heap __a
 		 * stack: a slot may still point at its page after that page
 		 * was retired, freed and handed out again) */
 		arena_page_retire(h, ARENA_PTR(struct arena_page, cur));
-	return arena_obj_start(slot, owned, ARENA_ADDR(pg) + ARENA_PAGE_HDR, size);
+	return arena_obj_start(h, slot, owned, ARENA_ADDR(pg) + ARENA_PAGE_HDR, size, need);
 }
 
 ARENA_SUBPROG ap_u64 arena_heap_alloc_subprog(ap_u64 heap, ap_u64 size, ap_u32 flags)
@@ -635,12 +678,17 @@ static __always_inline int arena_free_body(void __arena *p)
 		return -1;
 	}
 	size = tag & 0xffffffffULL;
-	if (h->flags & ARENA_HEAP_POISON)
+	s = arena_atomic_load(&pg->state, ARENA_ACQUIRE);
+	if (h->flags & ARENA_HEAP_POISON) {
+		ap_u64 w = arena_canary_addr(ARENA_ADDR(o), size, arena_obj_span(pg, ARENA_ADDR(o), size, s));
+
+		if (w && arena_atomic_load(ARENA_PTR(ap_u64, w), ARENA_RELAXED) != ARENA_CANARY)
+			arena_atomic_inc(&h->overruns, ARENA_RELAXED);
 		arena_poison(p, size);
+	}
 	/* before the page's count drops: from then on the page may be reused */
 	arena_asan_poison(a, size);
 
-	s = arena_atomic_load(&pg->state, ARENA_ACQUIRE);
 	if (s & ARENA_PS_LARGE) {
 		arena_heap_free_large(h, pg);
 	} else {
@@ -764,6 +812,7 @@ static __always_inline int arena_heap_init(struct arena_heap __arena *h, ap_u64 
 	arena_store_once(&h->pages_lost, 0);
 	arena_store_once(&h->large_allocs, 0);
 	arena_store_once(&h->bad_frees, 0);
+	arena_store_once(&h->overruns, 0);
 	for (i = 0; i < ARENA_HEAP_SLOTS && can_loop; i++) {
 		struct arena_heap_slot __arena *s = &h->slots[i];
 
@@ -808,6 +857,7 @@ static __always_inline void arena_heap_get_stats(struct arena_heap __arena *h, s
 	st->pages_lost = arena_atomic_load(&h->pages_lost, ARENA_RELAXED);
 	st->bad_frees = arena_atomic_load(&h->bad_frees, ARENA_RELAXED);
 	st->large_allocs = arena_atomic_load(&h->large_allocs, ARENA_RELAXED);
+	st->overruns = arena_atomic_load(&h->overruns, ARENA_RELAXED);
 }
 
 #if !ARENA_IS_BPF

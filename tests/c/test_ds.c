@@ -478,6 +478,8 @@ static void run_one(const struct ds_meta *m)
 	CHECK(es.pending == 0, "%s: %llu retired objects not freed", m->name, (unsigned long long)es.pending);
 	arena_heap_get_stats(&sp->heap, &st);
 	CHECK(st.bad_frees == st0.bad_frees, "%s: bad frees", m->name);
+	CHECK(st.overruns == st0.overruns, "%s: %llu objects freed with the word past them overwritten", m->name,
+	      (unsigned long long)(st.overruns - st0.overruns));
 	if (t_failures != failures0)
 		printf("%-9s FAILED\n", m->name);
 	else

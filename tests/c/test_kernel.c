@@ -812,6 +812,13 @@ int main(int argc, char **argv)
 		hold_against_kernel(&c);
 		nosleep_pool();
 	}
+	{
+		struct arena_heap_stats st;
+
+		arena_heap_get_stats(&sp->heap, &st);
+		CHECK(st.overruns == 0, "%llu objects freed with the word past them overwritten",
+		      (unsigned long long)st.overruns);
+	}
 	printf("kernel totals: %llu ops, %llu failures, %llu batches\n", (unsigned long long)skel->bss->kernel_ops,
 	       (unsigned long long)skel->bss->kernel_fails, (unsigned long long)skel->bss->kernel_batches);
 	ds_user_detach(&c);

@@ -21,7 +21,8 @@
  *     objects are freed (none for bounded structures), each with a dead
  *     header and poisoned data; retired == freed; allocations minus frees
  *     equal the live objects found in the heap; the live objects are as
- *     many as in the empty instance (nothing leaked).
+ *     many as in the empty instance (nothing leaked); no object's canary (the
+ *     word past it, ARENA_HEAP_POISON) was overwritten, live or freed.
  * Usage: test_reclaim [name|all].
  */
 #include "tcommon.h"
@@ -45,6 +46,7 @@ struct heap_walk {
 	struct held *obj; /* live small objects (NULL: count only) */
 	ap_u64 n, cap;
 	ap_u64 large; /* live large objects */
+	ap_u64 overrun; /* live objects whose canary was overwritten */
 };
 
 /* Every live object of the heap (quiescent: nobody allocates meanwhile). */
@@ -52,7 +54,7 @@ static void walk_heap(struct arena_heap *h, struct heap_walk *w)
 {
 	ap_u64 fresh = arena_atomic_load(&h->fresh, ARENA_ACQUIRE), i;
 
-	w->n = w->large = 0;
+	w->n = w->large = w->overrun = 0;
 	for (i = 0; i < fresh && i < h->npages; i++) {
 		struct arena_page *pg = arena_page_at(h->first_page + i);
 		ap_u64 s = arena_atomic_load(&pg->state, ARENA_ACQUIRE), off, end;
@@ -61,8 +63,13 @@ static void walk_heap(struct arena_heap *h, struct heap_walk *w)
 			continue;
 		if (s & ARENA_PS_LARGE) {
 			struct arena_obj *o = (struct arena_obj *)((char *)pg + ARENA_PAGE_HDR);
+			ap_u64 tag = arena_atomic_load(&o->tag, ARENA_RELAXED), size = tag & 0xffffffffULL;
+			ap_u64 cw = arena_canary_addr((ap_u64)o, size, arena_obj_span(pg, (ap_u64)o, size, s));
 
-			w->large += (arena_atomic_load(&o->tag, ARENA_RELAXED) >> 32) == ARENA_OBJ_LIVE;
+			if ((tag >> 32) == ARENA_OBJ_LIVE) {
+				w->large++;
+				w->overrun += cw && *(ap_u64 *)cw != ARENA_CANARY;
+			}
 			i += arena_atomic_load(&pg->npages, ARENA_RELAXED) - 1;
 			continue;
 		}
@@ -72,6 +79,9 @@ static void walk_heap(struct arena_heap *h, struct heap_walk *w)
 			ap_u64 tag = arena_atomic_load(&o->tag, ARENA_RELAXED), size = tag & 0xffffffffULL;
 
 			if ((tag >> 32) == ARENA_OBJ_LIVE) {
+				ap_u64 cw = arena_canary_addr((ap_u64)o, size, arena_obj_span(pg, (ap_u64)o, size, s));
+
+				w->overrun += cw && *(ap_u64 *)cw != ARENA_CANARY;
 				if (w->obj) {
 					REQUIRE(w->n < w->cap, "more than %llu live objects", (unsigned long long)w->cap);
 					w->obj[w->n].addr = (ap_u64)o + ARENA_OBJ_HDR;
@@ -390,6 +400,9 @@ static int hold_round(const struct ds_meta *m, struct ds_ctx *cp, ap_u64 ds, con
 	      "drained, %llu and %llu in the empty instance (leaked)", m->name, (unsigned long long)end.n,
 	      (unsigned long long)end.large, (unsigned long long)empty->n, (unsigned long long)empty->large);
 	CHECK(st.bad_frees == 0, "%s: %llu bad frees", m->name, (unsigned long long)st.bad_frees);
+	CHECK(st.overruns == 0 && end.overrun == 0, "%s: the word past an object overwritten: %llu freed objects, "
+	      "%llu live ones (a write past a node or past the end of a slot array)", m->name,
+	      (unsigned long long)st.overruns, (unsigned long long)end.overrun);
 	if (t_failures == failures0 && round == 0)
 		printf("%-9s ok: %llu objects held, %llu freed after the reader left, %llu retired in all%s\n", m->name,
 		       (unsigned long long)s.w.n, (unsigned long long)freed, (unsigned long long)es.retired,
