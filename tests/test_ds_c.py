@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -367,3 +368,109 @@ def test_bench_runs(binaries: dict[tuple[str, str], Path], bpf_built: None,
     for name, q in queues.items():
         assert q["exact"], (name, q)
         assert q["popped"] == q["pushed"] == 50100, (name, q)
+
+
+# ---- the C extension under AddressSanitizer ----
+
+ASAN_DIR = ROOT / "build" / "asan"
+# The Python tests that work in one process on a heap only it allocates from.
+# Kernel batches and pool workers allocate in pages whose shadow this process
+# poisoned (ASan's shadow is per process): those tests would read as
+# use-after-poison (include/ds/README.md, "Sanitizers").
+ASAN_PY_TESTS = ("test_against_python_model or test_batches_are_fast_and_named"
+                 " or test_bad_instance_is_an_error")
+
+
+def _newer(out: Path, deps: list[Path]) -> bool:
+    return out.exists() and all(d.stat().st_mtime < out.stat().st_mtime for d in deps)
+
+
+def _build_asan_extension() -> Path:
+    """pipeline._core with -fsanitize=address into build/asan/pkg, over BPF objects built for
+    the moved arena base (1 << 44 lies in ASan's shadow on x86-64). Returns the package root."""
+    clang, bpftool = shutil.which("clang-19"), shutil.which("bpftool")
+    if clang is None or bpftool is None:
+        pytest.skip("clang-19/bpftool missing: run `make setup` first")
+    ASAN_DIR.mkdir(parents=True, exist_ok=True)
+    headers = [*(ROOT / "include").rglob("*.h"), *(ROOT / "bpf").glob("*.h")]
+    for src in sorted((ROOT / "bpf").glob("*.bpf.c")):
+        name = src.name.removesuffix(".bpf.c")
+        obj, skel = ASAN_DIR / f"{name}.bpf.o", ASAN_DIR / f"{name}.skel.h"
+        if _newer(skel, [src, *headers]):
+            continue
+        res = subprocess.run(
+            [clang, "-g", "-O2", "-target", "bpf", "-mcpu=v3", "-D__TARGET_ARCH_x86", *WARN,
+             "-Wno-unused-parameter", SAN_BASE, f"-I{ROOT / 'build'}", *INCLUDES[:1],
+             f"-I{ROOT / 'bpf'}", "-c", str(src), "-o", str(obj)],
+            capture_output=True, text=True, check=False)
+        assert res.returncode == 0, res.stderr
+        gen = subprocess.run([bpftool, "gen", "skeleton", str(obj), "name", f"{name}_bpf"],
+                             capture_output=True, text=True, check=False)
+        assert gen.returncode == 0, gen.stderr
+        skel.write_text(gen.stdout)
+    pkg = ASAN_DIR / "pkg"
+    so = pkg / "pipeline" / f"_core{sysconfig.get_config_var('EXT_SUFFIX')}"
+    csrc = sorted((ROOT / "pipeline" / "_core").glob("*.[ch]"))
+    if not _newer(so, [*csrc, *headers, *ASAN_DIR.glob("*.skel.h")]):
+        so.parent.mkdir(parents=True, exist_ok=True)
+        flags = ["-O0", "-g", "-fsanitize=address", SAN_BASE, "-fPIC", *WARN,
+                 "-Wno-missing-field-initializers", "-std=gnu11", "-fno-strict-aliasing",
+                 f"-I{ASAN_DIR}", *INCLUDES[:1], f"-I{ROOT / 'pipeline' / '_core'}",
+                 f"-I{sysconfig.get_paths()['include']}"]
+
+        def compile_one(c: Path) -> str:
+            cmd = [_gcc(), *flags, "-c", str(c), "-o", str(ASAN_DIR / f"{c.stem}.o")]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            return "" if res.returncode == 0 else f"{' '.join(cmd)}\n{res.stderr}"
+
+        sources = [c for c in csrc if c.suffix == ".c"]
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            errors = [e for e in pool.map(compile_one, sources) if e]
+        assert not errors, errors[0]
+        link = [_gcc(), "-shared", "-fsanitize=address",
+                *(str(ASAN_DIR / f"{c.stem}.o") for c in sources), "-o", str(so), "-lbpf",
+                "-lelf", "-lz"]
+        res = subprocess.run(link, capture_output=True, text=True, check=False)
+        assert res.returncode == 0, f"{' '.join(link)}\n{res.stderr}"
+    # the package's Python files beside the ASan extension (copies: the import
+    # must not find the plain extension in the source tree)
+    for py in (ROOT / "pipeline").rglob("*.py"):
+        dst = pkg / "pipeline" / py.relative_to(ROOT / "pipeline")
+        if not _newer(dst, [py]):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(py, dst)
+    return pkg
+
+
+def test_python_ds_under_asan(bpf_built: None) -> None:
+    """A subset of tests/test_ds_py.py with the C extension built with ASan (LD_PRELOAD of
+    the runtime): a write past a node or a read of a freed one in the extension's arena
+    code is a report, and the run fails."""
+    if os.geteuid() != 0:
+        pytest.skip("the arena is a BPF map: run as root")
+    libasan = subprocess.run([_gcc(), "-print-file-name=libasan.so"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    if not libasan or not Path(libasan).is_absolute() or not Path(libasan).exists():
+        pytest.skip("libasan.so is not installed (gcc's AddressSanitizer runtime)")
+    pkg = _build_asan_extension()
+    # reports go to files: the inner pytest captures stderr, and an aborting process loses it
+    logs = ASAN_DIR / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir()
+    env = {**os.environ, "LD_PRELOAD": libasan, "PYTHONDONTWRITEBYTECODE": "1",
+           "ASAN_OPTIONS": f"detect_leaks=0:log_path={logs / 'asan'}"}
+    env.pop("PYTHONPATH", None)
+    # run from the package root, so that `import pipeline` finds the ASan build first
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", ASAN_PY_TESTS,
+         str(ROOT / "tests" / "test_ds_py.py")],
+        cwd=pkg, env=env, capture_output=True, text=True, timeout=300, check=False)
+    reports = "".join(f.read_text(errors="replace") for f in sorted(logs.glob("asan*")))
+    out = res.stdout + res.stderr
+    assert not reports, reports[:8000]
+    assert res.returncode == 0, out[-8000:]
+    assert re.search(r"\b(\d+) passed\b", out) and " failed" not in out, out[-3000:]
+    # the ASan build was the one imported
+    check = subprocess.run([sys.executable, "-c", "import pipeline._core as c; print(c.__file__)"],
+                           cwd=pkg, env=env, capture_output=True, text=True, check=False)
+    assert check.stdout.strip().startswith(str(pkg)), check.stdout + check.stderr
