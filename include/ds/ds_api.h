@@ -87,7 +87,9 @@ enum ds_model {
 #define DS_F_ORDERED 0x08   /* keyed and ordered: iterate returns a key range in order */
 #define DS_F_FIFO 0x10
 #define DS_F_LIFO 0x20
-#define DS_F_RECLAIM 0x40      /* frees nodes through epoch reclamation */
+#define DS_F_RECLAIM 0x40      /* frees nodes through epoch reclamation (ds_retire); a structure
+				* that retires must set it: tests/c/test_reclaim.c holds its
+				* nodes across removals, and checks the flag both ways */
 #define DS_F_READS_LOCKFREE 0x80 /* search never writes nor waits */
 
 struct ds_meta {
