@@ -373,12 +373,12 @@ def test_bench_runs(binaries: dict[tuple[str, str], Path], bpf_built: None,
 # ---- the C extension under AddressSanitizer ----
 
 ASAN_DIR = ROOT / "build" / "asan"
-# The Python tests that work in one process on a heap only it allocates from.
-# Kernel batches and pool workers allocate in pages whose shadow this process
-# poisoned (ASan's shadow is per process): those tests would read as
-# use-after-poison (include/ds/README.md, "Sanitizers").
-ASAN_PY_TESTS = ("test_against_python_model or test_batches_are_fast_and_named"
-                 " or test_bad_instance_is_an_error")
+# Every test of test_ds_py.py but those where another process or kernel batches
+# allocate from the heap: they allocate in pages whose shadow this process
+# poisoned (ASan's shadow is per process) and would read as use-after-poison
+# (include/ds/README.md, "How reclamation is tested, and the sanitizers").
+# test_ds_list_json runs the plain package in a child process.
+ASAN_PY_TESTS = "not test_pool_and_kernel_exact and not test_ds_list_json"
 
 
 def _newer(out: Path, deps: list[Path]) -> bool:
@@ -469,7 +469,8 @@ def test_python_ds_under_asan(bpf_built: None) -> None:
     out = res.stdout + res.stderr
     assert not reports, reports[:8000]
     assert res.returncode == 0, out[-8000:]
-    assert re.search(r"\b(\d+) passed\b", out) and " failed" not in out, out[-3000:]
+    passed = re.search(r"\b(\d+) passed\b", out)
+    assert passed and int(passed.group(1)) >= 10 and " failed" not in out, out[-3000:]
     # the ASan build was the one imported
     check = subprocess.run([sys.executable, "-c", "import pipeline._core as c; print(c.__file__)"],
                            cwd=pkg, env=env, capture_output=True, text=True, check=False)
