@@ -160,6 +160,32 @@ class PipelineProc:
         raise AssertionError(f"no final statistics in stderr: {self.stderr()}")
 
 
+
+def assert_one_line(res: subprocess.CompletedProcess[str], *words: str) -> str:
+    """A refusal as the project promises it: exit 2, exactly one line on stderr naming
+    the problem (each of `words` in it), no traceback. Returns the line."""
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+# Creates files from a process of its own, so the pipeline (which ignores itself) sees them.
+_CREATOR = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+for i in range(int(sys.argv[3])):
+    os.close(os.open(f"{sys.argv[2]}-{i:06d}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+"""
+
+
+def create_files(work: Path, tag: str, n: int) -> None:
+    """n files named TAG-000000 ... in work, created by a child process."""
+    subprocess.run([sys.executable, "-c", _CREATOR, str(work), tag, str(n)], check=True)
+
 def run_pipeline(*args: str, timeout: float = 30.0,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT,

@@ -11,19 +11,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, needs_root, run_pipeline
+from conftest import ROOT, assert_one_line, needs_root, run_pipeline
 
 pytestmark = needs_root
 
 
-def assert_one_line(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def test_unprivileged_user() -> None:

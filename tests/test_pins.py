@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, PipelineProc, needs_root, remove_tree, run_pipeline, wait_for
+from conftest import (
+    ROOT,
+    PipelineProc,
+    assert_one_line,
+    needs_root,
+    remove_tree,
+    run_pipeline,
+    wait_for,
+)
 from hypothesis import given
 from hypothesis import strategies as hs
 
@@ -105,14 +113,6 @@ def dead_pid(k: int) -> str:
     return str(int(Path("/proc/sys/kernel/pid_max").read_text()) + k)
 
 
-def assert_refused(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def short_run(pin_dir: str, *extra: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -131,7 +131,7 @@ def test_root_a_user_made_is_refused(pin_root: Path, target: Path) -> None:
     as_nobody("ln", "-s", str(target / "secret"), str(pin_root / dead_pid(1) / "arena"))
     as_nobody("ln", "-s", str(target), str(pin_root / dead_pid(2)))
     before = snapshot(pin_root, target)
-    line = assert_refused(short_run(str(pin_root)), str(pin_root), f"owned by uid {NOBODY}")
+    line = assert_one_line(short_run(str(pin_root)), str(pin_root), f"owned by uid {NOBODY}")
     assert "rm -r" in line
     assert snapshot(pin_root, target) == before
 
@@ -139,7 +139,7 @@ def test_root_a_user_made_is_refused(pin_root: Path, target: Path) -> None:
 def test_root_that_is_a_link_is_refused(pin_root: Path, target: Path) -> None:
     as_nobody("ln", "-s", str(target), str(pin_root))
     before = snapshot(pin_root, target)
-    assert_refused(short_run(str(pin_root)), str(pin_root), "symbolic link")
+    assert_one_line(short_run(str(pin_root)), str(pin_root), "symbolic link")
     assert snapshot(pin_root, target) == before
 
 
@@ -151,7 +151,7 @@ def test_root_with_mode_0777_is_refused(pin_root: Path, target: Path) -> None:
     as_nobody("ln", "-s", str(target / "secret"), str(run / "arena"))
     as_nobody("ln", "-s", str(target), str(run / "burst"))
     before = snapshot(pin_root, target)
-    assert_refused(short_run(str(pin_root)), str(pin_root), "mode 0777", "chmod 0700")
+    assert_one_line(short_run(str(pin_root)), str(pin_root), "mode 0777", "chmod 0700")
     assert snapshot(pin_root, target) == before
 
 
@@ -160,7 +160,7 @@ def test_root_that_is_a_regular_file_is_refused(tmp_path: Path, nobody_tmp: Path
     planted = tmp_path / "file"
     os.rename(nobody_tmp / "file", planted)  # it lands in a root-owned directory
     before = snapshot(tmp_path)
-    assert_refused(short_run(str(planted)), str(planted), "not a directory")
+    assert_one_line(short_run(str(planted)), str(planted), "not a directory")
     assert snapshot(tmp_path) == before
 
 
@@ -170,8 +170,8 @@ def test_root_not_on_bpffs_is_refused(tmp_path: Path, nobody_tmp: Path) -> None:
     os.rename(nobody_tmp / "pins", existing)
     missing = tmp_path / "missing"
     before = snapshot(tmp_path)
-    assert_refused(short_run(str(existing)), str(existing), "not on bpffs", "/sys/fs/bpf")
-    assert_refused(short_run(str(missing)), str(missing), "not on bpffs", "/sys/fs/bpf")
+    assert_one_line(short_run(str(existing)), str(existing), "not on bpffs", "/sys/fs/bpf")
+    assert_one_line(short_run(str(missing)), str(missing), "not on bpffs", "/sys/fs/bpf")
     assert snapshot(tmp_path) == before
 
 
@@ -184,7 +184,7 @@ def test_root_under_proc_is_refused(nobody_tmp: Path, pin_dir: str, words: list[
     # followed, /proc/self/cwd is the run's working directory: nobody's here
     before = snapshot(nobody_tmp)
     checkout = os.stat(ROOT)
-    assert_refused(short_run(pin_dir, cwd=nobody_tmp), pin_dir, *words)
+    assert_one_line(short_run(pin_dir, cwd=nobody_tmp), pin_dir, *words)
     assert snapshot(nobody_tmp) == before
     after = os.stat(ROOT)
     assert (after.st_mode, after.st_uid) == (checkout.st_mode, checkout.st_uid)
@@ -194,8 +194,8 @@ def test_empty_pin_dir_leaves_the_working_directory_alone(nobody_tmp: Path) -> N
     as_nobody("chmod", "0755", str(nobody_tmp))
     as_nobody("mkdir", f"{nobody_tmp}/{dead_pid(1)}")
     before = snapshot(nobody_tmp)
-    assert_refused(short_run("", cwd=nobody_tmp), "pin_dir is empty")
-    assert_refused(short_run("relative", cwd=nobody_tmp), "relative path")
+    assert_one_line(short_run("", cwd=nobody_tmp), "pin_dir is empty")
+    assert_one_line(short_run("relative", cwd=nobody_tmp), "relative path")
     assert snapshot(nobody_tmp) == before
 
 
@@ -204,7 +204,7 @@ def test_root_through_a_linked_directory_is_refused(bpf_scratch: Any) -> None:
     as_nobody("mkdir", "-m", "0755", str(real))
     as_nobody("ln", "-s", str(real), str(link))
     before = snapshot(real, link)
-    assert_refused(short_run(f"{link}/pins"), f"{link} is a symbolic link")
+    assert_one_line(short_run(f"{link}/pins"), f"{link} is a symbolic link")
     assert snapshot(real, link) == before
 
 
@@ -212,7 +212,7 @@ def test_root_under_a_directory_a_user_owns_is_refused(bpf_scratch: Any) -> None
     parent = bpf_scratch("parent")
     as_nobody("mkdir", "-m", "0755", str(parent))
     before = snapshot(parent)
-    assert_refused(short_run(f"{parent}/pins"), f"{parent} is owned by uid {NOBODY}")
+    assert_one_line(short_run(f"{parent}/pins"), f"{parent} is owned by uid {NOBODY}")
     assert snapshot(parent) == before
 
 
@@ -341,7 +341,7 @@ def test_stress_refuses_a_bad_pin_dir(pin_root: Path, target: Path) -> None:
         [sys.executable, "-m", "pipeline", "stress", "--config",
          str(ROOT / "configs/stress-hash.toml"), "--duration", "0.3", "--pin-dir", str(pin_root)],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert_refused(res, str(pin_root), "symbolic link")
+    assert_one_line(res, str(pin_root), "symbolic link")
     assert snapshot(pin_root, target) == before
 
 
@@ -359,7 +359,7 @@ def test_burst_refuses_a_planted_run_dir(pin_root: Path, target: Path) -> None:
             remove_tree(staging)
         before = snapshot(fake, target)
         res = run_pipeline("burst", "--events", "1", "--pin-dir", str(fake))
-        assert_refused(res, str(fake), "burst is not a pinned object")
+        assert_one_line(res, str(fake), "burst is not a pinned object")
         assert snapshot(fake, target) == before
     finally:
         assert pl.stop() == 0

@@ -16,7 +16,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PipelineProc, count_lines, needs_root, read_jsonl, run_pipeline, wait_for
+from conftest import (
+    PipelineProc,
+    assert_one_line,
+    count_lines,
+    create_files,
+    needs_root,
+    read_jsonl,
+    run_pipeline,
+    wait_for,
+)
 
 from pipeline.sinks import Batch, SinkError
 from pipeline.sinks.jsonl import JsonlSink
@@ -126,14 +134,6 @@ def close_dir(scene: Scene, kind: str) -> None:
         scene.d.chmod(0o755)
 
 
-def assert_one_line(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 # -- at start: the real pipeline refuses with one line and exit 2 ------------------------------
@@ -225,18 +225,6 @@ def test_links_root_owns_on_the_path_are_followed(scene: Scene, pin_root: Path) 
 
 # -- mid-run, under the real pipeline ----------------------------------------------------------
 
-CREATOR = r"""
-import os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
-for i in range(int(sys.argv[3])):
-    os.close(os.open(f"{sys.argv[2]}-{i:06d}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
-"""
-
-
-def create(work: Path, tag: str, n: int) -> None:
-    subprocess.run([sys.executable, "-c", CREATOR, str(work), tag, str(n)], check=True)
-
-
 def refusals(pl: PipelineProc) -> list[str]:
     return [ln for ln in pl.lines
             if ln.startswith("pipeline: sink jsonl: refusing to reopen or rotate")]
@@ -271,11 +259,11 @@ def test_rotation_refuses_a_link_planted_at_path_1(scene: Scene, tmp_path: Path,
     with open(stdout_file, "wb") as so:
         pl = PipelineProc("--sink", "jsonl,stdout", "--output", str(scene.out),
                           "--rotate-bytes", "4096", "--pin-dir", str(pin_root), stdout=so)
-        create(work, "a", 5)
+        create_files(work, "a", 5)
         wait_for(lambda: scene.out.exists() and scene.out.stat().st_size > 0, 20, "a batch")
-        create(work, "b", 200)  # ~70 KB of events: the next batch must rotate
+        create_files(work, "b", 200)  # ~70 KB of events: the next batch must rotate
         wait_for(lambda: bool(refusals(pl)), 20, "the refusal")
-        create(work, "c", 50)  # after the refusal: stdout only
+        create_files(work, "c", 50)  # after the refusal: stdout only
         wait_for(lambda: count_lines(stdout_file) >= 255, 20, "stdout events")
         check_failed_run(pl, stdout_file, scene.out, "events.jsonl.1 is a symbolic link")
     assert snapshot([v, scene.victims, scene.d], own) == before
@@ -294,14 +282,14 @@ def test_output_replaced_while_running_is_refused(scene: Scene, tmp_path: Path,
     with open(stdout_file, "wb") as so:
         pl = PipelineProc(*scene.config(True), "--sink", "jsonl,stdout", "--output",
                           str(scene.out), "--pin-dir", str(pin_root), stdout=so)
-        create(work, "a", 20)
+        create_files(work, "a", 20)
         wait_for(lambda: count_lines(scene.out) >= 20, 20, "events in the file")
         if swap == "symlink":
             as_nobody("ln", "-s", str(v), str(planted))
         else:
             as_nobody("sh", "-c", f"printf 'mine\\n' > {planted} && chmod 0644 {planted}")
         as_nobody("mv", "-T", str(planted), str(scene.out))  # over root's file
-        create(work, "b", 30)
+        create_files(work, "b", 30)
         wait_for(lambda: bool(refusals(pl)), 20, "the refusal")
         wait_for(lambda: count_lines(stdout_file) >= 50, 20, "stdout events")
         assert pl.stop() == 0, pl.stderr()

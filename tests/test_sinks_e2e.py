@@ -13,36 +13,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Reap, StartPipeline, count_lines, needs_root, read_jsonl, wait_for
+from conftest import (
+    Reap,
+    StartPipeline,
+    count_lines,
+    create_files,
+    needs_root,
+    read_jsonl,
+    wait_for,
+)
 
 pytestmark = needs_root
 HERE = Path(__file__).resolve().parent
-
-CREATOR = r"""
-import os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
-for i in range(int(sys.argv[3])):
-    os.close(os.open(f"{sys.argv[2]}-{i:06d}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
-"""
-
-
-def create(work: Path, tag: str, n: int) -> None:
-    subprocess.run([sys.executable, "-c", CREATOR, str(work), tag, str(n)], check=True)
-
 
 class Listener:
     def __init__(self, tmp: Path, name: str, port: int, reap: Reap) -> None:
         self.count_file = tmp / f"{name}.count"
         ready = tmp / f"{name}.ready"
-        self.proc = reap(subprocess.Popen([sys.executable, str(HERE / "listener.py"), "--port",
-                                           str(port), "--count-file", str(self.count_file),
+        script = HERE / "helpers" / "count_listener.py"
+        self.proc = reap(subprocess.Popen([sys.executable, str(script), "--port", str(port),
+                                           "--count-file", str(self.count_file),
                                            "--ready-file", str(ready)]))
         wait_for(ready.exists, 10, "the listener")
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(20) == 0
-        lines, partial = map(int, self.count_file.read_text().split())
+        _, _, lines, partial = map(int, self.count_file.read_text().split())
         assert partial == 0, "a connection ended inside a line"
         return lines
 
@@ -62,11 +59,11 @@ def test_socket_listener_restarted_mid_run(tmp_path: Path, pin_root: Path,
     first = Listener(tmp_path, "first", port, reap)
     pl = pipeline_proc("--sink", "socket,jsonl", "--connect", f"127.0.0.1:{port}",
                        "--output", str(ref), "--pin-dir", str(pin_root))
-    create(work, "a", 3000)
+    create_files(work, "a", 3000)
     received = first.stop()
-    create(work, "b", 2000)  # while nobody listens: buffered
+    create_files(work, "b", 2000)  # while nobody listens: buffered
     second = Listener(tmp_path, "second", port, reap)
-    create(work, "c", 3000)
+    create_files(work, "c", 3000)
     wait_for(lambda: count_lines(ref) >= 8000, 20, "events")
     assert pl.stop() == 0, pl.stderr()
     received += second.stop()
@@ -99,7 +96,7 @@ def test_full_filesystem_fails_one_sink_only(tmp_path: Path, pin_root: Path, sma
     with open(stdout_file, "wb") as so:
         pl = pipeline_proc("--sink", "jsonl,stdout", "--output", str(full),
                            "--pin-dir", str(pin_root), stdout=so)
-        create(work, "z", 5000)  # ~1.8 MB of JSON: far more than 256 KiB
+        create_files(work, "z", 5000)  # ~1.8 MB of JSON: far more than 256 KiB
         wait_for(lambda: count_lines(stdout_file) >= 5000, 20, "stdout events")
         assert pl.stop() == 0, pl.stderr()
     final = pl.final()

@@ -315,7 +315,7 @@ class Listener:
         """(connections, bytes received, lines)."""
         self.proc.send_signal(signal.SIGTERM)
         assert self.proc.wait(20) == 0
-        conns, nbytes, nlines = map(int, self.count.read_text().split())
+        conns, nbytes, nlines, _ = map(int, self.count.read_text().split())
         lines = self.lines_file.read_bytes().splitlines()
         assert len(lines) == nlines
         return conns, nbytes, lines

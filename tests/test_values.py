@@ -15,22 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, needs_root, run_pipeline
+from conftest import ROOT, assert_one_line, needs_root, run_pipeline
 
 from pipeline.config import Config
 from pipeline.ranges import BENCH, BURST, PIPELINE, SINK_JSONL, SINK_SOCKET, STRESS
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.socket import SocketSink
-
-
-def one_line(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +34,7 @@ def check(*args: str) -> subprocess.CompletedProcess[str]:
     ("--spin-us", "-1"), ("--arena-pages", str(10**30)), ("--rotate-bytes", str(10**30)),
 ])
 def test_flag_out_of_range(flag: str, value: str) -> None:
-    line = one_line(check(f"{flag}={value}"), f"argument {flag}", "must be", "--help")
+    line = assert_one_line(check(f"{flag}={value}"), f"argument {flag}", "must be", "--help")
     key = flag[2:].replace("-", "_")
     rng = PIPELINE.get(key) or SINK_JSONL[key]
     assert rng.describe() in line
@@ -62,7 +52,7 @@ def test_flag_out_of_range(flag: str, value: str) -> None:
 def test_config_value_out_of_range(tmp_path: Path, text: str, key: str) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
-    one_line(check("--config", str(cfg)), key, "must be")
+    assert_one_line(check("--config", str(cfg)), key, "must be")
 
 
 def test_stats_at_its_bounds_is_accepted() -> None:
@@ -77,18 +67,18 @@ def test_config_not_utf8_names_file_and_offset(tmp_path: Path) -> None:
     body = b'filter_comm = "caf' + b"\xe9" + b'"\n'
     cfg.write_bytes(b"duration = 1\n" + body)
     offset = len(b"duration = 1\n") + len('filter_comm = "caf')
-    line = one_line(check("--config", str(cfg)), str(cfg), "UTF-8")
+    line = assert_one_line(check("--config", str(cfg)), str(cfg), "UTF-8")
     assert f"byte 0xe9 at byte offset {offset}" in line
 
 
 def test_jsonl_output_with_nul(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[sink.jsonl]\noutput = "/tmp/a\\u0000b"\n')
-    one_line(check("--config", str(cfg), "--sink", "jsonl"), "'output'", "NUL")
+    assert_one_line(check("--config", str(cfg), "--sink", "jsonl"), "'output'", "NUL")
 
 
 def test_config_that_is_not_a_regular_file() -> None:
-    one_line(check("--config", "/dev/zero"), "/dev/zero", "not a regular file")
+    assert_one_line(check("--config", "/dev/zero"), "/dev/zero", "not a regular file")
 
 
 def test_check_config_prints_the_effective_config(tmp_path: Path) -> None:
@@ -142,16 +132,16 @@ def test_readme_and_docs_show_every_range() -> None:
     (["stress", "--config", "configs/stress-hash.toml", "--ops", "0"], "--ops"),
 ])
 def test_subcommand_flags_out_of_range(args: list[str], flag: str) -> None:
-    one_line(run_pipeline(*args), f"argument {flag}", "must be", "--help")
+    assert_one_line(run_pipeline(*args), f"argument {flag}", "must be", "--help")
 
 
 def test_unknown_flag_is_one_line() -> None:
-    one_line(run_pipeline("--bogus"), "unrecognized arguments: --bogus", "--help")
+    assert_one_line(run_pipeline("--bogus"), "unrecognized arguments: --bogus", "--help")
 
 
 @needs_root
 def test_arena_too_small_for_the_queue() -> None:
-    one_line(run_pipeline("--queue-capacity", "4194304", "--arena-pages", "64", "--trigger",
+    assert_one_line(run_pipeline("--queue-capacity", "4194304", "--arena-pages", "64", "--trigger",
                           "none", "--duration", "0.1"),
              "too small", "raise --arena-pages or lower --queue-capacity")
 
@@ -175,20 +165,20 @@ def _stress(tmp_path: Path, text: str, *args: str) -> subprocess.CompletedProces
     ("structure = 'hash'\nuser_workers = 1000\n", "stress.user_workers"),
 ])
 def test_stress_values_out_of_range(tmp_path: Path, text: str, what: str) -> None:
-    one_line(_stress(tmp_path, text), what)
+    assert_one_line(_stress(tmp_path, text), what)
 
 
 def test_stress_config_not_utf8(tmp_path: Path) -> None:
     cfg = tmp_path / "s.toml"
     good = b"[stress]\nstructure = 'hash' # "
     cfg.write_bytes(good + b"\xff\n")
-    one_line(run_pipeline("stress", "--config", str(cfg)), str(cfg),
+    assert_one_line(run_pipeline("stress", "--config", str(cfg)), str(cfg),
              f"byte 0xff at byte offset {len(good)}")
 
 
 @needs_root
 def test_stress_arena_too_small_for_the_structure(tmp_path: Path) -> None:
-    one_line(_stress(tmp_path, "structure = 'hash'\ncapacity = 1048576\npages = 64\n"),
+    assert_one_line(_stress(tmp_path, "structure = 'hash'\ncapacity = 1048576\npages = 64\n"),
              "does not fit an arena of 64 pages", "raise stress.pages or lower stress.capacity")
 
 
@@ -265,7 +255,7 @@ def test_cap_bpf_without_root_names_tracefs(nobody_pins: Path, trigger: str) -> 
     if _tracefs_readable_by_nobody():
         assert res.returncode == 0, res.stderr
         return
-    line = one_line(res, "tracefs", "run as root", "gid=", "--trigger none")
+    line = assert_one_line(res, "tracefs", "run as root", "gid=", "--trigger none")
     assert "CONFIG_" not in line
 
 
@@ -274,7 +264,7 @@ def test_cap_bpf_without_root_names_the_pin_dir(nobody_pins: Path) -> None:
     theirs = Path(f"/sys/fs/bpf/ap-root-{os.getpid()}")
     theirs.mkdir(mode=0o700)
     try:
-        one_line(_as_nobody("--trigger", "none", "--pin-dir", str(theirs)),
+        assert_one_line(_as_nobody("--trigger", "none", "--pin-dir", str(theirs)),
                  str(theirs), "not writable", "--pin-dir")
     finally:
         shutil.rmtree(theirs)

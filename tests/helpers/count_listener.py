@@ -1,8 +1,9 @@
 """A listener for the sink tests, run as root or planted by an unprivileged user: counts
 connections, bytes and whole lines it receives (after TLS, with --cert), and keeps the lines
 in --lines-file. On SIGTERM it stops accepting, sends FIN (close_notify under TLS) on every
-connection, reads each to EOF, removes its unix socket, writes "CONNS BYTES LINES" to
---count-file and exits. Standard library only: it runs under the system python as nobody."""
+connection, reads each to EOF, removes its unix socket, writes "CONNS BYTES LINES PARTIAL" to
+--count-file (PARTIAL: connections that ended inside a line) and exits. Standard library
+only: it runs under the system python as nobody."""
 
 from __future__ import annotations
 
@@ -33,12 +34,13 @@ async def main() -> None:
             ctx.load_verify_locations(args.client_ca)
     conns = 0
     nbytes = 0
+    partial = 0
     lines: list[bytes] = []
     tasks: set[asyncio.Task[None]] = set()
     writers: list[asyncio.StreamWriter] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal conns, nbytes
+        nonlocal conns, nbytes, partial
         conns += 1
         writers.append(writer)
         tail = b""
@@ -51,6 +53,7 @@ async def main() -> None:
                 tail = tail[cut:]
         except (OSError, ssl.SSLError):
             pass
+        partial += bool(tail)
         writer.close()
 
     def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -81,7 +84,7 @@ async def main() -> None:
         with open(args.lines_file, "wb") as f:
             f.write(b"".join(lines))
     with open(args.count_file, "w") as f:
-        f.write(f"{conns} {nbytes} {len(lines)}")
+        f.write(f"{conns} {nbytes} {len(lines)} {partial}")
 
 
 asyncio.run(main())
