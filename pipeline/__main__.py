@@ -1,7 +1,39 @@
-"""python -m pipeline: see pipeline.cli."""
+"""python -m pipeline: see pipeline.cli.
 
+Started by an interpreter that lacks the project's dependencies (Debian's python3 under
+sudo, rather than the project's .venv), the imports below would end in a traceback; this
+checks first, with the standard library alone, and says in one line how to run it. So it
+must stay importable by any Python 3: no newer syntax before the check.
+"""
+
+import importlib.util
 import sys
 
-from .cli import main
+NEEDED = ("orjson", "uvloop", "aiofiles")
+EXIT_BAD_INPUT = 2
 
-sys.exit(main())
+
+def _missing():
+    if sys.version_info < (3, 11):
+        return ["Python >= 3.11"]
+    gone = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if importlib.util.find_spec("pipeline._core") is None:
+        gone.append("the built extension pipeline._core (make setup)")
+    return gone
+
+
+def _check():
+    gone = _missing()
+    if gone:
+        sys.stderr.write(
+            "pipeline: this Python ({}) lacks {}; run it with the project's environment: "
+            "sudo .venv/bin/python -m pipeline, or sudo arena-pipeline (both made by "
+            "sudo ./make.sh setup)\n".format(sys.executable, ", ".join(gone)))
+        sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    _check()
+    from pipeline.cli import main
+
+    sys.exit(main())

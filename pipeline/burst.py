@@ -3,20 +3,19 @@ generator (a SEC("syscall") program) through its pins, from another process."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from .config import Config
 from .errors import KernelError
-from .flags import Parser
 from .kernel import check_privileges
 from .pins import PinRoot, check_run_dir
 from .ranges import BURST
 
 
-def main(argv: list[str]) -> int:
-    p = Parser(prog="python -m pipeline burst",
-                                description="Produce N events in the kernel, in a tight loop, "
-                                            "into a running pipeline's arena queue.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Produce N events in the kernel, in a tight loop, into a running "
+                     "pipeline's arena queue.")
     p.add_argument("--events", type=BURST["events"].flag(), required=True, metavar="N",
                    help=f"events to produce; {BURST['events'].describe()}")
     p.add_argument("--per-call", type=BURST["per_call"].flag(), default=4096, metavar="K",
@@ -24,7 +23,9 @@ def main(argv: list[str]) -> int:
                         f"{BURST['per_call'].describe()}")
     p.add_argument("--pin-dir", metavar="DIR",
                    help="the run's pin directory (default: the only running pipeline's)")
-    args = p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
     check_privileges()
     if args.pin_dir:
         pin = check_run_dir(args.pin_dir, "burst")

@@ -1,74 +1,142 @@
-"""Command line: `python -m pipeline [flags]` runs the pipeline;
-`python -m pipeline bench|burst` run the tools around it."""
+"""Command line: `arena-pipeline [run] [flags]` runs the pipeline (run is the default
+command); `arena-pipeline COMMAND --help` for the tools around it.
+
+Each command is an argparse subparser. Only the command being run gets its flags added
+(its module imported): `bench` or `stress` code is never loaded to run the pipeline, and
+the top-level help needs only each command's one line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from . import log
 from .config import TRIGGERS, Config, load_file
-from .errors import EXIT_BAD_INPUT, EXIT_OK, PipelineError
+from .errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError, PipelineError
 from .flags import Parser
-from .kernel import check_privileges, eprint
-from .ranges import PIPELINE, SINK_JSONL
+from .kernel import check_privileges
+from .ranges import PIPELINE
 from .sinks.base import SinkError
 from .stdio import check_stdio, to_devnull
+from .version import version
 
-SUBCOMMANDS = ("bench", "burst", "ds", "stress")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="python -m pipeline",
-        description="File-creation events from the kernel, through a BPF arena queue, "
-                    "to sinks. Subcommands: bench, burst (python -m pipeline bench --help).")
-    p.add_argument("--config", metavar="PATH",
-                   help="TOML config (configs/*.toml); flags override it")
-    p.add_argument("--sink", action="append", metavar="NAME",
-                   help="stdout, jsonl, socket or a plugin; repeat or comma-separate for several")
-    p.add_argument("--output", metavar="PATH", help="jsonl sink: file to append to")
-    p.add_argument("--rotate-bytes", type=SINK_JSONL["rotate_bytes"].flag(), metavar="N",
-                   help="jsonl sink: rotate the file when it would pass N bytes (0: never)")
-    p.add_argument("--connect", metavar="HOST:PORT|unix:PATH", help="socket sink: listener")
-    p.add_argument("--trigger", choices=TRIGGERS,
-                   help="file-creation producer: lsm.s/inode_create where it attaches, else "
-                        "syscall tracepoints (auto, the default); none attaches nothing; "
-                        "getppid is the benchmark's load (needs --filter-pid)")
-    _number(p, "--duration", "SECONDS", "stop after this long (0: run until a signal)")
-    _number(p, "--max-events", "N", "stop after N events (0: no limit)")
-    p.add_argument("--filter-comm", metavar="COMM", help="only tasks with this comm (in kernel)")
-    _number(p, "--filter-pid", "PID", "only this process (in kernel; 0: every process)")
-    p.add_argument("--no-ignore-self", dest="ignore_self", action="store_false", default=None,
-                   help="also report files the pipeline itself creates")
-    _number(p, "--stats", "SECONDS", "print counters to stderr every SECONDS (flag alone: 1)",
-            nargs="?", const=1.0)
-    _number(p, "--queue-capacity", "N", "arena queue size in events")
-    _number(p, "--arena-pages", "N", "arena size in 4 KiB pages")
-    _number(p, "--batch", "N", "events per drain at most")
-    _number(p, "--spin-us", "US", "busy-poll window before sleeping")
-    p.add_argument("--pin-dir", metavar="DIR", help="bpffs directory for this run's pins")
-    p.add_argument("--verbose", action="store_true", default=None, help="libbpf debug output")
-    p.add_argument("--check-config", action="store_true",
-                   help="check the flags, the config file and every sink's options, print the "
-                        "resulting configuration as JSON on stdout and exit; loads nothing")
-    return p
+DESCRIPTION = ("File-creation events from the kernel, through a queue in a BPF arena, to "
+               "sinks (stdout, jsonl, socket, plugins). Without a command, runs the pipeline.")
 
 
-def _number(p: argparse.ArgumentParser, flag: str, metavar: str, text: str,
+@dataclass(frozen=True)
+class Command:
+    help: str
+    module: str  # "module" whose add_arguments(parser) and main(args) implement it
+
+    def load(self) -> Any:
+        return importlib.import_module(self.module, __package__)
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("run the pipeline (the default command; its flags are below)", ".cli"),
+    "burst": Command("produce N events in the kernel into a running pipeline's queue",
+                     ".burst"),
+    "ds": Command("list the data structures registered in the arena", ".ds_cli"),
+    "stress": Command("user processes and kernel programs on one arena structure at once, "
+                      "checked exactly", ".stress"),
+    "bench": Command("the benchmark: every performance figure, side by side",
+                     ".bench.cli"),
+}
+DEFAULT_COMMAND = "run"
+# Flags of the top-level parser itself; anything else before a command belongs to `run`.
+_TOP_FLAGS = ("-h", "--help", "--version")
+# Diagnostics flags every command takes; given before the command, they are moved after it.
+_DIAG_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def prog_name(argv0: str | None = None) -> str:
+    """How the user started us: the console script's name, or `python -m pipeline`."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    base = os.path.basename(argv0)
+    if not base or base in ("__main__.py", "-m", "-c") or base.endswith(".py"):
+        return "python -m pipeline"
+    return base
+
+
+# -- the run command's flags ----------------------------------------------------------------
+
+def _number(g: argparse._ArgumentGroup, flag: str, metavar: str, text: str,
             **kw: Any) -> None:
     """A numeric flag whose type and range are its config key's."""
     rng = PIPELINE[flag[2:].replace("-", "_")]
-    p.add_argument(flag, type=rng.flag(), metavar=metavar,
+    g.add_argument(flag, type=rng.flag(), metavar=metavar,
                    help=f"{text}; {rng.describe()}", **kw)
 
 
-# flag attribute -> (sink name, option name)
-_SINK_FLAGS = {"output": ("jsonl", "output"), "rotate_bytes": ("jsonl", "rotate_bytes"),
-               "connect": ("socket", "connect")}
+def add_diagnostics(p: argparse.ArgumentParser) -> None:
+    """-v/-q, for every command (README: Logging)."""
+    g = p.add_argument_group("diagnostics")
+    m = g.add_mutually_exclusive_group()
+    m.add_argument("-v", "--verbose", action="store_true", default=None,
+                   help="debug output, including libbpf's (config key verbose)")
+    m.add_argument("-q", "--quiet", action="store_true",
+                   help="warnings and errors only; a run's statistics are still printed")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The run command's flags, grouped; sinks add their own to the sinks group."""
+    p.add_argument("--config", metavar="PATH",
+                   help="TOML config (configs/*.toml); flags override it")
+    cap = p.add_argument_group("capture")
+    cap.add_argument("--trigger", choices=TRIGGERS,
+                     help="file-creation producer: lsm.s/inode_create where it attaches, else "
+                          "syscall tracepoints (auto, the default); none attaches nothing; "
+                          "getppid is the benchmark's load (needs --filter-pid)")
+    cap.add_argument("--filter-comm", metavar="COMM",
+                     help="only tasks with this comm (in kernel)")
+    _number(cap, "--filter-pid", "PID", "only this process (in kernel; 0: every process)")
+    cap.add_argument("--no-ignore-self", dest="ignore_self", action="store_false",
+                     default=None, help="also report files the pipeline itself creates")
+    _number(cap, "--duration", "SECONDS", "stop after this long (0: run until a signal)")
+    _number(cap, "--max-events", "N", "stop after N events (0: no limit)")
+    sinks = p.add_argument_group("sinks", "every event goes to every sink; a sink's own "
+                                 "flags set its [sink.NAME] options")
+    sinks.add_argument("--sink", action="append", metavar="NAME",
+                       help="stdout (the default), jsonl, socket or a plugin; repeat or "
+                            "comma-separate for several")
+    p.set_defaults(sink_flags=_add_sink_flags(sinks))
+    q = p.add_argument_group("queue", "the arena, its event queue and the reader")
+    _number(q, "--queue-capacity", "N", "arena queue size in events")
+    _number(q, "--arena-pages", "N", "arena size in 4 KiB pages")
+    _number(q, "--batch", "N", "events per drain at most")
+    _number(q, "--spin-us", "US", "busy-poll window before sleeping")
+    q.add_argument("--pin-dir", metavar="DIR", help="bpffs directory for this run's pins")
+    out = p.add_argument_group("output", "what the run prints besides the events")
+    _number(out, "--stats", "SECONDS", "print counters to stderr every SECONDS (flag alone: 1)",
+            nargs="?", const=1.0)
+    out.add_argument("--check-config", action="store_true",
+                     help="check the flags, the config file and every sink's options, print "
+                          "the resulting configuration as JSON on stdout and exit; loads "
+                          "nothing")
+
+
+def _add_sink_flags(group: argparse._ArgumentGroup) -> dict[str, tuple[str, str]]:
+    """Each sink class's own flags (Sink.add_arguments); returns {dest: (sink, option)}."""
+    from .sinks.registry import flag_providers
+
+    flags: dict[str, tuple[str, str]] = {}
+    for cls in flag_providers():
+        try:
+            mapping = cls.add_arguments(group)
+        except argparse.ArgumentError as e:
+            raise SinkError(f"sink {cls.name}: its command-line flags clash with others "
+                            f"({e}); fix the plugin") from None
+        flags.update({dest: (cls.name, opt) for dest, opt in mapping.items()})
+    return flags
 
 
 def make_config(args: argparse.Namespace) -> Config:
@@ -83,8 +151,9 @@ def make_config(args: argparse.Namespace) -> Config:
             setattr(cfg, key, value)
     if args.sink:
         cfg.sinks = [n.strip() for s in args.sink for n in s.split(",") if n.strip()]
-    for attr, (sink, opt) in _SINK_FLAGS.items():
-        value = getattr(args, attr)
+    sink_flags: dict[str, tuple[str, str]] = args.sink_flags
+    for dest, (sink, opt) in sink_flags.items():
+        value = getattr(args, dest, None)
         if value is not None:
             cfg.sink_options.setdefault(sink, {})[opt] = value
     return cfg.validate()
@@ -94,15 +163,13 @@ def check_sink_options(cfg: Config) -> dict[str, dict[str, Any]]:
     """Every sink named exists and every [sink.NAME] table is valid, in use or not
     (a typo in an unused table is still a typo); returns each one's options with
     the defaults filled in, or raises SinkError."""
-    # imported here: the sinks' dependencies are not needed to say "run as root"
     from .sinks.registry import get_sink_class
 
     return {name: get_sink_class(name).validate_options(cfg.sink_options.get(name, {}))
             for name in (*cfg.sinks, *cfg.sink_options)}
 
 
-def run_main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+def main_run(args: argparse.Namespace) -> int:
     cfg = make_config(args)
     if args.check_config:
         effective = {**dataclasses.asdict(cfg), "sink_options": check_sink_options(cfg)}
@@ -116,6 +183,107 @@ def run_main(argv: Sequence[str]) -> int:
     return run_pipeline(cfg)
 
 
+# -- the parser -----------------------------------------------------------------------------
+
+class _Help(argparse.Action):
+    """The top-level --help: the commands, one line each, then the default command's flags
+    in their groups, so one page shows how to run the pipeline."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        run = _subparser(parser, DEFAULT_COMMAND)
+        fmt = run._get_formatter()
+        fmt.add_text(f"flags of {run.prog} (also taken without the word run):")
+        for group in run._action_groups:
+            actions = [a for a in group._group_actions if a.help is not argparse.SUPPRESS
+                       and a.dest != "help"]
+            if not actions:
+                continue
+            fmt.start_section(group.title)
+            fmt.add_text(group.description)
+            fmt.add_arguments(actions)
+            fmt.end_section()
+        parser._print_message(parser.format_help() + "\n" + fmt.format_help())
+        parser.exit()
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise LookupError(name)
+
+
+def build_parser(command: str | None = DEFAULT_COMMAND,
+                 prog: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; `command`'s flags are added (None: only the commands'
+    names, as for the top-level help, which adds run's)."""
+    prog = prog_name() if prog is None else prog
+    p = Parser(prog=prog, description=DESCRIPTION, add_help=False,
+               epilog=f"{prog} COMMAND --help shows a command's flags.")
+    p.add_argument("-h", "--help", action=_Help, help="show this help and exit")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND",
+                           parser_class=Parser)
+    for name, cmd in COMMANDS.items():
+        sp = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        if name == command or (command is None and name == DEFAULT_COMMAND):
+            if name == DEFAULT_COMMAND:
+                add_arguments(sp)
+            else:
+                cmd.load().add_arguments(sp)
+            add_diagnostics(sp)
+    return p
+
+
+def normalize(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """argv with the command made explicit, and that command (None for the top-level help
+    or --version). `run` is inserted where the first word is not a command; -v/-q given
+    before a command are moved after it, where its parser takes them."""
+    argv = list(argv)
+    i = 0
+    diag: list[str] = []
+    while i < len(argv) and (argv[i] in _TOP_FLAGS or argv[i] in _DIAG_FLAGS):
+        if argv[i] in _DIAG_FLAGS:
+            diag.append(argv.pop(i))
+        else:
+            i += 1
+    top = argv[:i]
+    rest = argv[i:]
+    if rest and rest[0] in COMMANDS:
+        return [*top, rest[0], *diag, *rest[1:]], rest[0]
+    if not rest and any(a in _TOP_FLAGS for a in top):
+        return [*top, *diag], None
+    if rest and not rest[0].startswith("-"):
+        # run takes no positional argument: a first word is a command or a typo of one
+        raise ConfigError(f"unknown command {rest[0]!r}; commands: {', '.join(COMMANDS)} "
+                          "(run is the default); see --help")
+    return [*top, DEFAULT_COMMAND, *diag, *rest], DEFAULT_COMMAND
+
+
+def log_level(args: argparse.Namespace) -> int:
+    if getattr(args, "quiet", False):
+        return log.QUIET
+    if getattr(args, "verbose", None):
+        return log.VERBOSE
+    return log.NORMAL
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    argv, command = normalize(argv)
+    args = build_parser(command).parse_args(argv)
+    log.setup(log_level(args))
+    if args.command == DEFAULT_COMMAND:
+        return main_run(args)
+    entry: Callable[[argparse.Namespace], int] = COMMANDS[args.command].load().main
+    return entry(args)
+
+
 def one_line(msg: str) -> str:
     """The message as one printable line, whatever a value quoted in it held
     (newlines, terminal escapes, NUL)."""
@@ -124,30 +292,18 @@ def one_line(msg: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # First of all, for every subcommand: nothing may be opened while fd 1 or 2 is free.
+    # First of all, for every command: nothing may be opened while fd 1 or 2 is free.
     bad = check_stdio()
     if bad is not None:
         return bad
-    argv = list(sys.argv[1:] if argv is None else argv)
+    log.setup()
     try:
-        if argv and argv[0] == "bench":
-            from .bench.cli import main as bench_main
-            return bench_main(argv[1:])
-        if argv and argv[0] == "burst":
-            from .burst import main as burst_main
-            return burst_main(argv[1:])
-        if argv and argv[0] == "ds":
-            from .ds_cli import main as ds_main
-            return ds_main(argv[1:])
-        if argv and argv[0] == "stress":
-            from .stress import main as stress_main
-            return stress_main(argv[1:])
-        return run_main(argv)
+        return dispatch(sys.argv[1:] if argv is None else argv)
     except (PipelineError, SinkError) as e:
-        eprint(one_line(str(e)))
+        log.get().error("%s", one_line(str(e)))
         return EXIT_BAD_INPUT
     except BrokenPipeError:
-        # A subcommand's reader went away (`ds list | head -n 1`): as for the pipeline's
+        # A command's reader went away (`ds list | head -n 1`): as for the pipeline's
         # stdout sink, a closed pipe on stdout is a normal end.
         to_devnull(1)
         return EXIT_OK

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
 
 from .ds import Meta, registry
-from .flags import Parser
 
 
 def _yes(b: bool) -> str:
@@ -23,13 +23,15 @@ def table(metas: Sequence[Meta]) -> str:
                      for r in (head, *rows))
 
 
-def main(argv: Sequence[str]) -> int:
-    p = Parser(prog="python -m pipeline ds",
-                                description="The data structures in the BPF arena.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    ls = sub.add_parser("list", help="registered structures and their metadata")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = "The data structures in the BPF arena."
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{list}")
+    ls = sub.add_parser("list", help="registered structures and their metadata",
+                        description="The registered structures and their metadata.")
     ls.add_argument("--format", choices=("table", "json"), default="table")
-    args = p.parse_args(list(argv))
+
+
+def main(args: argparse.Namespace) -> int:
     metas = registry()
     if args.format == "json":
         sys.stdout.write(json.dumps([m.describe() for m in metas], indent=2) + "\n")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .errors import KernelError, PrivilegeError
 from .pins import RunDir
-from .stdio import stderr_line
 
 # Capability bits (linux/capability.h).
 CAP_SYS_ADMIN = 21
@@ -154,7 +153,3 @@ class Kernel:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.session.close()
-
-
-def eprint(msg: str) -> None:
-    stderr_line(f"pipeline: {msg}")

@@ -14,11 +14,14 @@ import orjson
 
 from .config import Config
 from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SINKS_FAILED
-from .kernel import Kernel, check_kernel, ensure_mounts, eprint
+from .kernel import Kernel, check_kernel, ensure_mounts
+from .log import RESULT, get
 from .pins import PinRoot, RunDir
 from .reader import Reader
 from .sinks.base import Sink, SinkError
 from .sinks.registry import get_sink_class
+
+log = get(__name__)
 
 
 def build_sinks(cfg: Config) -> list[Sink]:
@@ -30,7 +33,7 @@ def build_sinks(cfg: Config) -> list[Sink]:
     for name in cfg.sinks:
         cls = get_sink_class(name)
         opts = cls.validate_options(cfg.sink_options.get(name, {}))
-        sinks.append(cls(**opts))
+        sinks.append(cls.create(**opts))
     return sinks
 
 
@@ -66,7 +69,7 @@ def exit_status(reader: Reader) -> int:
 
 
 def _print_stats(kind: str, stats: dict[str, Any]) -> None:
-    eprint(f"{kind} {orjson.dumps(stats).decode()}")
+    log.log(RESULT, "%s %s", kind, orjson.dumps(stats).decode())
 
 
 async def _periodic_stats(kernel: Kernel, reader: Reader, every: float) -> None:
@@ -86,10 +89,10 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
             started.append(s)
         kernel = Kernel(cfg.arena_pages, cfg.queue_capacity, cfg.verbose)
         attached = kernel.attach(cfg.trigger)
-        eprint(f"trigger: {attached.trigger} ({attached.reason})")
+        log.info("trigger: %s (%s)", attached.trigger, attached.reason)
         kernel.session.set_filter(pid=cfg.filter_pid, comm=cfg.filter_comm or None,
                                   ignore_pid=os.getpid() if cfg.ignore_self else 0)
-        pins.clean_stale(eprint)
+        pins.clean_stale(log.warning)
         run_dir = pins.make_run_dir()
         kernel.pin(run_dir)
         reader = Reader(kernel.session, sinks, batch=cfg.batch, spin_us=cfg.spin_us,
@@ -99,14 +102,14 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
         if cfg.duration:
             loop.call_later(cfg.duration, reader.stop)
         kernel.session.enable(True)
-        eprint(f"ready in {time.monotonic() - t0:.3f}s: sinks {', '.join(cfg.sinks)}; "
-               f"pins {kernel.pin_path}")
+        log.info("ready in %.3fs: sinks %s; pins %s", time.monotonic() - t0,
+                 ", ".join(cfg.sinks), kernel.pin_path)
         ticker = (asyncio.ensure_future(_periodic_stats(kernel, reader, cfg.stats))
                   if cfg.stats else None)
         await reader.run()
         if reader.all_sinks_failed:
-            eprint("every sink has failed; stopping (events still in the queue are counted "
-                   "as dropped at the sinks)")
+            log.warning("every sink has failed; stopping (events still in the queue are "
+                        "counted as dropped at the sinks)")
         # stop producing, then take what is already in the queue
         kernel.session.detach()
         await reader.drain_rest()
@@ -117,7 +120,7 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
         _print_stats("final", final_stats(kernel, reader))
         return exit_status(reader)
     except SinkError as e:
-        eprint(str(e))
+        log.error("%s", e)
         return EXIT_BAD_INPUT
     finally:
         for s in started:
@@ -128,7 +131,7 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
         if run_dir:
             problem = run_dir.remove()
             if problem:
-                eprint(problem)
+                log.warning("%s", problem)
 
 
 def run_pipeline(cfg: Config) -> int:

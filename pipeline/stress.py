@@ -17,6 +17,7 @@ config.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import json
@@ -33,7 +34,6 @@ from ._core import CoreError
 from .config import read_toml, shown
 from .ds import Arena, Meta, Result, Structure, meta_of
 from .errors import ConfigError, KernelError
-from .flags import Parser
 from .kernel import check_privileges, ensure_mounts
 from .pins import DEFAULT_ROOT, PinRoot, RunDir
 from .pool import (
@@ -377,10 +377,9 @@ def _pin(arena: Arena, run_dir: RunDir) -> None:
                           f"{os.strerror(e.errno or 0)}") from None
 
 
-def main(argv: Sequence[str]) -> int:
-    p = Parser(prog="python -m pipeline stress",
-                                description="User worker processes and kernel programs on one "
-                                            "arena structure at once, checked exactly at the end.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("User worker processes and kernel programs on one arena structure at "
+                     "once, checked exactly at the end.")
     p.add_argument("--config", required=True, metavar="PATH", help="configs/stress-*.toml")
     p.add_argument("--duration", type=STRESS["duration"].flag(), metavar="S",
                    help=f"seconds (overrides the config); {STRESS['duration'].describe()}")
@@ -389,7 +388,9 @@ def main(argv: Sequence[str]) -> int:
                         f"{STRESS['ops'].describe()}")
     p.add_argument("--pin-dir", default=DEFAULT_ROOT, metavar="DIR",
                    help="bpffs directory; the run pins its arena in DIR/<pid> for its workers")
-    args = p.parse_args(list(argv))
+
+
+def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.duration, args.ops)
     summary = run(cfg, args.pin_dir)
     sys.stdout.write(json.dumps(summary) + "\n")

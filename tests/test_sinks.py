@@ -157,7 +157,7 @@ def test_registry_plugins_good_and_broken(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.parametrize(("cls", "raw", "needle"), [
-    (JsonlSink, {}, "'output' is required"),
+    (JsonlSink, {"output": "-", "rotate_bytes": 10}, "cannot be rotated"),
     (JsonlSink, {"output": "x", "rotate": 5}, "unknown option 'rotate'"),
     (JsonlSink, {"output": "x", "rotate_bytes": "ten"}, "'rotate_bytes' must be an integer"),
     (JsonlSink, {"output": "x", "rotate_bytes": True}, "'rotate_bytes' must be an integer"),

@@ -3,12 +3,12 @@ side in one run, reported as ratios. Not a test: nothing here asserts a time."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
 
 from ..errors import ConfigError
-from ..flags import Parser
 from ..kernel import check_privileges, ensure_mounts
 from ..ranges import BENCH
 
@@ -63,8 +63,8 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str]) -> int:
-    p = Parser(prog="python -m pipeline bench", description=__doc__)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__
     p.add_argument("--only", default=",".join(PARTS),
                    help=f"comma-separated parts to run: {', '.join(PARTS)}")
     p.add_argument("--events", type=BENCH["events"].flag(), default=5_000_000,
@@ -78,7 +78,9 @@ def main(argv: list[str]) -> int:
                    help="e2e: skip the memory warm-up before each contender (on a VM that backs "
                         "memory lazily, the page cache's new pages then cost hypervisor faults)")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON")
-    args = p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
     bad = [x for x in parts if x not in PARTS]
     if bad:

@@ -12,6 +12,7 @@ and `delivered` counts only events the destination is known to have received.
 from __future__ import annotations
 
 import abc
+import argparse
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -178,6 +179,22 @@ class Sink(abc.ABC):
                 )
             out[key] = value
         return out
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> dict[str, str]:
+        """Command-line flags of this sink: add them to `group` (the run's "sinks" group)
+        and return {flag's dest: option name}. A flag left at its default None is not
+        given; any other value becomes `[sink.NAME] option`, overriding the config file,
+        and is validated like the file's value. Flags must not clash with the run's own
+        or another sink's. None by default."""
+        del group
+        return {}
+
+    @classmethod
+    def create(cls, **options: Any) -> Sink:
+        """The sink a run uses for these options (already validated); a sink whose options
+        pick another implementation (jsonl's output "-") overrides it."""
+        return cls(**options)
 
     @abc.abstractmethod
     async def start(self) -> None:

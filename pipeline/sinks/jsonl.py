@@ -30,19 +30,30 @@ The sink assumes it is the only writer of the file.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import errno
 import os
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import aiofiles
 from aiofiles.threadpool.binary import AsyncFileIO
 
-from pipeline import safefs
+from pipeline import log, safefs
 from pipeline.ranges import SINK_JSONL
-from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError
+from pipeline.sinks.base import Batch, Option, Sink, SinkError
 from pipeline.sinks.pathwatch import PathWatch
+from pipeline.sinks.stdout import StdoutSink
+
+# Where the sink appends when no output is given: a directory of its own under /var/log,
+# made by the first run (root's, mode 0750) so that the checks on every directory of the
+# path pass without anyone preparing it.
+DEFAULT_OUTPUT = "/var/log/arena-pipeline/events.jsonl"
+DEFAULT_DIR_MODE = 0o750
+# output = "-": the lines go to standard output, through the stdout sink's writer.
+TO_STDOUT = "-"
 
 
 def parse_mode(raw: Any) -> int:
@@ -90,7 +101,8 @@ class JsonlSink(Sink):
     name: ClassVar[str] = "jsonl"
     options: ClassVar[dict[str, Option]] = {
         "output": Option(
-            str, REQUIRED, "path of the JSON-lines file, appended to", check=_names_a_file
+            str, DEFAULT_OUTPUT, 'path of the JSON-lines file, appended to; "-": standard '
+            "output", check=_names_a_file
         ),
         "rotate_bytes": Option(
             int, 0, "rotate before a batch would take the file past this size; 0 = never",
@@ -106,9 +118,36 @@ class JsonlSink(Sink):
             "or rename the files)"),
     }
 
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> dict[str, str]:
+        group.add_argument("--output", metavar="PATH",
+                           help=f"jsonl sink: file to append to (default {DEFAULT_OUTPUT}; "
+                                "-: standard output)")
+        group.add_argument("--rotate-bytes", type=SINK_JSONL["rotate_bytes"].flag(),
+                           metavar="N", help="jsonl sink: rotate the file when it would pass "
+                                             "N bytes (0: never)")
+        return {"output": "output", "rotate_bytes": "rotate_bytes"}
+
+    @classmethod
+    def validate_options(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        out = super().validate_options(raw)
+        if out["output"] == TO_STDOUT and out["rotate_bytes"]:
+            raise SinkError("sink jsonl: standard output (output \"-\") cannot be rotated; "
+                            "drop rotate_bytes or name a file as output")
+        return out
+
+    @classmethod
+    def create(cls, **options: Any) -> Sink:
+        if options.get("output") == TO_STDOUT:
+            return JsonlToStdout(**options)
+        return cls(**options)
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.path: str = self.config["output"]
+        if self.path == TO_STDOUT:
+            raise SinkError('sink jsonl: output "-" is standard output: build the sink '
+                            "with JsonlSink.create")
         self._dirname, self._name = os.path.split(self.path)
         self._dirname = self._dirname or "."
         self._dir = -1  # the file's directory, opened once; every name is relative to it
@@ -122,6 +161,8 @@ class JsonlSink(Sink):
 
     async def start(self) -> None:
         try:
+            if self.path == DEFAULT_OUTPUT:
+                await asyncio.to_thread(_make_default_dir)
             self._dir = await asyncio.to_thread(
                 safefs.open_dir, self._dirname, self.config["allow_shared_dir"])
             await self._open()
@@ -131,6 +172,9 @@ class JsonlSink(Sink):
                 raise SinkError(f"refusing output {self.path}: {self._explain(e)}") from None
             hint = _OPEN_HINTS.get(e.errno or 0, "fix output")
             raise SinkError(f"cannot open {self.path} for writing: {e.strerror}; {hint}") from None
+        if self.path == DEFAULT_OUTPUT:
+            log.get(__name__).info("sink jsonl: appending to %s (the default; --output PATH "
+                                   "or --output - for standard output)", self.path)
 
     async def write(self, batch: Batch) -> None:
         if self.skip(batch):
@@ -282,3 +326,33 @@ class JsonlSink(Sink):
     async def _give_up(self, msg: str) -> None:
         self.fail(msg)
         await self._close_file()
+
+
+def _make_default_dir() -> None:
+    """Create DEFAULT_OUTPUT's directory when it is missing: inside its parent, reached as
+    safefs reaches every output directory, as a directory of the running user, mode 0750
+    whatever the umask. An existing one is left as it is, for open_dir to check."""
+    parent, name = os.path.split(os.path.dirname(DEFAULT_OUTPUT))
+    pfd = safefs.open_dir(parent)
+    try:
+        try:
+            os.mkdir(name, DEFAULT_DIR_MODE, dir_fd=pfd)
+        except FileExistsError:
+            return
+        # mkdir's mode passed through the umask; the directory is still empty and ours
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=pfd)
+        try:
+            os.fchmod(fd, DEFAULT_DIR_MODE)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(pfd)
+
+
+class JsonlToStdout(StdoutSink):
+    """The jsonl sink with output "-": the stdout sink's writer under the jsonl name and
+    options (rotation is refused for it by JsonlSink.validate_options)."""
+
+    name: ClassVar[str] = "jsonl"
+    options: ClassVar[dict[str, Option]] = JsonlSink.options

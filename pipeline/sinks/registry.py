@@ -68,3 +68,20 @@ def get_sink_class(name: str) -> type[Sink]:
             return _load(ep)
     names = ", ".join(sorted({*BUILTINS, *(ep.name for ep in eps)}))
     raise SinkError(f"unknown sink {name!r}; available sinks: {names}")
+
+
+def flag_providers() -> list[type[Sink]]:
+    """The sink classes whose command-line flags the run's parser adds: the built-ins, then
+    every plugin that loads. A plugin that does not load is left out here, so that --help
+    and the other sinks still work; naming it with --sink reports why (get_sink_class)."""
+    classes = list(BUILTINS.values())
+    try:
+        eps = _entry_points()
+    except SinkError:
+        return classes
+    for ep in eps:
+        try:
+            classes.append(_load(ep))
+        except SinkError:
+            continue
+    return classes

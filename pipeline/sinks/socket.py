@@ -38,6 +38,7 @@ time. Outages are reported on stderr: one line when a connection is lost, one wh
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import contextlib
@@ -367,6 +368,12 @@ class SocketSink(Sink):
             "connect",
         ),
     }
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> dict[str, str]:
+        group.add_argument("--connect", metavar="HOST:PORT|unix:PATH",
+                           help="socket sink: the listener")
+        return {"connect": "connect"}
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
