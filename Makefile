@@ -3,6 +3,7 @@
 #   make run    set everything up, then run the pipeline (stdout sink)
 #   make test   set everything up, then run every check and test
 #   make bench  set everything up, then run the side-by-side benchmark
+#   make install  the systemd unit and /etc/arena-pipeline/config.toml (starts nothing)
 #
 # Set-up installs only what is missing, so a second run is quick.
 
@@ -32,12 +33,12 @@ STAMP_SYS := $(BUILD)/.system-ready
 STAMP_VENV := $(VENV)/.ready
 EXT_SRCS := $(wildcard pipeline/_core/*.c pipeline/_core/*.h)
 
-.PHONY: all setup system venv bpf ext run test bench lint clean
+.PHONY: all setup system venv console bpf ext run test bench lint clean install
 # keep the .bpf.o files between the skeleton and the next build
 .SECONDARY:
 all: setup
 
-setup: system venv bpf ext
+setup: system venv console bpf ext
 
 system: $(STAMP_SYS)
 $(STAMP_SYS): scripts/setup-system.sh
@@ -52,6 +53,11 @@ $(STAMP_VENV): pyproject.toml $(STAMP_SYS)
 	$(PIP) install --upgrade pip setuptools wheel
 	$(PIP) install uvloop aiofiles orjson pytest hypothesis ruff mypy types-aiofiles
 	@touch $@
+
+# The console script in the venv, linked from /usr/local/bin (on sudo's secure_path) so
+# that `sudo arena-pipeline` works; idempotent and quick, so it runs every time.
+console: $(STAMP_VENV)
+	bash scripts/install-console.sh $(ROOT) $(VENV)
 
 $(BUILD)/vmlinux.h: | $(STAMP_SYS)
 	@mkdir -p $(BUILD)
@@ -89,6 +95,9 @@ test: setup lint
 bench: setup $(BUILD)/loadgen
 	bash scripts/setup-bcc.sh >/dev/null
 	$(PY) -m pipeline bench $(ARGS)
+
+install: setup
+	bash scripts/install-service.sh $(ROOT)
 
 clean:
 	rm -rf $(BUILD) pipeline/_core/*.so pipeline/*.so *.egg-info

@@ -13,8 +13,8 @@ NEEDED = ("orjson", "uvloop", "aiofiles")
 EXIT_BAD_INPUT = 2
 
 
-def _missing():
-    if sys.version_info < (3, 11):
+def _missing() -> list:  # type: ignore[type-arg]
+    if sys.version_info < (3, 11):  # noqa: UP036 (read by any python3: see above)
         return ["Python >= 3.11"]
     gone = [m for m in NEEDED if importlib.util.find_spec(m) is None]
     if importlib.util.find_spec("pipeline._core") is None:
@@ -22,11 +22,11 @@ def _missing():
     return gone
 
 
-def _check():
+def _check() -> None:
     gone = _missing()
     if gone:
         sys.stderr.write(
-            "pipeline: this Python ({}) lacks {}; run it with the project's environment: "
+            "pipeline: this Python ({}) lacks {}; run it as root with the project's environment: "
             "sudo .venv/bin/python -m pipeline, or sudo arena-pipeline (both made by "
             "sudo ./make.sh setup)\n".format(sys.executable, ", ".join(gone)))
         sys.exit(EXIT_BAD_INPUT)

@@ -175,6 +175,7 @@ def main_run(args: argparse.Namespace) -> int:
         effective = {**dataclasses.asdict(cfg), "sink_options": check_sink_options(cfg)}
         sys.stdout.write(json.dumps(effective, default=str) + "\n")
         return 0
+    log.get(__name__).debug("configuration %s", json.dumps(dataclasses.asdict(cfg)))
     # before anything heavier is imported: the commonest mistake gets the
     # quickest, clearest answer
     check_privileges(cfg.trigger, cfg.pin_dir)
@@ -195,7 +196,8 @@ class _Help(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        run = _subparser(parser, DEFAULT_COMMAND)
+        assert isinstance(parser, CommandLine)
+        run = parser.command_parser(DEFAULT_COMMAND)
         fmt = run._get_formatter()
         fmt.add_text(f"flags of {run.prog} (also taken without the word run):")
         for group in run._action_groups:
@@ -207,37 +209,52 @@ class _Help(argparse.Action):
             fmt.add_text(group.description)
             fmt.add_arguments(actions)
             fmt.end_section()
-        parser._print_message(parser.format_help() + "\n" + fmt.format_help())
+        parser._print_message(parser.format_help() + "\n" + fmt.format_help(), sys.stdout)
         parser.exit()
 
 
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    for action in parser._subparsers._group_actions if parser._subparsers else ():
-        if isinstance(action, argparse._SubParsersAction):
-            found: argparse.ArgumentParser = action.choices[name]
-            return found
-    raise LookupError(name)
+class CommandLine(Parser):
+    """The top-level parser. It makes the command explicit before parsing (normalize) and
+    gives a command's subparser its flags the first time that command is parsed, so
+    `build_parser().parse_args(["--sink", "jsonl"])` parses as `run --sink jsonl`."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+        self._filled: set[str] = set()
+
+    def command_parser(self, name: str) -> argparse.ArgumentParser:
+        """`name`'s subparser, with its flags."""
+        sp = self.commands[name]
+        if name not in self._filled:
+            self._filled.add(name)
+            if name == DEFAULT_COMMAND:
+                add_arguments(sp)
+            else:
+                COMMANDS[name].load().add_arguments(sp)
+            add_diagnostics(sp)
+        return sp
+
+    def parse_known_args(  # type: ignore[override]
+            self, args: Sequence[str] | None = None,
+            namespace: argparse.Namespace | None = None,
+    ) -> tuple[argparse.Namespace, list[str]]:
+        argv, command = normalize(sys.argv[1:] if args is None else args)
+        self.command_parser(command or DEFAULT_COMMAND)  # the top-level help shows run's
+        return super().parse_known_args(argv, namespace)
 
 
-def build_parser(command: str | None = DEFAULT_COMMAND,
-                 prog: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line; `command`'s flags are added (None: only the commands'
-    names, as for the top-level help, which adds run's)."""
+def build_parser(prog: str | None = None) -> CommandLine:
+    """The whole command line."""
     prog = prog_name() if prog is None else prog
-    p = Parser(prog=prog, description=DESCRIPTION, add_help=False,
-               epilog=f"{prog} COMMAND --help shows a command's flags.")
+    p = CommandLine(prog=prog, description=DESCRIPTION, add_help=False,
+                    epilog=f"{prog} COMMAND --help shows a command's flags.")
     p.add_argument("-h", "--help", action=_Help, help="show this help and exit")
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND",
                            parser_class=Parser)
     for name, cmd in COMMANDS.items():
-        sp = sub.add_parser(name, help=cmd.help, description=cmd.help)
-        if name == command or (command is None and name == DEFAULT_COMMAND):
-            if name == DEFAULT_COMMAND:
-                add_arguments(sp)
-            else:
-                cmd.load().add_arguments(sp)
-            add_diagnostics(sp)
+        p.commands[name] = sub.add_parser(name, help=cmd.help, description=cmd.help)
     return p
 
 
@@ -275,8 +292,7 @@ def log_level(args: argparse.Namespace) -> int:
 
 
 def dispatch(argv: Sequence[str]) -> int:
-    argv, command = normalize(argv)
-    args = build_parser(command).parse_args(argv)
+    args = build_parser().parse_args(argv)
     log.setup(log_level(args))
     if args.command == DEFAULT_COMMAND:
         return main_run(args)

@@ -125,7 +125,8 @@ class JsonlSink(Sink):
                                 "-: standard output)")
         group.add_argument("--rotate-bytes", type=SINK_JSONL["rotate_bytes"].flag(),
                            metavar="N", help="jsonl sink: rotate the file when it would pass "
-                                             "N bytes (0: never)")
+                                             "N bytes (0: never); "
+                                             f"{SINK_JSONL['rotate_bytes'].describe()}")
         return {"output": "output", "rotate_bytes": "rotate_bytes"}
 
     @classmethod
