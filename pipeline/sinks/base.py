@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-from pipeline.stdio import stderr_line
+from pipeline import log
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,9 @@ class Sink(abc.ABC):
         # Validating again is idempotent and lets tests and plugins build a sink directly.
         self.config: dict[str, Any] = type(self).validate_options(options)
         self.stats = SinkStats()
-        # Receives whole lines ("pipeline: sink <name>: <msg>"); the reader may replace it.
-        self.reporter: Callable[[str], None] = stderr_line
+        # Receives whole lines ("pipeline: sink <name>: <msg>"); tests may replace it. By
+        # default they go to the package's log, as warnings: a failing sink is news even with -q.
+        self.reporter: Callable[[str], None] = _log_report
         # Called once when the sink fails for good; the reader uses it to stop the run when
         # no sink is left (a failure can come while the reader sleeps, not only on a write).
         self.on_fail: Callable[[Sink], None] | None = None
@@ -230,6 +231,11 @@ class Sink(abc.ABC):
             self.report(msg)
             if self.on_fail is not None:
                 self.on_fail(self)
+
+
+def _log_report(line: str) -> None:
+    # the log's handler puts the "pipeline: " prefix back
+    log.get("pipeline.sinks").warning("%s", line.removeprefix("pipeline: "))
 
 
 def at_least(lo: float) -> Callable[[Any], str | None]:
