@@ -156,7 +156,13 @@ def make_config(args: argparse.Namespace) -> Config:
         value = getattr(args, dest, None)
         if value is not None:
             cfg.sink_options.setdefault(sink, {})[opt] = value
-    return cfg.validate()
+    cfg.validate()
+    if ("stdout" in cfg.sinks and "jsonl" in cfg.sinks
+            and cfg.sink_options.get("jsonl", {}).get("output") == "-"):
+        # two writers on fd 1 would interleave their batches into one stream of duplicates
+        raise ConfigError('the stdout sink and the jsonl sink with output "-" would both '
+                          "write to standard output; drop one of them")
+    return cfg
 
 
 def check_sink_options(cfg: Config) -> dict[str, dict[str, Any]]:

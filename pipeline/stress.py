@@ -35,6 +35,7 @@ from .config import read_toml, shown
 from .ds import Arena, Meta, Result, Structure, meta_of
 from .errors import ConfigError, KernelError
 from .kernel import check_privileges, ensure_mounts
+from .log import get
 from .pins import DEFAULT_ROOT, PinRoot, RunDir
 from .pool import (
     SEQ_BITS,
@@ -51,6 +52,8 @@ from .pool import (
     queue_producer,
 )
 from .ranges import STRESS, STRESS_MIX_WEIGHT
+
+log = get(__name__)
 
 KERNEL_PRODUCER_BASE = 100  # kernel producers' ids; user producers count from 1
 
@@ -334,7 +337,7 @@ def run(cfg: StressConfig, pin_dir: str = DEFAULT_ROOT) -> dict[str, Any]:
     # the workers attach through pins, in a run directory like the pipeline's,
     # so a stress run killed with SIGKILL leaves pins the next run removes
     with PinRoot.open(pin_dir) as pins, _arena(cfg) as (arena, s):
-        pins.clean_stale(_log)
+        pins.clean_stale(lambda msg: log.warning("stress: %s", msg))
         run_dir = pins.make_run_dir()
         try:
             _pin(arena, run_dir)
@@ -351,7 +354,7 @@ def run(cfg: StressConfig, pin_dir: str = DEFAULT_ROOT) -> dict[str, Any]:
             arena.unpin()
             problem = run_dir.remove()
             if problem:
-                _log(problem)
+                log.warning("stress: %s", problem)
         body["kernel_totals"] = arena.kernel_totals()
         arena.synchronize()
         heap = arena.heap_stats()
@@ -363,10 +366,6 @@ def run(cfg: StressConfig, pin_dir: str = DEFAULT_ROOT) -> dict[str, Any]:
     return {"structure": cfg.structure, "duration": cfg.duration,
             "seconds": round(time.monotonic() - t0, 3), **body,
             "ok": all(body["invariants"].values())}
-
-
-def _log(msg: str) -> None:
-    print(f"stress: {msg}", file=sys.stderr, flush=True)
 
 
 def _pin(arena: Arena, run_dir: RunDir) -> None:
@@ -396,6 +395,6 @@ def main(args: argparse.Namespace) -> int:
     sys.stdout.write(json.dumps(summary) + "\n")
     if not summary["ok"]:
         failed = [k for k, ok in summary["invariants"].items() if not ok]
-        print(f"stress: invariant failed: {'; '.join(failed)}", file=sys.stderr)
+        log.error("stress: invariant failed: %s", "; ".join(failed))
         return 1
     return 0

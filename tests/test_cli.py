@@ -198,6 +198,11 @@ def test_output_dash_cannot_rotate() -> None:
                           "--check-config"), "cannot be rotated", "rotate_bytes")
 
 
+def test_output_dash_and_stdout_sink_together_are_refused() -> None:
+    one_line(run_pipeline("--sink", "stdout,jsonl", "--output", "-", "--check-config"),
+             "both write to standard output")
+
+
 @needs_root
 def test_output_dash_through_jq(pin_root: Path, tmp_path: Path) -> None:
     """`... --sink jsonl --output - | jq .` as the README shows it, jq reading the pipe."""
