@@ -38,11 +38,16 @@ def get(name: str = LOGGER) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def setup(level: int = NORMAL) -> None:
+def setup(level: int | None = NORMAL) -> None:
     """Install the one stderr handler on the package's logger; calling it again only
-    changes the level."""
+    changes the level (None: keeps it, NORMAL if none was set). Code used without the
+    command line (a sink built by a program of its own) calls setup(None) before logging,
+    so its lines carry the prefix too."""
     logger = logging.getLogger(LOGGER)
-    logger.setLevel(level)
+    if level is not None:
+        logger.setLevel(level)
+    elif logger.level == logging.NOTSET:
+        logger.setLevel(NORMAL)
     logger.propagate = False  # the root logger's handlers (a host application's) stay out
     if not any(isinstance(h, _StderrLines) for h in logger.handlers):
         handler = _StderrLines()

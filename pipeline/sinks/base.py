@@ -235,6 +235,7 @@ class Sink(abc.ABC):
 
 def _log_report(line: str) -> None:
     # the log's handler puts the "pipeline: " prefix back
+    log.setup(None)
     log.get("pipeline.sinks").warning("%s", line.removeprefix("pipeline: "))
 
 
