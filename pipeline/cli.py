@@ -181,6 +181,8 @@ def main_run(args: argparse.Namespace) -> int:
         effective = {**dataclasses.asdict(cfg), "sink_options": check_sink_options(cfg)}
         sys.stdout.write(json.dumps(effective, default=str) + "\n")
         return 0
+    if cfg.verbose and not args.quiet:  # `verbose = true` in the config file is -v
+        log.setup(log.VERBOSE)
     log.get(__name__).debug("configuration %s", json.dumps(dataclasses.asdict(cfg)))
     # before anything heavier is imported: the commonest mistake gets the
     # quickest, clearest answer
