@@ -97,7 +97,7 @@ bench: setup $(BUILD)/loadgen
 	$(PY) -m pipeline bench $(ARGS)
 
 install: setup
-	bash scripts/install-service.sh $(ROOT)
+	DESTDIR=$(DESTDIR) bash scripts/install-service.sh $(ROOT)
 
 clean:
 	rm -rf $(BUILD) pipeline/_core/*.so pipeline/*.so *.egg-info

@@ -3,6 +3,7 @@
 # from /usr/local/bin, which is on sudo's secure_path: `sudo arena-pipeline` then runs the
 # checkout with the virtualenv's interpreter.
 #   scripts/install-console.sh ROOT VENV
+# BINDIR replaces /usr/local/bin (the tests use a directory of their own).
 # The package itself is not copied anywhere: a .pth file puts the checkout on the
 # virtualenv's path, as an editable install would, without compiling the extension twice.
 # The link is made only where nothing else is: an existing /usr/local/bin/arena-pipeline
@@ -35,7 +36,7 @@ mv -f "$tmp" "$script"
 
 [ "$(id -u)" = 0 ] || { echo "install-console: not root: $script made, /usr/local/bin left alone" >&2; exit 0; }
 
-bindir=/usr/local/bin
+bindir=${BINDIR:-/usr/local/bin}
 link="$bindir/arena-pipeline"
 if [ -L "$bindir" ] || [ ! -d "$bindir" ]; then
 	echo "install-console: $bindir is not a directory; link $script there by hand" >&2

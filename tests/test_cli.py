@@ -243,6 +243,36 @@ def test_console_script_on_roots_path() -> None:
     assert helped.stdout.startswith("usage: arena-pipeline [-h] [--version] COMMAND ...")
 
 
+@needs_root
+@pytest.mark.parametrize("planted", ["file", "foreign-link", "old-checkout-link", "ours"])
+def test_console_link_replaces_only_its_own(planted: str, tmp_path: Path) -> None:
+    """set-up's link in the bin directory: made where nothing is, replaced when it is a
+    link into some checkout's .venv, and anything else there left exactly as it was."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(mode=0o755)
+    link = bindir / "arena-pipeline"
+    ours = ROOT / ".venv/bin/arena-pipeline"
+    if planted == "file":
+        link.write_text("#!/bin/sh\necho someone else's\n")
+    elif planted == "foreign-link":
+        link.symlink_to("/usr/bin/true")
+    elif planted == "old-checkout-link":
+        link.symlink_to("/srv/old/arena-pipeline/.venv/bin/arena-pipeline")
+    before = (link.is_symlink(), os.readlink(link) if link.is_symlink() else link.read_text()) \
+        if planted != "ours" else None
+    res = subprocess.run(["bash", str(ROOT / "scripts/install-console.sh"), str(ROOT),
+                          str(ROOT / ".venv")], env={**os.environ, "BINDIR": str(bindir)},
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    if planted in ("file", "foreign-link"):
+        assert (link.is_symlink(), os.readlink(link) if link.is_symlink()
+                else link.read_text()) == before
+        assert "is not a link this set-up made; left alone" in res.stderr
+    else:
+        assert os.readlink(link) == str(ours)
+    assert sorted(p.name for p in bindir.iterdir()) == ["arena-pipeline"]  # no temporary left
+
+
 def test_interpreter_without_dependencies_says_so_in_one_line() -> None:
     system = Path("/usr/bin/python3")
     if not system.exists():
@@ -273,6 +303,24 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "ExecStart=/usr/local/bin/arena-pipeline --config /etc/arena-pipeline/config.toml\n" \
         in text
     assert "RestartPreventExitStatus=2\n" in text and "Restart=on-failure\n" in text
+
+
+@needs_root
+def test_install_puts_the_unit_and_keeps_an_existing_config(tmp_path: Path) -> None:
+    env = {**os.environ, "DESTDIR": str(tmp_path)}
+    cmd = ["bash", str(ROOT / "scripts/install-service.sh"), str(ROOT)]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    unit = tmp_path / "etc/systemd/system/arena-pipeline.service"
+    conf = tmp_path / "etc/arena-pipeline/config.toml"
+    assert unit.read_bytes() == (ROOT / "packaging/arena-pipeline.service").read_bytes()
+    assert conf.read_bytes() == (ROOT / "packaging/config.toml").read_bytes()
+    assert (unit.stat().st_mode & 0o7777, conf.stat().st_mode & 0o7777) == (0o644, 0o644)
+    conf.write_text('sinks = ["stdout"]\n')
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert conf.read_text() == 'sinks = ["stdout"]\n'
+    assert f"install: {conf} exists: kept as it is" in again.stderr.splitlines()
 
 
 def test_service_config_is_valid() -> None:
