@@ -18,10 +18,12 @@ import pytest
 from conftest import (
     ROOT,
     StartPipeline,
+    assert_one_line,
     needs_root,
     parse_jsonl,
     read_jsonl,
     run_pipeline,
+    wait_for,
 )
 
 from pipeline.cli import COMMANDS, build_parser, make_config
@@ -30,16 +32,6 @@ from pipeline.sinks.jsonl import DEFAULT_OUTPUT
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 GROUPS = ("capture", "sinks", "queue", "output", "diagnostics")
-
-
-def one_line(res: subprocess.CompletedProcess[str], *words: str) -> str:
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1, res.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def burst(pl_pid: int, pin_root: Path, events: int) -> None:
@@ -87,7 +79,7 @@ def test_run_is_the_default_command(tmp_path: Path) -> None:
 
 
 def test_unknown_command_is_one_line() -> None:
-    line = one_line(run_pipeline("bnech"), "unknown command 'bnech'")
+    line = assert_one_line(run_pipeline("bnech"), "unknown command 'bnech'")
     for name in COMMANDS:
         assert name in line
 
@@ -194,13 +186,13 @@ def test_output_dash_writes_json_lines_to_stdout(pin_root: Path,
 
 
 def test_output_dash_cannot_rotate() -> None:
-    one_line(run_pipeline("--sink", "jsonl", "--output", "-", "--rotate-bytes", "4096",
-                          "--check-config"), "cannot be rotated", "rotate_bytes")
+    assert_one_line(run_pipeline("--sink", "jsonl", "--output", "-", "--rotate-bytes", "4096",
+                                 "--check-config"), "cannot be rotated", "rotate_bytes")
 
 
 def test_output_dash_and_stdout_sink_together_are_refused() -> None:
-    one_line(run_pipeline("--sink", "stdout,jsonl", "--output", "-", "--check-config"),
-             "both write to standard output")
+    assert_one_line(run_pipeline("--sink", "stdout,jsonl", "--output", "-", "--check-config"),
+                    "both write to standard output")
 
 
 @needs_root
@@ -209,17 +201,15 @@ def test_output_dash_through_jq(pin_root: Path, tmp_path: Path) -> None:
     jq = shutil.which("jq")
     if jq is None:
         pytest.skip("jq is not installed")
-    out = tmp_path / "jq.out"
+    out, err = tmp_path / "jq.out", tmp_path / "pipeline.err"
     cmd = (f"{sys.executable} -m pipeline --sink jsonl --output - --trigger none "
-           f"--max-events 3 --pin-dir {pin_root} | {jq} -c . > {out}")
+           f"--max-events 3 --duration 30 --pin-dir {pin_root} 2>{err} | {jq} -c . > {out}")
     sh = subprocess.Popen(["bash", "-o", "pipefail", "-c", cmd], cwd=ROOT)
     try:
-        runs = pin_root / "x"
-        from conftest import wait_for
-        wait_for(lambda: pin_root.exists() and any(pin_root.iterdir()), 15, "the run's pins")
-        (run_dir,) = [d for d in pin_root.iterdir() if d != runs]
+        wait_for(lambda: err.exists() and "ready in" in err.read_text(), 15, "the run to be ready")
+        (run_dir,) = list(pin_root.iterdir())
         burst(int(run_dir.name), pin_root, 3)
-        assert sh.wait(30) == 0
+        assert sh.wait(30) == 0, err.read_text()
     finally:
         if sh.poll() is None:
             sh.kill()
@@ -284,8 +274,8 @@ def test_interpreter_without_dependencies_says_so_in_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     res = subprocess.run([str(system), "-m", "pipeline", "--sink", "jsonl"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
-    line = one_line(res, "pipeline: this Python (/usr/bin/python3) lacks ", ".venv/bin/python",
-                    "arena-pipeline")
+    line = assert_one_line(res, "pipeline: this Python (/usr/bin/python3) lacks ",
+                           ".venv/bin/python", "arena-pipeline")
     assert res.stdout == ""
     assert "orjson" in line
 
