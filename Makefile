@@ -4,6 +4,8 @@
 #   make test   set everything up, then run every check and test
 #   make bench  set everything up, then run the side-by-side benchmark
 #   make install  the systemd unit and /etc/arena-pipeline/config.toml (starts nothing)
+#   make mutants       mutation testing: every mutant of tests/mutants.toml
+#   make mutants-fast  the three marked fast (also run by the test suite)
 #
 # Set-up installs only what is missing, so a second run is quick.
 
@@ -33,7 +35,7 @@ STAMP_SYS := $(BUILD)/.system-ready
 STAMP_VENV := $(VENV)/.ready
 EXT_SRCS := $(wildcard pipeline/_core/*.c pipeline/_core/*.h)
 
-.PHONY: all setup system venv console bpf ext run test bench lint clean install
+.PHONY: all setup system venv console bpf ext run test bench lint clean install mutants mutants-fast
 # keep the .bpf.o files between the skeleton and the next build
 .SECONDARY:
 all: setup
@@ -91,6 +93,14 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# MUTANTS=fast runs the CI subset; MUTANTS_ARGS passes flags (--only NAME,...,
+# --every-test, --json FILE; scripts/mutants.py --help).
+mutants: setup
+	$(PY) scripts/mutants.py $(if $(filter fast,$(MUTANTS)),--fast) $(MUTANTS_ARGS)
+
+mutants-fast: setup
+	$(PY) scripts/mutants.py --fast $(MUTANTS_ARGS)
 
 bench: setup $(BUILD)/loadgen
 	bash scripts/setup-bcc.sh >/dev/null

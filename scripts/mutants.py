@@ -99,9 +99,10 @@ def load_list(path: Path) -> list[Mutant]:
         where = f"{path.name}: mutant #{i + 1} ({raw.get('name', '?')})"
         unknown = set(raw) - MUTANT_KEYS
         if unknown:
-            raise ToolError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(MUTANT_KEYS)}")
+            raise ToolError(f"{where}: unknown key(s) {sorted(unknown)}; "
+                            f"known: {sorted(MUTANT_KEYS)}")
         for key in ("name", "file", "original", "replacement"):
-            if not isinstance(raw.get(key), str) or not raw[key] and key != "replacement":
+            if not isinstance(raw.get(key), str) or (not raw[key] and key != "replacement"):
                 raise ToolError(f"{where}: '{key}' must be a non-empty string")
         if raw["name"] in seen:
             raise ToolError(f"{where}: the name is used twice")
@@ -216,10 +217,10 @@ def expand(tree: Path, args: list[str]) -> list[str]:
     return out
 
 
-def run_tests(tree: Path, args: list[str], timeout: float, xml: Path) -> Outcome:
+def run_pytest(tree: Path, args: list[str], timeout: float, xml: Path, first: bool) -> Outcome:
     xml.unlink(missing_ok=True)
-    cmd = [str(tree / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-x", "-p",
-           "no:cacheprovider", f"--junitxml={xml}", *expand(tree, args)]
+    cmd = [str(tree / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           f"--junitxml={xml}", *(["-x"] if first else []), *expand(tree, args)]
     rc, out, timed_out = run_group(cmd, tree, timeout)
     o = Outcome(rc=rc, timed_out=timed_out, output=out)
     if xml.exists():
@@ -233,10 +234,71 @@ def run_tests(tree: Path, args: list[str], timeout: float, xml: Path) -> Outcome
     return o
 
 
+# The C tests' own build (compiler, flags, configurations) is the one in
+# tests/test_ds_c.py: the tool asks it for the binary instead of repeating it.
+C_BUILD = ("import sys; sys.path.insert(0, 'tests'); import test_ds_c; "
+           "print(test_ds_c._build(sys.argv[1], sys.argv[2]))")
+C_ENV = {"TSAN_OPTIONS": "halt_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"}
+SANITIZER_REPORTS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "runtime error:")
+
+
+def run_c(tree: Path, spec: str, timeout: float) -> Outcome:
+    """spec "test_ds.tsan msqueue 4": tests/c/test_ds.c built as the tsan
+    configuration of tests/test_ds_c.py, run with the arguments. It fails on a
+    non-zero exit or a sanitizer report."""
+    exe_spec, *args = spec.split()
+    name, _, config = exe_spec.partition(".")
+    if not config:
+        raise ToolError(f"c test {spec!r}: name it as NAME.CONFIG (test_ds.tsan)")
+    py = str(tree / ".venv" / "bin" / "python")
+    rc, out, timed_out = run_group([py, "-c", C_BUILD, name, config], tree, timeout)
+    if timed_out or rc != 0:
+        if "AssertionError" not in out:
+            raise ToolError(f"c test {spec!r}: cannot build it through tests/test_ds_c.py:\n"
+                            f"{out[-3000:]}")
+        return Outcome(rc=3, failed=[f"compiler ({exe_spec})"], ran=1, output=out)
+    exe = out.strip().splitlines()[-1]
+    rc, out, timed_out = run_group([exe, *args], tree, timeout, env={**os.environ, **C_ENV})
+    bad = rc != 0 or any(s in out for s in SANITIZER_REPORTS)
+    return Outcome(rc=1 if bad else 0, failed=[spec] if bad or timed_out else [], ran=1,
+                   timed_out=timed_out, output=out)
+
+
+def run_tests(tree: Path, tests: list[str], timeout: float, xml: Path,
+              first: bool = True) -> Outcome:
+    """The C tests (c:...) one by one, then the pytest arguments in one run;
+    with first, stop at the first that fails."""
+    total = Outcome(rc=0)
+    pytest_args = [t for t in tests if not t.startswith("c:")]
+    steps: list[tuple[str, list[str]]] = [("c", [t[2:].strip()]) for t in tests
+                                          if t.startswith("c:")]
+    if pytest_args:
+        steps.append(("pytest", pytest_args))
+    for kind, args in steps:
+        if kind == "c":
+            o = run_c(tree, args[0], timeout)
+        else:
+            o = run_pytest(tree, args, timeout, xml, first)
+            if o.rc not in (0, 1) and not o.timed_out:
+                return o  # pytest itself failed: the caller reports it
+        total.ran += o.ran
+        total.skipped += o.skipped
+        total.failed += o.failed
+        total.output += o.output
+        if o.timed_out:
+            total.timed_out = True
+        if o.failed or o.timed_out:
+            total.rc = 1
+            if first:
+                break
+    return total
+
+
 def bpf_disassembly(tree: Path) -> dict[str, str]:
     objdump = shutil.which("llvm-objdump-19") or shutil.which("llvm-objdump")
     if objdump is None:
-        raise ToolError("llvm-objdump-19 is needed for proof = 'bpf-objects' (make setup installs llvm-19)")
+        raise ToolError("llvm-objdump-19 is needed for proof = 'bpf-objects' "
+                        "(make setup installs llvm-19)")
     out: dict[str, str] = {}
     for obj in sorted((tree / "build").glob("*.bpf.o")):
         # instructions with their bytes and relocations; the same path in
@@ -253,7 +315,7 @@ def bpf_disassembly(tree: Path) -> dict[str, str]:
 
 
 def run_mutant(tree: Path, m: Mutant, xml: Path, bpf_ref: dict[str, str] | None,
-               run_equivalent: bool) -> Result:
+               run_equivalent: bool, first: bool) -> Result:
     start = time.monotonic()
     path = tree / m.file
     text = check_anchor(tree, m)
@@ -278,9 +340,11 @@ def run_mutant(tree: Path, m: Mutant, xml: Path, bpf_ref: dict[str, str] | None,
                 return done("equivalent", "BPF objects identical")
         elif m.equivalent and not run_equivalent:
             return done("equivalent", "not run (marked equivalent)")
-        o = run_tests(tree, m.tests, m.timeout, xml)
+        o = run_tests(tree, m.tests, m.timeout, xml, first)
         if o.timed_out:
             return done("caught", f"timeout after {m.timeout:.0f} s", o.output[-2000:])
+        if o.failed and o.failed[0].startswith("compiler ("):
+            return done("caught", o.failed[0], o.output[-2000:])
         if o.rc == 1 and o.failed:
             return done("caught", ", ".join(o.failed[:3]), o.output[-2000:])
         if o.rc == 0:
@@ -300,12 +364,23 @@ def baseline(tree: Path, mutants: list[Mutant], xml: Path) -> None:
     ok, out = build(tree, targets, 900)
     if not ok:
         raise ToolError(f"the unmutated tree does not build:\n{out[-3000:]}")
-    for args in dict.fromkeys(tuple(m.tests) for m in mutants if not m.equivalent):
+    # each C test and each pytest argument list once, however many mutants share it
+    steps: dict[tuple[str, ...], None] = {}
+    for m in mutants:
+        if m.equivalent:
+            continue
+        for t in m.tests:
+            if t.startswith("c:"):
+                steps[(t,)] = None
+        rest = tuple(t for t in m.tests if not t.startswith("c:"))
+        if rest:
+            steps[rest] = None
+    for args in steps:
         t0 = time.monotonic()
-        o = run_tests(tree, list(args), 900, xml)
+        o = run_tests(tree, list(args), 900, xml, first=False)
         print(f"baseline  {' '.join(args)}: {o.ran} tests, {o.skipped} skipped "
               f"({time.monotonic() - t0:.0f} s)", flush=True)
-        if o.rc != 0 or o.timed_out:
+        if o.rc != 0 or o.timed_out or o.failed:
             raise ToolError(f"the tests fail without any mutant ({' '.join(args)}):\n"
                             f"{o.output[-3000:]}")
         if o.ran == o.skipped:
@@ -323,7 +398,7 @@ def report(results: list[Result]) -> int:
     caught = sum(r.status == "caught" for r in results)
     equiv = sum(r.status == "equivalent" for r in results)
     missed = [r for r in results if r.status == "missed"]
-    by_compiler = sum(r.status == "caught" and r.by == "compiler" for r in results)
+    by_compiler = sum(r.status == "caught" and r.by.startswith("compiler") for r in results)
     total = len(results) - equiv
     print(f"\nscore: {caught}/{total} caught ({by_compiler} by the compiler), "
           f"{len(missed)} missed, {equiv} equivalent")
@@ -343,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip running the test sets once without any mutant")
     ap.add_argument("--run-equivalent", action="store_true",
                     help="run the tests of mutants marked equivalent too")
+    ap.add_argument("--every-test", action="store_true",
+                    help="run all of a mutant's tests, not only up to the first that catches it")
     ap.add_argument("--keep", action="store_true", help="keep the copy of the tree (path printed)")
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     a = ap.parse_args(argv)
@@ -386,7 +463,7 @@ def run_all(mutants: list[Mutant], a: argparse.Namespace) -> int:
             bpf_ref = bpf_disassembly(tree)
         results: list[Result] = []
         for m in mutants:
-            r = run_mutant(tree, m, xml, bpf_ref, a.run_equivalent)
+            r = run_mutant(tree, m, xml, bpf_ref, a.run_equivalent, not a.every_test)
             results.append(r)
             print(f"{m.name}: {r.status} ({r.by}) {r.seconds:.0f} s", flush=True)
         rc = report(results)
