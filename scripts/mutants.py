@@ -120,6 +120,8 @@ def load_list(path: Path) -> list[Mutant]:
         proof = raw.get("proof", "")
         if proof and proof not in PROOFS:
             raise ToolError(f"{where}: proof must be one of {sorted(PROOFS)}")
+        if proof and not raw.get("equivalent"):
+            raise ToolError(f"{where}: a proof is for a mutant marked equivalent")
         if not tests and not raw.get("equivalent"):
             raise ToolError(f"{where}: 'tests' is empty (name the tests that must catch it)")
         out.append(Mutant(
@@ -193,6 +195,11 @@ def run_group(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | N
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         return -1, out, True
+    except BaseException:
+        # interrupted (^C, SIGTERM): the group must not outlive the tool
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
 
 
 def build(tree: Path, targets: list[str], timeout: float) -> tuple[bool, str]:
@@ -238,6 +245,8 @@ def run_pytest(tree: Path, args: list[str], timeout: float, xml: Path, first: bo
 # tests/test_ds_c.py: the tool asks it for the binary instead of repeating it.
 C_BUILD = ("import sys; sys.path.insert(0, 'tests'); import test_ds_c; "
            "print(test_ds_c._build(sys.argv[1], sys.argv[2]))")
+# what tests/test_ds_c.py allows one run of a C test
+C_RUN_TIMEOUT = 120.0
 C_ENV = {"TSAN_OPTIONS": "halt_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"}
 SANITIZER_REPORTS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "runtime error:")
 
@@ -258,7 +267,8 @@ def run_c(tree: Path, spec: str, timeout: float) -> Outcome:
                             f"{out[-3000:]}")
         return Outcome(rc=3, failed=[f"compiler ({exe_spec})"], ran=1, output=out)
     exe = out.strip().splitlines()[-1]
-    rc, out, timed_out = run_group([exe, *args], tree, timeout, env={**os.environ, **C_ENV})
+    rc, out, timed_out = run_group([exe, *args], tree, min(timeout, C_RUN_TIMEOUT),
+                                   env={**os.environ, **C_ENV})
     bad = rc != 0 or any(s in out for s in SANITIZER_REPORTS)
     return Outcome(rc=1 if bad else 0, failed=[spec] if bad or timed_out else [], ran=1,
                    timed_out=timed_out, output=out)
@@ -328,15 +338,15 @@ def run_mutant(tree: Path, m: Mutant, xml: Path, bpf_ref: dict[str, str] | None,
         targets = sorted(set(m.build) | ({"bpf"} if m.proof == "bpf-objects" else set()))
         ok, out = build(tree, targets, m.timeout)
         if not ok:
-            return done("caught", "compiler", out[-2000:])
+            return done("caught", f"compiler (make {' '.join(targets)})", out[-2000:])
         if m.proof == "bpf-objects":
             assert bpf_ref is not None
             now = bpf_disassembly(tree)
             differ = [k for k in now if now[k] != bpf_ref.get(k)]
             if differ:
-                return done("missed" if m.equivalent else "error",
-                            "proof failed: BPF code differs in " + ", ".join(differ))
-            if m.equivalent and not run_equivalent:
+                return done("missed", "not equivalent: its BPF code differs in " +
+                            ", ".join(differ))
+            if not run_equivalent:
                 return done("equivalent", "BPF objects identical")
         elif m.equivalent and not run_equivalent:
             return done("equivalent", "not run (marked equivalent)")
@@ -352,8 +362,9 @@ def run_mutant(tree: Path, m: Mutant, xml: Path, bpf_ref: dict[str, str] | None,
                 return done("equivalent", "tests pass")
             return done("missed", f"{o.ran - o.skipped} tests passed, {o.skipped} skipped")
         # a crash of pytest itself, or a collection/usage error: not a verdict
-        raise ToolError(f"mutant {m.name}: pytest exited {o.rc} (not a test failure):\n"
-                        f"{o.output[-3000:]}")
+        return done("error", f"pytest exited {o.rc}, not a test failure", o.output[-3000:])
+    except ToolError as e:
+        return done("error", str(e).splitlines()[0], str(e))
     finally:
         path.write_text(text)
 
@@ -400,14 +411,23 @@ def report(results: list[Result]) -> int:
     missed = [r for r in results if r.status == "missed"]
     by_compiler = sum(r.status == "caught" and r.by.startswith("compiler") for r in results)
     total = len(results) - equiv
-    print(f"\nscore: {caught}/{total} caught ({by_compiler} by the compiler), "
-          f"{len(missed)} missed, {equiv} equivalent")
+    errors = sum(r.status == "error" for r in results)
+    print(f"\nscore: {caught}/{total - errors} caught ({by_compiler} by the compiler), "
+          f"{len(missed)} missed, {equiv} equivalent" + (f", {errors} errors" if errors else ""))
     for r in missed:
         print(f"missed: {r.mutant.name}: {r.mutant.why or r.mutant.file}")
-    return 1 if missed else 0
+    failed = [r for r in results if r.status == "error"]
+    for r in failed:
+        print(f"error: {r.mutant.name}: {r.by}\n{r.detail}", file=sys.stderr)
+    return 2 if failed else 1 if missed else 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)  # so the copy and the test processes go too
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--list", type=Path, default=DEFAULT_LIST, help="the mutation list (TOML)")
     ap.add_argument("--fast", action="store_true", help="only the mutants marked fast = true")
