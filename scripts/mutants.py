@@ -274,17 +274,25 @@ def run_c(tree: Path, spec: str, timeout: float) -> Outcome:
                    timed_out=timed_out, output=out)
 
 
+def segments(tests: list[str]) -> list[tuple[str, list[str]]]:
+    """In the list's order: each C test alone, consecutive pytest arguments as one run."""
+    out: list[tuple[str, list[str]]] = []
+    for t in tests:
+        if t.startswith("c:"):
+            out.append(("c", [t[2:].strip()]))
+        elif out and out[-1][0] == "pytest":
+            out[-1][1].append(t)
+        else:
+            out.append(("pytest", [t]))
+    return out
+
+
 def run_tests(tree: Path, tests: list[str], timeout: float, xml: Path,
               first: bool = True) -> Outcome:
-    """The C tests (c:...) one by one, then the pytest arguments in one run;
-    with first, stop at the first that fails."""
+    """The C tests (c:...) and the pytest runs in the list's order; with
+    first, stop at the first that fails."""
     total = Outcome(rc=0)
-    pytest_args = [t for t in tests if not t.startswith("c:")]
-    steps: list[tuple[str, list[str]]] = [("c", [t[2:].strip()]) for t in tests
-                                          if t.startswith("c:")]
-    if pytest_args:
-        steps.append(("pytest", pytest_args))
-    for kind, args in steps:
+    for kind, args in segments(tests):
         if kind == "c":
             o = run_c(tree, args[0], timeout)
         else:
@@ -380,19 +388,16 @@ def baseline(tree: Path, mutants: list[Mutant], xml: Path) -> None:
     for m in mutants:
         if m.equivalent:
             continue
-        for t in m.tests:
-            if t.startswith("c:"):
-                steps[(t,)] = None
-        rest = tuple(t for t in m.tests if not t.startswith("c:"))
-        if rest:
-            steps[rest] = None
-    for args in steps:
+        for kind, seg in segments(m.tests):
+            steps[tuple(f"c:{a}" for a in seg) if kind == "c" else tuple(seg)] = None
+    for step in steps:
+        args = list(step)
         t0 = time.monotonic()
-        o = run_tests(tree, list(args), 900, xml, first=False)
+        o = run_tests(tree, args, 900, xml, first=False)
         if o.rc != 0 or o.timed_out or o.failed:
             # once more: a test that fails only sometimes must be named, and
             # it makes every verdict of its mutants doubtful
-            again = run_tests(tree, list(args), 900, xml, first=False)
+            again = run_tests(tree, args, 900, xml, first=False)
             if again.rc == 0 and not again.failed and not again.timed_out:
                 print(f"baseline  FLAKY: {', '.join(o.failed) or ' '.join(args)} failed once "
                       "and then passed", flush=True)
