@@ -360,7 +360,8 @@ def run_mutant(tree: Path, m: Mutant, xml: Path, bpf_ref: dict[str, str] | None,
             return done("equivalent", "not run (marked equivalent)")
         o = run_tests(tree, m.tests, m.timeout, xml, first)
         if o.timed_out:
-            return done("caught", f"timeout after {m.timeout:.0f} s", o.output[-2000:])
+            return done("caught", f"timeout ({', '.join(o.failed) or 'pytest run'})",
+                        o.output[-2000:])
         if o.failed and o.failed[0].startswith("compiler ("):
             return done("caught", o.failed[0], o.output[-2000:])
         if o.rc == 1 and o.failed:
