@@ -45,7 +45,7 @@ def test_missed_mutant_fails_the_run(tmp_path: Path) -> None:
     anchors) is reported missed, and the run exits 1."""
     lst = tmp_path / "missed.toml"
     lst.write_text('[[mutant]]\nname = "readme-word"\nfile = "README.md"\n'
-                   "original = '# arena-pipeline\\n'\nreplacement = '# arena-pipe1ine\\n'\n"
+                   'original = "# arena-pipeline\\n"\nreplacement = "# arena-pipe1ine\\n"\n'
                    'tests = ["tests/test_mutants_fast.py::test_every_anchor_is_in_place"]\n'
                    "build = []\nwhy = 'documentation only'\n")
     out = tmp_path / "r.json"
