@@ -146,6 +146,27 @@ def test_each_byte_alone_and_between_text() -> None:
             check_text_field(ev, "comm", b * COMM_MAX)
 
 
+# Sequences at each edge of UTF-8's validity (RFC 3629): the last valid and first invalid
+# lead/continuation pairs, overlong forms, surrogates, code points past U+10FFFF and
+# truncated sequences. Drawn byte by byte, these are too rare to rely on chance.
+UTF8_EDGES = [
+    b"\x7f", b"\xc2\x80", b"\xdf\xbf", b"\xc0\x80", b"\xc1\xbf",
+    b"\xe0\xa0\x80", b"\xe0\x9f\xbf", b"\xed\x9f\xbf", b"\xed\xa0\x80", b"\xed\xbf\xbf",
+    b"\xee\x80\x80", b"\xef\xbf\xbf",
+    b"\xf0\x90\x80\x80", b"\xf0\x8f\xbf\xbf", b"\xf4\x8f\xbf\xbf", b"\xf4\x90\x80\x80",
+    b"\xf5\x80\x80\x80", b"\xf7\xbf\xbf\xbf", b"\xf8\x88\x80\x80\x80",
+    b"\xe2\x82", b"\xf0\x9f\x98", b"\x80", b"\xbf",
+]
+
+
+def test_utf8_edges_come_back_exactly() -> None:
+    for seq in UTF8_EDGES:
+        for name in (seq, b"a" + seq + b"z", seq + seq, b"x" * (NAME_KEEP - len(seq)) + seq):
+            ev = parse_line(_core.format_event(name, seq[:COMM_MAX]))
+            check_text_field(ev, "name", name)
+            check_text_field(ev, "comm", seq[:COMM_MAX])
+
+
 def test_record_limits_are_enforced() -> None:
     for bad_name in (b"", b"x" * (NAME_KEEP + 1), b"a\0b"):
         try:
