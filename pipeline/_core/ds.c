@@ -978,8 +978,8 @@ static PyObject *DsArena_iterate(DsArenaObject *self, PyObject *args, PyObject *
 /* The one spelling of each operation: the keys of stats() and, upper-cased, the
  * members of pipeline._core.DsOp. */
 static const char *const op_names[DS_OP__COUNT] = {
-	[DS_OP_INIT] = "init",	   [DS_OP_INSERT] = "insert",	[DS_OP_DELETE] = "delete",
-	[DS_OP_POP] = "pop",	   [DS_OP_SEARCH] = "search",	[DS_OP_VERIFY] = "verify",
+	[DS_OP_INIT] = "init",       [DS_OP_INSERT] = "insert", [DS_OP_DELETE] = "delete",
+	[DS_OP_POP] = "pop",         [DS_OP_SEARCH] = "search", [DS_OP_VERIFY] = "verify",
 	[DS_OP_ITERATE] = "iterate", [DS_OP_STATS] = "stats",
 };
 
@@ -1233,7 +1233,7 @@ struct ap_named {
 #define AP_NAMED(prefix, n) { #n, prefix##n }
 
 static const struct ap_named result_codes[] = {
-	AP_NAMED(DS_, OK),	   AP_NAMED(DS_, NOT_FOUND), AP_NAMED(DS_, EXISTS), AP_NAMED(DS_, NOMEM),
+	AP_NAMED(DS_, OK),      AP_NAMED(DS_, NOT_FOUND), AP_NAMED(DS_, EXISTS), AP_NAMED(DS_, NOMEM),
 	AP_NAMED(DS_, INVALID), AP_NAMED(DS_, CORRUPT),   AP_NAMED(DS_, BUSY),   AP_NAMED(DS_, FULL),
 };
 
@@ -1316,10 +1316,7 @@ static int add_enums(PyObject *m)
 
 int ap_ds_add_to_module(PyObject *m)
 {
-	static const struct {
-		const char *name;
-		long value;
-	} consts[] = {
+	static const struct ap_named consts[] = {
 		{ "DS_BATCH_MAX", DS_BATCH_MAX },
 		{ "DS_ARENA_BASE_PAGES", AP_DS_SPACE_FIRST },
 	};
