@@ -11,7 +11,6 @@ SEC("syscall") program at the same time.
 
 from __future__ import annotations
 
-import enum
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,33 +22,23 @@ from . import _core
 U64s: TypeAlias = "array[int] | bytes | bytearray | memoryview | Sequence[int]"
 
 
-class Result(enum.IntEnum):
-    """enum ds_result (include/ds/ds_api.h)."""
-
-    OK = 0
-    NOT_FOUND = 1
-    EXISTS = 2
-    NOMEM = 3
-    INVALID = 4
-    CORRUPT = 5
-    BUSY = 6
-    FULL = 7
+# The contract's codes (include/ds/ds_api.h), built by the extension from its C
+# tables: enum ds_result, enum ds_op (members INSERT...; name.lower() is the
+# spelling stats() and `ds list` use), struct ds_meta.flags and .model.
+Result = _core.DsResult
+Op = _core.DsOp
+Flag = _core.DsFlag
+Model = _core.DsModel
 
 
-class Op(enum.IntEnum):
-    """enum ds_op: the operations a batch may hold."""
+class _FlagBit:
+    """A bool property of Meta: is this flag set in its flags."""
 
-    INSERT = 1
-    DELETE = 2
-    POP = 3
-    SEARCH = 4
+    def __init__(self, flag: Flag) -> None:
+        self.flag = flag
 
-
-# struct ds_meta.flags and .model
-F_LOCK_FREE, F_BOUNDED, F_KEYED, F_ORDERED = 0x01, 0x02, 0x04, 0x08
-F_FIFO, F_LIFO, F_RECLAIM, F_READS_LOCKFREE = 0x10, 0x20, 0x40, 0x80
-MODELS = ("any", "MPMC", "MPSC", "SPSC")
-OP_NAMES = ("init", "insert", "delete", "pop", "search", "verify", "iterate", "stats")
+    def __get__(self, meta: Meta, owner: type[Meta] | None = None) -> bool:
+        return bool(meta.flags & self.flag)
 
 
 @dataclass(frozen=True)
@@ -66,37 +55,25 @@ class Meta:
     node_size: int
     head_size: int
 
-    @property
-    def lock_free(self) -> bool:
-        return bool(self.flags & F_LOCK_FREE)
-
-    @property
-    def bounded(self) -> bool:
-        return bool(self.flags & F_BOUNDED)
-
-    @property
-    def keyed(self) -> bool:
-        return bool(self.flags & F_KEYED)
-
-    @property
-    def ordered(self) -> bool:
-        return bool(self.flags & F_ORDERED)
-
-    @property
-    def fifo(self) -> bool:
-        return bool(self.flags & F_FIFO)
-
-    @property
-    def lifo(self) -> bool:
-        return bool(self.flags & F_LIFO)
+    lock_free = _FlagBit(Flag.LOCK_FREE)
+    bounded = _FlagBit(Flag.BOUNDED)
+    keyed = _FlagBit(Flag.KEYED)
+    ordered = _FlagBit(Flag.ORDERED)
+    fifo = _FlagBit(Flag.FIFO)
+    lifo = _FlagBit(Flag.LIFO)
 
     @property
     def model_name(self) -> str:
-        return MODELS[self.model] if self.model < len(MODELS) else str(self.model)
+        try:
+            model = Model(self.model)
+        except ValueError:
+            return str(self.model)
+        # "any" reads as a word, the others as the acronyms they are
+        return "any" if model == Model.ANY else model.name
 
     @property
     def op_names(self) -> list[str]:
-        return [n for i, n in enumerate(OP_NAMES) if self.ops & (1 << i)]
+        return [op.name.lower() for op in Op if self.ops & (1 << op)]
 
     def has(self, op: Op) -> bool:
         return bool(self.ops & (1 << op))

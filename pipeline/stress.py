@@ -32,7 +32,7 @@ from typing import Any
 
 from ._core import CoreError
 from .config import read_toml, shown
-from .ds import Arena, Meta, Result, Structure, meta_of
+from .ds import Arena, Meta, Model, Result, Structure, meta_of
 from .errors import ConfigError, KernelError
 from .kernel import check_privileges, ensure_mounts
 from .log import get
@@ -132,9 +132,9 @@ def _check(path: str, c: StressConfig, m: Meta) -> None:
     producers, consumers = c.user_workers + c.kernel_threads, c.user_consumers + c.kernel_consumers
     if consumers == 0:
         raise bad(f"{m.name} is a queue: needs user_consumers or kernel_consumers")
-    if m.model_name == "SPSC" and (producers != 1 or consumers != 1):
+    if m.model == Model.SPSC and (producers != 1 or consumers != 1):
         raise bad(f"{m.name} is SPSC: exactly one producer and one consumer")
-    if m.model_name == "MPSC" and consumers != 1:
+    if m.model == Model.MPSC and consumers != 1:
         raise bad(f"{m.name} is MPSC: exactly one consumer")
 
 

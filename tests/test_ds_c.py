@@ -26,6 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import ds
+from pipeline.ds import Flag, Op, Result
+
 ROOT = Path(__file__).resolve().parent.parent
 CDIR = ROOT / "tests" / "c"
 OUT = ROOT / "build" / "tests"
@@ -52,8 +55,6 @@ def _registered() -> list[str]:
 
 REGISTERED = _registered()
 
-DS_OK, DS_NOT_FOUND, DS_EXISTS, DS_NOMEM, DS_INVALID, DS_CORRUPT, DS_BUSY, DS_FULL = range(8)
-F_KEYED, F_ORDERED, F_FIFO, F_LIFO, F_BOUNDED = 0x04, 0x08, 0x10, 0x20, 0x02
 MASK64 = (1 << 64) - 1
 
 
@@ -141,10 +142,12 @@ def test_registry(binaries: dict[tuple[str, str], Path]) -> None:
     assert set(metas) >= {"list", "msqueue", "hash", "skiplist", "mpmc", "mpsc", "spsc", "stack"}
     for m in metas.values():
         assert m.description and m.progress and m.node_size > 0 and m.head_size > 0
-        assert m.ops & (1 << 1) and m.ops & (1 << 5), f"{m.name}: insert and verify are mandatory"
-    assert metas["hash"].flags & F_KEYED and not metas["hash"].flags & F_ORDERED
-    assert metas["skiplist"].flags & F_ORDERED
-    assert metas["mpmc"].flags & F_BOUNDED and metas["spsc"].model == 3 and metas["mpsc"].model == 2
+        assert m.ops & (1 << Op.INSERT) and m.ops & (1 << Op.VERIFY), \
+            f"{m.name}: insert and verify are mandatory"
+    assert metas["hash"].flags & Flag.KEYED and not metas["hash"].flags & Flag.ORDERED
+    assert metas["skiplist"].flags & Flag.ORDERED
+    assert metas["mpmc"].flags & Flag.BOUNDED
+    assert metas["spsc"].model == ds.Model.SPSC and metas["mpsc"].model == ds.Model.MPSC
 
 
 class Model:
@@ -152,50 +155,50 @@ class Model:
 
     def __init__(self, meta: Meta, capacity: int) -> None:
         self.meta = meta
-        self.keyed = bool(meta.flags & F_KEYED)
-        self.ordered = bool(meta.flags & F_ORDERED)
-        self.lifo = bool(meta.flags & F_LIFO)
+        self.keyed = bool(meta.flags & Flag.KEYED)
+        self.ordered = bool(meta.flags & Flag.ORDERED)
+        self.lifo = bool(meta.flags & Flag.LIFO)
         # neither keyed nor FIFO nor LIFO: pop may return any element
-        self.unordered = not self.keyed and not meta.flags & (F_FIFO | F_LIFO)
-        self.capacity = capacity if meta.flags & F_BOUNDED else None
+        self.unordered = not self.keyed and not meta.flags & (Flag.FIFO | Flag.LIFO)
+        self.capacity = capacity if meta.flags & Flag.BOUNDED else None
         self.map: dict[int, int] = {}
         self.seq: deque[tuple[int, int]] = deque()
 
     def insert(self, k: int, v: int) -> tuple[int, ...]:
         if self.keyed:
             if k in self.map:
-                return (DS_EXISTS,)
+                return (Result.EXISTS,)
             self.map[k] = v
-            return (DS_OK,)
+            return (Result.OK,)
         if self.capacity is not None and len(self.seq) >= self.capacity:
-            return (DS_FULL,)
+            return (Result.FULL,)
         self.seq.append((k, v))
-        return (DS_OK,)
+        return (Result.OK,)
 
     def delete(self, k: int) -> tuple[int, ...]:
         if not self.keyed:
-            return (DS_INVALID, 0)
+            return (Result.INVALID, 0)
         if k not in self.map:
-            return (DS_NOT_FOUND, 0)
-        return (DS_OK, self.map.pop(k))
+            return (Result.NOT_FOUND, 0)
+        return (Result.OK, self.map.pop(k))
 
     def search(self, k: int) -> tuple[int, ...]:
         if not self.keyed:
-            return (DS_INVALID, 0)
-        return (DS_OK, self.map[k]) if k in self.map else (DS_NOT_FOUND, 0)
+            return (Result.INVALID, 0)
+        return (Result.OK, self.map[k]) if k in self.map else (Result.NOT_FOUND, 0)
 
     def pop(self) -> tuple[int, ...]:
         if self.keyed:
             if not self.ordered:
-                return (DS_INVALID, 0, 0)
+                return (Result.INVALID, 0, 0)
             if not self.map:
-                return (DS_NOT_FOUND, 0, 0)
+                return (Result.NOT_FOUND, 0, 0)
             k = min(self.map)
-            return (DS_OK, k, self.map.pop(k))
+            return (Result.OK, k, self.map.pop(k))
         if not self.seq:
-            return (DS_NOT_FOUND, 0, 0)
+            return (Result.NOT_FOUND, 0, 0)
         k, v = self.seq.pop() if self.lifo else self.seq.popleft()
-        return (DS_OK, k, v)
+        return (Result.OK, k, v)
 
     def items(self) -> list[tuple[int, int]]:
         if self.keyed:
@@ -204,7 +207,7 @@ class Model:
 
     def verify(self) -> tuple[int, ...]:
         items = self.items()
-        return (DS_OK, len(items), sum(k for k, _ in items) & MASK64,
+        return (Result.OK, len(items), sum(k for k, _ in items) & MASK64,
                 sum(v for _, v in items) & MASK64)
 
     def iterate(self, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -253,9 +256,9 @@ def test_against_python_model(binaries: dict[tuple[str, str], Path], name: str) 
             elif parts[0] == "p" and model.unordered:
                 # any element may come out: it must be one that is in
                 if not model.seq:
-                    want = (DS_NOT_FOUND, 0, 0)
+                    want = (Result.NOT_FOUND, 0, 0)
                 else:
-                    assert vals[0] == DS_OK and (vals[1], vals[2]) in model.seq, (i, line, got)
+                    assert vals[0] == Result.OK and (vals[1], vals[2]) in model.seq, (i, line, got)
                     model.seq.remove((vals[1], vals[2]))
                     want = tuple(vals)
             elif parts[0] == "p":
@@ -265,8 +268,8 @@ def test_against_python_model(binaries: dict[tuple[str, str], Path], name: str) 
             else:
                 items = model.iterate(int(parts[1]), int(parts[2]))
                 got_items = list(zip(vals[2::2], vals[3::2], strict=True))
-                assert vals[0] == DS_OK and vals[1] == len(items), (i, line, got)
-                if not meta.flags & (F_ORDERED | F_FIFO | F_LIFO):
+                assert vals[0] == Result.OK and vals[1] == len(items), (i, line, got)
+                if not meta.flags & (Flag.ORDERED | Flag.FIFO | Flag.LIFO):
                     # a hash iterates in bucket order, an unordered bag in its own
                     got_items.sort()
                     items.sort()
@@ -363,7 +366,7 @@ def test_bench_runs(binaries: dict[tuple[str, str], Path], bpf_built: None,
     queues = res["queues"]["structures"]
     # every registered structure with queue or stack semantics, side by side
     want = {m.name for m in _registry(binaries)
-            if not m.flags & F_KEYED and m.flags & (F_FIFO | F_LIFO)}
+            if not m.flags & Flag.KEYED and m.flags & (Flag.FIFO | Flag.LIFO)}
     assert set(queues) == want and want >= {"msqueue", "mpmc", "mpsc", "spsc", "stack"}
     for name, q in queues.items():
         assert q["exact"], (name, q)

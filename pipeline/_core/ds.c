@@ -19,6 +19,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -974,8 +975,13 @@ static PyObject *DsArena_iterate(DsArenaObject *self, PyObject *args, PyObject *
 
 /* ---- statistics ---- */
 
-static const char *op_names[DS_OP__COUNT] = { "init", "insert", "delete", "pop", "search", "verify", "iterate",
-					      "stats" };
+/* The one spelling of each operation: the keys of stats() and, upper-cased, the
+ * members of pipeline._core.DsOp. */
+static const char *const op_names[DS_OP__COUNT] = {
+	[DS_OP_INIT] = "init",       [DS_OP_INSERT] = "insert", [DS_OP_DELETE] = "delete",
+	[DS_OP_POP] = "pop",         [DS_OP_SEARCH] = "search", [DS_OP_VERIFY] = "verify",
+	[DS_OP_ITERATE] = "iterate", [DS_OP_STATS] = "stats",
+};
 
 static PyObject *side_dict(struct ds_head *h, ap_u32 side)
 {
@@ -1216,17 +1222,103 @@ static PyMethodDef ds_functions[] = {
 	{ NULL, NULL, 0, NULL },
 };
 
+/* ---- the contract's codes, as Python enums ---- */
+
+struct ap_named {
+	const char *name;
+	long value;
+};
+
+/* { "OK", DS_OK }: the member name is the C name without its prefix. */
+#define AP_NAMED(prefix, n) { #n, prefix##n }
+
+static const struct ap_named result_codes[] = {
+	AP_NAMED(DS_, OK),      AP_NAMED(DS_, NOT_FOUND), AP_NAMED(DS_, EXISTS), AP_NAMED(DS_, NOMEM),
+	AP_NAMED(DS_, INVALID), AP_NAMED(DS_, CORRUPT),   AP_NAMED(DS_, BUSY),   AP_NAMED(DS_, FULL),
+};
+
+static const struct ap_named flag_bits[] = {
+	AP_NAMED(DS_F_, LOCK_FREE), AP_NAMED(DS_F_, BOUNDED), AP_NAMED(DS_F_, KEYED),
+	AP_NAMED(DS_F_, ORDERED),   AP_NAMED(DS_F_, FIFO),    AP_NAMED(DS_F_, LIFO),
+	AP_NAMED(DS_F_, RECLAIM),   AP_NAMED(DS_F_, READS_LOCKFREE),
+};
+
+static const struct ap_named models[] = {
+	AP_NAMED(DS_MODEL_, ANY),
+	AP_NAMED(DS_MODEL_, MPMC),
+	AP_NAMED(DS_MODEL_, MPSC),
+	AP_NAMED(DS_MODEL_, SPSC),
+};
+
+/* m.cls = enum.KIND(cls, {name: value}, module=m.__name__). With upper set the
+ * names are upper-cased, for the op names, which are spelled in lower case. */
+static int add_enum(PyObject *m, PyObject *enum_mod, const char *kind, const char *cls, const struct ap_named *t,
+		    size_t n, int upper)
+{
+	PyObject *factory = PyObject_GetAttrString(enum_mod, kind);
+	PyObject *members = PyDict_New(), *args = NULL, *kwargs = NULL, *type = NULL;
+	size_t i;
+	int ret = -1;
+
+	if (!factory || !members)
+		goto out;
+	for (i = 0; i < n; i++) {
+		char name[32];
+		PyObject *v;
+		size_t j;
+
+		snprintf(name, sizeof(name), "%s", t[i].name);
+		for (j = 0; upper && name[j]; j++)
+			name[j] = (char)toupper((unsigned char)name[j]);
+		v = PyLong_FromLong(t[i].value);
+		if (!v || PyDict_SetItemString(members, name, v)) {
+			Py_XDECREF(v);
+			goto out;
+		}
+		Py_DECREF(v);
+	}
+	args = Py_BuildValue("(sO)", cls, members);
+	kwargs = Py_BuildValue("{sN}", "module", PyModule_GetNameObject(m));
+	if (args && kwargs)
+		type = PyObject_Call(factory, args, kwargs);
+	if (type && !PyModule_AddObject(m, cls, type)) {
+		type = NULL; /* the module holds it */
+		ret = 0;
+	}
+out:
+	Py_XDECREF(type);
+	Py_XDECREF(kwargs);
+	Py_XDECREF(args);
+	Py_XDECREF(members);
+	Py_XDECREF(factory);
+	return ret;
+}
+
+static int add_enums(PyObject *m)
+{
+	struct ap_named ops[DS_OP__COUNT];
+	PyObject *enum_mod = PyImport_ImportModule("enum");
+	int o, ret;
+
+	if (!enum_mod)
+		return -1;
+	for (o = 0; o < DS_OP__COUNT; o++)
+		ops[o] = (struct ap_named){ op_names[o], o };
+#define N(t) (sizeof(t) / sizeof((t)[0]))
+	ret = add_enum(m, enum_mod, "IntEnum", "DsResult", result_codes, N(result_codes), 0) ||
+	      add_enum(m, enum_mod, "IntEnum", "DsOp", ops, DS_OP__COUNT, 1) ||
+	      add_enum(m, enum_mod, "IntFlag", "DsFlag", flag_bits, N(flag_bits), 0) ||
+	      add_enum(m, enum_mod, "IntEnum", "DsModel", models, N(models), 0) ? -1 : 0;
+#undef N
+	Py_DECREF(enum_mod);
+	return ret;
+}
+
 int ap_ds_add_to_module(PyObject *m)
 {
-	static const struct {
-		const char *name;
-		long value;
-	} consts[] = {
-		{ "DS_OK", DS_OK },           { "DS_NOT_FOUND", DS_NOT_FOUND }, { "DS_EXISTS", DS_EXISTS },
-		{ "DS_NOMEM", DS_NOMEM },     { "DS_INVALID", DS_INVALID },     { "DS_CORRUPT", DS_CORRUPT },
-		{ "DS_BUSY", DS_BUSY },       { "DS_FULL", DS_FULL },           { "DS_OP_INSERT", DS_OP_INSERT },
-		{ "DS_OP_DELETE", DS_OP_DELETE }, { "DS_OP_POP", DS_OP_POP },   { "DS_OP_SEARCH", DS_OP_SEARCH },
-		{ "DS_BATCH_MAX", DS_BATCH_MAX }, { "DS_ARENA_BASE_PAGES", AP_DS_SPACE_FIRST },
+	static const struct ap_named consts[] = {
+		{ "DS_BATCH_MAX", DS_BATCH_MAX },
+		{ "DS_ARENA_BASE_PAGES", AP_DS_SPACE_FIRST },
 	};
 	PyObject *f;
 	size_t i;
@@ -1242,6 +1334,8 @@ int ap_ds_add_to_module(PyObject *m)
 		if (PyModule_AddIntConstant(m, consts[i].name, consts[i].value))
 			return -1;
 	if (PyModule_AddIntConstant(m, "DS_ARENA_BASE", (long)ARENA_BASE))
+		return -1;
+	if (add_enums(m))
 		return -1;
 	f = PyCFunction_NewEx(&ds_functions[0], NULL, NULL);
 	if (!f || PyModule_AddObject(m, "ds_meta", f)) {

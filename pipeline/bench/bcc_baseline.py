@@ -38,7 +38,8 @@ import importlib
 import json
 import os
 import platform
-import struct
+import shutil
+import subprocess
 import sys
 import time
 from typing import Any, NoReturn, TextIO
@@ -58,6 +59,54 @@ AP_COMM_LEN = 16
 AP_NAME_CAP = 256
 AP_EVENT_SIZE = 72 + AP_NAME_CAP
 
+
+class Event(ctypes.Structure):
+    """struct ap_event of include/event.h, field for field, as the ring buffer delivers
+    it. The BPF program's struct is written out from these fields (event_struct_c);
+    tests/test_bcc_layout.py compiles that against the header."""
+
+    _fields_ = [
+        ("seq", ctypes.c_uint64),
+        ("ts_ns", ctypes.c_uint64),
+        ("tid", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("ppid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("mode", ctypes.c_uint32),
+        ("ret", ctypes.c_int32),
+        ("name_len", ctypes.c_uint16),
+        ("trigger", ctypes.c_uint8),
+        ("syscall", ctypes.c_uint8),
+        ("flags", ctypes.c_uint32),
+        ("open_flags", ctypes.c_uint32),
+        ("comm", ctypes.c_char * AP_COMM_LEN),
+        ("name", ctypes.c_char * AP_NAME_CAP),
+    ]
+
+
+# ctypes type -> the name BCC's headers give it
+_C_TYPES: dict[Any, str] = {
+    ctypes.c_uint64: "u64", ctypes.c_uint32: "u32", ctypes.c_int32: "s32",
+    ctypes.c_uint16: "u16", ctypes.c_uint8: "u8", ctypes.c_char: "char",
+}
+
+
+def event_struct_c(tag: str = "bench_event") -> str:
+    """Event's fields as a C struct declaration for the BPF program."""
+    lines = []
+    for field in Event._fields_:
+        name, ctype = field[0], field[1]
+        if issubclass(ctype, ctypes.Array):
+            lines.append(f"    {_C_TYPES[ctype._type_]} {name}[{ctype._length_}];\n")
+        else:
+            lines.append(f"    {_C_TYPES[ctype]} {name};\n")
+    return (f"struct {tag} {{\n{''.join(lines)}}};\n"
+            f'_Static_assert(sizeof(struct {tag}) == {AP_EVENT_SIZE}, "ap_event layout");\n')
+
+
+assert ctypes.sizeof(Event) == AP_EVENT_SIZE, "Event does not match struct ap_event"
+
 # The BPF side. OFF_REAL_PARENT and OFF_TGID (offsets in struct task_struct)
 # come from the running kernel's BTF: the headers BCC compiles against are
 # Debian's, not this kernel's, and their struct layouts differ.
@@ -68,26 +117,7 @@ BPF_TEXT = r"""
 #define OFF_TGID offsetof(struct task_struct, tgid)
 #endif
 
-/* struct ap_event of include/event.h, field for field. */
-struct bench_event {
-    u64 seq;
-    u64 ts_ns;
-    u32 tid;
-    u32 pid;
-    u32 ppid;
-    u32 uid;
-    u32 cpu;
-    u32 mode;
-    s32 ret;
-    u16 name_len;
-    u8 trigger;
-    u8 syscall;
-    u32 flags;
-    u32 open_flags;
-    char comm[AP_COMM_LEN];
-    char name[AP_NAME_CAP];
-};
-_Static_assert(sizeof(struct bench_event) == AP_EVENT_SIZE, "ap_event layout");
+/* struct bench_event (struct ap_event) goes first: event_struct_c(). */
 
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_ARRAY(seq_counter, u64, 1);   /* events seen: the next seq */
@@ -159,32 +189,6 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 """
 
 
-class Event(ctypes.Structure):
-    """struct ap_event, as the ring buffer delivers it."""
-
-    _fields_ = [
-        ("seq", ctypes.c_uint64),
-        ("ts_ns", ctypes.c_uint64),
-        ("tid", ctypes.c_uint32),
-        ("pid", ctypes.c_uint32),
-        ("ppid", ctypes.c_uint32),
-        ("uid", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("mode", ctypes.c_uint32),
-        ("ret", ctypes.c_int32),
-        ("name_len", ctypes.c_uint16),
-        ("trigger", ctypes.c_uint8),
-        ("syscall", ctypes.c_uint8),
-        ("flags", ctypes.c_uint32),
-        ("open_flags", ctypes.c_uint32),
-        ("comm", ctypes.c_char * AP_COMM_LEN),
-        ("name", ctypes.c_char * AP_NAME_CAP),
-    ]
-
-
-assert ctypes.sizeof(Event) == AP_EVENT_SIZE, "Event does not match struct ap_event"
-
-
 # getppid's syscall number per architecture (asm/unistd.h): the raw sys_enter
 # tracepoint fires for every syscall and hands over the number.
 GETPPID_NR = {"x86_64": 110, "aarch64": 173}
@@ -199,88 +203,54 @@ def getppid_nr() -> int:
 
 # ---- task_struct offsets from the running kernel's BTF -----------------------
 
-_BTF_KIND_STRUCT, _BTF_KIND_UNION = 4, 5
-_BTF_MODIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type_tag
+# bpftool's names of the BTF kinds that only qualify or rename another type
+_BTF_MODIFIERS = {"TYPEDEF", "VOLATILE", "CONST", "RESTRICT", "TYPE_TAG"}
 
 
-def _btf_extra_len(kind: int, vlen: int) -> int:
-    """Bytes that follow the 12-byte common header of a BTF type."""
-    fixed = {1: 4, 2: 0, 3: 12, 7: 0, 8: 0, 9: 0, 10: 0, 11: 0, 12: 0,
-             14: 4, 16: 0, 17: 4, 18: 0}
-    per_item = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}
-    if kind in fixed:
-        return fixed[kind]
-    if kind in per_item:
-        return per_item[kind] * vlen
-    raise ValueError(f"unknown BTF kind {kind}")
+def btf_types(path: str) -> dict[int, dict[str, Any]]:
+    """Every type of a BTF blob (or of an object file's .BTF), by id, as bpftool reads it."""
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    try:
+        res = subprocess.run([bpftool, "-j", "btf", "dump", "file", path],
+                             capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise ValueError(f"cannot run bpftool ({e.strerror}): run make setup") from e
+    if res.returncode != 0:
+        why = (res.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ValueError(f"bpftool cannot read the BTF of {path}: {why}")
+    return {t["id"]: t for t in json.loads(res.stdout)["types"]}
+
+
+def member_offsets(types: dict[int, dict[str, Any]], struct: str) -> dict[str, int]:
+    """Byte offset of each member of struct STRUCT, the members of its anonymous structs
+    and unions included (bitfields: of the byte holding their first bit)."""
+    top = next((t for t in types.values() if t["kind"] == "STRUCT" and t["name"] == struct),
+               None)
+    if top is None:
+        raise ValueError(f"struct {struct} not in BTF")
+
+    def walk(t: dict[str, Any], base: int, out: dict[str, int]) -> dict[str, int]:
+        for m in t["members"]:
+            at = base + m["bits_offset"] // 8
+            if m["name"] != "(anon)":
+                out.setdefault(m["name"], at)
+                continue
+            inner = types[m["type_id"]]
+            while inner["kind"] in _BTF_MODIFIERS:
+                inner = types[inner["type_id"]]
+            if inner["kind"] in ("STRUCT", "UNION"):
+                walk(inner, at, out)
+        return out
+
+    return walk(top, 0, {})
 
 
 def task_struct_offsets(path: str = VMLINUX_BTF) -> tuple[int, int]:
     """Byte offsets of real_parent and tgid in the running kernel's task_struct."""
-    with open(path, "rb") as f:
-        data = f.read()
-    magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
-    if magic != 0xEB9F:
-        raise ValueError(f"{path}: not BTF")
-    type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
-    types = hdr_len + type_off
-    strs = hdr_len + str_off
-    strtab = data[strs:strs + str_len]
-
-    def name_at(off: int) -> bytes:
-        return strtab[off:strtab.index(b"\0", off)]
-
-    # BTF strings are deduplicated: "task_struct" has one offset.
-    hit = strtab.find(b"\0task_struct\0")
-    if hit < 0:
-        raise ValueError("task_struct not in BTF")
-    task_name_off = hit + 1
-
-    index = [0]  # type id -> position of its header; id 0 is void
-    task_id = 0
-    pos, end = types, types + type_len
-    while pos < end:
-        name_off, info, _ = struct.unpack_from("<III", data, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        index.append(pos)
-        if kind == _BTF_KIND_STRUCT and name_off == task_name_off and not task_id:
-            task_id = len(index) - 1
-        pos += 12 + _btf_extra_len(kind, vlen)
-    if not task_id:
-        raise ValueError("struct task_struct not in BTF")
-
-    def header(tid: int) -> tuple[int, int, int, int]:
-        name_off, info, size_type = struct.unpack_from("<III", data, index[tid])
-        return name_off, (info >> 24) & 0x1F, info, size_type
-
-    def strip(tid: int) -> int:
-        while True:
-            _, kind, _, ref = header(tid)
-            if kind not in _BTF_MODIFIERS:
-                return tid
-            tid = ref
-
-    def member_offset(tid: int, wanted: bytes) -> int | None:
-        _, _, info, _ = header(tid)
-        vlen, bitfields = info & 0xFFFF, info >> 31
-        for i in range(vlen):
-            m_name, m_type, m_off = struct.unpack_from("<III", data, index[tid] + 12 + 12 * i)
-            bit = m_off & 0xFFFFFF if bitfields else m_off
-            if m_name == 0:  # anonymous struct or union: look inside
-                inner = strip(m_type)
-                if header(inner)[1] in (_BTF_KIND_STRUCT, _BTF_KIND_UNION):
-                    found = member_offset(inner, wanted)
-                    if found is not None:
-                        return int(bit) // 8 + found
-            elif name_at(m_name) == wanted:
-                return int(bit) // 8
-        return None
-
-    real_parent = member_offset(task_id, b"real_parent")
-    tgid = member_offset(task_id, b"tgid")
-    if real_parent is None or tgid is None:
+    offsets = member_offsets(btf_types(path), "task_struct")
+    if "real_parent" not in offsets or "tgid" not in offsets:
         raise ValueError("task_struct has no real_parent or tgid")
-    return real_parent, tgid
+    return offsets["real_parent"], offsets["tgid"]
 
 
 # ---- the run -----------------------------------------------------------------
@@ -471,9 +441,6 @@ def main(argv: list[str] | None = None) -> int:
         f"-DTARGET_TGID={args.pid}",
         f"-DGETPPID_NR={getppid_nr()}",
         f"-DRINGBUF_PAGES={args.ringbuf_pages}",
-        f"-DAP_COMM_LEN={AP_COMM_LEN}",
-        f"-DAP_NAME_CAP={AP_NAME_CAP}",
-        f"-DAP_EVENT_SIZE={AP_EVENT_SIZE}",
         f"-DAP_TRIGGER_BENCH={AP_TRIGGER_BENCH}",
         f"-DAP_SYS_GETPPID={AP_SYS_GETPPID}",
     ]
@@ -488,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     out = os.fdopen(create_new(args.output), "w", encoding="utf-8")
     with out:
         try:
-            b = bcc.BPF(text=BPF_TEXT, cflags=cflags)  # RAW_TRACEPOINT_PROBE attaches here
+            # RAW_TRACEPOINT_PROBE attaches here
+            b = bcc.BPF(text=event_struct_c() + BPF_TEXT, cflags=cflags)
         except Exception as e:  # bcc raises plain Exception on compile/load errors
             die(f"BPF program did not load: {e}")
         try:
