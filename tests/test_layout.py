@@ -104,3 +104,17 @@ def test_header_compiles_as_bpf(header: Path, tmp_path: Path) -> None:
               "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
               f"-I{ROOT / 'build'}", f"-I{INCLUDE}"],
              BPF_PRELUDE + f'#include "{header.relative_to(INCLUDE)}"\n', tmp_path)
+
+
+def test_no_weak_definitions_in_headers() -> None:
+    """What must exist once per process is defined in src/ (compiled once into each
+    userspace build), not as a weak definition in every translation unit."""
+    weak = [_rel(h) for h in HEADERS if re.search(r"__attribute__\s*\(\(\s*weak", h.read_text())]
+    assert weak == []
+
+
+def test_library_sources_define_the_userspace_state() -> None:
+    text = (ROOT / "src" / "arena_user.c").read_text()
+    for name in ("arena_thread_slot;", "arena_default_heap;",
+                 "int arena_heap_attach_thread(", "void arena_heap_detach_thread("):
+        assert name in text, name
