@@ -33,7 +33,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check \
 	$(if $(wildcard /etc/ssl/certs/ca-certificates.crt),--cert /etc/ssl/certs/ca-certificates.crt)
 STAMP_SYS := $(BUILD)/.system-ready
 STAMP_VENV := $(VENV)/.ready
-EXT_SRCS := $(wildcard pipeline/_core/*.c pipeline/_core/*.h)
+EXT_SRCS := $(wildcard pipeline/_core/*.c pipeline/_core/*.h src/*.c)
 
 .PHONY: all setup system venv console bpf ext run test bench lint clean install mutants mutants-fast
 # keep the .bpf.o files between the skeleton and the next build

@@ -9,7 +9,10 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 ROOT = Path(__file__).resolve().parent
-SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pipeline" / "_core").glob("*.c"))
+# src/ holds the arena library's userspace slow paths and once-per-process
+# state (what the inline headers in include/ cannot define).
+SOURCES = sorted(str(p.relative_to(ROOT)) for d in ("pipeline/_core", "src")
+                 for p in (ROOT / d).glob("*.c"))
 
 core = Extension(
     "pipeline._core",

@@ -5,7 +5,7 @@
  * fastest mode, BPF_RB_NO_WAKEUP, with the consumer polling.
  */
 #include "common.bpf.h"
-#include "event_fill.h"
+#include "event_fill.bpf.h"
 #include "burst.h"
 
 char LICENSE[] SEC("license") = "GPL";

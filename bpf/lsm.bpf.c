@@ -5,7 +5,7 @@
  * refuses BPF trampolines (EPERM here) costs one failed load, not the run.
  */
 #include "common.bpf.h"
-#include "producer.h"
+#include "producer.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

@@ -7,7 +7,7 @@
  * refuses BPF LSM does not stop this object from loading.
  */
 #include "common.bpf.h"
-#include "producer.h"
+#include "producer.bpf.h"
 #include "burst.h"
 
 char LICENSE[] SEC("license") = "GPL";

@@ -3,14 +3,15 @@
  * evq: the pipeline's event queue. A bounded multi-producer ring of fixed-size
  * event records in the arena, with one consumer (the pipeline's drain).
  *
- * The ring is written once, over its slot payload: EVQ_DEFINE(q, T, copy,
- * stamp) below defines struct q (the ring), struct q_slot (a commit word and
- * a T) and the functions q_reserve, q_publish, q_push, q_peek, q_release,
- * q_consume, q_init, ... for records of type T, in the manner of ck_ring's
- * CK_RING_PROTOTYPE. It is instantiated twice: at the end of this file as
- * the pipeline's event queue (struct evq of struct ap_event records), and in
- * include/ds/ds_evq.h over (key, value) pairs, where it is the registered
- * structure `evq` that the data-structure tests and benchmarks drive.
+ * The ring is written once, as ck_ring is: struct evq and the evq_ring_*
+ * functions hold the algorithm over slots of a given size, and
+ * EVQ_DEFINE(q, T, copy, stamp) only adds struct q_slot (a commit word and a
+ * T) and typed wrappers q_push, q_peek, q_consume, q_init, ... for records of
+ * type T, in the manner of CK_RING_PROTOTYPE. It is instantiated twice: at
+ * the end of this file as the pipeline's event queue (evq_*, over struct
+ * ap_event records), and in include/ds/ds_evq.h over (key, value) pairs
+ * (evq_kv_*), where it is the registered structure `evq` that the
+ * data-structure tests and benchmarks drive.
  *
  * Producers (BPF programs on any CPU, possibly interleaved on one CPU by
  * preemption, and userspace in tests) never block and never allocate:
@@ -65,9 +66,9 @@
  * not keep the queue looking full to the producers. */
 #define EVQ_RELEASE_EVERY 256
 
-/* q_peek and q_release: always inlined in BPF (every arena function is);
- * plain inline in userspace, where gcc then lays out the drain loops exactly
- * as before the ring was made generic (the attribute moves their blocks). */
+/* The consumer's peek and release: always inlined in BPF (every arena
+ * function is); plain inline in userspace, where gcc lays out the drain
+ * loops better without the attribute (it moves their blocks). */
 #if ARENA_IS_BPF
 #define EVQ_CONSUMER_INLINE __always_inline
 #else
@@ -89,15 +90,238 @@ enum evq_publish_mode {
 };
 
 /*
- * EVQ_DEFINE(q, T, copy, stamp): the ring for records of type T, under the
- * name q.
+ * The ring, whatever its records: struct evq and the evq_ring_* functions
+ * below hold the whole algorithm, over slots of slot_size bytes (a commit
+ * word, then the record at rec_off). The callers pass sizeof and offsetof of
+ * their slot type: constants, so once the functions are inlined the code is
+ * what it would be for that type alone (in BPF every address is then a
+ * constant offset the verifier bounds).
+ */
+struct evq {
+	/* written by every producer */
+	ap_u64 tail __arena_cacheline_aligned;
+	ap_u64 seq;
+	/* written by the consumer, read by producers */
+	ap_u64 head __arena_cacheline_aligned;
+	/* written by the consumer when it sleeps, by one producer when it rings */
+	ap_u64 reader_sleeping __arena_cacheline_aligned;
+	/* counters, written rarely */
+	ap_u64 dropped_full __arena_cacheline_aligned;
+	ap_u64 dropped_busy;
+	ap_u64 high_water;
+	ap_u64 wakeups;
+	/* read-only after init */
+	ap_u64 capacity __arena_cacheline_aligned; /* a power of two */
+	ap_u64 mask;
+	void __arena *slots; /* capacity slots of the instance's slot type */
+};
+
+/* The slot ticket pos maps to; its first word is the commit word. */
+static __always_inline ap_u64 __arena *evq_ring_slot(struct evq __arena *r, ap_u64 pos,
+						     ap_u64 slot_size)
+{
+	return (ap_u64 __arena *)((char __arena *)r->slots + (pos & r->mask) * slot_size);
+}
+
+static __always_inline ap_u64 evq_ring_next_seq(struct evq __arena *r)
+{
+	return arena_atomic_add(&r->seq, 1, ARENA_RELAXED);
+}
+
+/* Keep the high-water mark: a compare-and-swap only when it grows. */
+static __always_inline void evq_ring_note_occupancy(struct evq __arena *r, ap_u64 occ)
+{
+	ap_u64 cur = arena_atomic_load(&r->high_water, ARENA_RELAXED);
+	int i;
+
+	for (i = 0; i < 4 && occ > cur; i++) {
+		ap_u64 seen = arena_atomic_cmpxchg(&r->high_water, cur, occ, ARENA_RELAXED);
+
+		if (seen == cur)
+			break;
+		cur = seen;
+	}
+}
+
+/* Reserve a ticket. Returns 0 and sets *ticket, or an EVQ_DROP_* code after
+ * counting the drop. */
+static __always_inline int evq_ring_reserve(struct evq __arena *r, ap_u64 *ticket)
+{
+	ap_u64 cap = r->capacity;
+	ap_u64 tail = arena_atomic_load(&r->tail, ARENA_RELAXED);
+	int i;
+
+	for (i = 0; i < EVQ_RESERVE_TRIES; i++) {
+		ap_u64 head = arena_atomic_load(&r->head, ARENA_ACQUIRE);
+		ap_u64 seen;
+
+		/* signed: a stale tail may be behind head; the CAS then fails */
+		/* drops are counted with release, as tail moves: a reader of
+		 * either that then reads seq sees the push's sequence number */
+		if ((ap_s64)(tail - head) >= (ap_s64)cap) {
+			arena_atomic_inc(&r->dropped_full, ARENA_RELEASE);
+			return EVQ_DROP_FULL;
+		}
+		seen = arena_atomic_cmpxchg(&r->tail, tail, tail + 1, ARENA_ACQ_REL);
+		if (seen == tail) {
+			*ticket = tail;
+			evq_ring_note_occupancy(r, tail + 1 - head);
+			return 0;
+		}
+		tail = seen;
+	}
+	arena_atomic_inc(&r->dropped_busy, ARENA_RELEASE);
+	return EVQ_DROP_BUSY;
+}
+
+/* The reader sleeps and this producer won the right to ring it. */
+static __always_inline int evq_ring_claim_wakeup(struct evq __arena *r)
+{
+	if (arena_atomic_load(&r->reader_sleeping, ARENA_RELAXED) &&
+	    arena_atomic_exchange(&r->reader_sleeping, 0, ARENA_SEQ_CST)) {
+		arena_atomic_inc(&r->wakeups, ARENA_RELAXED);
+		return 1;
+	}
+	return 0;
+}
+
+/* Publish a reserved slot. Returns EVQ_OK_WAKE when the consumer sleeps and
+ * this producer won the right to ring. */
+static __always_inline int evq_ring_publish(struct evq __arena *r, ap_u64 ticket, ap_u64 slot_size,
+					    int mode)
+{
+	ap_u64 __arena *commit = evq_ring_slot(r, ticket, slot_size);
+
+	if (mode == EVQ_PUBLISH_FENCED) {
+		/* release for the record and a full barrier before the load */
+		arena_atomic_exchange(commit, ticket + 1, ARENA_SEQ_CST);
+	} else {
+		/* release for the record; the barrier is the consumer's grace
+		 * period (RCU) or evq_ring_batch_done() (BATCH) */
+		arena_atomic_store(commit, ticket + 1, ARENA_RELEASE);
+		if (mode == EVQ_PUBLISH_BATCH)
+			return EVQ_OK;
+	}
+	return evq_ring_claim_wakeup(r) ? EVQ_OK_WAKE : EVQ_OK;
+}
+
+/* After the last EVQ_PUBLISH_BATCH record of a run: returns 1 when the
+ * caller must ring the doorbell. */
+static __always_inline int evq_ring_batch_done(struct evq __arena *r)
+{
+	arena_memory_barrier();
+	return evq_ring_claim_wakeup(r);
+}
+
+/* ---- consumer side (one consumer at a time) ---- */
+
+/* The record at pos once it is published, or NULL. */
+static EVQ_CONSUMER_INLINE void __arena *evq_ring_peek(struct evq __arena *r, ap_u64 pos,
+							ap_u64 slot_size, ap_u64 rec_off)
+{
+	ap_u64 __arena *commit = evq_ring_slot(r, pos, slot_size);
+
+	if (arena_atomic_load(commit, ARENA_ACQUIRE) != pos + 1)
+		return 0;
+	return (char __arena *)commit + rec_off;
+}
+
+/* Release every slot before pos to the producers. */
+static EVQ_CONSUMER_INLINE void evq_ring_release(struct evq __arena *r, ap_u64 pos)
+{
+	arena_atomic_store(&r->head, pos, ARENA_RELEASE);
+}
+
+/* Lay out a ring over capacity (a power of two) slots, before any producer
+ * can see it. Returns 0, or -1 when a BPF loop budget cut it short. */
+static __always_inline int evq_ring_init(struct evq __arena *r, void __arena *slots,
+					 ap_u64 capacity, ap_u64 slot_size)
+{
+	ap_u64 i;
+
+	/* volatile stores: no memset on arena memory in BPF */
+	arena_store_once(&r->tail, 0);
+	arena_store_once(&r->seq, 0);
+	arena_store_once(&r->head, 0);
+	arena_store_once(&r->reader_sleeping, 0);
+	arena_store_once(&r->dropped_full, 0);
+	arena_store_once(&r->dropped_busy, 0);
+	arena_store_once(&r->high_water, 0);
+	arena_store_once(&r->wakeups, 0);
+	arena_store_once(&r->capacity, capacity);
+	arena_store_once(&r->mask, capacity - 1);
+	arena_store_once(&r->slots, slots);
+	/* through the argument: r->slots and r->mask would be loaded again
+	 * after every volatile store */
+	for (i = arena_opaque(0); i < capacity && can_loop; i++)
+		arena_store_once((ap_u64 __arena *)((char __arena *)slots + i * slot_size), 0);
+	return i < capacity ? -1 : 0;
+}
+
+#if !ARENA_IS_BPF
+/* The consumer's loop, from q_consume (the typed wrapper calls its callback
+ * directly, so the compiler can inline it into the loop):
+ *	head = r->head; n = 0;
+ *	while (n < max && (rec = peek(head))) {
+ *		fn(rec, ctx);
+ *		head = evq_ring_consumed(r, head, ++n);
+ *	}
+ *	evq_ring_consume_done(r, head, n);
+ * Slots are handed back every EVQ_RELEASE_EVERY records and at the end. */
+static inline ap_u64 evq_ring_consumed(struct evq *r, ap_u64 head, ap_u64 n)
+{
+	head++;
+	if (n % EVQ_RELEASE_EVERY == 0)
+		evq_ring_release(r, head);
+	return head;
+}
+
+static inline void evq_ring_consume_done(struct evq *r, ap_u64 head, ap_u64 n)
+{
+	if (n % EVQ_RELEASE_EVERY)
+		evq_ring_release(r, head);
+}
+
+/* Sleeping takes three steps: evq_ring_announce_sleep(); a barrier that
+ * reaches every producer (an RCU grace period, see "Doorbell");
+ * evq_ring_may_sleep(), which looks once more. The caller may poll for a
+ * record between them and call evq_ring_cancel_sleep() if one arrives. */
+static inline void evq_ring_announce_sleep(struct evq *r)
+{
+	arena_atomic_exchange(&r->reader_sleeping, 1, ARENA_SEQ_CST);
+}
+
+static inline void evq_ring_cancel_sleep(struct evq *r)
+{
+	arena_atomic_store(&r->reader_sleeping, 0, ARENA_RELAXED);
+}
+
+/* Returns 1 when the caller may sleep on the doorbell, 0 (announcement
+ * withdrawn) when something was published meanwhile. */
+static inline int evq_ring_may_sleep(struct evq *r, ap_u64 slot_size)
+{
+	ap_u64 head;
+
+	arena_memory_barrier();
+	head = r->head;
+	if (arena_atomic_load(evq_ring_slot(r, head, slot_size), ARENA_ACQUIRE) != head + 1)
+		return 1;
+	evq_ring_cancel_sleep(r);
+	return 0;
+}
+#endif
+
+/*
+ * EVQ_DEFINE(q, T, copy, stamp): typed wrappers over struct evq for records
+ * of type T, in the manner of ck_ring's CK_RING_PROTOTYPE: struct q_slot (a
+ * commit word and a T) and q_push, q_reserve, q_publish, q_batch_done,
+ * q_peek, q_release, q_init, q_slot_at, and in userspace q_consume and the
+ * sleep protocol (q_announce_sleep, q_may_sleep, q_cancel_sleep).
  *   copy(T __arena *dst, const T *src)   writes a finished record into its
  *                                        slot (plain or volatile stores: no
  *                                        memcpy on arena memory in BPF);
  *   stamp(T *rec, ap_u64 seq)            gives the record the sequence number
  *                                        q_push took for it (or ignores it).
- * Producer side and q_peek/q_release/q_init on both sides; q_consume and the
- * sleep protocol in userspace only (EVQ_DEFINE_USER).
  */
 #define EVQ_DEFINE(q, T, copy, stamp)                                                            \
 	struct q##_slot {                                                                        \
@@ -105,173 +329,57 @@ enum evq_publish_mode {
 		T rec;                                                                           \
 	};                                                                                       \
                                                                                                  \
-	struct q {                                                                               \
-		/* written by every producer */                                                  \
-		ap_u64 tail __arena_cacheline_aligned;                                           \
-		ap_u64 seq;                                                                      \
-		/* written by the consumer, read by producers */                                 \
-		ap_u64 head __arena_cacheline_aligned;                                           \
-		/* written by the consumer when it sleeps, by one producer when it rings */      \
-		ap_u64 reader_sleeping __arena_cacheline_aligned;                                \
-		/* counters, written rarely */                                                   \
-		ap_u64 dropped_full __arena_cacheline_aligned;                                   \
-		ap_u64 dropped_busy;                                                             \
-		ap_u64 high_water;                                                               \
-		ap_u64 wakeups;                                                                  \
-		/* read-only after init */                                                       \
-		ap_u64 capacity __arena_cacheline_aligned; /* a power of two */                  \
-		ap_u64 mask;                                                                     \
-		struct q##_slot __arena *slots;                                                  \
-	};                                                                                       \
-                                                                                                 \
-	static __always_inline ap_u64 q##_next_seq(struct q __arena *r)                         \
+	static __always_inline struct q##_slot __arena *q##_slot_at(struct evq __arena *r,      \
+								     ap_u64 pos)                 \
 	{                                                                                        \
-		return arena_atomic_add(&r->seq, 1, ARENA_RELAXED);                              \
+		return (struct q##_slot __arena *)evq_ring_slot(r, pos, sizeof(struct q##_slot)); \
 	}                                                                                        \
                                                                                                  \
-	/* Keep the high-water mark: a compare-and-swap only when it grows. */                   \
-	static __always_inline void q##_note_occupancy(struct q __arena *r, ap_u64 occ)         \
+	static __always_inline int q##_reserve(struct evq __arena *r, ap_u64 *ticket)           \
 	{                                                                                        \
-		ap_u64 cur = arena_atomic_load(&r->high_water, ARENA_RELAXED);                   \
-		int i;                                                                           \
-                                                                                                 \
-		for (i = 0; i < 4 && occ > cur; i++) {                                           \
-			ap_u64 seen = arena_atomic_cmpxchg(&r->high_water, cur, occ, ARENA_RELAXED); \
-			if (seen == cur)                                                         \
-				break;                                                           \
-			cur = seen;                                                              \
-		}                                                                                \
+		return evq_ring_reserve(r, ticket);                                              \
 	}                                                                                        \
                                                                                                  \
-	/* Reserve a ticket. Returns 0 and sets *ticket, or an EVQ_DROP_* code after             \
-	 * counting the drop. */                                                                 \
-	static __always_inline int q##_reserve(struct q __arena *r, ap_u64 *ticket)             \
+	static __always_inline int q##_publish(struct evq __arena *r, ap_u64 ticket, int mode)  \
 	{                                                                                        \
-		ap_u64 cap = r->capacity;                                                        \
-		ap_u64 tail = arena_atomic_load(&r->tail, ARENA_RELAXED);                        \
-		int i;                                                                           \
-                                                                                                 \
-		for (i = 0; i < EVQ_RESERVE_TRIES; i++) {                                        \
-			ap_u64 head = arena_atomic_load(&r->head, ARENA_ACQUIRE);                \
-			ap_u64 seen;                                                             \
-                                                                                                 \
-			/* signed: a stale tail may be behind head; the CAS then fails */        \
-			/* drops are counted with release, as tail moves: a reader of         \
-			 * either that then reads seq sees the push's sequence number */     \
-			if ((ap_s64)(tail - head) >= (ap_s64)cap) {                              \
-				arena_atomic_inc(&r->dropped_full, ARENA_RELEASE);               \
-				return EVQ_DROP_FULL;                                            \
-			}                                                                        \
-			seen = arena_atomic_cmpxchg(&r->tail, tail, tail + 1, ARENA_ACQ_REL);    \
-			if (seen == tail) {                                                      \
-				*ticket = tail;                                                  \
-				q##_note_occupancy(r, tail + 1 - head);                          \
-				return 0;                                                        \
-			}                                                                        \
-			tail = seen;                                                             \
-		}                                                                                \
-		arena_atomic_inc(&r->dropped_busy, ARENA_RELEASE);                               \
-		return EVQ_DROP_BUSY;                                                            \
+		return evq_ring_publish(r, ticket, sizeof(struct q##_slot), mode);               \
 	}                                                                                        \
                                                                                                  \
-	static __always_inline T __arena *q##_slot_rec(struct q __arena *r, ap_u64 ticket)      \
+	static __always_inline int q##_batch_done(struct evq __arena *r)                        \
 	{                                                                                        \
-		return &r->slots[ticket & r->mask].rec;                                          \
-	}                                                                                        \
-                                                                                                 \
-	/* The reader sleeps and this producer won the right to ring it. */                      \
-	static __always_inline int q##_claim_wakeup(struct q __arena *r)                        \
-	{                                                                                        \
-		if (arena_atomic_load(&r->reader_sleeping, ARENA_RELAXED) &&                     \
-		    arena_atomic_exchange(&r->reader_sleeping, 0, ARENA_SEQ_CST)) {              \
-			arena_atomic_inc(&r->wakeups, ARENA_RELAXED);                            \
-			return 1;                                                                \
-		}                                                                                \
-		return 0;                                                                        \
-	}                                                                                        \
-                                                                                                 \
-	/* Publish a reserved slot. Returns EVQ_OK_WAKE when the consumer sleeps and             \
-	 * this producer won the right to ring. */                                               \
-	static __always_inline int q##_publish(struct q __arena *r, ap_u64 ticket, int mode)    \
-	{                                                                                        \
-		struct q##_slot __arena *slot = &r->slots[ticket & r->mask];                     \
-                                                                                                 \
-		if (mode == EVQ_PUBLISH_FENCED) {                                                \
-			/* release for the record and a full barrier before the load */          \
-			arena_atomic_exchange(&slot->commit, ticket + 1, ARENA_SEQ_CST);         \
-		} else {                                                                         \
-			/* release for the record; the barrier is the consumer's grace           \
-			 * period (RCU) or q_batch_done() (BATCH) */                             \
-			arena_atomic_store(&slot->commit, ticket + 1, ARENA_RELEASE);            \
-			if (mode == EVQ_PUBLISH_BATCH)                                           \
-				return EVQ_OK;                                                   \
-		}                                                                                \
-		return q##_claim_wakeup(r) ? EVQ_OK_WAKE : EVQ_OK;                               \
-	}                                                                                        \
-                                                                                                 \
-	/* After the last EVQ_PUBLISH_BATCH record of a run: returns 1 when the                  \
-	 * caller must ring the doorbell. */                                                     \
-	static __always_inline int q##_batch_done(struct q __arena *r)                          \
-	{                                                                                        \
-		arena_memory_barrier();                                                          \
-		return q##_claim_wakeup(r);                                                      \
+		return evq_ring_batch_done(r);                                                   \
 	}                                                                                        \
                                                                                                  \
 	/* The whole producer path: returns an enum evq_push_result. The sequence                \
 	 * number is taken first, so that dropped records use one up too. */                     \
-	static __always_inline int q##_push(struct q __arena *r, T *rec, int mode)              \
+	static __always_inline int q##_push(struct evq __arena *r, T *rec, int mode)            \
 	{                                                                                        \
 		ap_u64 ticket;                                                                   \
 		int err;                                                                         \
                                                                                                  \
-		stamp(rec, q##_next_seq(r));                                                     \
-		err = q##_reserve(r, &ticket);                                                   \
+		stamp(rec, evq_ring_next_seq(r));                                                \
+		err = evq_ring_reserve(r, &ticket);                                              \
 		if (err)                                                                         \
 			return err;                                                              \
-		copy(q##_slot_rec(r, ticket), rec);                                              \
+		copy(&q##_slot_at(r, ticket)->rec, rec);                                         \
 		return q##_publish(r, ticket, mode);                                             \
 	}                                                                                        \
                                                                                                  \
-	/* ---- consumer side (one consumer at a time) ---- */                                   \
-                                                                                                 \
-	/* The record at pos once it is published, or NULL. */                                  \
-	static EVQ_CONSUMER_INLINE T __arena *q##_peek(struct q __arena *r, ap_u64 pos)              \
+	static EVQ_CONSUMER_INLINE T __arena *q##_peek(struct evq __arena *r, ap_u64 pos)       \
 	{                                                                                        \
-		struct q##_slot __arena *slot = &r->slots[pos & r->mask];                        \
-                                                                                                 \
-		if (arena_atomic_load(&slot->commit, ARENA_ACQUIRE) != pos + 1)                  \
-			return 0;                                                                \
-		return &slot->rec;                                                               \
+		return (T __arena *)evq_ring_peek(r, pos, sizeof(struct q##_slot),               \
+						  __builtin_offsetof(struct q##_slot, rec));     \
 	}                                                                                        \
                                                                                                  \
-	/* Release every slot before pos to the producers. */                                    \
-	static EVQ_CONSUMER_INLINE void q##_release(struct q __arena *r, ap_u64 pos)                \
+	static EVQ_CONSUMER_INLINE void q##_release(struct evq __arena *r, ap_u64 pos)          \
 	{                                                                                        \
-		arena_atomic_store(&r->head, pos, ARENA_RELEASE);                                \
+		evq_ring_release(r, pos);                                                        \
 	}                                                                                        \
                                                                                                  \
-	/* Lay out a ring over capacity (a power of two) slots, before any producer              \
-	 * can see it. Returns 0, or -1 when a BPF loop budget cut it short. */                  \
-	static __always_inline int q##_init(struct q __arena *r, struct q##_slot __arena *slots, \
+	static __always_inline int q##_init(struct evq __arena *r, struct q##_slot __arena *slots, \
 					    ap_u64 capacity)                                     \
 	{                                                                                        \
-		ap_u64 i;                                                                        \
-                                                                                                 \
-		/* volatile stores: no memset on arena memory in BPF */                          \
-		arena_store_once(&r->tail, 0);                                                   \
-		arena_store_once(&r->seq, 0);                                                    \
-		arena_store_once(&r->head, 0);                                                   \
-		arena_store_once(&r->reader_sleeping, 0);                                        \
-		arena_store_once(&r->dropped_full, 0);                                           \
-		arena_store_once(&r->dropped_busy, 0);                                           \
-		arena_store_once(&r->high_water, 0);                                             \
-		arena_store_once(&r->wakeups, 0);                                                \
-		arena_store_once(&r->capacity, capacity);                                        \
-		arena_store_once(&r->mask, capacity - 1);                                        \
-		arena_store_once(&r->slots, slots);                                              \
-		for (i = arena_opaque(0); i < capacity && can_loop; i++)                         \
-			arena_store_once(&slots[i].commit, 0);                                   \
-		return i < capacity ? -1 : 0;                                                    \
+		return evq_ring_init(r, slots, capacity, sizeof(struct q##_slot));               \
 	}                                                                                        \
                                                                                                  \
 	EVQ_DEFINE_USER(q, T)
@@ -279,11 +387,11 @@ enum evq_publish_mode {
 #if ARENA_IS_BPF
 #define EVQ_DEFINE_USER(q, T)
 #else
-/* The userspace consumer: batches handed to a callback, and the sleep protocol. */
+/* q_consume: hands up to max ready records, in order, to fn (which must be
+ * done with the record when it returns), releases them, and returns how
+ * many. */
 #define EVQ_DEFINE_USER(q, T)                                                                    \
-	/* Hands up to max ready records, in order, to fn (which must be done with               \
-	 * the record when it returns), releases them, and returns how many. */                  \
-	static inline ap_u64 q##_consume(struct q *r, ap_u64 max, void (*fn)(const T *rec, void *ctx), \
+	static inline ap_u64 q##_consume(struct evq *r, ap_u64 max, void (*fn)(const T *rec, void *ctx), \
 					 void *ctx)                                              \
 	{                                                                                        \
 		ap_u64 head = r->head, n = 0;                                                    \
@@ -291,38 +399,25 @@ enum evq_publish_mode {
                                                                                                  \
 		while (n < max && (rec = q##_peek(r, head)) != NULL) {                           \
 			fn(rec, ctx);                                                            \
-			head++;                                                                  \
-			if (++n % EVQ_RELEASE_EVERY == 0)                                        \
-				q##_release(r, head);                                            \
+			head = evq_ring_consumed(r, head, ++n);                                  \
 		}                                                                                \
-		if (n % EVQ_RELEASE_EVERY)                                                       \
-			q##_release(r, head);                                                    \
+		evq_ring_consume_done(r, head, n);                                               \
 		return n;                                                                        \
 	}                                                                                        \
                                                                                                  \
-	/* Sleeping takes three steps: q_announce_sleep(); a barrier that reaches                \
-	 * every producer (an RCU grace period, see "Doorbell"); q_may_sleep(),                  \
-	 * which looks once more. The caller may poll q_peek() between them and                  \
-	 * call q_cancel_sleep() if something arrives. */                                        \
-	static inline void q##_announce_sleep(struct q *r)                                       \
+	static inline void q##_announce_sleep(struct evq *r)                                     \
 	{                                                                                        \
-		arena_atomic_exchange(&r->reader_sleeping, 1, ARENA_SEQ_CST);                    \
+		evq_ring_announce_sleep(r);                                                      \
 	}                                                                                        \
                                                                                                  \
-	static inline void q##_cancel_sleep(struct q *r)                                         \
+	static inline void q##_cancel_sleep(struct evq *r)                                       \
 	{                                                                                        \
-		arena_atomic_store(&r->reader_sleeping, 0, ARENA_RELAXED);                       \
+		evq_ring_cancel_sleep(r);                                                        \
 	}                                                                                        \
                                                                                                  \
-	/* Returns 1 when the caller may sleep on the doorbell, 0 (announcement                  \
-	 * withdrawn) when something was published meanwhile. */                                \
-	static inline int q##_may_sleep(struct q *r)                                             \
+	static inline int q##_may_sleep(struct evq *r)                                           \
 	{                                                                                        \
-		arena_memory_barrier();                                                          \
-		if (q##_peek(r, r->head) == NULL)                                                \
-			return 1;                                                                \
-		q##_cancel_sleep(r);                                                             \
-		return 0;                                                                        \
+		return evq_ring_may_sleep(r, sizeof(struct q##_slot));                           \
 	}
 #endif
 

@@ -27,8 +27,8 @@ DEFAULT_PIN_DIR = Path("/sys/fs/bpf/arena-pipeline")
 def _newest_source() -> tuple[float, Path | None]:
     """The newest file the extension is built from: its C sources, the shared headers, the
     BPF programs and the skeletons embedded in it."""
-    patterns = [("pipeline/_core", "*.[ch]"), ("include", "**/*.h"), ("bpf", "*.[ch]"),
-                ("build", "*.skel.h"), (".", "setup.py")]
+    patterns = [("pipeline/_core", "*.[ch]"), ("include", "**/*.h"), ("src", "*.c"),
+                ("bpf", "*.[ch]"), ("build", "*.skel.h"), (".", "setup.py")]
     newest, which = 0.0, None
     for folder, pattern in patterns:
         for f in (ROOT / folder).glob(pattern):

@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CDIR = ROOT / "tests" / "c"
 OUT = ROOT / "build" / "tests"
 INCLUDES = [f"-I{ROOT / 'include'}", f"-I{CDIR}"]
+# the arena library's userspace part that is not inline: every C build links it
+LIB_SRCS = sorted((ROOT / "src").glob("*.c"))
 WARN = ["-Wall", "-Wextra", "-Werror"]
 # The sanitizers keep their shadow memory around 1 << 44, where the arena map
 # lives; the userspace-only tests move their arena (arena.h: ARENA_BASE).
@@ -69,11 +71,11 @@ def _build(name: str, config: str, extra: list[str] | None = None) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     exe = OUT / f"{name}.{config}"
     src = CDIR / f"{name}.c"
-    deps = [src, *CDIR.glob("*.h"), *(ROOT / "include").rglob("*.h")]
+    deps = [src, *CDIR.glob("*.h"), *(ROOT / "include").rglob("*.h"), *LIB_SRCS]
     if exe.exists() and all(d.stat().st_mtime < exe.stat().st_mtime for d in deps):
         return exe
-    cmd = [_gcc(), *CONFIGS[config], *WARN, *INCLUDES, *(extra or []), str(src), "-o", str(exe),
-           "-lpthread"]
+    cmd = [_gcc(), *CONFIGS[config], *WARN, *INCLUDES, *(extra or []), str(src),
+           *map(str, LIB_SRCS), "-o", str(exe), "-lpthread"]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stderr}"
     return exe
@@ -328,11 +330,11 @@ def kernel_test(bpf_built: None) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     exe = OUT / "test_kernel.plain"
     src = CDIR / "test_kernel.c"
-    deps = [src, *CDIR.glob("*.h"), *(ROOT / "include").rglob("*.h"),
+    deps = [src, *CDIR.glob("*.h"), *(ROOT / "include").rglob("*.h"), *LIB_SRCS,
             ROOT / "build" / "ds_ops.skel.h", ROOT / "build" / "ds_nosleep.skel.h"]
     if not exe.exists() or any(d.stat().st_mtime >= exe.stat().st_mtime for d in deps):
-        cmd = [_gcc(), *CONFIGS["plain"], *WARN, *INCLUDES, f"-I{ROOT / 'build'}", str(src), "-o",
-               str(exe), "-lbpf", "-lelf", "-lz", "-lpthread"]
+        cmd = [_gcc(), *CONFIGS["plain"], *WARN, *INCLUDES, f"-I{ROOT / 'build'}", str(src),
+               *map(str, LIB_SRCS), "-o", str(exe), "-lbpf", "-lelf", "-lz", "-lpthread"]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         assert res.returncode == 0, res.stderr
     return exe
@@ -413,7 +415,7 @@ def _build_asan_extension() -> Path:
         skel.write_text(gen.stdout)
     pkg = ASAN_DIR / "pkg"
     so = pkg / "pipeline" / f"_core{sysconfig.get_config_var('EXT_SUFFIX')}"
-    csrc = sorted((ROOT / "pipeline" / "_core").glob("*.[ch]"))
+    csrc = sorted((ROOT / "pipeline" / "_core").glob("*.[ch]")) + LIB_SRCS
     if not _newer(so, [*csrc, *headers, *ASAN_DIR.glob("*.skel.h")]):
         so.parent.mkdir(parents=True, exist_ok=True)
         flags = ["-O0", "-g", "-fsanitize=address", SAN_BASE, "-fPIC", *WARN,

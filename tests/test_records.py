@@ -1,5 +1,5 @@
 """What each record says about the task that made it: pid, tid, ppid, uid and comm are read
-in the kernel through the task's BTF pointer (include/event_fill.h), and the benchmark's load
+in the kernel through the task's BTF pointer (bpf/event_fill.bpf.h), and the benchmark's load
 program hooks the raw sys_enter tracepoint filtered on getppid's number."""
 
 from __future__ import annotations

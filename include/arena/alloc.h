@@ -242,14 +242,14 @@ static __always_inline struct arena_obj __arena *arena_obj_of(void __arena *p)
 }
 
 #if !ARENA_IS_BPF
-/* The calling thread's own slot, if it claimed one (one per process-wide
- * thread, whichever translation unit asks: weak, so defined once). */
+/* The calling thread's own slot, if it claimed one: one per thread, whichever
+ * translation unit asks, so it is defined once, in src/arena_user.c. */
 struct arena_thread_slot {
 	ap_u64 heap; /* the heap the slot belongs to, 0 for none */
 	ap_u32 slot;
 	ap_u32 spare;
 };
-__attribute__((weak)) __thread struct arena_thread_slot arena_thread_slot;
+extern __thread struct arena_thread_slot arena_thread_slot;
 #endif
 
 /* The slot of the caller: its own (*owned = 1), else its CPU's. */
@@ -898,51 +898,17 @@ static inline int arena_owner_gone(ap_u64 owner, ap_u64 ns)
 	return errno == ESRCH;
 }
 
-/* A forked child is not the owner of its parent's slot. */
-static void arena_thread_slot_forget(void)
-{
-	arena_thread_slot.heap = 0;
-}
-
-__attribute__((weak)) int arena_atfork_registered;
-
 /*
  * Give the calling thread a slot of its own in h (a current page no other
  * thread carves from first, and counters without atomic read-modify-
  * writes). Reuses a slot whose owner died. Returns 0, or -1 when all are
  * taken (the thread then shares its CPU's slot, which is just as correct).
+ * Slow paths, once per thread: src/arena_user.c.
  */
-static inline int arena_heap_attach_thread(struct arena_heap *h)
-{
-	ap_u64 me = arena_self_owner();
-	ap_u32 i;
-
-	if (!__atomic_exchange_n(&arena_atfork_registered, 1, __ATOMIC_ACQ_REL))
-		pthread_atfork(NULL, NULL, arena_thread_slot_forget);
-	for (i = ARENA_HEAP_OWNED_FIRST; i < ARENA_HEAP_SLOTS; i++) {
-		struct arena_heap_slot *s = &h->slots[i];
-		ap_u64 o = arena_atomic_load(&s->owner, ARENA_ACQUIRE);
-
-		if (o && !arena_owner_gone(o, arena_atomic_load(&s->owner_ns, ARENA_RELAXED)))
-			continue;
-		if (arena_atomic_cmpxchg(&s->owner, o, me, ARENA_ACQ_REL) != o)
-			continue;
-		arena_atomic_store(&s->owner_ns, arena_self_ns(), ARENA_RELAXED);
-		arena_thread_slot.heap = (ap_u64)h;
-		arena_thread_slot.slot = i;
-		return 0;
-	}
-	return -1;
-}
+int arena_heap_attach_thread(struct arena_heap *h);
 
 /* Give the slot back (its current page stays with it for the next owner). */
-static inline void arena_heap_detach_thread(struct arena_heap *h)
-{
-	if (arena_thread_slot.heap != (ap_u64)h)
-		return;
-	arena_atomic_store(&h->slots[arena_thread_slot.slot].owner, 0, ARENA_RELEASE);
-	arena_thread_slot.heap = 0;
-}
+void arena_heap_detach_thread(struct arena_heap *h);
 #endif
 
 /* ---- the default heap: arena_alloc(size) / arena_free(ptr) ---- */
@@ -956,7 +922,7 @@ static inline void arena_heap_detach_thread(struct arena_heap *h)
 #if ARENA_IS_BPF
 ap_u64 arena_default_heap;
 #else
-__attribute__((weak)) ap_u64 arena_default_heap;
+extern ap_u64 arena_default_heap; /* defined once, in src/arena_user.c */
 static inline void arena_set_default_heap(struct arena_heap *h)
 {
 	arena_default_heap = (ap_u64)h;

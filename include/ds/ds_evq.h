@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ds_evq: the pipeline's event queue (include/evq.h) as a registered
- * structure. Not a second copy: EVQ_DEFINE instantiates the same ring over
- * (key, value) records, as struct evq_kv, and this header adds the contract
- * of ds_api.h around it.
+ * structure. Not a second copy: the same ring (struct evq), with the typed
+ * wrappers of EVQ_DEFINE over (key, value) records (evq_kv_*), and this
+ * header adds the contract of ds_api.h around it.
  *
  * insert  q_push (publish mode FENCED: the callers are userspace and
  *         sleepable SEC("syscall") programs); a full ring is DS_FULL and too
@@ -46,7 +46,7 @@ EVQ_DEFINE(evq_kv, struct ds_kv, ds_evq_copy, ds_evq_stamp)
 struct ds_evq {
 	struct ds_head head;
 	ap_u64 consumer __arena_cacheline_aligned; /* try-lock: 1 while a consumer is in pop */
-	struct evq_kv q;
+	struct evq q;
 };
 
 #define DS_META_evq                                                                            \
@@ -171,7 +171,7 @@ static __always_inline int ds_evq_iterate(struct ds_ctx *c, struct ds_evq __aren
  */
 static __always_inline int ds_evq_verify(struct ds_ctx *c, struct ds_evq __arena *d, struct ds_verify *v)
 {
-	struct evq_kv __arena *q = &d->q;
+	struct evq __arena *q = &d->q;
 	ap_u64 head, tail, cap, seq, drops, pos;
 	int busy = 0;
 
@@ -207,7 +207,7 @@ static __always_inline int ds_evq_verify(struct ds_ctx *c, struct ds_evq __arena
 		return DS_CORRUPT;
 	}
 	for (pos = head; pos < head + cap && can_loop; pos++) {
-		struct evq_kv_slot __arena *slot = &q->slots[pos & q->mask];
+		struct evq_kv_slot __arena *slot = evq_kv_slot_at(q, pos);
 		ap_u64 commit = arena_atomic_load(&slot->commit, ARENA_ACQUIRE);
 		/* what the slot says when its previous round was consumed */
 		ap_u64 before = pos >= cap ? pos - cap + 1 : 0;

@@ -9,12 +9,12 @@
 #define AP_PRODUCER_H
 
 #if !defined(__bpf__)
-#error "producer.h is for BPF programs"
+#error "producer.bpf.h is for BPF programs"
 #endif
 
 #include "root.h"
 #include "arena_map.bpf.h"
-#include "event_fill.h"
+#include "event_fill.bpf.h"
 
 /* The doorbell: one small record wakes the reader's epoll. Records are only
  * written while the reader sleeps, so a page is plenty. */

@@ -7,7 +7,7 @@
 #define AP_EVENT_FILL_H
 
 #if !defined(__bpf__)
-#error "event_fill.h is for BPF programs"
+#error "event_fill.bpf.h is for BPF programs"
 #endif
 
 #include "event.h"
