@@ -153,7 +153,25 @@ def check_anchor(tree: Path, m: Mutant) -> str:
 # ---- the copy of the tree ----
 
 
+# What a tree without git (an unpacked archive, as CI runs it) holds besides its sources:
+# environments, build products (copied on their own below) and caches.
+NOT_SOURCES = {".git", ".venv", "build", "__pycache__", ".pytest_cache", ".mypy_cache",
+               ".ruff_cache", ".hypothesis"}
+
+
 def tree_files(root: Path) -> list[str]:
+    """The tree's source files: git's view (tracked, and new files it does not ignore) in a
+    checkout, else every file outside NOT_SOURCES that is not a built extension."""
+    res = subprocess.run(["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        out: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames
+                           if d not in NOT_SOURCES and not d.endswith(".egg-info")]
+            rel = Path(dirpath).relative_to(root)
+            out += [str(rel / f) for f in filenames if not f.endswith(".so")]
+        return out
     res = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
                           "--exclude-standard"], capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -173,8 +191,8 @@ def make_copy(root: Path, dest: Path) -> None:
     # rebuild only what a mutant makes stale
     if (root / "build").is_dir():
         shutil.copytree(root / "build", dest / "build", symlinks=True, dirs_exist_ok=True)
-    for so in (root / "pipeline").glob("*.so"):
-        shutil.copy2(so, dest / "pipeline" / so.name)
+    for so in (root / "pipeline").rglob("*.so"):
+        shutil.copy2(so, dest / so.relative_to(root))
     if not (root / ".venv").is_dir():
         raise ToolError(f"{root / '.venv'} is missing: run `make setup` first")
     (dest / ".venv").symlink_to(root / ".venv")
