@@ -5,12 +5,14 @@ pass. Without root, CAP_BPF and CAP_PERFMON get the real cause."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,20 +211,36 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
           "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
 
 
-def _as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*NOBODY, sys.executable, "-m", "pipeline", *args], cwd=ROOT,
+@pytest.fixture(scope="module")
+def nobody_tree() -> Iterator[Path]:
+    """The package and the libraries it imports, copied where user nobody can read them:
+    the checkout and its environment may sit under /root, which nobody cannot enter. The
+    environment's python is Debian's /usr/bin/python3, so the copies load under it."""
+    d = Path(tempfile.mkdtemp(prefix="ap-nobody-"))
+    try:
+        shutil.copytree(ROOT / "pipeline", d / "pipeline",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("uvloop", "aiofiles", "orjson"):
+            spec = importlib.util.find_spec(name)
+            assert spec is not None and spec.origin is not None, name
+            src = Path(spec.origin).parent
+            shutil.copytree(src, d / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", str(d)], check=True)
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+def _as_nobody(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NOBODY, "/usr/bin/python3", "-m", "pipeline", *args], cwd=tree,
                           capture_output=True, text=True, timeout=60,
-                          env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"})
+                          env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8",
+                               "PYTHONPATH": str(tree)})
 
 
 @pytest.fixture
-def nobody_pins() -> Any:
+def nobody_pins() -> Iterator[Path]:
     """A bpffs directory user nobody owns, for its pins."""
-    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import pipeline._core"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip("user nobody cannot run this checkout's python and extension "
-                    f"(a path on the way is not readable): {probe.stderr.strip()[-200:]}")
     d = Path(f"/sys/fs/bpf/ap-nobody-{os.getpid()}")
     d.mkdir(mode=0o700)
     os.chown(d, 65534, 65534)
@@ -241,8 +259,9 @@ def _tracefs_readable_by_nobody() -> bool:
 
 
 @needs_root
-def test_cap_bpf_without_root_runs(nobody_pins: Path) -> None:
-    res = _as_nobody("--trigger", "none", "--duration", "0.3", "--pin-dir", str(nobody_pins))
+def test_cap_bpf_without_root_runs(nobody_tree: Path, nobody_pins: Path) -> None:
+    res = _as_nobody(nobody_tree, "--trigger", "none", "--duration", "0.3",
+                     "--pin-dir", str(nobody_pins))
     assert res.returncode == 0, res.stderr
     final = [ln for ln in res.stderr.splitlines() if ln.startswith("pipeline: final ")]
     assert len(final) == 1 and json.loads(final[0][16:])["produced"] == 0
@@ -250,8 +269,10 @@ def test_cap_bpf_without_root_runs(nobody_pins: Path) -> None:
 
 @needs_root
 @pytest.mark.parametrize("trigger", ["tracepoint", "auto"])
-def test_cap_bpf_without_root_names_tracefs(nobody_pins: Path, trigger: str) -> None:
-    res = _as_nobody("--trigger", trigger, "--duration", "0.3", "--pin-dir", str(nobody_pins))
+def test_cap_bpf_without_root_names_tracefs(nobody_tree: Path, nobody_pins: Path,
+                                            trigger: str) -> None:
+    res = _as_nobody(nobody_tree, "--trigger", trigger, "--duration", "0.3",
+                     "--pin-dir", str(nobody_pins))
     if _tracefs_readable_by_nobody():
         assert res.returncode == 0, res.stderr
         return
@@ -260,11 +281,11 @@ def test_cap_bpf_without_root_names_tracefs(nobody_pins: Path, trigger: str) -> 
 
 
 @needs_root
-def test_cap_bpf_without_root_names_the_pin_dir(nobody_pins: Path) -> None:
+def test_cap_bpf_without_root_names_the_pin_dir(nobody_tree: Path, nobody_pins: Path) -> None:
     theirs = Path(f"/sys/fs/bpf/ap-root-{os.getpid()}")
     theirs.mkdir(mode=0o700)
     try:
-        assert_one_line(_as_nobody("--trigger", "none", "--pin-dir", str(theirs)),
-                 str(theirs), "not writable", "--pin-dir")
+        res = _as_nobody(nobody_tree, "--trigger", "none", "--pin-dir", str(theirs))
+        assert_one_line(res, str(theirs), "not writable", "--pin-dir")
     finally:
         shutil.rmtree(theirs)
