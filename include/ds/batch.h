@@ -363,35 +363,90 @@ static inline int ds_batch_user(struct ds_ctx *c, struct ds_batch *b)
 }
 
 /*
- * The batched entry point for the C extension: n operations given as
- * arrays (ops[i] an enum ds_op: INSERT, DELETE, SEARCH or POP), results
- * out. okeys/ovals receive what pop, delete and search return (may be
- * NULL). Returns the number of operations run (n unless a critical section
- * could not be entered).
+ * The user-side batch loop: the one loop behind DsArena.exec (pipeline/_ds)
+ * and the benchmark's user side (pipeline/bench/_native), so the benchmark
+ * measures the code Python runs. n operations given as arrays: ops[i] an
+ * enum ds_op (INSERT, DELETE, SEARCH or POP), or op >= 0 for the same one
+ * every time; keys/vals may be NULL (zeros). okeys/ovals receive what pop,
+ * delete and search return, results each operation's result (any of them
+ * may be NULL). Critical sections of DS_BATCH_CS_OPS operations. With
+ * DS_BATCH_STOP_ON_FAIL the run ends after the first failure (a producer
+ * meeting a full queue keeps its values in order). The counts per op kind
+ * (a search that misses counts as a failure) and the time, split over the
+ * kinds by count, are added to the instance's user-side statistics.
  */
-static inline ap_u64 ds_exec(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_u64 n, const ap_u8 *ops,
-			     const ap_u64 *keys, const ap_u64 *vals, ap_u64 *okeys, ap_u64 *ovals,
-			     ap_u8 *results)
-{
-	ap_u64 i;
+struct ds_exec_args {
+	/* in */
+	ap_u64 ds;
+	ap_u32 type;
+	ap_s32 op; /* >= 0: every operation is this one; < 0: ops[] */
+	ap_u32 flags; /* DS_BATCH_STOP_ON_FAIL */
+	ap_u64 n;
+	const ap_u8 *ops;
+	const ap_u64 *keys, *vals;
+	ap_u64 *okeys, *ovals;
+	ap_u8 *results;
+	/* out */
+	ap_u64 done; /* operations run: n, less after a stop or a busy epoch */
+	ap_u64 count[DS_OP__COUNT], fails[DS_OP__COUNT];
+	ap_u64 ns;
+	int busy; /* a critical section could not be entered */
+};
 
-	for (i = 0; i < n; i++) {
+/* Returns the number of operations run (a->done). */
+static inline ap_u64 ds_exec(struct ds_ctx *c, struct ds_exec_args *a)
+{
+	struct ds_head *h = (struct ds_head *)a->ds;
+	ap_u64 i, t0 = arena_now_ns(), total;
+	ap_u32 k;
+	int in_cs = 0;
+
+	for (k = 0; k < DS_OP__COUNT; k++) {
+		a->count[k] = 0;
+		a->fails[k] = 0;
+	}
+	a->busy = 0;
+	for (i = 0; i < a->n; i++) {
+		ap_u32 op = a->op >= 0 ? (ap_u32)a->op : a->ops[i];
 		ap_u64 ok = 0, ov = 0;
 		int res;
 
-		if ((i & (DS_BATCH_CS_OPS - 1)) == 0 && ds_enter(c))
-			return i;
-		res = ds_apply(c, type, ds, ops[i], keys ? keys[i] : 0, vals ? vals[i] : 0, &ok, &ov);
-		if (results)
-			results[i] = (ap_u8)res;
-		if (okeys)
-			okeys[i] = ok;
-		if (ovals)
-			ovals[i] = ov;
-		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1 || i + 1 == n)
+		if (!in_cs) {
+			if (ds_enter(c)) {
+				a->busy = 1;
+				break;
+			}
+			in_cs = 1;
+		}
+		res = ds_apply(c, a->type, a->ds, op, a->keys ? a->keys[i] : 0, a->vals ? a->vals[i] : 0, &ok, &ov);
+		if (a->results)
+			a->results[i] = (ap_u8)res;
+		if (a->okeys)
+			a->okeys[i] = ok;
+		if (a->ovals)
+			a->ovals[i] = ov;
+		op &= DS_OP__COUNT - 1;
+		a->count[op]++;
+		if (res != DS_OK)
+			a->fails[op]++;
+		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1) {
 			ds_exit(c);
+			in_cs = 0;
+		}
+		if (res != DS_OK && (a->flags & DS_BATCH_STOP_ON_FAIL)) {
+			i++;
+			break;
+		}
 	}
-	return n;
+	if (in_cs)
+		ds_exit(c);
+	a->done = i;
+	a->ns = arena_now_ns() - t0;
+	total = i ? i : 1;
+	for (k = 0; k < DS_OP__COUNT; k++)
+		if (a->count[k])
+			ds_stats_add(h, DS_SIDE_USER, k, a->count[k], a->fails[k], a->ns * a->count[k] / total);
+	return i;
 }
 #endif
 

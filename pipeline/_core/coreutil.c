@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "coreutil.h"
 
+#include <errno.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +24,18 @@ PyObject *ap_raise(int code, const char *fmt, ...)
 		Py_DECREF(args);
 	}
 	return NULL;
+}
+
+int ap_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	if (!code)
+		return -EINVAL;
+	return code < 0 ? code : -code;
 }
 
 void ap_pin_to_cpu(int cpu)
