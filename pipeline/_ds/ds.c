@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * pipeline._core.DsArena: the arena data structures from Python.
+ * pipeline._ds.DsArena: the arena data structures from Python.
  *
  * The owner process loads bpf/ds_ops.bpf.c (one SEC("syscall") ds_run_NAME
  * per registry line), which maps its arena at ARENA_BASE, and lays out the
@@ -775,7 +775,7 @@ static PyObject *DsArena_iterate(DsArenaObject *self, PyObject *args, PyObject *
 /* ---- statistics ---- */
 
 /* The one spelling of each operation: the keys of stats() and, upper-cased, the
- * members of pipeline._core.DsOp. */
+ * members of pipeline._ds.DsOp. */
 static const char *const op_names[DS_OP__COUNT] = {
 	[DS_OP_INIT] = "init",       [DS_OP_INSERT] = "insert", [DS_OP_DELETE] = "delete",
 	[DS_OP_POP] = "pop",         [DS_OP_SEARCH] = "search", [DS_OP_VERIFY] = "verify",
@@ -983,7 +983,7 @@ static PyMethodDef DsArena_methods[] = {
 };
 
 static PyTypeObject DsArenaType = {
-	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pipeline._core.DsArena",
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pipeline._ds.DsArena",
 	.tp_basicsize = sizeof(DsArenaObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_new = PyType_GenericNew,
