@@ -5,7 +5,8 @@
  * for the hash comparison, bpf/ds_bench.bpf.c (the BPF hash map baseline);
  * lays a data-structure space over the arena; runs; unloads. Everything
  * runs with the GIL released. The arena is mapped at ARENA_BASE, so no other
- * arena (a capture Session) may be open in the process meanwhile.
+ * arena (a capture Session, a DsArena) may be open in the process meanwhile:
+ * the loader (dsops.c) refuses to load over one.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
