@@ -393,60 +393,86 @@ struct ds_exec_args {
 	int busy; /* a critical section could not be entered */
 };
 
-/* Returns the number of operations run (a->done). */
-static inline ap_u64 ds_exec(struct ds_ctx *c, struct ds_exec_args *a)
+/* The loop for one type: a constant in each case of ds_exec, so ds_apply
+ * folds to that structure's operations. The arguments are read into locals
+ * first: the output arrays may alias *a (the extension is built with
+ * -fno-strict-aliasing), which would otherwise force a reload of every
+ * field, and of the type, after each store. */
+static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_args *a, const ap_u32 type)
 {
-	struct ds_head *h = (struct ds_head *)a->ds;
-	ap_u64 i, t0 = arena_now_ns(), total;
+	const ap_u64 ds = a->ds, n = a->n;
+	const ap_s32 uniform = a->op;
+	const int stop = (a->flags & DS_BATCH_STOP_ON_FAIL) != 0;
+	const ap_u8 *ops = a->ops;
+	const ap_u64 *keys = a->keys, *vals = a->vals;
+	ap_u64 *okeys = a->okeys, *ovals = a->ovals;
+	ap_u8 *results = a->results;
+	ap_u64 count[DS_OP__COUNT] = { 0 }, fails[DS_OP__COUNT] = { 0 };
+	ap_u64 i, t0 = arena_now_ns(), ns, total;
 	ap_u32 k;
-	int in_cs = 0;
+	int in_cs = 0, busy = 0;
 
-	for (k = 0; k < DS_OP__COUNT; k++) {
-		a->count[k] = 0;
-		a->fails[k] = 0;
-	}
-	a->busy = 0;
-	for (i = 0; i < a->n; i++) {
-		ap_u32 op = a->op >= 0 ? (ap_u32)a->op : a->ops[i];
+	for (i = 0; i < n; i++) {
+		ap_u32 op = uniform >= 0 ? (ap_u32)uniform : ops[i];
 		ap_u64 ok = 0, ov = 0;
 		int res;
 
 		if (!in_cs) {
 			if (ds_enter(c)) {
-				a->busy = 1;
+				busy = 1;
 				break;
 			}
 			in_cs = 1;
 		}
-		res = ds_apply(c, a->type, a->ds, op, a->keys ? a->keys[i] : 0, a->vals ? a->vals[i] : 0, &ok, &ov);
-		if (a->results)
-			a->results[i] = (ap_u8)res;
-		if (a->okeys)
-			a->okeys[i] = ok;
-		if (a->ovals)
-			a->ovals[i] = ov;
+		res = ds_apply(c, type, ds, op, keys ? keys[i] : 0, vals ? vals[i] : 0, &ok, &ov);
+		if (results)
+			results[i] = (ap_u8)res;
+		if (okeys)
+			okeys[i] = ok;
+		if (ovals)
+			ovals[i] = ov;
 		op &= DS_OP__COUNT - 1;
-		a->count[op]++;
+		count[op]++;
 		if (res != DS_OK)
-			a->fails[op]++;
+			fails[op]++;
 		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1) {
 			ds_exit(c);
 			in_cs = 0;
 		}
-		if (res != DS_OK && (a->flags & DS_BATCH_STOP_ON_FAIL)) {
+		if (res != DS_OK && stop) {
 			i++;
 			break;
 		}
 	}
 	if (in_cs)
 		ds_exit(c);
-	a->done = i;
-	a->ns = arena_now_ns() - t0;
+	ns = arena_now_ns() - t0;
 	total = i ? i : 1;
-	for (k = 0; k < DS_OP__COUNT; k++)
-		if (a->count[k])
-			ds_stats_add(h, DS_SIDE_USER, k, a->count[k], a->fails[k], a->ns * a->count[k] / total);
+	for (k = 0; k < DS_OP__COUNT; k++) {
+		a->count[k] = count[k];
+		a->fails[k] = fails[k];
+		if (count[k])
+			ds_stats_add((struct ds_head *)ds, DS_SIDE_USER, k, count[k], fails[k], ns * count[k] / total);
+	}
+	a->done = i;
+	a->ns = ns;
+	a->busy = busy;
 	return i;
+}
+
+/* Returns the number of operations run (a->done). */
+static inline ap_u64 ds_exec(struct ds_ctx *c, struct ds_exec_args *a)
+{
+	switch (a->type) {
+#define DS_EXEC_CASE(id, name) \
+	case id:               \
+		return ds_exec_typed(c, a, id);
+		DS_REGISTRY(DS_EXEC_CASE)
+#undef DS_EXEC_CASE
+	default:
+		/* ds_apply's answer for an unknown type, in every result */
+		return ds_exec_typed(c, a, a->type);
+	}
 }
 #endif
 
