@@ -173,8 +173,9 @@ def make_copy(root: Path, dest: Path) -> None:
     # rebuild only what a mutant makes stale
     if (root / "build").is_dir():
         shutil.copytree(root / "build", dest / "build", symlinks=True, dirs_exist_ok=True)
-    for so in (root / "pipeline").glob("*.so"):
-        shutil.copy2(so, dest / "pipeline" / so.name)
+    # the three extension modules: pipeline/_core, pipeline/_ds, pipeline/bench/_native
+    for so in (root / "pipeline").rglob("*.so"):
+        shutil.copy2(so, dest / so.relative_to(root))
     if not (root / ".venv").is_dir():
         raise ToolError(f"{root / '.venv'} is missing: run `make setup` first")
     (dest / ".venv").symlink_to(root / ".venv")
