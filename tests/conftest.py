@@ -35,7 +35,8 @@ def _newest_source() -> tuple[float, Path | None]:
     they share, the shared headers, the BPF programs and the skeletons embedded in them."""
     patterns = [("pipeline/_core", "*.[ch]"), ("pipeline/_ds", "*.[ch]"),
                 ("pipeline/bench/_native", "*.[ch]"), ("pipeline/_cshared", "*.[ch]"),
-                ("include", "**/*.h"), ("src", "*.c"), ("bpf", "*.[ch]"), ("build", "*.skel.h"), (".", "setup.py")]
+                ("include", "**/*.h"), ("src", "*.c"), ("bpf", "*.[ch]"), ("build", "*.skel.h"),
+                (".", "setup.py")]
     newest, which = 0.0, None
     for folder, pattern in patterns:
         for f in (ROOT / folder).glob(pattern):
