@@ -33,7 +33,9 @@ PIP := $(PY) -m pip -q --disable-pip-version-check \
 	$(if $(wildcard /etc/ssl/certs/ca-certificates.crt),--cert /etc/ssl/certs/ca-certificates.crt)
 STAMP_SYS := $(BUILD)/.system-ready
 STAMP_VENV := $(VENV)/.ready
-EXT_SRCS := $(wildcard pipeline/_core/*.c pipeline/_core/*.h src/*.c)
+# the three extension modules (setup.py) and the sources they share
+EXT_SRCS := $(wildcard pipeline/_core/*.[ch] pipeline/_ds/*.[ch] pipeline/bench/_native/*.[ch] \
+	pipeline/_cshared/*.[ch] src/*.c)
 
 .PHONY: all setup system venv console bpf ext run test bench lint clean install mutants mutants-fast
 # keep the .bpf.o files between the skeleton and the next build
@@ -77,8 +79,8 @@ bpf: $(SKELS)
 $(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
-# The C extension embeds the skeletons; built in place so `python -m pipeline`
-# runs from the checkout.
+# The C extension modules (pipeline._core, pipeline._ds, pipeline.bench._native)
+# embed the skeletons; built in place so `python -m pipeline` runs from the checkout.
 ext: $(BUILD)/.ext-ready
 $(BUILD)/.ext-ready: $(SKELS) $(EXT_SRCS) $(HEADERS) setup.py $(STAMP_VENV)
 	set -o pipefail; cd $(ROOT) && $(PY) setup.py -q build_ext --inplace --force 2>&1 | { grep -v '^$$' || true; }
@@ -110,4 +112,4 @@ install: setup
 	DESTDIR=$(DESTDIR) bash scripts/install-service.sh $(ROOT)
 
 clean:
-	rm -rf $(BUILD) pipeline/_core/*.so pipeline/*.so *.egg-info
+	rm -rf $(BUILD) pipeline/*.so pipeline/bench/*.so *.egg-info

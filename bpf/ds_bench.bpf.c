@@ -2,7 +2,7 @@
 /*
  * The baseline the arena hash map is measured against in the kernel: the
  * same batch of inserts, lookups or deletes on a BPF_MAP_TYPE_HASH, in one
- * SEC("syscall") program (pipeline/_core/dsbench.c runs it next to ds_run_hash).
+ * SEC("syscall") program (pipeline/bench/_native/dsbench.c runs it next to ds_run_hash).
  * The map is sized by the loader (bpf_map__set_max_entries) before load.
  */
 #include "common.bpf.h"

@@ -1,4 +1,4 @@
-"""The arena data structures (include/ds) from Python, through pipeline._core.DsArena.
+"""The arena data structures (include/ds) from Python, through pipeline._ds.DsArena.
 
 An `Arena` loads the kernel-side programs (bpf/ds_ops.bpf.c) with an arena of its
 own, or attaches to one another process pinned (`Arena.attach`). `Structure`s are
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeAlias
 
-from . import _core
+from . import _ds
 
 #: what batches take for keys and values
 U64s: TypeAlias = "array[int] | bytes | bytearray | memoryview | Sequence[int]"
@@ -25,10 +25,10 @@ U64s: TypeAlias = "array[int] | bytes | bytearray | memoryview | Sequence[int]"
 # The contract's codes (include/ds/ds_api.h), built by the extension from its C
 # tables: enum ds_result, enum ds_op (members INSERT...; name.lower() is the
 # spelling stats() and `ds list` use), struct ds_meta.flags and .model.
-Result = _core.DsResult
-Op = _core.DsOp
-Flag = _core.DsFlag
-Model = _core.DsModel
+Result = _ds.DsResult
+Op = _ds.DsOp
+Flag = _ds.DsFlag
+Model = _ds.DsModel
 
 
 class _FlagBit:
@@ -88,7 +88,7 @@ class Meta:
 
 def registry() -> list[Meta]:
     """Every registered structure, in registry order."""
-    return [Meta(**m) for m in _core.ds_meta()]
+    return [Meta(**m) for m in _ds.ds_meta()]
 
 
 def meta_of(name_or_id: str | int) -> Meta:
@@ -174,7 +174,7 @@ class Arena:
 
     def __init__(self, pages: int = 32768, *, pool_pages: int = 4, poison: bool = False,
                  _pinned: str | None = None) -> None:
-        self._core = _core.DsArena(pages=pages, pinned=_pinned, pool_pages=pool_pages,
+        self._core = _ds.DsArena(pages=pages, pinned=_pinned, pool_pages=pool_pages,
                                    poison=poison)
 
     @classmethod
@@ -302,7 +302,7 @@ class Structure:
         """(key, value) for keys in [lo, hi); in key order for the ordered structures."""
         res, raw = self.arena._core.iterate(self.address, self.meta.id, lo, hi, cap, kernel)
         if res != Result.OK:
-            raise _core.CoreError(5, f"{self.meta.name}: iterate returned {Result(res).name}")
+            raise _ds.CoreError(5, f"{self.meta.name}: iterate returned {Result(res).name}")
         return pairs(raw)
 
     def stats(self) -> dict[str, dict[str, dict[str, int]]]:

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._core import CoreError
+from ._coreerror import CoreError
 from .config import read_toml, shown
 from .ds import Arena, Meta, Model, Result, Structure, meta_of
 from .errors import ConfigError, KernelError

@@ -191,6 +191,7 @@ def make_copy(root: Path, dest: Path) -> None:
     # rebuild only what a mutant makes stale
     if (root / "build").is_dir():
         shutil.copytree(root / "build", dest / "build", symlinks=True, dirs_exist_ok=True)
+    # the three extension modules: pipeline/_core, pipeline/_ds, pipeline/bench/_native
     for so in (root / "pipeline").rglob("*.so"):
         shutil.copy2(so, dest / so.relative_to(root))
     if not (root / ".venv").is_dir():

@@ -24,11 +24,19 @@ DEFAULT_PIN_DIR = Path("/sys/fs/bpf/arena-pipeline")
 
 # -- the extension under test is built from the sources in this tree ----------------------
 
+# the extension modules (setup.py): import name -> the .so file's stem and folder
+EXTENSIONS = {"pipeline._core": ROOT / "pipeline" / "_core",
+              "pipeline._ds": ROOT / "pipeline" / "_ds",
+              "pipeline.bench._native": ROOT / "pipeline" / "bench" / "_native"}
+
+
 def _newest_source() -> tuple[float, Path | None]:
-    """The newest file the extension is built from: its C sources, the shared headers, the
-    BPF programs and the skeletons embedded in it."""
-    patterns = [("pipeline/_core", "*.[ch]"), ("include", "**/*.h"), ("src", "*.c"),
-                ("bpf", "*.[ch]"), ("build", "*.skel.h"), (".", "setup.py")]
+    """The newest file the extension modules are built from: their C sources and the ones
+    they share, the shared headers, the BPF programs and the skeletons embedded in them."""
+    patterns = [("pipeline/_core", "*.[ch]"), ("pipeline/_ds", "*.[ch]"),
+                ("pipeline/bench/_native", "*.[ch]"), ("pipeline/_cshared", "*.[ch]"),
+                ("include", "**/*.h"), ("src", "*.c"), ("bpf", "*.[ch]"), ("build", "*.skel.h"),
+                (".", "setup.py")]
     newest, which = 0.0, None
     for folder, pattern in patterns:
         for f in (ROOT / folder).glob(pattern):
@@ -38,19 +46,22 @@ def _newest_source() -> tuple[float, Path | None]:
     return newest, which
 
 
-def _built_extension() -> Path | None:
-    built = sorted((ROOT / "pipeline").glob("_core*.so"), key=lambda f: f.stat().st_mtime)
+def _built_extension(module: str) -> Path | None:
+    """The newest built .so of one extension module, or None."""
+    src = EXTENSIONS[module]
+    built = sorted(src.parent.glob(f"{src.name}.*.so"), key=lambda f: f.stat().st_mtime)
     return built[-1] if built else None
 
 
 def _extension_stale() -> str | None:
-    so = _built_extension()
-    if so is None:
-        return "pipeline/_core is not built"
     newest, which = _newest_source()
-    if newest > so.stat().st_mtime:
-        assert which is not None
-        return f"{so.name} is older than {which.relative_to(ROOT)}"
+    for module, src in EXTENSIONS.items():
+        so = _built_extension(module)
+        if so is None:
+            return f"{src.relative_to(ROOT)} ({module}) is not built"
+        if newest > so.stat().st_mtime:
+            assert which is not None
+            return f"{so.relative_to(ROOT)} is older than {which.relative_to(ROOT)}"
     return None
 
 

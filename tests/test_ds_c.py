@@ -351,8 +351,8 @@ def test_kernel_and_user_together(kernel_test: Path) -> None:
 
 def test_bench_runs(binaries: dict[tuple[str, str], Path], bpf_built: None,
                     kernel_test: Path) -> None:
-    """The side-by-side benchmark (pipeline/_core/dsbench.c, `python -m pipeline bench --only
-    ds`) runs every row, small, in a child process; its accounting is exact. No time is
+    """The side-by-side benchmark (pipeline/bench/_native/dsbench.c, `python -m pipeline bench
+    --only ds`) runs every row, small, in a child process; its accounting is exact. No time is
     asserted."""
     code = ("import json; from pipeline.bench.ds import run_ds; "
             "print(json.dumps(run_ds(keys=16384, items=50000, rounds=1, samples=100, "
@@ -391,7 +391,8 @@ def _newer(out: Path, deps: list[Path]) -> bool:
 
 
 def _build_asan_extension() -> Path:
-    """pipeline._core with -fsanitize=address into build/asan/pkg, over BPF objects built for
+    """pipeline._ds (the data-structure module: its sources and the shared ones it is built
+    from, as in setup.py) with -fsanitize=address into build/asan/pkg, over BPF objects built for
     the moved arena base (1 << 44 lies in ASan's shadow on x86-64). Returns the package root."""
     clang, bpftool = shutil.which("clang-19"), shutil.which("bpftool")
     if clang is None or bpftool is None:
@@ -414,13 +415,15 @@ def _build_asan_extension() -> Path:
         assert gen.returncode == 0, gen.stderr
         skel.write_text(gen.stdout)
     pkg = ASAN_DIR / "pkg"
-    so = pkg / "pipeline" / f"_core{sysconfig.get_config_var('EXT_SUFFIX')}"
-    csrc = sorted((ROOT / "pipeline" / "_core").glob("*.[ch]")) + LIB_SRCS
+    so = pkg / "pipeline" / f"_ds{sysconfig.get_config_var('EXT_SUFFIX')}"
+    own, shared = ROOT / "pipeline" / "_ds", ROOT / "pipeline" / "_cshared"
+    csrc = sorted([*own.glob("*.[ch]"), shared / "coreutil.c", shared / "coreutil.h",
+                   shared / "dsops.c", shared / "dsops.h"]) + LIB_SRCS
     if not _newer(so, [*csrc, *headers, *ASAN_DIR.glob("*.skel.h")]):
         so.parent.mkdir(parents=True, exist_ok=True)
         flags = ["-O0", "-g", "-fsanitize=address", SAN_BASE, "-fPIC", *WARN,
                  "-Wno-missing-field-initializers", "-std=gnu11", "-fno-strict-aliasing",
-                 f"-I{ASAN_DIR}", *INCLUDES[:1], f"-I{ROOT / 'pipeline' / '_core'}",
+                 f"-I{ASAN_DIR}", *INCLUDES[:1], f"-I{own}", f"-I{shared}",
                  f"-I{sysconfig.get_paths()['include']}"]
 
         def compile_one(c: Path) -> str:
@@ -477,6 +480,6 @@ def test_python_ds_under_asan(bpf_built: None) -> None:
     passed = re.search(r"\b(\d+) passed\b", out)
     assert passed and int(passed.group(1)) >= 10 and " failed" not in out, out[-3000:]
     # the ASan build was the one imported
-    check = subprocess.run([sys.executable, "-c", "import pipeline._core as c; print(c.__file__)"],
+    check = subprocess.run([sys.executable, "-c", "import pipeline._ds as c; print(c.__file__)"],
                            cwd=pkg, env=env, capture_output=True, text=True, check=False)
     assert check.stdout.strip().startswith(str(pkg)), check.stdout + check.stderr

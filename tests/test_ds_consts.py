@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import _core, ds
+from pipeline import _ds, ds
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = (ROOT / "include" / "ds" / "ds_api.h").read_text()
-STUB = ROOT / "pipeline" / "_core.pyi"
+STUB = ROOT / "pipeline" / "_ds.pyi"
 
 
 def _header_enum(c_name: str, prefix: str) -> dict[str, int]:
@@ -53,13 +53,13 @@ def test_header_is_read() -> None:
 @pytest.mark.parametrize("cls", sorted(HEADER_TABLES))
 def test_every_code_in_c_has_its_python_name(cls: str) -> None:
     """Each enum of the extension has exactly the header's names, with its values (for DsOp:
-    the names of the op_names table in pipeline/_core/ds.c, upper-cased)."""
-    assert _members(getattr(_core, cls)) == HEADER_TABLES[cls]
+    the names of the op_names table in pipeline/_ds/ds.c, upper-cased)."""
+    assert _members(getattr(_ds, cls)) == HEADER_TABLES[cls]
 
 
 def test_pipeline_ds_uses_the_extensions_enums() -> None:
-    assert (ds.Result, ds.Op, ds.Flag, ds.Model) == (_core.DsResult, _core.DsOp, _core.DsFlag,
-                                                     _core.DsModel)
+    assert (ds.Result, ds.Op, ds.Flag, ds.Model) == (_ds.DsResult, _ds.DsOp, _ds.DsFlag,
+                                                     _ds.DsModel)
     assert issubclass(ds.Flag, enum.IntFlag) and issubclass(ds.Result, enum.IntEnum)
 
 
@@ -78,5 +78,5 @@ def test_stub_declares_the_same_members() -> None:
     stub = _stub_members()
     assert set(stub) == set(HEADER_TABLES)
     for cls, names in stub.items():
-        assert names == [m.name for m in getattr(_core, cls)], cls
+        assert names == [m.name for m in getattr(_ds, cls)], cls
 

@@ -220,11 +220,11 @@ def test_pool_and_kernel_exact(arena: Arena, tmp_path: Path) -> None:
 
 @needs_root
 def test_bad_instance_is_an_error(arena: Arena) -> None:
-    with pytest.raises(ds._core.CoreError):
-        arena._core.exec(ds._core.DS_ARENA_BASE + 4096 * 5, 3, 1, count=1)
+    with pytest.raises(ds._ds.CoreError):
+        arena._core.exec(ds._ds.DS_ARENA_BASE + 4096 * 5, 3, 1, count=1)
     with pytest.raises(KeyError):
         arena.lookup("nope")
-    with pytest.raises(ds._core.CoreError):
+    with pytest.raises(ds._ds.CoreError):
         Arena(4096)  # one arena per process
 
 

@@ -363,35 +363,116 @@ static inline int ds_batch_user(struct ds_ctx *c, struct ds_batch *b)
 }
 
 /*
- * The batched entry point for the C extension: n operations given as
- * arrays (ops[i] an enum ds_op: INSERT, DELETE, SEARCH or POP), results
- * out. okeys/ovals receive what pop, delete and search return (may be
- * NULL). Returns the number of operations run (n unless a critical section
- * could not be entered).
+ * The user-side batch loop: the one loop behind DsArena.exec (pipeline/_ds)
+ * and the benchmark's user side (pipeline/bench/_native), so the benchmark
+ * measures the code Python runs. n operations given as arrays: ops[i] an
+ * enum ds_op (INSERT, DELETE, SEARCH or POP), or op >= 0 for the same one
+ * every time; keys/vals may be NULL (zeros). okeys/ovals receive what pop,
+ * delete and search return, results each operation's result (any of them
+ * may be NULL). Critical sections of DS_BATCH_CS_OPS operations. With
+ * DS_BATCH_STOP_ON_FAIL the run ends after the first failure (a producer
+ * meeting a full queue keeps its values in order). The counts per op kind
+ * (a search that misses counts as a failure) and the time, split over the
+ * kinds by count, are added to the instance's user-side statistics.
  */
-static inline ap_u64 ds_exec(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_u64 n, const ap_u8 *ops,
-			     const ap_u64 *keys, const ap_u64 *vals, ap_u64 *okeys, ap_u64 *ovals,
-			     ap_u8 *results)
+struct ds_exec_args {
+	/* in */
+	ap_u64 ds;
+	ap_u32 type;
+	ap_s32 op; /* >= 0: every operation is this one; < 0: ops[] */
+	ap_u32 flags; /* DS_BATCH_STOP_ON_FAIL */
+	ap_u64 n;
+	const ap_u8 *ops;
+	const ap_u64 *keys, *vals;
+	ap_u64 *okeys, *ovals;
+	ap_u8 *results;
+	/* out */
+	ap_u64 done; /* operations run: n, less after a stop or a busy epoch */
+	ap_u64 count[DS_OP__COUNT], fails[DS_OP__COUNT];
+	ap_u64 ns;
+	int busy; /* a critical section could not be entered */
+};
+
+/* The loop for one type: a constant in each case of ds_exec, so ds_apply
+ * folds to that structure's operations. The arguments are read into locals
+ * first: the output arrays may alias *a (the extension is built with
+ * -fno-strict-aliasing), which would otherwise force a reload of every
+ * field, and of the type, after each store. */
+static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_args *a, const ap_u32 type)
 {
-	ap_u64 i;
+	const ap_u64 ds = a->ds, n = a->n;
+	const ap_s32 uniform = a->op;
+	const int stop = (a->flags & DS_BATCH_STOP_ON_FAIL) != 0;
+	const ap_u8 *ops = a->ops;
+	const ap_u64 *keys = a->keys, *vals = a->vals;
+	ap_u64 *okeys = a->okeys, *ovals = a->ovals;
+	ap_u8 *results = a->results;
+	ap_u64 count[DS_OP__COUNT] = { 0 }, fails[DS_OP__COUNT] = { 0 };
+	ap_u64 i, t0 = arena_now_ns(), ns, total;
+	ap_u32 k;
+	int in_cs = 0, busy = 0;
 
 	for (i = 0; i < n; i++) {
+		ap_u32 op = uniform >= 0 ? (ap_u32)uniform : ops[i];
 		ap_u64 ok = 0, ov = 0;
 		int res;
 
-		if ((i & (DS_BATCH_CS_OPS - 1)) == 0 && ds_enter(c))
-			return i;
-		res = ds_apply(c, type, ds, ops[i], keys ? keys[i] : 0, vals ? vals[i] : 0, &ok, &ov);
+		if (!in_cs) {
+			if (ds_enter(c)) {
+				busy = 1;
+				break;
+			}
+			in_cs = 1;
+		}
+		res = ds_apply(c, type, ds, op, keys ? keys[i] : 0, vals ? vals[i] : 0, &ok, &ov);
 		if (results)
 			results[i] = (ap_u8)res;
 		if (okeys)
 			okeys[i] = ok;
 		if (ovals)
 			ovals[i] = ov;
-		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1 || i + 1 == n)
+		op &= DS_OP__COUNT - 1;
+		count[op]++;
+		if (res != DS_OK)
+			fails[op]++;
+		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1) {
 			ds_exit(c);
+			in_cs = 0;
+		}
+		if (res != DS_OK && stop) {
+			i++;
+			break;
+		}
 	}
-	return n;
+	if (in_cs)
+		ds_exit(c);
+	ns = arena_now_ns() - t0;
+	total = i ? i : 1;
+	for (k = 0; k < DS_OP__COUNT; k++) {
+		a->count[k] = count[k];
+		a->fails[k] = fails[k];
+		if (count[k])
+			ds_stats_add((struct ds_head *)ds, DS_SIDE_USER, k, count[k], fails[k], ns * count[k] / total);
+	}
+	a->done = i;
+	a->ns = ns;
+	a->busy = busy;
+	return i;
+}
+
+/* Returns the number of operations run (a->done). */
+static inline ap_u64 ds_exec(struct ds_ctx *c, struct ds_exec_args *a)
+{
+	switch (a->type) {
+#define DS_EXEC_CASE(id, name) \
+	case id:               \
+		return ds_exec_typed(c, a, id);
+		DS_REGISTRY(DS_EXEC_CASE)
+#undef DS_EXEC_CASE
+	default:
+		/* ds_apply's answer for an unknown type, in every result */
+		return ds_exec_typed(c, a, a->type);
+	}
 }
 #endif
 

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * pipeline._core: the Python face of the BPF side. Hot paths (draining the
- * queue, formatting a batch, running bursts) release the GIL and handle a
- * whole batch per call.
+ * pipeline._core, the runtime: the Python face of the capture session's BPF
+ * side. Hot paths (draining the queue, formatting a batch, running bursts)
+ * release the GIL and handle a whole batch per call. The data structures
+ * are pipeline._ds, the native benchmarks pipeline.bench._native: this
+ * module holds neither (tests/test_modules.py checks its symbols).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -16,12 +18,10 @@
 
 #include <bpf/bpf.h>
 
-#include "dsbench.h"
-#include "ds.h"
 #include "coreutil.h"
 #include "jsonfmt.h"
+#include "libbpflog.h"
 #include "session.h"
-#include "transport.h"
 
 /* Batches are bounded so one drain call never holds the loop for long. */
 #define MAX_BATCH 65536
@@ -330,33 +330,6 @@ static PyObject *Session_burst(SessionObject *self, PyObject *args)
 	return run_burst_fd(ap_session_burst_fd(&self->s), total, per_call);
 }
 
-static PyObject *transport_dict(const struct ap_transport_result *r)
-{
-	return Py_BuildValue("{sKsKsKsKsKsKsd}", "events", (unsigned long long)r->events,
-			     "delivered", (unsigned long long)r->delivered, "dropped",
-			     (unsigned long long)r->dropped, "duplicates",
-			     (unsigned long long)r->duplicates, "strays", (unsigned long long)r->strays,
-			     "unseen", (unsigned long long)r->unseen, "seconds", r->seconds);
-}
-
-/* bench_transport(events, per_call=4096, prod_cpu=0, cons_cpu=1) -> dict */
-static PyObject *Session_bench_transport(SessionObject *self, PyObject *args)
-{
-	unsigned long long events, per_call = 4096;
-	int pc = 0, cc = 1, ret;
-	struct ap_transport_result r = { 0 };
-	char err[AP_ERR_LEN];
-
-	if (!PyArg_ParseTuple(args, "K|Kii", &events, &per_call, &pc, &cc) || !session_ready(self))
-		return NULL;
-	Py_BEGIN_ALLOW_THREADS
-	ret = ap_bench_arena(&self->s, events, per_call, pc, cc, &r, err, sizeof(err));
-	Py_END_ALLOW_THREADS
-	if (ret)
-		return ap_raise(ret, "%s", err);
-	return transport_dict(&r);
-}
-
 static PyObject *Session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (self->open)
@@ -391,8 +364,6 @@ static PyMethodDef Session_methods[] = {
 	{ "unpin", (PyCFunction)Session_unpin, METH_NOARGS, "remove the pins" },
 	{ "burst", (PyCFunction)Session_burst, METH_VARARGS,
 	  "burst(total, per_call=4096) -> (published, dropped)" },
-	{ "bench_transport", (PyCFunction)Session_bench_transport, METH_VARARGS,
-	  "bench_transport(events, per_call=4096, prod_cpu=0, cons_cpu=1) -> dict" },
 	{ "close", (PyCFunction)Session_close, METH_NOARGS, "unload everything" },
 	{ NULL, NULL, 0, NULL },
 };
@@ -428,24 +399,6 @@ static PyObject *core_burst_pinned(PyObject *Py_UNUSED(m), PyObject *args)
 	res = run_burst_fd(fd, total, per_call);
 	close(fd);
 	return res;
-}
-
-/* bench_ringbuf(events, per_call=4096, ring_bytes=32 MiB, prod_cpu=0, cons_cpu=1) -> dict */
-static PyObject *core_bench_ringbuf(PyObject *Py_UNUSED(m), PyObject *args)
-{
-	unsigned long long events, per_call = 4096, ring = 32ULL << 20;
-	int pc = 0, cc = 1, ret;
-	struct ap_transport_result r = { 0 };
-	char err[AP_ERR_LEN];
-
-	if (!PyArg_ParseTuple(args, "K|KKii", &events, &per_call, &ring, &pc, &cc))
-		return NULL;
-	Py_BEGIN_ALLOW_THREADS
-	ret = ap_bench_ringbuf(events, per_call, ring, pc, cc, &r, err, sizeof(err));
-	Py_END_ALLOW_THREADS
-	if (ret)
-		return ap_raise(ret, "%s", err);
-	return transport_dict(&r);
 }
 
 /*
@@ -518,8 +471,6 @@ static PyObject *core_set_verbose(PyObject *Py_UNUSED(m), PyObject *args)
 static PyMethodDef core_methods[] = {
 	{ "burst_pinned", core_burst_pinned, METH_VARARGS,
 	  "burst_pinned(path, total, per_call=4096): run a pinned burst program" },
-	{ "bench_ringbuf", core_bench_ringbuf, METH_VARARGS,
-	  "bench_ringbuf(events, per_call=4096, ring_bytes=32MiB, prod_cpu=0, cons_cpu=1) -> dict" },
 	{ "grace_period", core_grace_period, METH_NOARGS,
 	  "an RCU grace period via membarrier(GLOBAL); False if unsupported" },
 	{ "format_event", (PyCFunction)(void (*)(void))core_format_event, METH_VARARGS | METH_KEYWORDS,
@@ -545,16 +496,14 @@ PyMODINIT_FUNC PyInit__core(void)
 	m = PyModule_Create(&core_module);
 	if (!m)
 		return NULL;
-	ap_core_error = PyErr_NewException("pipeline._core.CoreError", PyExc_OSError, NULL);
-	Py_INCREF(ap_core_error);
-	PyModule_AddObject(m, "CoreError", ap_core_error);
-	if (ap_ds_add_to_module(m)) return NULL;
+	if (ap_add_core_error(m)) {
+		Py_DECREF(m);
+		return NULL;
+	}
 	Py_INCREF(&SessionType);
 	PyModule_AddObject(m, "Session", (PyObject *)&SessionType);
 	PyModule_AddIntConstant(m, "EVENT_SIZE", sizeof(struct ap_event));
 	PyModule_AddIntConstant(m, "NAME_KEEP", AP_NAME_KEEP);
 	PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH);
-	if (ap_dsbench_add_to_module(m))
-		return NULL;
 	return m;
 }

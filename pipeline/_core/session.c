@@ -4,6 +4,8 @@
  */
 #include "session.h"
 
+#include "coreutil.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -20,64 +22,6 @@
 #include "burst.h"
 #include "lsm.skel.h"
 #include "producer.skel.h"
-
-/* ---- libbpf messages: kept for error reports instead of spamming stderr ---- */
-
-static char libbpf_log[4096];
-static size_t libbpf_log_len;
-static int libbpf_verbose;
-
-static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	char line[1024];
-	va_list copy;
-	int n;
-
-	if (level == LIBBPF_DEBUG && !libbpf_verbose)
-		return 0;
-	if (libbpf_verbose) {
-		va_copy(copy, ap);
-		vfprintf(stderr, fmt, copy);
-		va_end(copy);
-	}
-	n = vsnprintf(line, sizeof(line), fmt, ap);
-	if (n < 0)
-		return 0;
-	if ((size_t)n >= sizeof(line))
-		n = sizeof(line) - 1;
-	/* keep the tail: the last messages explain the failure */
-	if (libbpf_log_len + (size_t)n >= sizeof(libbpf_log))
-		libbpf_log_len = 0;
-	memcpy(libbpf_log + libbpf_log_len, line, (size_t)n);
-	libbpf_log_len += (size_t)n;
-	libbpf_log[libbpf_log_len] = 0;
-	return 0;
-}
-
-const char *ap_libbpf_log(void)
-{
-	return libbpf_log;
-}
-
-void ap_libbpf_verbose(int on)
-{
-	libbpf_verbose = on;
-}
-
-__attribute__((constructor)) static void install_print(void)
-{
-	libbpf_set_print(libbpf_print);
-}
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code < 0 ? code : -code;
-}
 
 /* ---- open: load the producer object, map the arena, lay out the root ---- */
 
@@ -97,11 +41,11 @@ static int map_arena(struct ap_session *s, char *err, size_t errlen)
 			    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE,
 			    bpf_map__fd(s->prod->maps.arena), 0);
 		if (base == MAP_FAILED)
-			return fail(err, errlen, errno, "cannot map the BPF arena at %#llx: %s",
+			return ap_fail(err, errlen, errno, "cannot map the BPF arena at %#llx: %s",
 				    (unsigned long long)ARENA_BASE, strerror(errno));
 	}
 	if ((uint64_t)(uintptr_t)base != ARENA_BASE)
-		return fail(err, errlen, EFAULT, "the BPF arena is mapped at %p, not at %#llx",
+		return ap_fail(err, errlen, EFAULT, "the BPF arena is mapped at %p, not at %#llx",
 			    base, (unsigned long long)ARENA_BASE);
 	return 0;
 }
@@ -124,12 +68,12 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 
 	memset(s, 0, sizeof(*s));
 	if (queue_capacity < 2 || (queue_capacity & (queue_capacity - 1)))
-		return fail(err, errlen, EINVAL, "queue capacity %llu is not a power of two >= 2",
+		return ap_fail(err, errlen, EINVAL, "queue capacity %llu is not a power of two >= 2",
 			    (unsigned long long)queue_capacity);
 	slot_pages = pages_for(queue_capacity * sizeof(struct evq_slot));
 	s->queue_pages = 1 + slot_pages;
 	if (arena_pages < 2 + slot_pages)
-		return fail(err, errlen, EINVAL,
+		return ap_fail(err, errlen, EINVAL,
 			    "arena of %llu pages is too small for a queue of %llu events (needs %llu): raise --arena-pages or lower --queue-capacity",
 			    (unsigned long long)arena_pages, (unsigned long long)queue_capacity,
 			    (unsigned long long)(2 + slot_pages));
@@ -137,7 +81,7 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 
 	s->prod = producer_bpf__open();
 	if (!s->prod)
-		return fail(err, errlen, errno, "cannot open the BPF object: %s", strerror(errno));
+		return ap_fail(err, errlen, errno, "cannot open the BPF object: %s", strerror(errno));
 	bpf_map__set_max_entries(s->prod->maps.arena, (uint32_t)arena_pages);
 	/* the benchmark's load source is attached only when asked for */
 	bpf_program__set_autoattach(s->prod->progs.bench_getppid, false);
@@ -148,13 +92,13 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 		producer_bpf__destroy(s->prod);
 		s->prod = NULL;
 		if (ret == -ENOSYS)
-			return fail(err, errlen, ret,
+			return ap_fail(err, errlen, ret,
 				    "this kernel has no bpf() system call (CONFIG_BPF_SYSCALL is off, or a seccomp policy blocks it): BPF is unavailable here");
 		if (ret == -EPERM || ret == -EACCES)
-			return fail(err, errlen, ret,
+			return ap_fail(err, errlen, ret,
 				    "loading BPF programs was refused (%s): run as root or with CAP_BPF and CAP_PERFMON",
 				    strerror(-ret));
-		return fail(err, errlen, ret,
+		return ap_fail(err, errlen, ret,
 			    "loading the BPF programs failed (%s): this kernel needs BPF arena support (Linux >= 6.9, BPF_MAP_TYPE_ARENA)",
 			    strerror(-ret));
 	}
@@ -180,7 +124,7 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	if (!s->bell) {
 		ret = -errno;
 		ap_session_close(s);
-		return fail(err, errlen, ret, "cannot open the doorbell ring buffer: %s",
+		return ap_fail(err, errlen, ret, "cannot open the doorbell ring buffer: %s",
 			    strerror(-ret));
 	}
 	return 0;
@@ -204,7 +148,7 @@ int ap_session_attach_lsm(struct ap_session *s, char *err, size_t errlen)
 
 	s->lsm = lsm_bpf__open();
 	if (!s->lsm)
-		return fail(err, errlen, errno, "cannot open the LSM BPF object: %s", strerror(errno));
+		return ap_fail(err, errlen, errno, "cannot open the LSM BPF object: %s", strerror(errno));
 	/* share the producer object's arena and doorbell */
 	ret = bpf_map__reuse_fd(s->lsm->maps.arena, bpf_map__fd(s->prod->maps.arena));
 	if (!ret)
@@ -215,7 +159,7 @@ int ap_session_attach_lsm(struct ap_session *s, char *err, size_t errlen)
 		ret = -errno;
 		lsm_bpf__destroy(s->lsm);
 		s->lsm = NULL;
-		return fail(err, errlen, ret,
+		return ap_fail(err, errlen, ret,
 			    "BPF LSM programs cannot be loaded on this kernel (%s from the BPF trampoline)",
 			    strerror(-ret));
 	}
@@ -224,7 +168,7 @@ int ap_session_attach_lsm(struct ap_session *s, char *err, size_t errlen)
 		ret = -errno;
 		lsm_bpf__destroy(s->lsm);
 		s->lsm = NULL;
-		return fail(err, errlen, ret,
+		return ap_fail(err, errlen, ret,
 			    "BPF LSM programs cannot attach (%s): is 'bpf' in the kernel's lsm= list?",
 			    strerror(-ret));
 	}
@@ -242,10 +186,10 @@ int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen)
 		/* libbpf reads each tracepoint's id from tracefs, which is root's
 		 * alone by default: CAP_BPF and CAP_PERFMON do not open it */
 		if (ret == -EACCES || ret == -EPERM)
-			return fail(err, errlen, ret,
+			return ap_fail(err, errlen, ret,
 				    "cannot attach the syscall tracepoints (%s): reading their ids in tracefs (/sys/kernel/tracing) was refused; run as root, mount tracefs with gid=GROUP,mode=0750 for a group of this user, or use --trigger none",
 				    strerror(-ret));
-		return fail(err, errlen, ret,
+		return ap_fail(err, errlen, ret,
 			    "cannot attach the syscall tracepoints (%s): is tracefs available and CONFIG_FTRACE_SYSCALLS set?",
 			    strerror(-ret));
 	}
@@ -257,7 +201,7 @@ int ap_session_attach_getppid(struct ap_session *s, char *err, size_t errlen)
 {
 	s->prod->links.bench_getppid = bpf_program__attach(s->prod->progs.bench_getppid);
 	if (!s->prod->links.bench_getppid)
-		return fail(err, errlen, errno, "cannot attach the benchmark's sys_enter tracepoint: %s",
+		return ap_fail(err, errlen, errno, "cannot attach the benchmark's sys_enter tracepoint: %s",
 			    strerror(errno));
 	s->active = AP_ACTIVE_GETPPID;
 	return 0;
@@ -336,9 +280,9 @@ int ap_session_pin(struct ap_session *s, const char *dir, char *err, size_t errl
 	int ret;
 
 	if (strlen(dir) >= sizeof(s->pin_dir))
-		return fail(err, errlen, ENAMETOOLONG, "pin directory name too long: %s", dir);
+		return ap_fail(err, errlen, ENAMETOOLONG, "pin directory name too long: %s", dir);
 	if (mkdir(dir, 0700) && errno != EEXIST)
-		return fail(err, errlen, errno, "cannot create %s: %s", dir, strerror(errno));
+		return ap_fail(err, errlen, errno, "cannot create %s: %s", dir, strerror(errno));
 	snprintf(s->pin_dir, sizeof(s->pin_dir), "%s", dir);
 	s->pinned = 1;
 	snprintf(path, sizeof(path), "%s/arena", dir);
@@ -350,7 +294,7 @@ int ap_session_pin(struct ap_session *s, const char *dir, char *err, size_t errl
 	if (ret) {
 		ret = -errno;
 		ap_session_unpin(s);
-		return fail(err, errlen, ret, "cannot pin BPF objects under %s: %s", dir,
+		return ap_fail(err, errlen, ret, "cannot pin BPF objects under %s: %s", dir,
 			    strerror(-ret));
 	}
 	return 0;
@@ -417,7 +361,7 @@ int ap_run_burst(int prog_fd, uint64_t total, uint64_t per_call, uint64_t *publi
 		int ret = bpf_prog_test_run_opts(prog_fd, &opts);
 
 		if (ret || opts.retval != 0)
-			return fail(err, errlen, ret ? errno : EINVAL,
+			return ap_fail(err, errlen, ret ? errno : EINVAL,
 				    "running the burst program failed: %s",
 				    ret ? strerror(errno) : "the arena root is not enabled");
 		*published += args.published;

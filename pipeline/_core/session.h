@@ -54,8 +54,4 @@ int ap_session_burst_fd(struct ap_session *s);
 int ap_run_burst(int prog_fd, uint64_t total, uint64_t per_call, uint64_t *published,
 		 uint64_t *dropped, char *err, size_t errlen);
 
-/* The last messages libbpf printed (warnings and errors), for diagnostics. */
-const char *ap_libbpf_log(void);
-void ap_libbpf_verbose(int on);
-
 #endif

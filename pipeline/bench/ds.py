@@ -13,7 +13,7 @@
   runs once more with whole event records from its own burst producer
   (`evq event`).
 
-All of it runs in C with the GIL released (pipeline/_core/dsbench.c); this
+All of it runs in C with the GIL released (pipeline/bench/_native/dsbench.c); this
 module repeats rounds, takes medians and forms the ratios. Nothing asserts
 a time.
 """
@@ -42,9 +42,9 @@ def _median(xs: list[float]) -> float:
 
 
 def run_hash(keys: int, rounds: int, per_call: int) -> dict[str, Any]:
-    from .. import _core
+    from . import _native
 
-    runs = [_core.dsbench_hash(keys, per_call) for _ in range(rounds)]
+    runs = [_native.dsbench_hash(keys, per_call) for _ in range(rounds)]
     ways = list(runs[0]["ways"])
     ns = {w: {op: _median([r["ways"][w][op]["ns"] for r in runs]) for op in OPS} for w in ways}
     fails = {w: {op: sum(r["ways"][w][op]["fails"] for r in runs) for op in OPS} for w in ways}
@@ -78,11 +78,11 @@ _MUST_BE_ZERO = ("duplicates", "strays", "malformed", "unseen", "order_errors", 
 
 def run_queues(items: int, samples: int, rounds: int, per_call: int, capacity: int,
                with_evq: bool) -> dict[str, Any]:
-    from .. import _core
+    from . import _native
 
     prod, cons = _cpus()
-    names = _core.dsbench_queue_names()
-    runs = [_core.dsbench_queues(names, items, samples, per_call, capacity, prod, cons)
+    names = _native.dsbench_queue_names()
+    runs = [_native.dsbench_queues(names, items, samples, per_call, capacity, prod, cons)
             for _ in range(rounds)]
     out: dict[str, Any] = {}
     for name in names:
@@ -118,16 +118,10 @@ def _run_evq(events: int, rounds: int, per_call: int, capacity: int, prod: int,
     """The pipeline's event queue with its own burst producer (ap_bench_arena):
     a whole event record instead of a (key, value) pair, and it drops
     (counted) when full instead of retrying."""
-    from .. import _core
+    from . import _native
 
-    runs: list[dict[str, Any]] = []
-    for _ in range(rounds):
-        s = _core.Session(arena_pages=32768, queue_capacity=capacity)
-        try:
-            s.enable(True)
-            runs.append(s.bench_transport(events, per_call, prod, cons))
-        finally:
-            s.close()
+    runs = [_native.bench_arena(events, per_call, prod, cons, 32768, capacity)
+            for _ in range(rounds)]
     return {
         "values_per_s": _median([r["delivered"] / r["seconds"] for r in runs]),
         "delivered": sum(r["delivered"] for r in runs),

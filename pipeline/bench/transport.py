@@ -9,19 +9,14 @@ from typing import Any
 
 
 def run_transport(events: int, rounds: int, per_call: int = 4096) -> dict[str, Any]:
-    from .. import _core
+    from . import _native
 
     arena_runs: list[dict[str, Any]] = []
     ring_runs: list[dict[str, Any]] = []
     for _ in range(rounds):
         # alternate, so drift in the machine's speed hits both alike
-        s = _core.Session(arena_pages=32768, queue_capacity=65536)
-        try:
-            s.enable(True)
-            arena_runs.append(s.bench_transport(events, per_call, 0, 1))
-        finally:
-            s.close()
-        ring_runs.append(_core.bench_ringbuf(events, per_call, 32 << 20, 0, 1))
+        arena_runs.append(_native.bench_arena(events, per_call, 0, 1, 32768, 65536))
+        ring_runs.append(_native.bench_ringbuf(events, per_call, 32 << 20, 0, 1))
 
     def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         rates = [r["delivered"] / r["seconds"] for r in runs]

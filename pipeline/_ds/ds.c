@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * pipeline._core.DsArena: the arena data structures from Python.
+ * pipeline._ds.DsArena: the arena data structures from Python.
  *
  * The owner process loads bpf/ds_ops.bpf.c (one SEC("syscall") ds_run_NAME
  * per registry line), which maps its arena at ARENA_BASE, and lays out the
@@ -33,12 +33,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "ds/space.h"
-#include "ds/batch.h"
-#include "ds_ops.skel.h"
-
 #include "coreutil.h"
 #include "ds.h"
+#include "dsops.h"
 
 #define ERR_LEN 512
 /* ops per bpf_prog_test_run_opts call: a long kernel loop is not preempted
@@ -151,19 +148,6 @@ static int check_instance(DsArenaObject *self, uint64_t ds, unsigned int type)
 	return 0;
 }
 
-static int probe_base_free(uint64_t pages)
-{
-	/* libbpf maps the arena at map_extra with MAP_FIXED, which would
-	 * silently replace another arena already there (a Session's) */
-	void *p = mmap((void *)ARENA_BASE, pages * ARENA_PAGE_SIZE, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
-
-	if (p == MAP_FAILED)
-		return errno == EEXIST ? -EBUSY : -errno;
-	munmap(p, pages * ARENA_PAGE_SIZE);
-	return p == (void *)ARENA_BASE ? 0 : -EBUSY;
-}
-
 static void release(DsArenaObject *self);
 static void unpin_files(const char *dir);
 
@@ -171,40 +155,20 @@ static void unpin_files(const char *dir);
 
 static int open_owner(DsArenaObject *self, uint64_t pages, unsigned int pool_pages, int poison, char *err)
 {
-	size_t sz = 0;
-	void *base;
+	unsigned int t;
 	int ret, i;
 
-	self->skel = ds_ops_bpf__open();
-	if (!self->skel) {
-		snprintf(err, ERR_LEN, "cannot open the ds_ops BPF object: %s", strerror(errno));
-		return -errno;
-	}
-	bpf_map__set_max_entries(self->skel->maps.arena, (uint32_t)pages);
-	ret = ds_ops_bpf__load(self->skel);
-	if (ret) {
-		snprintf(err, ERR_LEN,
-			 "loading the ds_ops BPF programs failed (%s): needs root and BPF arena support (Linux >= 6.9)",
-			 strerror(-ret));
+	ret = ap_ds_ops_load(&self->skel, pages, err, ERR_LEN);
+	if (ret)
 		return ret;
-	}
-	base = bpf_map__initial_value(self->skel->maps.arena, &sz);
-	if (base != (void *)ARENA_BASE) {
-		snprintf(err, ERR_LEN, "the BPF arena is mapped at %p, not at %#llx", base,
-			 (unsigned long long)ARENA_BASE);
-		return -EFAULT;
-	}
-#define PROG_FD(id, name) self->prog_fd[id] = bpf_program__fd(self->skel->progs.ds_run_##name);
-	DS_REGISTRY(PROG_FD)
-#undef PROG_FD
+	for (t = 0; t < DS_TYPES_END; t++)
+		self->prog_fd[t] = ap_ds_ops_prog_fd(self->skel, t);
 	i = libbpf_num_possible_cpus();
 	self->sp = ds_space_init(AP_DS_SPACE_FIRST, pages - AP_DS_SPACE_FIRST, i > 0 ? (ap_u32)i : 1, pool_pages,
 				 poison ? ARENA_HEAP_POISON : 0);
-	if (!self->sp) {
-		snprintf(err, ERR_LEN, "cannot lay out a data-structure space over %llu pages",
-			 (unsigned long long)pages);
-		return -EINVAL;
-	}
+	if (!self->sp)
+		return ap_fail(err, ERR_LEN, EINVAL, "cannot lay out a data-structure space over %llu pages",
+			       (unsigned long long)pages);
 	self->root = (struct ap_ds_root *)ARENA_PAGE_ADDR(AP_DS_ROOT_PAGE);
 	self->root->version = 1;
 	self->root->arena_pages = pages;
@@ -244,7 +208,7 @@ static int open_pinned(DsArenaObject *self, const char *dir, char *err)
 		snprintf(err, ERR_LEN, "%s is not an arena map at %#llx", path, (unsigned long long)ARENA_BASE);
 		return ret ? ret : -EINVAL;
 	}
-	ret = probe_base_free(info.max_entries);
+	ret = ap_arena_base_free(info.max_entries);
 	if (ret) {
 		snprintf(err, ERR_LEN, "address %#llx is already mapped in this process (one arena per process)",
 			 (unsigned long long)ARENA_BASE);
@@ -339,11 +303,6 @@ static int DsArena_init(DsArenaObject *self, PyObject *args, PyObject *kw)
 	if (!pinned && (pages < AP_DS_SPACE_FIRST + DS_SPACE_HDR_PAGES + 16 || pages > (1ULL << 20))) {
 		ap_raise(EINVAL, "arena pages must be between %llu and %llu",
 			   (unsigned long long)(AP_DS_SPACE_FIRST + DS_SPACE_HDR_PAGES + 16), 1ULL << 20);
-		return -1;
-	}
-	if (!pinned && probe_base_free(pages)) {
-		ap_raise(EBUSY, "address %#llx is already mapped in this process (a Session's arena?): "
-				  "one arena per process", (unsigned long long)ARENA_BASE);
 		return -1;
 	}
 	Py_BEGIN_ALLOW_THREADS
@@ -499,68 +458,6 @@ static int get_buf(PyObject *o, Py_buffer *b, int writable, uint64_t *n_elems, s
 	return 0;
 }
 
-struct exec_args {
-	struct ds_ctx *c;
-	unsigned int type;
-	uint64_t ds, n;
-	int uniform_op; /* >= 0: every op is this one */
-	const uint8_t *ops;
-	const uint64_t *keys, *vals;
-	uint64_t *okeys, *ovals;
-	uint8_t *results;
-	int stop_on_fail;
-	/* out */
-	uint64_t done, count[DS_OP__COUNT], fails[DS_OP__COUNT];
-	int busy;
-};
-
-/* n operations, critical sections of DS_BATCH_CS_OPS; with stop_on_fail the
- * run ends after the first failure (a producer meeting a full queue keeps
- * its values in order). No GIL. */
-static void exec_run(struct exec_args *a)
-{
-	struct ds_ctx *c = a->c;
-	uint64_t i;
-	int in_cs = 0;
-
-	for (i = 0; i < a->n; i++) {
-		unsigned int op = a->uniform_op >= 0 ? (unsigned int)a->uniform_op : a->ops[i];
-		ap_u64 ok = 0, ov = 0;
-		int res;
-
-		if (!in_cs) {
-			if (ds_enter(c)) {
-				a->busy = 1;
-				break;
-			}
-			in_cs = 1;
-		}
-		res = ds_apply(c, a->type, a->ds, op, a->keys ? a->keys[i] : 0, a->vals ? a->vals[i] : 0, &ok, &ov);
-		if (a->results)
-			a->results[i] = (uint8_t)res;
-		if (a->okeys)
-			a->okeys[i] = ok;
-		if (a->ovals)
-			a->ovals[i] = ov;
-		op &= DS_OP__COUNT - 1;
-		a->count[op]++;
-		/* the contract counts a search that misses as a failure too */
-		if (res != DS_OK)
-			a->fails[op]++;
-		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1) {
-			ds_exit(c);
-			in_cs = 0;
-		}
-		if (res != DS_OK && a->stop_on_fail) {
-			i++;
-			break;
-		}
-	}
-	if (in_cs)
-		ds_exit(c);
-	a->done = i;
-}
-
 /*
  * exec(ds, type, ops, keys=None, vals=None, *, results=None, okeys=None,
  *      ovals=None, count=-1, stop_on_fail=False) -> int
@@ -580,24 +477,24 @@ static PyObject *DsArena_exec(DsArenaObject *self, PyObject *args, PyObject *kw)
 	Py_buffer bufs[6];
 	int have[6] = { 0 }, stop = 0, k, ok = 0;
 	uint64_t lens[6], n = UINT64_MAX;
-	struct exec_args a;
-	uint64_t t0, ns;
+	struct ds_exec_args a;
+	struct ds_ctx *c;
 
 	memset(&a, 0, sizeof(a));
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIO|OO$OOOLp", kwlist, &ds, &type, &ops_o, &keys_o, &vals_o,
 					 &res_o, &okeys_o, &ovals_o, &count, &stop) ||
 	    !arena_ready(self) || check_instance(self, ds, type))
 		return NULL;
-	a.uniform_op = -1;
+	a.op = -1;
 	if (PyLong_Check(ops_o)) {
 		long op = PyLong_AsLong(ops_o);
 
 		if (op < 0 || op >= DS_OP__COUNT)
 			return ap_raise(EINVAL, "op %ld is not an operation", op);
-		a.uniform_op = (int)op;
+		a.op = (ap_s32)op;
 	}
 	{
-		PyObject *objs[6] = { a.uniform_op >= 0 ? Py_None : ops_o, keys_o, vals_o, res_o, okeys_o, ovals_o };
+		PyObject *objs[6] = { a.op >= 0 ? Py_None : ops_o, keys_o, vals_o, res_o, okeys_o, ovals_o };
 		static const size_t sizes[6] = { 1, 8, 8, 1, 8, 8 };
 		static const int wr[6] = { 0, 0, 0, 1, 1, 1 };
 		static const char *names[6] = { "ops", "keys", "vals", "results", "okeys", "ovals" };
@@ -625,8 +522,8 @@ static PyObject *DsArena_exec(DsArenaObject *self, PyObject *args, PyObject *kw)
 				goto out;
 			}
 	}
-	a.c = thread_ctx(self);
-	if (!a.c)
+	c = thread_ctx(self);
+	if (!c)
 		goto out;
 	a.type = type;
 	a.ds = ds;
@@ -637,20 +534,9 @@ static PyObject *DsArena_exec(DsArenaObject *self, PyObject *args, PyObject *kw)
 	a.results = have[3] ? bufs[3].buf : NULL;
 	a.okeys = have[4] ? bufs[4].buf : NULL;
 	a.ovals = have[5] ? bufs[5].buf : NULL;
-	a.stop_on_fail = stop;
+	a.flags = stop ? DS_BATCH_STOP_ON_FAIL : 0;
 	Py_BEGIN_ALLOW_THREADS
-	t0 = arena_now_ns();
-	exec_run(&a);
-	ns = arena_now_ns() - t0;
-	{
-		struct ds_head *h = (struct ds_head *)ds;
-		uint64_t total = a.done ? a.done : 1;
-
-		for (k = 0; k < DS_OP__COUNT; k++)
-			if (a.count[k])
-				ds_stats_add(h, DS_SIDE_USER, (ap_u32)k, a.count[k], a.fails[k],
-					     ns * a.count[k] / total);
-	}
+	ds_exec(c, &a);
 	Py_END_ALLOW_THREADS
 	if (a.busy && !a.done) {
 		ap_raise(EBUSY, "cannot enter an epoch critical section (nesting overflow)");
@@ -665,80 +551,6 @@ out:
 }
 
 /* ---- kernel batches ---- */
-
-static int kernel_call(int fd, struct ds_batch *b)
-{
-	LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = b, .ctx_size_in = sizeof(*b));
-
-	return bpf_prog_test_run_opts(fd, &o) ? -errno : 0;
-}
-
-struct kmix {
-	struct ds_batch tmpl;
-	uint64_t total, per_call;
-	int seq, stop;
-	struct ds_kv *arena_out; /* per call */
-	struct ds_kv *out;       /* all calls (malloc) */
-	uint64_t out_cap;
-	/* out */
-	uint64_t done[DS_MIX__COUNT], fails[DS_MIX__COUNT], nomem, busy, full, ns, calls, n_out;
-	int status, err;
-};
-
-/* Run total ops in calls of at most per_call. With sequential keys a call
- * never wraps the key span, so the op at overall index j still meets key
- * key_lo + j % key_span and value val_base + j. No GIL. */
-static void kmix_run(int fd, struct kmix *k)
-{
-	uint64_t j = 0, span = k->tmpl.key_span ? k->tmpl.key_span : 1;
-
-	while (j < k->total) {
-		struct ds_batch b = k->tmpl;
-		uint64_t cnt = k->total - j, ran;
-		int i;
-
-		if (cnt > k->per_call)
-			cnt = k->per_call;
-		if (k->seq) {
-			uint64_t off = j % span;
-
-			if (cnt > span - off)
-				cnt = span - off;
-			b.key_lo = k->tmpl.key_lo + off;
-			b.key_span = span - off;
-		} else {
-			b.seed = k->tmpl.seed + 0x9e3779b97f4a7c15ULL * (k->calls + 1);
-		}
-		b.count = (ap_u32)cnt;
-		b.val_base = k->tmpl.val_base + j;
-		b.out = k->arena_out ? (ap_u64)k->arena_out : 0;
-		b.out_cap = k->arena_out ? k->per_call : 0;
-		k->err = kernel_call(fd, &b);
-		if (k->err)
-			return;
-		k->calls++;
-		ran = 0;
-		for (i = 0; i < DS_MIX__COUNT; i++) {
-			k->done[i] += b.done[i];
-			k->fails[i] += b.fails[i];
-			ran += b.done[i];
-		}
-		k->nomem += b.nomem;
-		k->busy += b.busy;
-		k->full += b.full;
-		k->ns += b.ns;
-		if (k->out && b.n_out) {
-			uint64_t room = k->out_cap - k->n_out, m = b.n_out < room ? b.n_out : room;
-
-			memcpy(k->out + k->n_out, k->arena_out, m * sizeof(struct ds_kv));
-			k->n_out += m;
-		}
-		k->status = b.status;
-		j += ran;
-		if (b.status != DS_OK || ran < cnt)
-			return;
-	}
-}
 
 static int kernel_fd(DsArenaObject *self, unsigned int type)
 {
@@ -782,7 +594,7 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 	unsigned long long ds, count, key_lo = 0, key_span = 1, seed = 1, val_base = 0, per_call = KERNEL_PER_CALL_DEFAULT;
 	unsigned int type, mix[4] = { 1, 0, 0, 0 };
 	int seq = 0, stop = 0, collect = 0, fd;
-	struct kmix k;
+	struct ap_kmix k;
 	PyObject *out = NULL, *res = NULL;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIK|(IIII)KKpKKppK", kwlist, &ds, &type, &count, &mix[0], &mix[1],
@@ -798,19 +610,10 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 	if (!mix[0] && !mix[1] && !mix[2] && !mix[3])
 		return ap_raise(EINVAL, "the op mix has no weight");
 	memset(&k, 0, sizeof(k));
-	k.tmpl.ds = ds;
-	k.tmpl.type = type;
-	k.tmpl.cmd = DS_CMD_MIX;
-	k.tmpl.keys = seq ? DS_KEYS_SEQ : DS_KEYS_RANDOM;
-	memcpy(k.tmpl.mix, mix, sizeof(mix));
-	k.tmpl.flags = stop ? DS_BATCH_STOP_ON_FAIL : 0;
-	k.tmpl.key_lo = key_lo;
-	k.tmpl.key_span = key_span ? key_span : 1;
-	k.tmpl.seed = seed ? seed : 1;
-	k.tmpl.val_base = val_base;
+	ap_ds_batch_mix(&k.tmpl, ds, type, 0, mix, seq ? DS_KEYS_SEQ : DS_KEYS_RANDOM, key_lo, key_span ? key_span : 1,
+			val_base, seed ? seed : 1, stop ? DS_BATCH_STOP_ON_FAIL : 0);
 	k.total = count;
 	k.per_call = per_call;
-	k.seq = seq;
 	if (collect && count) {
 		k.out_cap = count;
 		k.out = malloc(count * sizeof(struct ds_kv));
@@ -821,7 +624,7 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 		}
 	}
 	Py_BEGIN_ALLOW_THREADS
-	kmix_run(fd, &k);
+	ap_kmix_run(fd, &k);
 	Py_END_ALLOW_THREADS
 	if (k.err) {
 		free(k.out);
@@ -850,7 +653,7 @@ static int kernel_command(DsArenaObject *self, struct ds_batch *b)
 	if (fd < 0)
 		return -1;
 	Py_BEGIN_ALLOW_THREADS
-	ret = kernel_call(fd, b);
+	ret = ap_ds_kernel_call(fd, b);
 	Py_END_ALLOW_THREADS
 	if (ret) {
 		ap_raise(ret, "running ds_run_%s failed: %s", ds_meta_of(b->type)->name, strerror(-ret));
@@ -872,11 +675,9 @@ static PyObject *DsArena_verify(DsArenaObject *self, PyObject *args, PyObject *k
 	    check_instance(self, ds, type))
 		return NULL;
 	if (kernel) {
-		struct ds_batch b = { 0 };
+		struct ds_batch b;
 
-		b.ds = ds;
-		b.type = type;
-		b.cmd = DS_CMD_VERIFY;
+		ap_ds_batch_cmd(&b, ds, type, DS_CMD_VERIFY);
 		if (kernel_command(self, &b))
 			return NULL;
 		r = b.status;
@@ -932,11 +733,9 @@ static PyObject *DsArena_iterate(DsArenaObject *self, PyObject *args, PyObject *
 	if (!out)
 		return ap_raise(ENOMEM, "no memory for %llu pairs", cap);
 	if (kernel) {
-		struct ds_batch b = { 0 };
+		struct ds_batch b;
 
-		b.ds = ds;
-		b.type = type;
-		b.cmd = DS_CMD_ITERATE;
+		ap_ds_batch_cmd(&b, ds, type, DS_CMD_ITERATE);
 		b.key_lo = lo;
 		b.key_span = hi - lo;
 		b.out = (ap_u64)out;
@@ -976,7 +775,7 @@ static PyObject *DsArena_iterate(DsArenaObject *self, PyObject *args, PyObject *
 /* ---- statistics ---- */
 
 /* The one spelling of each operation: the keys of stats() and, upper-cased, the
- * members of pipeline._core.DsOp. */
+ * members of pipeline._ds.DsOp. */
 static const char *const op_names[DS_OP__COUNT] = {
 	[DS_OP_INIT] = "init",       [DS_OP_INSERT] = "insert", [DS_OP_DELETE] = "delete",
 	[DS_OP_POP] = "pop",         [DS_OP_SEARCH] = "search", [DS_OP_VERIFY] = "verify",
@@ -1184,7 +983,7 @@ static PyMethodDef DsArena_methods[] = {
 };
 
 static PyTypeObject DsArenaType = {
-	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pipeline._core.DsArena",
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pipeline._ds.DsArena",
 	.tp_basicsize = sizeof(DsArenaObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_new = PyType_GenericNew,

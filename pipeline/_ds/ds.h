@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pipeline._core.DsArena: the arena data structures (include/ds) from
+ * pipeline._ds.DsArena: the arena data structures (include/ds) from
  * Python. One arena map of its own (bpf/ds_ops.bpf.c), mapped at ARENA_BASE:
  *
  *   page 0          the NULL guard (never handed out)

@@ -5,7 +5,8 @@
  * for the hash comparison, bpf/ds_bench.bpf.c (the BPF hash map baseline);
  * lays a data-structure space over the arena; runs; unloads. Everything
  * runs with the GIL released. The arena is mapped at ARENA_BASE, so no other
- * arena (a capture Session) may be open in the process meanwhile.
+ * arena (a capture Session, a DsArena) may be open in the process meanwhile:
+ * the loader (dsops.c) refuses to load over one.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,9 +27,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "ds/space.h"
-#include "ds/batch.h"
-#include "ds_ops.skel.h"
+#include "dsops.h"
 #include "ds_bench.skel.h"
 
 /* The arena this benchmark loads: 256 MiB of address space, backed on touch. */
@@ -41,16 +40,6 @@
 #define DSB_VAL_TAG (1ULL << 40)
 /* a consumer that sees nothing for this long gives up (values are lost) */
 #define DSB_STALL_NS (5ULL * 1000000000ULL)
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return code > 0 ? -code : (code ? code : -EINVAL);
-}
 
 static double now_ns(void)
 {
@@ -85,49 +74,31 @@ static int dsb_open(struct dsb *b, uint64_t map_entries, char *err, size_t errle
 	int ret, ncpu;
 
 	memset(b, 0, sizeof(*b));
-	b->ops = ds_ops_bpf__open();
-	if (!b->ops)
-		return fail(err, errlen, errno, "cannot open the data-structure programs: %s", strerror(errno));
-	bpf_map__set_max_entries(b->ops->maps.arena, DSB_ARENA_PAGES);
-	if (ds_ops_bpf__load(b->ops)) {
-		ret = -errno;
-		dsb_close(b);
-		return fail(err, errlen, ret,
-			    "loading the data-structure programs failed (%s): needs root and BPF arena support; is another arena open in this process?",
-			    strerror(-ret));
-	}
+	ret = ap_ds_ops_load(&b->ops, DSB_ARENA_PAGES, err, errlen);
+	if (ret)
+		return ret;
 	if (map_entries) {
 		b->bench = ds_bench_bpf__open();
 		if (!b->bench) {
 			ret = -errno;
 			dsb_close(b);
-			return fail(err, errlen, ret, "cannot open the BPF hash map baseline: %s", strerror(-ret));
+			return ap_fail(err, errlen, ret, "cannot open the BPF hash map baseline: %s", strerror(-ret));
 		}
 		bpf_map__set_max_entries(b->bench->maps.bench_hash, (uint32_t)map_entries);
 		if (ds_bench_bpf__load(b->bench)) {
 			ret = -errno;
 			dsb_close(b);
-			return fail(err, errlen, ret, "loading the BPF hash map baseline failed: %s", strerror(-ret));
+			return ap_fail(err, errlen, ret, "loading the BPF hash map baseline failed: %s", strerror(-ret));
 		}
 	}
 	ncpu = libbpf_num_possible_cpus();
 	b->sp = ds_space_init(DSB_SPACE_FIRST, DSB_SPACE_PAGES, (ap_u32)(ncpu > 0 ? ncpu : 1), 4, 0);
 	if (!b->sp || ds_user_attach(b->sp, &b->c) != DS_OK) {
 		dsb_close(b);
-		return fail(err, errlen, ENOMEM, "cannot lay out a data-structure space in the arena");
+		return ap_fail(err, errlen, ENOMEM, "cannot lay out a data-structure space in the arena");
 	}
 	b->attached = 1;
 	return 0;
-}
-
-static int dsb_prog_fd(struct dsb *b, const struct ds_meta *m)
-{
-	char name[64];
-	struct bpf_program *p;
-
-	snprintf(name, sizeof(name), "ds_run_%s", m->name);
-	p = bpf_object__find_program_by_name(b->ops->obj, name);
-	return p ? bpf_program__fd(p) : -1;
 }
 
 static ap_u64 dsb_create(struct dsb *b, ap_u32 type, ap_u64 capacity, char *err, size_t errlen)
@@ -137,7 +108,7 @@ static ap_u64 dsb_create(struct dsb *b, ap_u32 type, ap_u64 capacity, char *err,
 	ap_u64 d = ds_create(b->sp, &b->c, type, &cfg, NULL, &res);
 
 	if (!d)
-		fail(err, errlen, ENOMEM, "cannot create a %s instance: result %d", ds_meta_of(type)->name, res);
+		ap_fail(err, errlen, ENOMEM, "cannot create a %s instance: result %d", ds_meta_of(type)->name, res);
 	return d;
 }
 
@@ -145,16 +116,19 @@ static ap_u64 dsb_create(struct dsb *b, ap_u32 type, ap_u64 capacity, char *err,
 
 /* user-side buffers of one thread (heap, not TLS: this is a dlopen'ed module) */
 struct ubuf {
-	ap_u8 ops[DSB_CHUNK], res[DSB_CHUNK];
+	ap_u8 res[DSB_CHUNK];
 	ap_u64 keys[DSB_CHUNK], vals[DSB_CHUNK], okeys[DSB_CHUNK], ovals[DSB_CHUNK];
 };
 
 static const ap_u8 ds_op_of[AP_DSB_OPS] = { DS_OP_INSERT, DS_OP_SEARCH, DS_OP_DELETE };
 static const ap_u32 mix_of[AP_DSB_OPS] = { DS_MIX_INSERT, DS_MIX_SEARCH, DS_MIX_DELETE };
 
-/* n operations of one kind on keys [lo, lo + n) through ds_exec; seconds taken */
+/* n operations of one kind on keys [lo, lo + n) through ds_exec, the loop
+ * behind DsArena.exec; nanoseconds taken */
 static double user_run(struct ds_ctx *c, struct ubuf *u, ap_u64 ds, int op, ap_u64 lo, ap_u64 n, ap_u64 *fails)
 {
+	struct ds_exec_args a = { .ds = ds, .type = DS_TYPE_hash, .op = ds_op_of[op], .keys = u->keys,
+				  .vals = u->vals, .okeys = u->okeys, .ovals = u->ovals, .results = u->res };
 	ap_u64 i, j;
 	double t0 = now_ns();
 
@@ -162,16 +136,12 @@ static double user_run(struct ds_ctx *c, struct ubuf *u, ap_u64 ds, int op, ap_u
 		ap_u64 m = n - i < DSB_CHUNK ? n - i : DSB_CHUNK;
 
 		for (j = 0; j < m; j++) {
-			u->ops[j] = ds_op_of[op];
 			u->keys[j] = lo + i + j;
 			u->vals[j] = u->keys[j] * 3 + 1;
 		}
-		if (ds_exec(c, DS_TYPE_hash, ds, m, u->ops, u->keys, u->vals, u->okeys, u->ovals, u->res) != m) {
-			*fails += m;
-			continue;
-		}
-		for (j = 0; j < m; j++)
-			*fails += u->res[j] != DS_OK;
+		a.n = m;
+		ds_exec(c, &a);
+		*fails += m - a.done + a.fails[ds_op_of[op]];
 	}
 	return now_ns() - t0;
 }
@@ -267,31 +237,22 @@ static double sys_batch(int fd, int op, ap_u64 n, struct ubuf *u, ap_u64 *fails)
 
 static int kernel_hash(struct dsb *b, ap_u64 ds, int op, ap_u64 n, ap_u64 per_call, double *ns, ap_u64 *fails)
 {
-	int fd = dsb_prog_fd(b, ds_meta_of(DS_TYPE_hash));
-	ap_u64 i, sum = 0;
+	ap_u32 mix[DS_MIX__COUNT] = { 0 };
+	struct ap_kmix k;
 
-	for (i = 0; i < n; i += per_call) {
-		struct ds_batch bt = { 0 };
-		LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &bt, .ctx_size_in = sizeof(bt));
-
-		bt.ds = ds;
-		bt.type = DS_TYPE_hash;
-		bt.cmd = DS_CMD_MIX;
-		bt.keys = DS_KEYS_SEQ;
-		bt.count = (ap_u32)(n - i < per_call ? n - i : per_call);
-		bt.key_lo = i;
-		bt.key_span = bt.count;
-		/* the value of op j is val_base + j; the map baseline stores key * 3 + 1 */
-		bt.val_base = i;
-		bt.mix[mix_of[op]] = 1;
-		if (bpf_prog_test_run_opts(fd, &o))
-			return -errno;
-		if (bt.status != DS_OK)
-			return -EIO;
-		sum += bt.ns;
-		*fails += bt.fails[mix_of[op]];
-	}
-	*ns = (double)sum;
+	memset(&k, 0, sizeof(k));
+	mix[mix_of[op]] = 1;
+	/* the value of op j is val_base + j; the map baseline stores key * 3 + 1 */
+	ap_ds_batch_mix(&k.tmpl, ds, DS_TYPE_hash, 0, mix, DS_KEYS_SEQ, 0, n, 0, 0, 0);
+	k.total = n;
+	k.per_call = per_call;
+	ap_kmix_run(ap_ds_ops_prog_fd(b->ops, DS_TYPE_hash), &k);
+	if (k.err)
+		return k.err;
+	if (k.status != DS_OK)
+		return -EIO;
+	*ns = (double)k.ns;
+	*fails += k.fails[mix_of[op]];
 	return 0;
 }
 
@@ -323,14 +284,14 @@ int ap_dsb_hash(uint64_t keys, uint64_t per_call, struct ap_dsb_hash_result *r, 
 
 	memset(r, 0, sizeof(*r));
 	if (keys < 2 || keys > (1ULL << 22))
-		return fail(err, errlen, EINVAL, "keys must be in [2, 4194304], not %llu", (unsigned long long)keys);
+		return ap_fail(err, errlen, EINVAL, "keys must be in [2, 4194304], not %llu", (unsigned long long)keys);
 	if (per_call < 1 || per_call > DS_BATCH_MAX)
-		return fail(err, errlen, EINVAL, "per_call must be in [1, %d]", DS_BATCH_MAX);
+		return ap_fail(err, errlen, EINVAL, "per_call must be in [1, %d]", DS_BATCH_MAX);
 	r->keys = keys;
 	r->per_call = per_call;
 	u = malloc(sizeof(*u));
 	if (!u)
-		return fail(err, errlen, ENOMEM, "out of memory");
+		return ap_fail(err, errlen, ENOMEM, "out of memory");
 	ret = dsb_open(&b, keys, err, errlen);
 	if (ret) {
 		free(u);
@@ -387,7 +348,7 @@ int ap_dsb_hash(uint64_t keys, uint64_t per_call, struct ap_dsb_hash_result *r, 
 	for (op = 0; op < AP_DSB_OPS && !ret; op++)
 		ret = kernel_map(&b, op, keys, per_call, &r->ns[AP_DSB_KMAP][op], &r->fails[AP_DSB_KMAP][op]);
 	if (ret) {
-		fail(err, errlen, ret, "running a kernel batch failed: %s", strerror(-ret));
+		ap_fail(err, errlen, ret, "running a kernel batch failed: %s", strerror(-ret));
 		goto out;
 	}
 	for (op = 0; op < AP_DSB_OPS; op++) {
@@ -432,22 +393,17 @@ struct qrun {
 /* One kernel batch of cnt pushes of keys [key, key + cnt); returns how many went in. */
 static ap_u64 kpush(struct qrun *q, ap_u64 key, ap_u64 cnt)
 {
-	struct ds_batch bt = { 0 };
-	LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &bt, .ctx_size_in = sizeof(bt));
+	static const ap_u32 push[DS_MIX__COUNT] = { [DS_MIX_INSERT] = 1 };
+	struct ds_batch bt;
 	ap_u64 ok;
+	int ret;
 
-	bt.ds = q->d;
-	bt.type = q->m->id;
-	bt.cmd = DS_CMD_MIX;
-	bt.keys = DS_KEYS_SEQ;
-	bt.count = (ap_u32)cnt;
-	bt.mix[DS_MIX_INSERT] = 1;
-	bt.flags = DS_BATCH_STOP_ON_FAIL; /* the successes are then ops 0..done-2 */
-	bt.key_lo = key;
-	bt.key_span = cnt;
-	bt.val_base = key + DSB_VAL_TAG;
-	if (bpf_prog_test_run_opts(q->prog_fd, &o)) {
-		q->prod_err = errno ? errno : EIO;
+	/* DS_BATCH_STOP_ON_FAIL: the successes are then ops 0..done-2 */
+	ap_ds_batch_mix(&bt, q->d, q->m->id, (ap_u32)cnt, push, DS_KEYS_SEQ, key, cnt, key + DSB_VAL_TAG, 0,
+			DS_BATCH_STOP_ON_FAIL);
+	ret = ap_ds_kernel_call(q->prog_fd, &bt);
+	if (ret) {
+		q->prod_err = -ret;
 		atomic_store(&q->stop, 1);
 		return 0;
 	}
@@ -541,6 +497,10 @@ static void *q_consumer(void *arg)
 	ap_u64 total = q->items + q->samples, popped = 0, last = 0;
 	double last_progress;
 	struct ds_ctx c;
+	ap_u64 okeys[DS_BATCH_CS_OPS], ovals[DS_BATCH_CS_OPS], i;
+	ap_u8 res[DS_BATCH_CS_OPS];
+	struct ds_exec_args a = { .ds = q->d, .type = q->m->id, .op = DS_OP_POP, .flags = DS_BATCH_STOP_ON_FAIL,
+				  .n = DS_BATCH_CS_OPS, .okeys = okeys, .ovals = ovals, .results = res };
 	int have_last = 0;
 
 	ap_pin_to_cpu(q->cons_cpu);
@@ -553,21 +513,18 @@ static void *q_consumer(void *arg)
 	last_progress = now_ns();
 	while (popped < total && !atomic_load_explicit(&q->stop, memory_order_relaxed)) {
 		double t0 = now_ns();
-		int j;
+		ap_u64 j;
 
-		if (ds_enter(&c)) {
+		/* pops until one finds nothing, through the loop behind DsArena.exec */
+		ds_exec(&c, &a);
+		if (a.busy && !a.done) {
 			arena_cpu_relax();
 			continue;
 		}
-		for (j = 0; j < DS_BATCH_CS_OPS; j++) {
-			ap_u64 k = 0, v = 0;
-
-			if (ds_apply(&c, q->m->id, q->d, DS_OP_POP, 0, 0, &k, &v) != DS_OK)
-				break;
-			q_record(q, k, v, &last, &have_last);
-			popped++;
-		}
-		ds_exit(&c);
+		j = a.done && res[a.done - 1] != DS_OK ? a.done - 1 : a.done;
+		for (i = 0; i < j; i++)
+			q_record(q, okeys[i], ovals[i], &last, &have_last);
+		popped += j;
 		if (j) {
 			double t1 = now_ns();
 
@@ -618,9 +575,9 @@ static int queue_one(struct dsb *b, const struct ds_meta *m, uint64_t items, uin
 	q.window = capacity;
 	q.prod_cpu = prod_cpu;
 	q.cons_cpu = cons_cpu;
-	q.prog_fd = dsb_prog_fd(b, m);
+	q.prog_fd = ap_ds_ops_prog_fd(b->ops, m->id);
 	if (q.prog_fd < 0)
-		return fail(err, errlen, ENOENT, "no kernel program ds_run_%s", m->name);
+		return ap_fail(err, errlen, ENOENT, "no kernel program ds_run_%s", m->name);
 	q.d = dsb_create(b, m->id, capacity, err, errlen);
 	if (!q.d)
 		return -ENOMEM;
@@ -633,7 +590,7 @@ static int queue_one(struct dsb *b, const struct ds_meta *m, uint64_t items, uin
 		free(q.t_push);
 		free(q.t_pop);
 		free(lat);
-		return fail(err, errlen, ENOMEM, "out of memory for %llu values", (unsigned long long)total);
+		return ap_fail(err, errlen, ENOMEM, "out of memory for %llu values", (unsigned long long)total);
 	}
 	/* the consumer first: it polls before the first push */
 	pthread_create(&ct, NULL, q_consumer, &q);
@@ -673,7 +630,7 @@ static int queue_one(struct dsb *b, const struct ds_meta *m, uint64_t items, uin
 	free(lat);
 	ebr_synchronize(&b->sp->ebr, b->c.rec, 1000);
 	if (q.prod_err)
-		return fail(err, errlen, q.prod_err, "%s: the kernel producer failed: %s", m->name,
+		return ap_fail(err, errlen, q.prod_err, "%s: the kernel producer failed: %s", m->name,
 			    strerror(q.prod_err));
 	return 0;
 }
@@ -686,16 +643,16 @@ int ap_dsb_queues(const uint32_t *types, int ntypes, uint64_t items, uint64_t sa
 	int i, ret;
 
 	if (items < 1 || items > (1ULL << 32) || samples > (1ULL << 24))
-		return fail(err, errlen, EINVAL, "items must be in [1, 2^32] and samples at most 2^24");
+		return ap_fail(err, errlen, EINVAL, "items must be in [1, 2^32] and samples at most 2^24");
 	if (per_call < 1 || per_call > DS_BATCH_MAX)
-		return fail(err, errlen, EINVAL, "per_call must be in [1, %d]", DS_BATCH_MAX);
+		return ap_fail(err, errlen, EINVAL, "per_call must be in [1, %d]", DS_BATCH_MAX);
 	if (capacity < 2 || capacity > (1ULL << 20) || (capacity & (capacity - 1)))
-		return fail(err, errlen, EINVAL, "capacity must be a power of two in [2, 2^20]");
+		return ap_fail(err, errlen, EINVAL, "capacity must be a power of two in [2, 2^20]");
 	for (i = 0; i < ntypes; i++) {
 		const struct ds_meta *m = ds_meta_of(types[i]);
 
 		if (!m || (m->flags & DS_F_KEYED) || !(m->flags & (DS_F_FIFO | DS_F_LIFO)))
-			return fail(err, errlen, EINVAL, "structure id %u is not a registered queue or stack",
+			return ap_fail(err, errlen, EINVAL, "structure id %u is not a registered queue or stack",
 				    types[i]);
 	}
 	ret = dsb_open(&b, 0, err, errlen);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The data-structure benchmark of issue 4, in C (pipeline/_core/dsbench.c):
+ * The data-structure benchmark, in C (pipeline/bench/_native/dsbench.c):
  *   - the arena hash map against a BPF_MAP_TYPE_HASH, same keys (u64), same
  *     value size (u64): from userspace (ds_exec batches against
  *     bpf_map_*_elem and bpf_map_*_batch system calls) and inside one
