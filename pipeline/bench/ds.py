@@ -1,4 +1,4 @@
-"""The data-structure benchmark of issue 4, side by side in one run.
+"""The data-structure benchmark, side by side in one run.
 
 - The arena hash map against a BPF_MAP_TYPE_HASH (same u64 keys, same u64
   values): from userspace, ds_exec batches against one system call per op
@@ -25,7 +25,7 @@ import statistics
 from typing import Any
 
 OPS = ("insert", "search", "delete")
-# targets from the issue
+# the targets the project holds these figures to
 TARGET_PER_OP = 20.0  # arena user ops vs bpf_map_*_elem: at least this many times faster
 TARGET_BATCH = 5.0  # arena user ops vs bpf_map_*_batch
 TARGET_KERNEL = 1.0  # arena hash time / BPF hash time in one program: at most this
