@@ -155,8 +155,10 @@ def test_head_ends_an_idle_run_exit_0(sb: Sandbox, tmp_path: Path) -> None:
     assert names == [f"h-{i:06d}" for i in range(5)]
     final = pl.stats()
     so = final["sinks"]["stdout"]
-    assert final["produced"] == final["read"] == 20
-    assert so["delivered"] + so["dropped_total"] == 20 and so["delivered"] >= 5
+    # head may leave while the creator is still at work: the run stops then, so it saw
+    # between 5 and 20 events, and it accounts for exactly those
+    assert final["produced"] == final["read"] and 5 <= final["read"] <= 20, final
+    assert so["delivered"] + so["dropped_total"] == final["read"] and so["delivered"] >= 5
     assert so["failed"].startswith("stdout was closed by its reader")
     msgs = pl.messages()
     assert len(msgs) == 2, pl.stderr()
