@@ -14,9 +14,12 @@
  *     FIFO structures, each consumer sees each producer's values in order;
  *   - verify after every phase, and no memory left behind once reclamation
  *     has run.
- * Usage: test_ds [name|all] [scale divisor] (default: all, 1).
+ *   - contended (first argument `contended`): the queues that take several
+ *     producers, with more producers than CPUs and spinning consumers.
+ * Usage: test_ds [contended] [name|all] [scale divisor] (default: all, 1).
  */
 #include "tcommon.h"
+#include <sys/syscall.h>
 
 static struct ds_space *sp;
 
@@ -323,6 +326,13 @@ static void conc_keyed(struct ds_ctx *c, const struct ds_meta *m)
 
 #define QP 3
 #define QC 3
+/* the contended run: more producers than this VM has CPUs, so that a
+ * producer is often descheduled or overtaken between linking its node and
+ * swinging the tail, and another thread swings it (msqueue's helping path) */
+#define QP_CONTENDED 8
+#define QN_CONTENDED 3000
+#define QC_CONTENDED 8
+#define ROUNDS_CONTENDED 6
 
 struct qshared {
 	const struct ds_meta *m;
@@ -330,6 +340,8 @@ struct qshared {
 	int producers, consumers;
 	ap_u64 popped;            /* total, shared */
 	ap_u64 popped_sum;        /* of the sequence numbers popped */
+	int spin;                 /* consumers retry an empty pop at once (no yield) */
+	pthread_barrier_t go;     /* every worker starts at once */
 	unsigned char *seen;      /* [producer][seq] */
 	ap_u64 order_errors, dups;
 	int gave_up;              /* a worker saw no progress for T_STALL_S */
@@ -349,6 +361,26 @@ static void q_give_up(struct qshared *s, const char *who, int index)
 		(unsigned long long)(s->producers * (QN * (QN - 1) / 2)));
 }
 
+/*
+ * Ask the scheduler for its shortest time slice (0.1 ms, where the kernel
+ * takes a slice with SCHED_OTHER; elsewhere the call fails and nothing
+ * changes): the more often a worker is preempted, the more often that
+ * happens between two steps of an operation that another thread then
+ * finishes for it.
+ */
+static void short_slice(void)
+{
+	struct {
+		ap_u32 size, policy;
+		ap_u64 flags;
+		ap_s32 nice;
+		ap_u32 priority;
+		ap_u64 runtime, deadline, period;
+	} a = {.size = 48, .runtime = 100000};
+
+	(void)syscall(SYS_sched_setattr, 0, &a, 0);
+}
+
 static void *q_worker(struct t_thread *t)
 {
 	struct qshared *s = (struct qshared *)t->arg;
@@ -357,6 +389,9 @@ static void *q_worker(struct t_thread *t)
 	int r;
 
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	if (s->spin)
+		short_slice();
+	pthread_barrier_wait(&s->go);
 	if (t->index < s->producers) {
 		struct t_stall stall = {0};
 
@@ -379,10 +414,10 @@ static void *q_worker(struct t_thread *t)
 		}
 	} else {
 		struct t_stall stall = {0};
-		ap_u64 last[QP];
+		ap_u64 last[QP_CONTENDED];
 		int p;
 
-		for (p = 0; p < QP; p++)
+		for (p = 0; p < QP_CONTENDED; p++)
 			last[p] = ~0ULL;
 		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total &&
 		       !__atomic_load_n(&s->gave_up, __ATOMIC_RELAXED)) {
@@ -393,7 +428,8 @@ static void *q_worker(struct t_thread *t)
 					q_give_up(s, "consumer", t->index - s->producers);
 					break;
 				}
-				sched_yield();
+				if (!s->spin)
+					sched_yield();
 				continue;
 			}
 			p = (int)(v >> 32);
@@ -419,7 +455,7 @@ static void *q_worker(struct t_thread *t)
 	return NULL;
 }
 
-static void conc_queue(struct ds_ctx *c, const struct ds_meta *m)
+static void conc_queue(struct ds_ctx *c, const struct ds_meta *m, int producers, int consumers, int spin)
 {
 	struct qshared s = {0};
 	struct ds_verify v;
@@ -427,10 +463,14 @@ static void conc_queue(struct ds_ctx *c, const struct ds_meta *m)
 
 	s.m = m;
 	s.d = create(c, m, 1024);
-	s.producers = m->model == DS_MODEL_SPSC ? 1 : QP;
-	s.consumers = m->model == DS_MODEL_MPMC ? QC : 1;
-	s.seen = (unsigned char *)calloc((size_t)QP * QN, 1);
+	s.producers = m->model == DS_MODEL_SPSC ? 1 : producers;
+	s.consumers = m->model == DS_MODEL_MPMC ? consumers : 1;
+	s.spin = spin;
+	s.seen = (unsigned char *)calloc((size_t)s.producers * QN, 1);
+	REQUIRE(s.seen, "calloc");
+	pthread_barrier_init(&s.go, NULL, (unsigned)(s.producers + s.consumers));
 	t_run_threads(s.producers + s.consumers, q_worker, &s);
+	pthread_barrier_destroy(&s.go);
 	for (i = 0; i < (ap_u64)s.producers * QN; i++) {
 		if (!s.seen[i] && !missing++)
 			fprintf(stderr, "%s: first value never popped: producer %llu, sequence %llu\n", m->name,
@@ -471,7 +511,7 @@ static void run_one(const struct ds_meta *m)
 		conc_keyed(&c, m);
 	} else {
 		unit_queue(&c, m);
-		conc_queue(&c, m);
+		conc_queue(&c, m, QP, QC, 0);
 	}
 	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "%s: synchronize", m->name);
 	ebr_get_stats(&sp->ebr, &es);
@@ -488,11 +528,40 @@ static void run_one(const struct ds_meta *m)
 	ds_user_detach(&c);
 }
 
+/*
+ * The contended run: QP_CONTENDED producers against spinning consumers on
+ * every queue that takes several producers, so the queue is mostly empty
+ * and a consumer (or a losing producer) often finds the last node linked
+ * but the tail not yet swung: it swings the tail itself and then reads the
+ * node, which only the link's release orders after the producer's writes
+ * (the ThreadSanitizer build reports a weaker link as a data race).
+ */
+static void run_contended(const struct ds_meta *m)
+{
+	struct ds_ctx c;
+	int failures0 = t_failures, r;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	QN = QN_CONTENDED / scale_div;
+	/* rounds: a helped tail swing comes with a preemption at the right
+	 * instruction, a few times a round on a loaded 2-CPU machine */
+	for (r = 0; r < ROUNDS_CONTENDED && t_failures == failures0; r++)
+		conc_queue(&c, m, QP_CONTENDED, QC_CONTENDED, 1);
+	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "%s: synchronize", m->name);
+	printf("%-9s %s: %d rounds of %d producers, %llu values each\n", m->name,
+	       t_failures == failures0 ? "ok" : "FAILED", r, QP_CONTENDED, (unsigned long long)QN);
+	ds_user_detach(&c);
+}
+
 int main(int argc, char **argv)
 {
 	ap_u32 i;
-	int ran = 0;
+	int ran = 0, contended = argc > 1 && !strcmp(argv[1], "contended");
 
+	if (contended) {
+		argv++;
+		argc--;
+	}
 	if (argc > 2)
 		scale_div = strtoull(argv[2], NULL, 0) ? strtoull(argv[2], NULL, 0) : 1;
 	t_map_arena();
@@ -502,10 +571,17 @@ int main(int argc, char **argv)
 
 		if (!m || (argc > 1 && strcmp(argv[1], "all") && strcmp(argv[1], m->name)))
 			continue;
-		run_one(m);
+		if (!contended)
+			run_one(m);
+		else if (!(m->flags & DS_F_KEYED) && m->model != DS_MODEL_SPSC)
+			run_contended(m);
+		else
+			continue;
 		ran++;
 	}
-	REQUIRE(ran, "no structure named %s", argc > 1 ? argv[1] : "?");
+	REQUIRE(ran, "no %sstructure named %s", contended ? "multi-producer queue " : "", argc > 1 ? argv[1] : "?");
+	if (contended)
+		return t_done("test_ds");
 	{
 		/* the space's directory: instances by name */
 		struct ds_ctx c;
