@@ -15,7 +15,10 @@
  *   - verify after every phase, and no memory left behind once reclamation
  *     has run.
  *   - contended (first argument `contended`): the queues that take several
- *     producers, with more producers than CPUs and spinning consumers.
+ *     producers, with more producers than CPUs and spinning consumers; the
+ *     keyed structures with reclamation, with every thread inserting,
+ *     deleting and searching the same few keys. Short runs meant for the
+ *     ThreadSanitizer build, which reports what these races expose.
  * Usage: test_ds [contended] [name|all] [scale divisor] (default: all, 1).
  */
 #include "tcommon.h"
@@ -536,6 +539,85 @@ static void run_one(const struct ds_meta *m)
  * node, which only the link's release orders after the producer's writes
  * (the ThreadSanitizer build reports a weaker link as a data race).
  */
+/*
+ * Keyed, contended: every thread inserts, searches and deletes the same few
+ * keys, so an insert still linking a node's upper levels often meets the
+ * delete of the same key (the skiplist's raced retire), while searches walk
+ * over nodes being unlinked. Each thread counts its successful inserts and
+ * deletes; what is left must be exactly their difference.
+ */
+#define KR_KEYS 4
+/* per thread: the raced retire comes some 60 times in 8 * KR_OPS operations */
+#define KR_OPS 60000
+
+struct krace {
+	const struct ds_meta *m;
+	ap_u64 d;
+	ap_u64 ins, del, bad;
+	pthread_barrier_t go;
+};
+
+static void *krace_worker(struct t_thread *t)
+{
+	struct krace *s = (struct krace *)t->arg;
+	struct ds_ctx c;
+	ap_u64 i, v, seed = 77 + (ap_u64)t->index, ins = 0, del = 0, bad = 0;
+	int r;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	short_slice();
+	pthread_barrier_wait(&s->go);
+	for (i = 0; i < KR_OPS / scale_div; i++) {
+		ap_u64 x = t_rand(&seed), k = 1 + x % KR_KEYS;
+
+		switch ((x >> 32) % 3) {
+		case 0:
+			r = op(&c, s->m, s->d, DS_OP_INSERT, k, val_of(k), 0, 0);
+			ins += r == DS_OK;
+			bad += r != DS_OK && r != DS_EXISTS;
+			break;
+		case 1:
+			r = op(&c, s->m, s->d, DS_OP_DELETE, k, 0, 0, &v);
+			del += r == DS_OK;
+			bad += (r != DS_OK && r != DS_NOT_FOUND) || (r == DS_OK && v != val_of(k));
+			break;
+		default:
+			r = op(&c, s->m, s->d, DS_OP_SEARCH, k, 0, 0, &v);
+			bad += (r != DS_OK && r != DS_NOT_FOUND) || (r == DS_OK && v != val_of(k));
+		}
+	}
+	__atomic_fetch_add(&s->ins, ins, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->del, del, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->bad, bad, __ATOMIC_RELAXED);
+	ds_user_detach(&c);
+	return NULL;
+}
+
+static void run_keyed_race(const struct ds_meta *m)
+{
+	struct ds_ctx c;
+	struct krace s = {0};
+	struct ds_verify v;
+	int failures0 = t_failures;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	s.m = m;
+	s.d = create(&c, m, 64);
+	pthread_barrier_init(&s.go, NULL, QP_CONTENDED);
+	t_run_threads(QP_CONTENDED, krace_worker, &s);
+	pthread_barrier_destroy(&s.go);
+	verify(&c, m, s.d, &v);
+	CHECK(s.bad == 0 && s.ins - s.del == v.count && v.count <= KR_KEYS,
+	      "%s: %llu inserts and %llu deletes of %d shared keys left %llu, %llu wrong results", m->name,
+	      (unsigned long long)s.ins, (unsigned long long)s.del, KR_KEYS, (unsigned long long)v.count,
+	      (unsigned long long)s.bad);
+	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "%s: synchronize", m->name);
+	printf("%-9s %s: %d threads, %llu inserts and %llu deletes of %d shared keys\n", m->name,
+	       t_failures == failures0 ? "ok" : "FAILED", QP_CONTENDED, (unsigned long long)s.ins,
+	       (unsigned long long)s.del, KR_KEYS);
+	ds_user_detach(&c);
+}
+
 static void run_contended(const struct ds_meta *m)
 {
 	struct ds_ctx c;
@@ -575,6 +657,8 @@ int main(int argc, char **argv)
 			run_one(m);
 		else if (!(m->flags & DS_F_KEYED) && m->model != DS_MODEL_SPSC)
 			run_contended(m);
+		else if ((m->flags & DS_F_KEYED) && (m->flags & DS_F_RECLAIM))
+			run_keyed_race(m);
 		else
 			continue;
 		ran++;
