@@ -19,10 +19,11 @@
  *     keyed structures with reclamation, with every thread inserting,
  *     deleting and searching the same few keys. Short runs meant for the
  *     ThreadSanitizer build, which reports what these races expose.
- * Usage: test_ds [contended] [name|all] [scale divisor] (default: all, 1).
+ * Usage: test_ds [name|all] [scale divisor] (default: all, 1), or
+ *        test_ds contended [name|all] [scale divisor] [repeat] (default: all,
+ *        1, 1; repeat runs each structure's contended run that many times).
  */
 #include "tcommon.h"
-#include <sys/syscall.h>
 
 static struct ds_space *sp;
 
@@ -329,9 +330,9 @@ static void conc_keyed(struct ds_ctx *c, const struct ds_meta *m)
 
 #define QP 3
 #define QC 3
-/* the contended run: more producers than this VM has CPUs, so that a
- * producer is often descheduled or overtaken between linking its node and
- * swinging the tail, and another thread swings it (msqueue's helping path) */
+/* the contended run: more producers than the project's VM has CPUs (2), so
+ * that producers are preempted, now and then between two steps of a push
+ * that another producer then finishes (msqueue's tail swing) */
 #define QP_CONTENDED 8
 #define QN_CONTENDED 3000
 #define QC_CONTENDED 8
@@ -364,26 +365,6 @@ static void q_give_up(struct qshared *s, const char *who, int index)
 		(unsigned long long)(s->producers * (QN * (QN - 1) / 2)));
 }
 
-/*
- * Ask the scheduler for its shortest time slice (0.1 ms, where the kernel
- * takes a slice with SCHED_OTHER; elsewhere the call fails and nothing
- * changes): the more often a worker is preempted, the more often that
- * happens between two steps of an operation that another thread then
- * finishes for it.
- */
-static void short_slice(void)
-{
-	struct {
-		ap_u32 size, policy;
-		ap_u64 flags;
-		ap_s32 nice;
-		ap_u32 priority;
-		ap_u64 runtime, deadline, period;
-	} a = {.size = 48, .runtime = 100000};
-
-	(void)syscall(SYS_sched_setattr, 0, &a, 0);
-}
-
 static void *q_worker(struct t_thread *t)
 {
 	struct qshared *s = (struct qshared *)t->arg;
@@ -392,8 +373,6 @@ static void *q_worker(struct t_thread *t)
 	int r;
 
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
-	if (s->spin)
-		short_slice();
 	pthread_barrier_wait(&s->go);
 	if (t->index < s->producers) {
 		struct t_stall stall = {0};
@@ -532,14 +511,6 @@ static void run_one(const struct ds_meta *m)
 }
 
 /*
- * The contended run: QP_CONTENDED producers against spinning consumers on
- * every queue that takes several producers, so the queue is mostly empty
- * and a consumer (or a losing producer) often finds the last node linked
- * but the tail not yet swung: it swings the tail itself and then reads the
- * node, which only the link's release orders after the producer's writes
- * (the ThreadSanitizer build reports a weaker link as a data race).
- */
-/*
  * Keyed, contended: every thread inserts, searches and deletes the same few
  * keys, so an insert still linking a node's upper levels often meets the
  * delete of the same key (the skiplist's raced retire), while searches walk
@@ -547,7 +518,9 @@ static void run_one(const struct ds_meta *m)
  * deletes; what is left must be exactly their difference.
  */
 #define KR_KEYS 4
-/* per thread: the raced retire comes some 60 times in 8 * KR_OPS operations */
+/* per thread: the skiplist's raced retire comes some 60 times in 8 * KR_OPS
+ * operations, and a wrong free there is reported in about two runs of three
+ * (repeat the run to be sure) */
 #define KR_OPS 60000
 
 struct krace {
@@ -565,7 +538,6 @@ static void *krace_worker(struct t_thread *t)
 	int r;
 
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
-	short_slice();
 	pthread_barrier_wait(&s->go);
 	for (i = 0; i < KR_OPS / scale_div; i++) {
 		ap_u64 x = t_rand(&seed), k = 1 + x % KR_KEYS;
@@ -618,6 +590,14 @@ static void run_keyed_race(const struct ds_meta *m)
 	ds_user_detach(&c);
 }
 
+/*
+ * The contended run: QP_CONTENDED producers against spinning consumers on
+ * every queue that takes several producers. A producer preempted between
+ * linking its node and swinging the tail has the tail swung by another
+ * producer (msqueue's helping path), and while it is off its CPU a consumer
+ * pops the node, ordered after the producer's writes only by the link's
+ * release (the ThreadSanitizer build reports a weaker link as a data race).
+ */
 static void run_contended(const struct ds_meta *m)
 {
 	struct ds_ctx c;
@@ -639,6 +619,7 @@ int main(int argc, char **argv)
 {
 	ap_u32 i;
 	int ran = 0, contended = argc > 1 && !strcmp(argv[1], "contended");
+	ap_u64 repeat = 1, rep;
 
 	if (contended) {
 		argv++;
@@ -646,6 +627,8 @@ int main(int argc, char **argv)
 	}
 	if (argc > 2)
 		scale_div = strtoull(argv[2], NULL, 0) ? strtoull(argv[2], NULL, 0) : 1;
+	if (contended && argc > 3)
+		repeat = strtoull(argv[3], NULL, 0) ? strtoull(argv[3], NULL, 0) : 1;
 	t_map_arena();
 	sp = t_space(16, 200000, ARENA_HEAP_POISON);
 	for (i = 0; i < DS_TYPES_END; i++) {
@@ -656,14 +639,17 @@ int main(int argc, char **argv)
 		if (!contended)
 			run_one(m);
 		else if (!(m->flags & DS_F_KEYED) && m->model != DS_MODEL_SPSC)
-			run_contended(m);
+			for (rep = 0; rep < repeat; rep++)
+				run_contended(m);
 		else if ((m->flags & DS_F_KEYED) && (m->flags & DS_F_RECLAIM))
-			run_keyed_race(m);
+			for (rep = 0; rep < repeat; rep++)
+				run_keyed_race(m);
 		else
 			continue;
 		ran++;
 	}
-	REQUIRE(ran, "no %sstructure named %s", contended ? "multi-producer queue " : "", argc > 1 ? argv[1] : "?");
+	REQUIRE(ran, "no structure named %s%s", argc > 1 ? argv[1] : "?",
+		contended ? " that the contended run takes (multi-producer queues, keyed with reclamation)" : "");
 	if (contended)
 		return t_done("test_ds");
 	{
