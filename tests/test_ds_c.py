@@ -117,6 +117,26 @@ def test_userspace(binaries: dict[tuple[str, str], Path], name: str, config: str
     assert f"{name}: ok" in out
 
 
+def test_contended_tsan(binaries: dict[tuple[str, str], Path]) -> None:
+    """`test_ds contended` under ThreadSanitizer (about 10 s here). Every queue that takes
+    several producers, with more producers than CPUs and spinning consumers: a producer is
+    often preempted between linking its node and swinging the tail, another thread swings it,
+    and a consumer reads the node ordered only by the link (a weaker link is a reported race).
+    Every keyed structure with epoch reclamation, with 8 threads inserting, deleting and
+    searching the same 4 keys: the skiplist's insert meets the delete of its own node (it
+    retires the node; a node freed there races the searches standing on it)."""
+    out = _run([str(binaries[("test_ds", "tsan")]), "contended", "all", "1"],
+               env={"TSAN_OPTIONS": "halt_on_error=1"})
+    assert "test_ds: ok" in out
+    metas = _registry(binaries)
+    queues = {m.name for m in metas if not m.flags & Flag.KEYED and m.model != ds.Model.SPSC}
+    keyed = {m.name for m in metas if m.flags & Flag.KEYED and m.flags & Flag.RECLAIM}
+    lines = out.splitlines()
+    assert {ln.split()[0] for ln in lines if " ok: 6 rounds of 8 producers" in ln} == queues, out
+    assert {ln.split()[0] for ln in lines if " ok: 8 threads, " in ln} == keyed, out
+    assert "msqueue" in queues and "skiplist" in keyed
+
+
 # ---- the registry and the Python models ----
 
 

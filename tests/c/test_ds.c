@@ -14,7 +14,14 @@
  *     FIFO structures, each consumer sees each producer's values in order;
  *   - verify after every phase, and no memory left behind once reclamation
  *     has run.
- * Usage: test_ds [name|all] [scale divisor] (default: all, 1).
+ *   - contended (first argument `contended`): the queues that take several
+ *     producers, with more producers than CPUs and spinning consumers; the
+ *     keyed structures with reclamation, with every thread inserting,
+ *     deleting and searching the same few keys. Short runs meant for the
+ *     ThreadSanitizer build, which reports what these races expose.
+ * Usage: test_ds [name|all] [scale divisor] (default: all, 1), or
+ *        test_ds contended [name|all] [scale divisor] [repeat] (default: all,
+ *        1, 1; repeat runs each structure's contended run that many times).
  */
 #include "tcommon.h"
 
@@ -323,6 +330,13 @@ static void conc_keyed(struct ds_ctx *c, const struct ds_meta *m)
 
 #define QP 3
 #define QC 3
+/* the contended run: more producers than the project's VM has CPUs (2), so
+ * that producers are preempted, now and then between two steps of a push
+ * that another producer then finishes (msqueue's tail swing) */
+#define QP_CONTENDED 8
+#define QN_CONTENDED 3000
+#define QC_CONTENDED 8
+#define ROUNDS_CONTENDED 6
 
 struct qshared {
 	const struct ds_meta *m;
@@ -330,6 +344,8 @@ struct qshared {
 	int producers, consumers;
 	ap_u64 popped;            /* total, shared */
 	ap_u64 popped_sum;        /* of the sequence numbers popped */
+	int spin;                 /* consumers retry an empty pop at once (no yield) */
+	pthread_barrier_t go;     /* every worker starts at once */
 	unsigned char *seen;      /* [producer][seq] */
 	ap_u64 order_errors, dups;
 	int gave_up;              /* a worker saw no progress for T_STALL_S */
@@ -357,6 +373,7 @@ static void *q_worker(struct t_thread *t)
 	int r;
 
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	pthread_barrier_wait(&s->go);
 	if (t->index < s->producers) {
 		struct t_stall stall = {0};
 
@@ -379,10 +396,10 @@ static void *q_worker(struct t_thread *t)
 		}
 	} else {
 		struct t_stall stall = {0};
-		ap_u64 last[QP];
+		ap_u64 last[QP_CONTENDED];
 		int p;
 
-		for (p = 0; p < QP; p++)
+		for (p = 0; p < QP_CONTENDED; p++)
 			last[p] = ~0ULL;
 		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total &&
 		       !__atomic_load_n(&s->gave_up, __ATOMIC_RELAXED)) {
@@ -393,7 +410,8 @@ static void *q_worker(struct t_thread *t)
 					q_give_up(s, "consumer", t->index - s->producers);
 					break;
 				}
-				sched_yield();
+				if (!s->spin)
+					sched_yield();
 				continue;
 			}
 			p = (int)(v >> 32);
@@ -419,7 +437,7 @@ static void *q_worker(struct t_thread *t)
 	return NULL;
 }
 
-static void conc_queue(struct ds_ctx *c, const struct ds_meta *m)
+static void conc_queue(struct ds_ctx *c, const struct ds_meta *m, int producers, int consumers, int spin)
 {
 	struct qshared s = {0};
 	struct ds_verify v;
@@ -427,10 +445,14 @@ static void conc_queue(struct ds_ctx *c, const struct ds_meta *m)
 
 	s.m = m;
 	s.d = create(c, m, 1024);
-	s.producers = m->model == DS_MODEL_SPSC ? 1 : QP;
-	s.consumers = m->model == DS_MODEL_MPMC ? QC : 1;
-	s.seen = (unsigned char *)calloc((size_t)QP * QN, 1);
+	s.producers = m->model == DS_MODEL_SPSC ? 1 : producers;
+	s.consumers = m->model == DS_MODEL_MPMC ? consumers : 1;
+	s.spin = spin;
+	s.seen = (unsigned char *)calloc((size_t)s.producers * QN, 1);
+	REQUIRE(s.seen, "calloc");
+	pthread_barrier_init(&s.go, NULL, (unsigned)(s.producers + s.consumers));
 	t_run_threads(s.producers + s.consumers, q_worker, &s);
+	pthread_barrier_destroy(&s.go);
 	for (i = 0; i < (ap_u64)s.producers * QN; i++) {
 		if (!s.seen[i] && !missing++)
 			fprintf(stderr, "%s: first value never popped: producer %llu, sequence %llu\n", m->name,
@@ -471,7 +493,7 @@ static void run_one(const struct ds_meta *m)
 		conc_keyed(&c, m);
 	} else {
 		unit_queue(&c, m);
-		conc_queue(&c, m);
+		conc_queue(&c, m, QP, QC, 0);
 	}
 	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "%s: synchronize", m->name);
 	ebr_get_stats(&sp->ebr, &es);
@@ -488,13 +510,125 @@ static void run_one(const struct ds_meta *m)
 	ds_user_detach(&c);
 }
 
+/*
+ * Keyed, contended: every thread inserts, searches and deletes the same few
+ * keys, so an insert still linking a node's upper levels often meets the
+ * delete of the same key (the skiplist's raced retire), while searches walk
+ * over nodes being unlinked. Each thread counts its successful inserts and
+ * deletes; what is left must be exactly their difference.
+ */
+#define KR_KEYS 4
+/* per thread: the skiplist's raced retire comes some 60 times in 8 * KR_OPS
+ * operations, and a wrong free there is reported in about two runs of three
+ * (repeat the run to be sure) */
+#define KR_OPS 60000
+
+struct krace {
+	const struct ds_meta *m;
+	ap_u64 d;
+	ap_u64 ins, del, bad;
+	pthread_barrier_t go;
+};
+
+static void *krace_worker(struct t_thread *t)
+{
+	struct krace *s = (struct krace *)t->arg;
+	struct ds_ctx c;
+	ap_u64 i, v, seed = 77 + (ap_u64)t->index, ins = 0, del = 0, bad = 0;
+	int r;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	pthread_barrier_wait(&s->go);
+	for (i = 0; i < KR_OPS / scale_div; i++) {
+		ap_u64 x = t_rand(&seed), k = 1 + x % KR_KEYS;
+
+		switch ((x >> 32) % 3) {
+		case 0:
+			r = op(&c, s->m, s->d, DS_OP_INSERT, k, val_of(k), 0, 0);
+			ins += r == DS_OK;
+			bad += r != DS_OK && r != DS_EXISTS;
+			break;
+		case 1:
+			r = op(&c, s->m, s->d, DS_OP_DELETE, k, 0, 0, &v);
+			del += r == DS_OK;
+			bad += (r != DS_OK && r != DS_NOT_FOUND) || (r == DS_OK && v != val_of(k));
+			break;
+		default:
+			r = op(&c, s->m, s->d, DS_OP_SEARCH, k, 0, 0, &v);
+			bad += (r != DS_OK && r != DS_NOT_FOUND) || (r == DS_OK && v != val_of(k));
+		}
+	}
+	__atomic_fetch_add(&s->ins, ins, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->del, del, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->bad, bad, __ATOMIC_RELAXED);
+	ds_user_detach(&c);
+	return NULL;
+}
+
+static void run_keyed_race(const struct ds_meta *m)
+{
+	struct ds_ctx c;
+	struct krace s = {0};
+	struct ds_verify v;
+	int failures0 = t_failures;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	s.m = m;
+	s.d = create(&c, m, 64);
+	pthread_barrier_init(&s.go, NULL, QP_CONTENDED);
+	t_run_threads(QP_CONTENDED, krace_worker, &s);
+	pthread_barrier_destroy(&s.go);
+	verify(&c, m, s.d, &v);
+	CHECK(s.bad == 0 && s.ins - s.del == v.count && v.count <= KR_KEYS,
+	      "%s: %llu inserts and %llu deletes of %d shared keys left %llu, %llu wrong results", m->name,
+	      (unsigned long long)s.ins, (unsigned long long)s.del, KR_KEYS, (unsigned long long)v.count,
+	      (unsigned long long)s.bad);
+	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "%s: synchronize", m->name);
+	printf("%-9s %s: %d threads, %llu inserts and %llu deletes of %d shared keys\n", m->name,
+	       t_failures == failures0 ? "ok" : "FAILED", QP_CONTENDED, (unsigned long long)s.ins,
+	       (unsigned long long)s.del, KR_KEYS);
+	ds_user_detach(&c);
+}
+
+/*
+ * The contended run: QP_CONTENDED producers against spinning consumers on
+ * every queue that takes several producers. A producer preempted between
+ * linking its node and swinging the tail has the tail swung by another
+ * producer (msqueue's helping path), and while it is off its CPU a consumer
+ * pops the node, ordered after the producer's writes only by the link's
+ * release (the ThreadSanitizer build reports a weaker link as a data race).
+ */
+static void run_contended(const struct ds_meta *m)
+{
+	struct ds_ctx c;
+	int failures0 = t_failures, r;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	QN = QN_CONTENDED / scale_div;
+	/* rounds: a helped tail swing comes with a preemption at the right
+	 * instruction, a few times a round on a loaded 2-CPU machine */
+	for (r = 0; r < ROUNDS_CONTENDED && t_failures == failures0; r++)
+		conc_queue(&c, m, QP_CONTENDED, QC_CONTENDED, 1);
+	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "%s: synchronize", m->name);
+	printf("%-9s %s: %d rounds of %d producers, %llu values each\n", m->name,
+	       t_failures == failures0 ? "ok" : "FAILED", r, QP_CONTENDED, (unsigned long long)QN);
+	ds_user_detach(&c);
+}
+
 int main(int argc, char **argv)
 {
 	ap_u32 i;
-	int ran = 0;
+	int ran = 0, contended = argc > 1 && !strcmp(argv[1], "contended");
+	ap_u64 repeat = 1, rep;
 
+	if (contended) {
+		argv++;
+		argc--;
+	}
 	if (argc > 2)
 		scale_div = strtoull(argv[2], NULL, 0) ? strtoull(argv[2], NULL, 0) : 1;
+	if (contended && argc > 3)
+		repeat = strtoull(argv[3], NULL, 0) ? strtoull(argv[3], NULL, 0) : 1;
 	t_map_arena();
 	sp = t_space(16, 200000, ARENA_HEAP_POISON);
 	for (i = 0; i < DS_TYPES_END; i++) {
@@ -502,10 +636,22 @@ int main(int argc, char **argv)
 
 		if (!m || (argc > 1 && strcmp(argv[1], "all") && strcmp(argv[1], m->name)))
 			continue;
-		run_one(m);
+		if (!contended)
+			run_one(m);
+		else if (!(m->flags & DS_F_KEYED) && m->model != DS_MODEL_SPSC)
+			for (rep = 0; rep < repeat; rep++)
+				run_contended(m);
+		else if ((m->flags & DS_F_KEYED) && (m->flags & DS_F_RECLAIM))
+			for (rep = 0; rep < repeat; rep++)
+				run_keyed_race(m);
+		else
+			continue;
 		ran++;
 	}
-	REQUIRE(ran, "no structure named %s", argc > 1 ? argv[1] : "?");
+	REQUIRE(ran, "no structure named %s%s", argc > 1 ? argv[1] : "?",
+		contended ? " that the contended run takes (multi-producer queues, keyed with reclamation)" : "");
+	if (contended)
+		return t_done("test_ds");
 	{
 		/* the space's directory: instances by name */
 		struct ds_ctx c;
