@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The context of bench_map (bpf/ds_bench.bpf.c), the BPF hash-map baseline
- * the benchmark (pipeline/_core/dsbench.c) runs next to the arena hash. */
+ * the benchmark (pipeline/bench/_native/dsbench.c) runs next to the arena hash. */
 #ifndef AP_BENCH_MAP_H
 #define AP_BENCH_MAP_H
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Epoch-based reclamation over the arena, for kernel CPUs and user threads
- * and processes at once (DESIGN.md rule 4).
+ * and processes at once (docs/design.md, rule 4).
  *
  * A lock-free structure unlinks a node and retires it; the node is freed
  * only once every participant that might still hold it has passed a
