@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -196,6 +198,26 @@ for i in range(int(sys.argv[3])):
 def create_files(work: Path, tag: str, n: int) -> None:
     """n files named TAG-000000 ... in work, created by a child process."""
     subprocess.run([sys.executable, "-c", _CREATOR, str(work), tag, str(n)], check=True)
+
+
+@pytest.fixture(scope="module")
+def nobody_tree() -> Iterator[Path]:
+    """The package and the libraries it imports, copied where user nobody can read them:
+    the checkout and its environment may sit under /root, which nobody cannot enter. The
+    environment's python is Debian's /usr/bin/python3, so the copies load under it."""
+    d = Path(tempfile.mkdtemp(prefix="ap-nobody-"))
+    try:
+        shutil.copytree(ROOT / "pipeline", d / "pipeline",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("uvloop", "aiofiles", "orjson"):
+            spec = importlib.util.find_spec(name)
+            assert spec is not None and spec.origin is not None, name
+            src = Path(spec.origin).parent
+            shutil.copytree(src, d / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", str(d)], check=True)
+        yield d
+    finally:
+        shutil.rmtree(d)
 
 def run_pipeline(*args: str, timeout: float = 30.0,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

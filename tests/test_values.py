@@ -5,13 +5,11 @@ pass. Without root, CAP_BPF and CAP_PERFMON get the real cause."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,26 +207,6 @@ def test_stress_arena_runs_out(tmp_path: Path, structure: str, pages: int) -> No
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
           "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"]
-
-
-@pytest.fixture(scope="module")
-def nobody_tree() -> Iterator[Path]:
-    """The package and the libraries it imports, copied where user nobody can read them:
-    the checkout and its environment may sit under /root, which nobody cannot enter. The
-    environment's python is Debian's /usr/bin/python3, so the copies load under it."""
-    d = Path(tempfile.mkdtemp(prefix="ap-nobody-"))
-    try:
-        shutil.copytree(ROOT / "pipeline", d / "pipeline",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        for name in ("uvloop", "aiofiles", "orjson"):
-            spec = importlib.util.find_spec(name)
-            assert spec is not None and spec.origin is not None, name
-            src = Path(spec.origin).parent
-            shutil.copytree(src, d / src.name, ignore=shutil.ignore_patterns("__pycache__"))
-        subprocess.run(["chmod", "-R", "a+rX", str(d)], check=True)
-        yield d
-    finally:
-        shutil.rmtree(d)
 
 
 def _as_nobody(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
