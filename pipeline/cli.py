@@ -9,9 +9,7 @@ the top-level help needs only each command's one line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -19,11 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import log
-from .config import TRIGGERS, Config, load_file
 from .errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError, PipelineError
 from .flags import Parser
-from .kernel import check_privileges
-from .ranges import PIPELINE
 from .sinks.base import SinkError
 from .stdio import check_stdio, to_devnull
 from .version import version
@@ -42,7 +37,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "run": Command("run the pipeline (the default command; its flags are below)", ".cli"),
+    "run": Command("run the pipeline (the default command; its flags are below)",
+                   ".run_cmd"),
     "burst": Command("produce N events in the kernel into a running pipeline's queue",
                      ".burst"),
     "ds": Command("list the data structures registered in the arena", ".ds_cli"),
@@ -67,15 +63,7 @@ def prog_name(argv0: str | None = None) -> str:
     return base
 
 
-# -- the run command's flags ----------------------------------------------------------------
-
-def _number(g: argparse._ArgumentGroup, flag: str, metavar: str, text: str,
-            **kw: Any) -> None:
-    """A numeric flag whose type and range are its config key's."""
-    rng = PIPELINE[flag[2:].replace("-", "_")]
-    g.add_argument(flag, type=rng.flag(), metavar=metavar,
-                   help=f"{text}; {rng.describe()}", **kw)
-
+# -- flags every command takes ----------------------------------------------------------
 
 def add_diagnostics(p: argparse.ArgumentParser) -> None:
     """-v/-q, for every command (README: Logging)."""
@@ -85,111 +73,6 @@ def add_diagnostics(p: argparse.ArgumentParser) -> None:
                    help="debug output, including libbpf's (config key verbose)")
     m.add_argument("-q", "--quiet", action="store_true",
                    help="warnings and errors only; a run's statistics are still printed")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The run command's flags, grouped; sinks add their own to the sinks group."""
-    p.add_argument("--config", metavar="PATH",
-                   help="TOML config (configs/*.toml); flags override it")
-    cap = p.add_argument_group("capture")
-    cap.add_argument("--trigger", choices=TRIGGERS,
-                     help="file-creation producer: lsm.s/inode_create where it attaches, else "
-                          "syscall tracepoints (auto, the default); none attaches nothing; "
-                          "getppid is the benchmark's load (needs --filter-pid)")
-    cap.add_argument("--filter-comm", metavar="COMM",
-                     help="only tasks with this comm (in kernel)")
-    _number(cap, "--filter-pid", "PID", "only this process (in kernel; 0: every process)")
-    cap.add_argument("--no-ignore-self", dest="ignore_self", action="store_false",
-                     default=None, help="also report files the pipeline itself creates")
-    _number(cap, "--duration", "SECONDS", "stop after this long (0: run until a signal)")
-    _number(cap, "--max-events", "N", "stop after N events (0: no limit)")
-    sinks = p.add_argument_group("sinks", "every event goes to every sink; a sink's own "
-                                 "flags set its [sink.NAME] options")
-    sinks.add_argument("--sink", action="append", metavar="NAME",
-                       help="stdout (the default), jsonl, socket or a plugin; repeat or "
-                            "comma-separate for several")
-    p.set_defaults(sink_flags=_add_sink_flags(sinks))
-    q = p.add_argument_group("queue", "the arena, its event queue and the reader")
-    _number(q, "--queue-capacity", "N", "arena queue size in events")
-    _number(q, "--arena-pages", "N", "arena size in 4 KiB pages")
-    _number(q, "--batch", "N", "events per drain at most")
-    _number(q, "--spin-us", "US", "busy-poll window before sleeping")
-    q.add_argument("--pin-dir", metavar="DIR", help="bpffs directory for this run's pins")
-    out = p.add_argument_group("output", "what the run prints besides the events")
-    _number(out, "--stats", "SECONDS", "print counters to stderr every SECONDS (flag alone: 1)",
-            nargs="?", const=1.0)
-    out.add_argument("--check-config", action="store_true",
-                     help="check the flags, the config file and every sink's options, print "
-                          "the resulting configuration as JSON on stdout and exit; loads "
-                          "nothing")
-
-
-def _add_sink_flags(group: argparse._ArgumentGroup) -> dict[str, tuple[str, str]]:
-    """Each sink class's own flags (Sink.add_arguments); returns {dest: (sink, option)}."""
-    from .sinks.registry import flag_providers
-
-    flags: dict[str, tuple[str, str]] = {}
-    for cls in flag_providers():
-        try:
-            mapping = cls.add_arguments(group)
-        except argparse.ArgumentError as e:
-            raise SinkError(f"sink {cls.name}: its command-line flags clash with others "
-                            f"({e}); fix the plugin") from None
-        flags.update({dest: (cls.name, opt) for dest, opt in mapping.items()})
-    return flags
-
-
-def make_config(args: argparse.Namespace) -> Config:
-    cfg = Config()
-    if args.config:
-        load_file(args.config, cfg)
-    for key in ("trigger", "duration", "max_events", "filter_comm", "filter_pid", "ignore_self",
-                "stats", "queue_capacity", "arena_pages", "batch", "spin_us", "pin_dir",
-                "verbose"):
-        value = getattr(args, key)
-        if value is not None:
-            setattr(cfg, key, value)
-    if args.sink:
-        cfg.sinks = [n.strip() for s in args.sink for n in s.split(",") if n.strip()]
-    sink_flags: dict[str, tuple[str, str]] = args.sink_flags
-    for dest, (sink, opt) in sink_flags.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            cfg.sink_options.setdefault(sink, {})[opt] = value
-    cfg.validate()
-    if ("stdout" in cfg.sinks and "jsonl" in cfg.sinks
-            and cfg.sink_options.get("jsonl", {}).get("output") == "-"):
-        # two writers on fd 1 would interleave their batches into one stream of duplicates
-        raise ConfigError('the stdout sink and the jsonl sink with output "-" would both '
-                          "write to standard output; drop one of them")
-    return cfg
-
-
-def check_sink_options(cfg: Config) -> dict[str, dict[str, Any]]:
-    """Every sink named exists and every [sink.NAME] table is valid, in use or not
-    (a typo in an unused table is still a typo); returns each one's options with
-    the defaults filled in, or raises SinkError."""
-    from .sinks.registry import get_sink_class
-
-    return {name: get_sink_class(name).validate_options(cfg.sink_options.get(name, {}))
-            for name in (*cfg.sinks, *cfg.sink_options)}
-
-
-def main_run(args: argparse.Namespace) -> int:
-    cfg = make_config(args)
-    if args.check_config:
-        effective = {**dataclasses.asdict(cfg), "sink_options": check_sink_options(cfg)}
-        sys.stdout.write(json.dumps(effective, default=str) + "\n")
-        return 0
-    if cfg.verbose and not args.quiet:  # `verbose = true` in the config file is -v
-        log.setup(log.VERBOSE)
-    log.get(__name__).debug("configuration %s", json.dumps(dataclasses.asdict(cfg)))
-    # before anything heavier is imported: the commonest mistake gets the
-    # quickest, clearest answer
-    check_privileges(cfg.trigger, cfg.pin_dir)
-    from .run import run_pipeline
-
-    return run_pipeline(cfg)
 
 
 # -- the parser -----------------------------------------------------------------------------
@@ -236,10 +119,7 @@ class CommandLine(Parser):
         sp = self.commands[name]
         if name not in self._filled:
             self._filled.add(name)
-            if name == DEFAULT_COMMAND:
-                add_arguments(sp)
-            else:
-                COMMANDS[name].load().add_arguments(sp)
+            COMMANDS[name].load().add_arguments(sp)
             add_diagnostics(sp)
         return sp
 
@@ -302,8 +182,6 @@ def log_level(args: argparse.Namespace) -> int:
 def dispatch(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     log.setup(log_level(args))
-    if args.command == DEFAULT_COMMAND:
-        return main_run(args)
     entry: Callable[[argparse.Namespace], int] = COMMANDS[args.command].load().main
     return entry(args)
 

@@ -26,7 +26,8 @@ from conftest import (
     wait_for,
 )
 
-from pipeline.cli import COMMANDS, build_parser, make_config
+from pipeline.cli import COMMANDS, build_parser
+from pipeline.run_cmd import make_config
 from pipeline.sinks.base import Batch, Option, Sink
 from pipeline.sinks.jsonl import DEFAULT_OUTPUT
 

@@ -32,10 +32,11 @@ from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import build_parser, check_sink_options, make_config
+from pipeline.cli import build_parser
 from pipeline.config import TRIGGERS, Config
 from pipeline.errors import ConfigError
 from pipeline.ranges import PIPELINE, SINK_JSONL, SINK_SOCKET, STRESS, Range
+from pipeline.run_cmd import check_sink_options, make_config
 from pipeline.sinks.base import SinkError
 from pipeline.stress import StressConfig, load_config
 
