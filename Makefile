@@ -51,11 +51,22 @@ $(STAMP_SYS): scripts/setup-system.sh
 	bash scripts/setup-system.sh
 	@touch $@
 
+# the venv's packages, one a line (pyproject.toml lists the same as dependencies)
+VENV_PKGS := \
+	uvloop \
+	aiofiles \
+	orjson \
+	pytest \
+	hypothesis \
+	ruff \
+	mypy \
+	types-aiofiles
+
 venv: $(STAMP_VENV)
 $(STAMP_VENV): pyproject.toml $(STAMP_SYS)
 	[ -x $(PY) ] || /usr/bin/python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
-	$(PIP) install uvloop aiofiles orjson pytest hypothesis ruff mypy types-aiofiles
+	$(PIP) install $(VENV_PKGS)
 	@touch $@
 
 # The console script in the venv, linked from /usr/local/bin (on sudo's secure_path) so

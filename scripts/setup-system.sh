@@ -6,8 +6,21 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "setup-system: needs root (run with sudo)" >&2; exit 2; }
 export DEBIAN_FRONTEND=noninteractive
 
-MAIN_PKGS=(make gcc libc6-dev pkg-config clang-19 llvm-19 libelf-dev zlib1g-dev
-           python3-venv python3-dev jq util-linux)
+# one package a line
+MAIN_PKGS=(
+	make
+	gcc
+	libc6-dev
+	pkg-config
+	clang-19
+	llvm-19
+	libelf-dev
+	zlib1g-dev
+	python3-venv
+	python3-dev
+	jq
+	util-linux
+)
 BACKPORT_PKGS=(libbpf-dev bpftool)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
