@@ -63,7 +63,7 @@ VENV_PKGS := \
 	types-aiofiles
 
 venv: $(STAMP_VENV)
-$(STAMP_VENV): pyproject.toml $(STAMP_SYS)
+$(STAMP_VENV): pyproject.toml Makefile $(STAMP_SYS)
 	[ -x $(PY) ] || /usr/bin/python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
 	$(PIP) install $(VENV_PKGS)
