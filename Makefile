@@ -56,6 +56,7 @@ VENV_PKGS := \
 	uvloop \
 	aiofiles \
 	orjson \
+	prometheus_client \
 	pytest \
 	hypothesis \
 	ruff \

@@ -286,6 +286,46 @@ static PyObject *Session_stats(SessionObject *self, PyObject *Py_UNUSED(ignored)
 		"arena_resident_bytes", (unsigned long long)ap_session_resident_bytes(&self->s));
 }
 
+/* oldest_ts() -> int: the queue's head record's stamp, 0 when none (session.h) */
+static PyObject *Session_oldest_ts(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!session_ready(self))
+		return NULL;
+	return PyLong_FromUnsignedLongLong(ap_session_oldest_ts(&self->s));
+}
+
+static int prog_stat_append(void *ctx, const char *name, uint32_t id, uint64_t run_time_ns,
+			    uint64_t run_cnt)
+{
+	PyObject *item = Py_BuildValue("(sIKK)", name, (unsigned int)id,
+				       (unsigned long long)run_time_ns,
+				       (unsigned long long)run_cnt);
+	int ret;
+
+	if (!item)
+		return -1;
+	ret = PyList_Append((PyObject *)ctx, item);
+	Py_DECREF(item);
+	return ret;
+}
+
+/* prog_stats() -> [(name, id, run_time_ns, run_cnt)]: every loaded program */
+static PyObject *Session_prog_stats(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	PyObject *out;
+
+	if (!session_ready(self))
+		return NULL;
+	out = PyList_New(0);
+	if (!out)
+		return NULL;
+	if (ap_session_prog_stats(&self->s, prog_stat_append, out)) {
+		Py_DECREF(out);
+		return NULL;
+	}
+	return out;
+}
+
 static PyObject *Session_pin(SessionObject *self, PyObject *args)
 {
 	const char *dir;
@@ -360,6 +400,10 @@ static PyMethodDef Session_methods[] = {
 	{ "drain_discard", (PyCFunction)Session_drain_discard, METH_VARARGS,
 	  "drain_discard(max_events) -> (count, checksum)" },
 	{ "stats", (PyCFunction)Session_stats, METH_NOARGS, "queue counters" },
+	{ "oldest_ts", (PyCFunction)Session_oldest_ts, METH_NOARGS,
+	  "CLOCK_MONOTONIC stamp of the record at the queue's head, 0 when none" },
+	{ "prog_stats", (PyCFunction)Session_prog_stats, METH_NOARGS,
+	  "[(name, id, run_time_ns, run_cnt)] of every loaded program" },
 	{ "pin", (PyCFunction)Session_pin, METH_VARARGS, "pin(dir): pin the arena and burst program" },
 	{ "unpin", (PyCFunction)Session_unpin, METH_NOARGS, "remove the pins" },
 	{ "burst", (PyCFunction)Session_burst, METH_VARARGS,
@@ -468,9 +512,23 @@ static PyObject *core_set_verbose(PyObject *Py_UNUSED(m), PyObject *args)
 	Py_RETURN_NONE;
 }
 
+/* enable_bpf_stats() -> fd: the kernel counts every program's run time and
+ * runs while this fd is open (BPF_ENABLE_STATS), and stops when it is closed or
+ * the process exits, unlike the kernel.bpf_stats_enabled sysctl. */
+static PyObject *core_enable_bpf_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+	int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+
+	if (fd < 0)
+		return ap_raise(errno, "cannot enable BPF run-time statistics: %s", strerror(errno));
+	return PyLong_FromLong(fd);
+}
+
 static PyMethodDef core_methods[] = {
 	{ "burst_pinned", core_burst_pinned, METH_VARARGS,
 	  "burst_pinned(path, total, per_call=4096): run a pinned burst program" },
+	{ "enable_bpf_stats", core_enable_bpf_stats, METH_NOARGS,
+	  "enable_bpf_stats() -> fd: BPF run-time statistics on while the fd is open" },
 	{ "grace_period", core_grace_period, METH_NOARGS,
 	  "an RCU grace period via membarrier(GLOBAL); False if unsupported" },
 	{ "format_event", (PyCFunction)(void (*)(void))core_format_event, METH_VARARGS | METH_KEYWORDS,

@@ -370,3 +370,55 @@ int ap_run_burst(int prog_fd, uint64_t total, uint64_t per_call, uint64_t *publi
 	}
 	return 0;
 }
+
+/* ---- observation: read by the metrics endpoint, never on the event path ---- */
+
+uint64_t ap_session_oldest_ts(struct ap_session *s)
+{
+	struct evq *q = s->q;
+	struct ap_event *rec;
+	uint64_t head, ts;
+
+	if (!q)
+		return 0;
+	head = arena_atomic_load(&q->head, ARENA_ACQUIRE);
+	rec = evq_peek(q, head);
+	if (!rec)
+		return 0;
+	ts = arena_atomic_load(&rec->ts_ns, ARENA_RELAXED);
+	/* A producer refills this slot only once head has moved past it, so an
+	 * unchanged head after the read means ts belongs to the record peeked. */
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	if (arena_atomic_load(&q->head, ARENA_RELAXED) != head)
+		return 0;
+	return ts;
+}
+
+int ap_session_prog_stats(struct ap_session *s, ap_prog_stat_fn fn, void *ctx)
+{
+	struct bpf_object *objs[2] = { s->prod ? s->prod->obj : NULL,
+				       s->lsm ? s->lsm->obj : NULL };
+	struct bpf_program *prog;
+	size_t i;
+
+	for (i = 0; i < sizeof(objs) / sizeof(objs[0]); i++) {
+		if (!objs[i])
+			continue;
+		bpf_object__for_each_program(prog, objs[i]) {
+			struct bpf_prog_info info;
+			uint32_t len = sizeof(info);
+			int fd = bpf_program__fd(prog), ret;
+
+			if (fd < 0)
+				continue;
+			memset(&info, 0, sizeof(info));
+			if (bpf_prog_get_info_by_fd(fd, &info, &len))
+				continue;
+			ret = fn(ctx, bpf_program__name(prog), info.id, info.run_time_ns,
+				 info.run_cnt);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}

@@ -49,6 +49,20 @@ void ap_session_close(struct ap_session *s);
 uint64_t ap_session_resident_bytes(struct ap_session *s);
 int ap_session_burst_fd(struct ap_session *s);
 
+/* CLOCK_MONOTONIC stamp of the record at the queue's head, or 0 when none
+ * is published there (an empty queue, or its head record still being
+ * written). The head is stored once per drain batch, so within a batch this
+ * may be a record already read: the figure is exact between batches. */
+uint64_t ap_session_oldest_ts(struct ap_session *s);
+
+/* Calls fn for each loaded program of the session with the kernel's own
+ * run statistics (bpf_prog_info; run_time_ns and run_cnt grow only while BPF
+ * statistics are enabled); stops at fn's first non-zero return, which it
+ * returns. */
+typedef int (*ap_prog_stat_fn)(void *ctx, const char *name, uint32_t id, uint64_t run_time_ns,
+			       uint64_t run_cnt);
+int ap_session_prog_stats(struct ap_session *s, ap_prog_stat_fn fn, void *ctx);
+
 /* Runs the burst program (an fd of it, pinned or own) total events, per_call
  * at a time; adds the counts to *published / *dropped. */
 int ap_run_burst(int prog_fd, uint64_t total, uint64_t per_call, uint64_t *published,
