@@ -36,6 +36,9 @@ class Config:
     spin_us: int = 200  # busy-poll window before sleeping on the doorbell
     pin_dir: str = "/sys/fs/bpf/arena-pipeline"
     verbose: bool = False
+    metrics: str = ""  # HOST:PORT of the Prometheus endpoint; "": none
+    metrics_bpf_stats: bool = False  # turn the kernel's BPF run-time statistics on
+    metrics_linger: float = 0.0  # seconds the endpoint serves the final figures after the run
     sink_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> Config:
@@ -59,6 +62,14 @@ class Config:
             raise ConfigError(f"filter_comm {shown(self.filter_comm)} is longer than 15 bytes, "
                               "the kernel's comm length")
         _check_text("pin_dir", self.pin_dir)
+        _check_text("metrics", self.metrics)
+        if self.metrics:
+            from .metrics_http import parse_listen
+
+            parse_listen(self.metrics)
+        elif self.metrics_bpf_stats or self.metrics_linger:
+            raise ConfigError("metrics_bpf_stats and metrics_linger need a metrics endpoint: "
+                              "give --metrics HOST:PORT (or metrics = ...) too")
         if self.trigger == "getppid" and not self.filter_pid:
             raise ConfigError("trigger getppid (a benchmark load) needs --filter-pid")
         return self

@@ -8,7 +8,7 @@ import contextlib
 import os
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,6 +20,9 @@ from .pins import PinRoot, RunDir
 from .reader import Reader
 from .sinks.base import Sink, SinkError
 from .sinks.registry import get_sink_class
+
+if TYPE_CHECKING:
+    from .metrics import Endpoint
 
 log = get(__name__)
 
@@ -78,7 +81,8 @@ async def _periodic_stats(kernel: Kernel, reader: Reader, every: float) -> None:
         _print_stats("stats", final_stats(kernel, reader))
 
 
-async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
+async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
+               metrics: Endpoint | None = None) -> int:
     loop = asyncio.get_running_loop()
     started: list[Sink] = []
     kernel: Kernel | None = None
@@ -101,12 +105,17 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
             loop.add_signal_handler(sig, reader.stop)
         if cfg.duration:
             loop.call_later(cfg.duration, reader.stop)
+        if metrics:
+            k, r = kernel, reader
+            await metrics.attach(k.session, sinks, attached.trigger, lambda: final_stats(k, r))
         kernel.session.enable(True)
         log.info("ready in %.3fs: sinks %s; pins %s", time.monotonic() - t0,
                  ", ".join(cfg.sinks), kernel.pin_path)
         ticker = (asyncio.ensure_future(_periodic_stats(kernel, reader, cfg.stats))
                   if cfg.stats else None)
         await reader.run()
+        if metrics:
+            metrics.stopped()
         if reader.all_sinks_failed:
             log.warning("every sink has failed; stopping (events still in the queue are "
                         "counted as dropped at the sinks)")
@@ -117,12 +126,17 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float) -> int:
             ticker.cancel()
         await reader.close_sinks()
         started.clear()
-        _print_stats("final", final_stats(kernel, reader))
+        final = final_stats(kernel, reader)
+        _print_stats("final", final)
+        if metrics:
+            await metrics.linger(final)
         return exit_status(reader)
     except SinkError as e:
         log.error("%s", e)
         return EXIT_BAD_INPUT
     finally:
+        if metrics:
+            await metrics.close()
         for s in started:
             with contextlib.suppress(Exception):
                 await s.close()
@@ -141,10 +155,16 @@ def run_pipeline(cfg: Config) -> int:
     ensure_mounts()
     # before the sinks create anything: a bad pin_dir leaves the disk as it was
     pins = PinRoot.open(cfg.pin_dir)
+    metrics = None
+    if cfg.metrics:
+        # bound before anything is captured: a port in use is bad input, not a lost run
+        from .metrics import Endpoint
+
+        metrics = Endpoint.open(cfg)
     try:
         import uvloop
         runner: Any = uvloop.run
     except ImportError:  # uvloop is optional: plain asyncio works too
         runner = asyncio.run
     with pins:
-        return int(runner(_run(cfg, sinks, pins, t0)))
+        return int(runner(_run(cfg, sinks, pins, t0, metrics)))

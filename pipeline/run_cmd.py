@@ -56,6 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output", "what the run prints besides the events")
     _number(out, "--stats", "SECONDS", "print counters to stderr every SECONDS (flag alone: 1)",
             nargs="?", const=1.0)
+    out.add_argument("--metrics", metavar="HOST:PORT",
+                     help="serve the counters for Prometheus at http://HOST:PORT/metrics, and "
+                          "/healthz; HOST:PORT or [IPV6]:PORT, e.g. 127.0.0.1:9464 (0.0.0.0: "
+                          "every interface)")
+    out.add_argument("--metrics-bpf-stats", action="store_true", default=None,
+                     help="turn the kernel's BPF run-time statistics on while the run lasts")
+    _number(out, "--metrics-linger", "SECONDS",
+            "after the run, serve the final figures this long (0: not at all)")
     out.add_argument("--check-config", action="store_true",
                      help="check the flags, the config file and every sink's options, print "
                           "the resulting configuration as JSON on stdout and exit; loads "
@@ -83,7 +91,7 @@ def make_config(args: argparse.Namespace) -> Config:
         load_file(args.config, cfg)
     for key in ("trigger", "duration", "max_events", "filter_comm", "filter_pid", "ignore_self",
                 "stats", "queue_capacity", "arena_pages", "batch", "spin_us", "pin_dir",
-                "verbose"):
+                "verbose", "metrics", "metrics_bpf_stats", "metrics_linger"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
