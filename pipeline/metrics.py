@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     InfoMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -184,8 +185,11 @@ class Endpoint:
                        oldest_age_s=age, bpf_stats=on,
                        progs=self.session.prog_stats() if on else [], healthy=ok, health=why)
 
-    def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def render(self, accept: str) -> tuple[bytes, str]:
+        """The exposition in the format the scraper's Accept header asks for: OpenMetrics
+        when it says so (Prometheus does), else the classic text format 0.0.4."""
+        encode, ctype = choose_encoder(accept)
+        return encode(self.registry), ctype
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -104,9 +104,10 @@ def bind(addr: ListenAddr) -> socket.socket:
 
 
 class MetricsServer:
-    """Serves `render_metrics()` at /metrics and `health()` at /healthz from sock."""
+    """Serves `render_metrics(accept)` (the request's Accept header, for the format) at
+    /metrics and `health()` at /healthz from sock."""
 
-    def __init__(self, sock: socket.socket, render_metrics: Callable[[], tuple[bytes, str]],
+    def __init__(self, sock: socket.socket, render_metrics: Callable[[str], tuple[bytes, str]],
                  health: Callable[[], tuple[bool, str]]) -> None:
         self.sock = sock
         self.render_metrics = render_metrics
@@ -182,5 +183,14 @@ class MetricsServer:
             ok, why = self.health()
             return method, (200 if ok else 503, "text/plain; charset=utf-8",
                             (why + "\n").encode())
-        body, ctype = self.render_metrics()
+        body, ctype = self.render_metrics(_header(head, b"accept"))
         return method, (200, ctype, body)
+
+
+def _header(head: bytes, name: bytes) -> str:
+    """The value of the first header `name` (lower case) in a request head, or ""."""
+    for line in head.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return ""

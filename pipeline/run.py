@@ -153,14 +153,14 @@ def run_pipeline(cfg: Config) -> int:
     sinks = build_sinks(cfg)
     check_kernel()
     ensure_mounts()
-    # before the sinks create anything: a bad pin_dir leaves the disk as it was
-    pins = PinRoot.open(cfg.pin_dir)
     metrics = None
     if cfg.metrics:
-        # bound before anything is captured: a port in use is bad input, not a lost run
+        # bound before anything is captured or created: a port in use is bad input
         from .metrics import Endpoint
 
         metrics = Endpoint.open(cfg)
+    # before the sinks create anything: a bad pin_dir leaves the disk as it was
+    pins = PinRoot.open(cfg.pin_dir)
     try:
         import uvloop
         runner: Any = uvloop.run
