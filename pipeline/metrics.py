@@ -103,7 +103,8 @@ class Endpoint:
         self.linger_s = 0.0
         self.session: Any = None
         self.sinks: list[Any] = []
-        self.stats_fn: Callable[[], dict[str, Any]] | None = None
+        # final_stats() over counters the session has given already
+        self.stats_fn: Callable[[dict[str, int]], dict[str, Any]] | None = None
         self.own_bpf_stats_fd = own_bpf_stats_fd
         self.info: dict[str, str] = {"version": version(), "kernel": os.uname().release,
                                      "trigger": ""}
@@ -115,7 +116,7 @@ class Endpoint:
         ProcessCollector(registry=self.registry)
 
     async def attach(self, session: Any, sinks: list[Any], trigger: str,
-                     stats_fn: Callable[[], dict[str, Any]]) -> None:
+                     stats_fn: Callable[[dict[str, int]], dict[str, Any]]) -> None:
         """Show this run's figures from now on, and start serving."""
         self.session, self.sinks, self.stats_fn = session, sinks, stats_fn
         self.info["trigger"] = trigger
@@ -174,8 +175,8 @@ class Endpoint:
 
     def _read(self, final: dict[str, Any] | None) -> Figures:
         assert self.stats_fn is not None and self.session is not None
-        stats = final if final is not None else self.stats_fn()
-        st = self.session.stats()
+        st = self.session.stats()  # once: it walks the arena's pages
+        stats = final if final is not None else self.stats_fn(st)
         oldest = self.session.oldest_ts()
         # read after the stamp: both are CLOCK_MONOTONIC, so the difference is >= 0
         age = max(0, time.monotonic_ns() - oldest) / 1e9 if oldest else 0.0

@@ -40,8 +40,12 @@ def build_sinks(cfg: Config) -> list[Sink]:
     return sinks
 
 
-def final_stats(kernel: Kernel, reader: Reader) -> dict[str, Any]:
-    st = kernel.session.stats()
+def final_stats(kernel: Kernel, reader: Reader,
+                st: dict[str, int] | None = None) -> dict[str, Any]:
+    """The run's statistics; `st`: the session's counters when the caller has read them
+    already (reading them walks the arena's pages for its resident size)."""
+    if st is None:
+        st = kernel.session.stats()
     sinks = {s.name: s.stats.as_dict() for s in reader.sinks}
     dropped: dict[str, int] = {
         "kernel_queue_full": int(st["dropped_full"]),
@@ -107,7 +111,8 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
             loop.call_later(cfg.duration, reader.stop)
         if metrics:
             k, r = kernel, reader
-            await metrics.attach(k.session, sinks, attached.trigger, lambda: final_stats(k, r))
+            await metrics.attach(k.session, sinks, attached.trigger,
+                                 lambda st: final_stats(k, r, st))
         kernel.session.enable(True)
         log.info("ready in %.3fs: sinks %s; pins %s", time.monotonic() - t0,
                  ", ".join(cfg.sinks), kernel.pin_path)
