@@ -22,6 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ConfigError, PipelineError
+from .log import get
+
+log = get(__name__)
 
 HEAD_LIMIT = 8192  # bytes of request line and headers
 READ_TIMEOUT = 5.0  # seconds for the whole request head
@@ -33,7 +36,7 @@ BACKLOG = 16
 Answer = tuple[int, str, bytes]
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout", 431: "Request Header Fields Too Large",
-            503: "Service Unavailable"}
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,11 @@ class MetricsServer:
             ok, why = self.health()
             return method, (200 if ok else 503, "text/plain; charset=utf-8",
                             (why + "\n").encode())
-        body, ctype = self.render_metrics(_header(head, b"accept"))
+        try:
+            body, ctype = self.render_metrics(_header(head, b"accept"))
+        except Exception as e:  # a scrape must never take the run down with it
+            log.warning("metrics: cannot render the metrics: %s", e)
+            return method, (500, "text/plain", b"cannot render the metrics\n")
         return method, (200, ctype, body)
 
 

@@ -383,3 +383,28 @@ def test_stalled_scrapers_neither_stall_the_run_nor_pile_up(
         assert head.startswith(b"HTTP/1.1 408 "), head
         c.close()
     assert val(scrape(port), "events_delivered_total", sink="jsonl") == n
+
+
+def raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+        c.sendall(request)
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+        return out
+
+
+def test_only_get_and_head_of_the_two_paths(pipeline_proc: StartPipeline,
+                                            pin_root: Path) -> None:
+    port = free_port()
+    pipeline_proc(*base(pin_root, new_comm(), port, linger=False), "--sink", "stdout")
+    head = raw(port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n"), head
+    assert b"Content-Length: 3\r\n" in head  # the length of the GET's body, none sent
+    assert raw(port, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    for request, status in ((b"POST /metrics HTTP/1.1\r\n\r\n", b"405"),
+                            (b"GET / HTTP/1.1\r\n\r\n", b"404"),
+                            (b"GET /metrics\r\n\r\n", b"400"),
+                            (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
+                             b"431")):
+        assert raw(port, request).startswith(b"HTTP/1.1 " + status + b" "), request[:30]
