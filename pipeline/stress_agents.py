@@ -107,11 +107,12 @@ class Worker:
     ready: bool = False
     result: list[dict[str, Any]] | None = None
     error: str = ""
+    eof: bool = False  # the pipe is closed: nothing more will come
 
     @property
     def dead(self) -> bool:
-        """Ended without sending its results."""
-        return self.result is None and self.proc.exitcode is not None and not self.conn.poll()
+        """Ended without sending its results (poll() has taken everything it sent)."""
+        return self.result is None and self.eof and self.proc.exitcode is not None
 
 
 def start_workers(specs: list[WorkerSpec], control: Any, net: Any) -> list[Worker]:
@@ -139,7 +140,7 @@ def poll(w: Worker) -> None:
             elif "error" in msg:
                 w.error = msg["error"]
     except (EOFError, OSError):
-        pass
+        w.eof = True
 
 
 # ---- kernel threads (in the driver, through ds_run_NAME) ----
