@@ -218,17 +218,14 @@ def _check_type(where: str, key: str, v: Any) -> Any:
 def load(args: argparse.Namespace) -> StressConfig:
     """Defaults, then the file, then the flags; checked."""
     values: dict[str, Any] = {}
-    where = "stress"
     if args.config:
-        where = args.config
         file_vals, _ = _from_file(args.config, args.structure)
         for k, v in file_vals.items():
-            values[k] = _check_type(where, k, v)
+            values[k] = _check_type(args.config, k, v)
     for k in KEYS:
         v = getattr(args, k, None)
         if v is not None:
-            values[k] = v
-            where = "stress"
+            values[k] = _check_type("stress", k, v)
     cfg = StressConfig(**values)
     check(cfg, args.config or "stress")
     return cfg
