@@ -56,6 +56,7 @@ VENV_PKGS := \
 	uvloop \
 	aiofiles \
 	orjson \
+	rich \
 	pytest \
 	hypothesis \
 	ruff \

@@ -223,8 +223,8 @@ def _drive(cfg: StressConfig, arena: Arena, s: Structure, pin_dir: str,
         ctl[CTL_GO] = 1
         t0 = time.monotonic()
         out.kernel, out.kernel_roles = _kernel_agents(cfg, s, deadline_s, stop, drain)
-        for k in out.kernel:
-            k.start()
+        for agent in out.kernel:
+            agent.start()
         _monitor(cfg, arena, out, ctl, t0, stop, drain, on_progress)
         out.seconds = time.monotonic() - t0
     except BaseException:
@@ -271,9 +271,9 @@ def _kernel_agents(cfg: StressConfig, s: Structure, deadline: float, stop: threa
     if cfg.meta.keyed:
         for i in range(cfg.kernel_threads):
             lo = 1 + cfg.keys * (1 + i)
-            task = KeyedTask(INSTANCE, lo, lo + cfg.keys, cfg.mix(), cfg.batch, deadline,
-                             max_ops, _seed(cfg.seed, 10_000 + i))
-            agents.append(KernelAgent(f"kernel-{i + 1}", kernel_keyed, s, task, stop))
+            ktask = KeyedTask(INSTANCE, lo, lo + cfg.keys, cfg.mix(), cfg.batch, deadline,
+                              max_ops, _seed(cfg.seed, 10_000 + i))
+            agents.append(KernelAgent(f"kernel-{i + 1}", kernel_keyed, s, ktask, stop))
             roles.append("keyed")
         return agents, roles
     for i in range(cfg.kernel_threads):
@@ -309,8 +309,9 @@ def _monitor(cfg: StressConfig, arena: Arena, out: Outcome, ctl: memoryview, t0:
         if on_progress:
             on_progress(Progress(done_ops, now - t0, in_use))
         if kill >= 0 and kill not in out.killed and _halfway(cfg, workers[kill], ctl, now - t0):
-            if workers[kill].proc.pid and workers[kill].proc.exitcode is None:
-                os.kill(workers[kill].proc.pid, signal.SIGKILL)
+            pid = workers[kill].proc.pid
+            if pid is not None and workers[kill].proc.exitcode is None:
+                os.kill(pid, signal.SIGKILL)
                 workers[kill].proc.join(5)
             out.killed.append(kill)
         if not ctl[CTL_DRAIN] and all(w.result is not None or w.dead for w in producers) \

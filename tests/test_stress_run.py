@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_stress import ROOT, needs_root, stress
 
 from pipeline.ds import Op, Result, meta_of, registry
-from test_stress import ROOT, needs_root, stress
 
 pytestmark = needs_root
 SMOKE = str(ROOT / "configs" / "stress-smoke.toml")

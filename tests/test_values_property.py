@@ -20,7 +20,6 @@ written into the checkout); Hypothesis still shrinks a failing case.
 from __future__ import annotations
 
 import argparse
-
 import json
 import math
 import os
