@@ -80,14 +80,15 @@ def _progress(cfg: StressConfig) -> Iterator[Callable[[Progress], None] | None]:
               TextColumn("{task.fields[ops]} ops, {task.fields[rate]} ops/s, "
                          "arena {task.fields[mem]}"),
               console=Console(file=sys.stderr), transient=True)
-    task = bar.add_task(cfg.structure, ops="0", rate="0", mem="0 MiB")
+    task = None
     started = False
 
     def update(p: Progress) -> None:
-        nonlocal started
+        nonlocal started, task
         if p.seconds < 1.0:
             return
-        if not started:
+        if task is None:
+            task = bar.add_task(cfg.structure, ops="0", rate="0", mem="0 MiB")
             bar.start()
             started = True
         bar.update(task, ops=f"{p.ops:,}", rate=f"{p.ops / p.seconds:,.0f}",
