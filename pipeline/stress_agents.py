@@ -15,6 +15,7 @@ a worker that dies sends nothing more, and the driver sees its exit code.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from array import array
@@ -74,7 +75,10 @@ def _thread(arena: Arena, s: Structure, w: WorkerSpec, t: ThreadSpec, control: A
 
 
 def worker_main(w: WorkerSpec, control: Any, net: Any, conn: Connection) -> None:
-    """A worker process: attach, say so, run every thread's loop, send the results."""
+    """A worker process: attach, say so, run every thread's loop, send the results.
+    SIGINT (a Ctrl-C reaches the whole process group) is the driver's to handle: it
+    tells the loops to stop through the control block."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         arena = Arena.attach(w.pin_dir)
         s = arena.lookup(w.instance)
@@ -118,13 +122,19 @@ class Worker:
 def start_workers(specs: list[WorkerSpec], control: Any, net: Any) -> list[Worker]:
     ctx = get_context("spawn")
     out = []
-    for spec in specs:
-        parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=worker_main, args=(spec, control, net, child), daemon=True,
-                        name=f"stress-worker-{spec.index + 1}")
-        p.start()
-        child.close()
-        out.append(Worker(spec, p, parent))
+    # started with SIGINT ignored (spawn's exec keeps that), so that a Ctrl-C during
+    # their start-up does not print a traceback from each: the driver handles it
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for spec in specs:
+            parent, child = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=worker_main, args=(spec, control, net, child), daemon=True,
+                            name=f"stress-worker-{spec.index + 1}")
+            p.start()
+            child.close()
+            out.append(Worker(spec, p, parent))
+    finally:
+        signal.signal(signal.SIGINT, old)
     return out
 
 

@@ -102,7 +102,9 @@ def _kernel(out: Outcome) -> list[dict[str, Any]]:
                 fails = {"insert": {"NOMEM": r.nomem}}
         rows.append({"thread": i + 1, "role": role, "ops": r.ops,
                      "ops_per_s": round(r.ops / r.seconds) if r.seconds else 0,
-                     "failed": failed, "failures": fails})
+                     "mean_ns": round(r.seconds * 1e9 / r.ops) if r.ops else None,
+                     "failed": failed, "failures": fails,
+                     "nomem_calls": r.nomem_calls})
     return rows
 
 
