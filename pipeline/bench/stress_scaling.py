@@ -44,7 +44,8 @@ def bench_single_thread(keys: int, rounds: int) -> float:
         per = {op: 1e9 / w[op]["ns"] for op in ("insert", "delete", "search")}
         rates.append(1.0 / (ins / total / per["insert"] + dele / total / per["delete"]
                             + search / total / per["search"]))
-    return statistics.median(rates)
+    median: float = statistics.median(rates)
+    return median
 
 
 def run(rounds: int = 5, seconds: float = 2.0, keys: int = 65536) -> dict[str, Any]:
