@@ -56,7 +56,11 @@ VENV_PKGS := \
 	uvloop \
 	aiofiles \
 	orjson \
+<<<<<<< HEAD
 	prometheus_client \
+=======
+	rich \
+>>>>>>> stress
 	pytest \
 	hypothesis \
 	ruff \

@@ -35,7 +35,7 @@ def extension(name: str, srcs: list[str], own: Path, *more_dirs: Path) -> Extens
         sources=srcs,
         include_dirs=[str(ROOT / "build"), str(ROOT / "include"), str(ROOT / own),
                       str(ROOT / SHARED), *(str(ROOT / d) for d in more_dirs)],
-        libraries=["bpf", "elf", "z"],
+        libraries=["bpf", "elf", "z", "m"],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror",
                             "-Wno-missing-field-initializers", "-std=gnu11",
                             "-fno-strict-aliasing"],
@@ -46,7 +46,7 @@ core = extension("pipeline._core", sources(
     CORE / "module.c", CORE / "session.c", CORE / "jsonfmt.c", CORE / "libbpflog.c",
     SHARED / "coreutil.c"), CORE)
 ds = extension("pipeline._ds", sources(
-    DS / "module.c", DS / "ds.c", SHARED / "coreutil.c", SHARED / "dsops.c"), DS)
+    DS / "module.c", DS / "ds.c", DS / "runloop.c", SHARED / "coreutil.c", SHARED / "dsops.c"), DS)
 native = extension("pipeline.bench._native", sources(
     NATIVE / "module.c", NATIVE / "dsbench.c", NATIVE / "transport.c", CORE / "session.c",
     SHARED / "coreutil.c", SHARED / "dsops.c"), NATIVE, CORE)

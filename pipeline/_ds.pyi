@@ -65,6 +65,11 @@ class DsArena:
                    seq: bool = ..., seed: int = ..., val_base: int = ...,
                    stop_on_fail: bool = ..., collect: bool = ...,
                    per_call: int = ...) -> dict[str, Any]: ...
+    def run_loop(self, ds: int, type: int, control: Any, slot: int, *, role: int = ...,
+                 ops: int = ..., mix: tuple[int, int, int] = ..., key_lo: int = ...,
+                 keys: int = ..., theta: float = ..., seed: int = ..., producer: int = ...,
+                 net: Any = ..., agent: int = ..., sample_shift: int = ...,
+                 sample_cap: int = ..., hist_cap: int = ...) -> dict[str, Any]: ...
     def verify(self, ds: int, type: int,
                kernel: bool = ...) -> tuple[int, int, int, int, int]: ...
     def iterate(self, ds: int, type: int, lo: int = ..., hi: int = ..., cap: int = ...,

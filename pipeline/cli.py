@@ -69,7 +69,9 @@ def add_diagnostics(p: argparse.ArgumentParser) -> None:
     """-v/-q, for every command (README: Logging)."""
     g = p.add_argument_group("diagnostics")
     m = g.add_mutually_exclusive_group()
-    m.add_argument("-v", "--verbose", action="store_true", default=None,
+    # a command may take -v for itself (stress: --verify); --verbose stays
+    verbose = [o for o in ("-v", "--verbose") if o not in p._option_string_actions]
+    m.add_argument(*verbose, action="store_true", default=None,
                    help="debug output, including libbpf's (config key verbose)")
     m.add_argument("-q", "--quiet", action="store_true",
                    help="warnings and errors only; a run's statistics are still printed")

@@ -111,18 +111,23 @@ SINK_SOCKET: dict[str, Range] = {
     "close_timeout": Range(float, 0, 3600, "seconds"),
 }
 
-# ---- python -m pipeline stress (keys of [stress]) ----
+# ---- python -m pipeline stress (keys of [stress], flags of the same names) ----
 STRESS: dict[str, Range] = {
-    "capacity": Range(int, 0, 1 << 24),
-    "duration": Range(float, 0, 24 * 3600, "seconds", open_lo=True),
-    "ops": Range(int, 1, 10**12),
-    "batch": Range(int, 1, 65536, "ops"),
-    "user_workers": Range(int, 0, 32, "processes"),
+    "workers": Range(int, 0, 32, "processes"),
+    "threads": Range(int, 1, 64, "threads"),
     "kernel_threads": Range(int, 0, 32, "threads"),
-    "user_consumers": Range(int, 0, 32, "processes"),
+    "consumers": Range(int, 0, 32, "processes"),
     "kernel_consumers": Range(int, 0, 32, "threads"),
-    "keys_per_agent": Range(int, 1, 1 << 24, "keys"),
+    "operations": Range(int, 0, 10**12, "ops"),
+    "duration": Range(float, 0, 24 * 3600, "seconds", open_lo=True),
+    "keys": Range(int, 1, 1 << 24, "keys"),
+    "prefill": Range(float, 0, 1),
+    "seed": Range(int, 0, 2**64 - 1),
+    "history_limit": Range(int, 1, 1 << 24, "records"),
+    "kill_worker": Range(int, 0, 64),
+    "capacity": Range(int, 0, 1 << 24),
     "pages": Range(int, 64, 1 << 20, "pages"),
+    "batch": Range(int, 1, 65536, "ops"),
 }
 STRESS_MIX_WEIGHT = Range(int, 0, 1_000_000)
 

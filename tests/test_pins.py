@@ -325,7 +325,7 @@ def test_killed_stress_run_leaves_pins_the_next_run_removes(pin_root: Path) -> N
 
     res = subprocess.run(
         [sys.executable, "-m", "pipeline", "stress", "--config", cfg, "--duration", "0.3",
-         "--ops", "20000", "--pin-dir", str(pin_root)],
+         "--ops", "20000", "--pin-dir", str(pin_root), "--format", "json"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["ok"]

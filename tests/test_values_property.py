@@ -19,6 +19,7 @@ written into the checkout); Hypothesis still shrinks a failing case.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -38,7 +39,7 @@ from pipeline.errors import ConfigError
 from pipeline.ranges import PIPELINE, SINK_JSONL, SINK_SOCKET, STRESS, Range
 from pipeline.run_cmd import check_sink_options, make_config
 from pipeline.sinks.base import SinkError
-from pipeline.stress import StressConfig, load_config
+from pipeline.stress_config import KEYS, StressConfig, load
 
 PROFILE = dict(deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -115,13 +116,21 @@ def toml_docs(draw: st.DrawFn, table: str = "") -> bytes:
         lines.append(f"[{table}]")
         names = st.sampled_from(["hash", "mpmc", "spsc", "stack", "list", "nosuch"])
         lines.append(f"structure = {toml_value(draw(names))}")
-        for key in draw(st.lists(st.sampled_from([*STRESS, "mix", "bogus"]), max_size=6,
+        for key in draw(st.lists(st.sampled_from([*STRESS, "workload", "distribution",
+                                                  "verify", "bogus"]), max_size=6,
                                  unique=True)):
-            if key == "mix":
-                value = draw(st.dictionaries(st.sampled_from(["insert", "delete", "search",
-                                                               "pop"]),
-                                             st.one_of(st.integers(-2, 10**7), junk),
-                                             max_size=3))
+            if key == "workload":
+                value = draw(st.one_of(
+                    st.sampled_from(["read-mostly", "mixed", "produce-consume", "bogus"]),
+                    st.builds("insert={},search={},delete={}".format,
+                              *(st.one_of(st.integers(-2, 10**7), st.text(max_size=3))
+                                for _ in range(3))),
+                    junk))
+            elif key == "distribution":
+                value = draw(st.one_of(st.sampled_from(["uniform", "zipf:0.99", "zipf:1"]),
+                                       st.builds("zipf:{}".format, st.floats()), junk))
+            elif key == "verify":
+                value = draw(st.one_of(st.booleans(), junk))
             else:
                 value = draw(st.one_of(near(STRESS[key]), junk) if key in STRESS else junk)
             lines.append(f"{toml_key(key)} = {toml_value(value)}")
@@ -227,12 +236,14 @@ def test_config_and_flags_in_process(scratch: Path, doc: bytes, flags: list[str 
 @IN_PROCESS
 @given(doc=toml_docs(table="stress"),
        duration=st.one_of(st.none(), near(STRESS["duration"])),
-       ops=st.one_of(st.none(), near(STRESS["ops"])))
+       ops=st.one_of(st.none(), near(STRESS["operations"])))
 def test_stress_config_in_process(scratch: Path, doc: bytes, duration: Any, ops: Any) -> None:
     path = scratch / "s.toml"
     path.write_bytes(doc)
+    flags = dict.fromkeys(KEYS)
+    flags.update(config=str(path), duration=duration, operations=ops)
     try:
-        cfg = load_config(str(path), duration, ops)
+        cfg = load(argparse.Namespace(**flags))
     except ConfigError as e:
         assert str(e).strip()
         return
@@ -241,8 +252,11 @@ def test_stress_config_in_process(scratch: Path, doc: bytes, duration: Any, ops:
         value = getattr(cfg, key)
         assert not isinstance(value, bool) and math.isfinite(value), (key, value)
         assert rng(value) is None, (key, value)
-    assert all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in cfg.mix)
-    assert any(cfg.mix)
+    if cfg.meta.keyed:
+        mix = cfg.mix()
+        assert all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in mix)
+        assert any(mix)
+    assert 0 <= cfg.theta() < 1
 
 
 def _run(argv: list[str | bytes]) -> subprocess.CompletedProcess[bytes]:

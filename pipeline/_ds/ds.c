@@ -36,6 +36,7 @@
 #include "coreutil.h"
 #include "ds.h"
 #include "dsops.h"
+#include "runloop.h"
 
 #define ERR_LEN 512
 /* ops per bpf_prog_test_run_opts call: a long kernel loop is not preempted
@@ -822,6 +823,123 @@ static PyObject *DsArena_stats(DsArenaObject *self, PyObject *args)
 }
 
 /* heap_stats() -> dict: the allocator's counters */
+/*
+ * run_loop(ds, type, control, slot, *, role=0, ops=0, mix=(1, 0, 0), key_lo=1,
+ *          keys=1, theta=0.0, seed=1, producer=0, net=None, agent=0,
+ *          sample_shift=6, sample_cap=65536, hist_cap=0) -> dict
+ * The stress driver's timed loop (runloop.h) on the calling thread, GIL
+ * released. control: a writable buffer of u64 (the control block, shared
+ * with the driver); net: a writable buffer of keys int32 counters, or None.
+ */
+static PyObject *DsArena_run_loop(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "ds", "type", "control", "slot", "role", "ops", "mix", "key_lo", "keys",
+				  "theta", "seed", "producer", "net", "agent", "sample_shift", "sample_cap",
+				  "hist_cap", NULL };
+	unsigned long long ds, ops = 0, key_lo = 1, keys = 1, seed = 1, producer = 0, sample_cap = 65536,
+			   hist_cap = 0;
+	unsigned int type, slot, role = 0, agent = 0, sample_shift = 6;
+	unsigned int mix[3] = { 1, 0, 0 };
+	double theta = 0;
+	PyObject *ctl_o, *net_o = Py_None, *res = NULL, *samples = NULL, *hist = NULL, *popped = NULL, *kinds = NULL;
+	Py_buffer ctl, net;
+	int have_net = 0, k;
+	uint64_t n;
+	struct ap_runloop r;
+	struct ds_ctx *c;
+
+	memset(&r, 0, sizeof(r));
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIOI|$IK(III)KKdKKOIIKK", kwlist, &ds, &type, &ctl_o, &slot,
+					 &role, &ops, &mix[0], &mix[1], &mix[2], &key_lo, &keys, &theta, &seed,
+					 &producer, &net_o, &agent, &sample_shift, &sample_cap, &hist_cap) ||
+	    !arena_ready(self) || check_instance(self, ds, type))
+		return NULL;
+	if (role > AP_ROLE_CONSUMER || !keys || sample_shift > 30 || !(theta >= 0 && theta < 1))
+		return ap_raise(EINVAL, "run_loop: bad role, keys, sample_shift or theta");
+	if (get_buf(ctl_o, &ctl, 1, &n, 8, "control"))
+		return NULL;
+	if (n < AP_CTL_SLOT0 + ((uint64_t)slot + 1) * AP_CTL_SLOT_WORDS) {
+		PyBuffer_Release(&ctl);
+		return ap_raise(EINVAL, "run_loop: the control block has no slot %u", slot);
+	}
+	if (net_o != Py_None) {
+		if (get_buf(net_o, &net, 1, &n, 4, "net")) {
+			PyBuffer_Release(&ctl);
+			return NULL;
+		}
+		have_net = 1;
+		if (n < keys) {
+			ap_raise(EINVAL, "run_loop: net holds %llu counters, %llu keys", (unsigned long long)n, keys);
+			goto out;
+		}
+	}
+	c = thread_ctx(self);
+	if (!c)
+		goto out;
+	r.ds = ds;
+	r.type = type;
+	r.role = role;
+	r.ops = ops;
+	memcpy(r.mix, mix, sizeof(mix));
+	r.key_lo = key_lo;
+	r.keys = keys;
+	r.theta = theta;
+	r.seed = seed;
+	r.producer = producer;
+	r.net = have_net ? net.buf : NULL;
+	r.control = ctl.buf;
+	r.slot = slot;
+	r.agent = agent;
+	r.sample_shift = sample_shift;
+	r.sample_cap = sample_cap;
+	r.hist_cap = hist_cap;
+	r.samples = sample_cap ? malloc(sample_cap * sizeof(*r.samples)) : NULL;
+	r.hist = hist_cap ? malloc(hist_cap * sizeof(*r.hist)) : NULL;
+	if ((sample_cap && !r.samples) || (hist_cap && !r.hist)) {
+		ap_raise(ENOMEM, "run_loop: no memory for %llu samples and %llu history records", sample_cap, hist_cap);
+		goto out;
+	}
+	Py_BEGIN_ALLOW_THREADS
+	ap_runloop(c, &r);
+	Py_END_ALLOW_THREADS
+	if (r.err && r.err != ENOMEM) {
+		ap_raise(r.err, "run_loop on %s: %s", ds_meta_of(type)->name, strerror(r.err));
+		goto out;
+	}
+	kinds = PyList_New(4);
+	for (k = 0; kinds && k < 4; k++) {
+		PyObject *l = u64_list(r.res[k], 8);
+
+		if (!l) {
+			Py_CLEAR(kinds);
+			break;
+		}
+		PyList_SET_ITEM(kinds, k, l);
+	}
+	samples = PyBytes_FromStringAndSize((const char *)r.samples, (Py_ssize_t)(r.n_samples * sizeof(*r.samples)));
+	hist = r.hist ? PyBytes_FromStringAndSize((const char *)r.hist, (Py_ssize_t)(r.n_hist * sizeof(*r.hist)))
+		      : Py_NewRef(Py_None);
+	popped = PyBytes_FromStringAndSize((const char *)r.popped, (Py_ssize_t)(r.n_popped * sizeof(*r.popped)));
+	if (!kinds || !samples || !hist || !popped)
+		goto out;
+	res = Py_BuildValue("{sKsOsKsKsKsOsOsOsi}", "done", (unsigned long long)r.done, "results", kinds, "bad_values",
+			    (unsigned long long)r.bad_values, "pushed", (unsigned long long)r.pushed, "ns",
+			    (unsigned long long)r.ns, "samples", samples, "history", hist, "popped", popped,
+			    "out_of_memory", r.err == ENOMEM);
+out:
+	Py_XDECREF(kinds);
+	Py_XDECREF(samples);
+	Py_XDECREF(hist);
+	Py_XDECREF(popped);
+	free(r.samples);
+	free(r.hist);
+	free(r.popped);
+	if (have_net)
+		PyBuffer_Release(&net);
+	PyBuffer_Release(&ctl);
+	return res;
+}
+
 static PyObject *DsArena_heap_stats(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
 	struct arena_heap_stats st;
@@ -965,6 +1083,10 @@ static PyMethodDef DsArena_methods[] = {
 	{ "run_kernel", (PyCFunction)(void (*)(void))DsArena_run_kernel, METH_VARARGS | METH_KEYWORDS,
 	  "run_kernel(ds, type, count, mix=(1,0,0,0), key_lo=0, key_span=1, seq=False, seed=1, val_base=0, "
 	  "stop_on_fail=False, collect=False, per_call=4096) -> dict" },
+	{ "run_loop", (PyCFunction)(void (*)(void))DsArena_run_loop, METH_VARARGS | METH_KEYWORDS,
+	  "run_loop(ds, type, control, slot, *, role=0, ops=0, mix=(1,0,0), key_lo=1, keys=1, theta=0.0, "
+	  "seed=1, producer=0, net=None, agent=0, sample_shift=6, sample_cap=65536, hist_cap=0) -> dict "
+	  "(the stress driver's timed loop, GIL released)" },
 	{ "verify", (PyCFunction)(void (*)(void))DsArena_verify, METH_VARARGS | METH_KEYWORDS,
 	  "verify(ds, type, kernel=False) -> (result, count, keysum, valsum, where)" },
 	{ "iterate", (PyCFunction)(void (*)(void))DsArena_iterate, METH_VARARGS | METH_KEYWORDS,
