@@ -56,11 +56,8 @@ VENV_PKGS := \
 	uvloop \
 	aiofiles \
 	orjson \
-<<<<<<< HEAD
 	prometheus_client \
-=======
 	rich \
->>>>>>> stress
 	pytest \
 	hypothesis \
 	ruff \
