@@ -144,6 +144,13 @@ STRESS: dict[str, Range] = {
 }
 STRESS_MIX_WEIGHT = Range(int, 0, 1_000_000)
 
+# ---- python -m pipeline consume (flags) ----
+CONSUME: dict[str, Range] = {
+    "batch": Range(int, 1, 4096, "messages"),
+    "idle_exit": Range(float, 0, YEAR, "seconds"),
+    "max_events": Range(int, 0, 2**63 - 1, "events"),
+}
+
 # ---- python -m pipeline bench and burst (flags) ----
 BENCH: dict[str, Range] = {
     "events": Range(int, 1, 10**9, "events"),

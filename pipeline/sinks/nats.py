@@ -13,7 +13,7 @@ counts a message's events as delivered only when the stream's acknowledgement fo
 back; an acknowledgement that says "duplicate" counts too (the stream has the message from
 an earlier attempt). Each message carries Nats-Msg-Id = HOST.RUN.FIRST.LAST (the host id,
 this run's random id, the sequence numbers of its first and last events) and keeps it when
-it is sent again, so the stream's de-duplication (within `duplicate_window`) stores it once.
+it is sent again (and Arena-Host = HOST, which consume adds to each line), so the stream's de-duplication (within `duplicate_window`) stores it once.
 
 An acknowledgement has no deadline of its own: one not back within `ack_timeout` (a dead
 node, a stream without a leader), an error answer, or a lost connection ends the connection.
@@ -55,6 +55,8 @@ from pipeline.sinks.nats_stream import ensure_stream
 # What the headers of a message take out of the server's max_payload, with room to spare.
 HEADER_ROOM = 512
 MIN_PAYLOAD = 4096
+# Names the publishing host whatever the subject is; consume puts it in each line as "host".
+HOST_HEADER = "Arena-Host"
 RETENTIONS = ("limits", "interest", "workqueue")
 STORAGES = ("file", "memory")
 
@@ -325,7 +327,8 @@ class NatsSink(Sink):
                     try:
                         async with asyncio.timeout(timeout):
                             fut = await self._js.publish_async(
-                                self.subject, msg.payload, headers={"Nats-Msg-Id": msg.msg_id})
+                                self.subject, msg.payload,
+                                headers={"Nats-Msg-Id": msg.msg_id, HOST_HEADER: self.host_id})
                     except Exception as e:
                         self._again.appendleft(msg)
                         return why(e)
