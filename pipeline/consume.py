@@ -1,11 +1,13 @@
 """`python -m pipeline consume`: read the events a fleet's nats sinks stored back, as JSON
 lines on stdout (`| jq` works on the whole fleet at once).
 
+Each line gets the publishing host's id as its first key, "host" (from the message's
+Arena-Host header, which the nats sink sets).
+
 A durable pull consumer with explicit acknowledgements: each message (a batch of lines) is
 written and flushed to stdout before it is acknowledged, so a consumer stopped or killed
 part-way starts again, under the same --durable name, from the first message not
-acknowledged. Each line gets the publishing host's id as its first key, "host" (from the
-message's Arena-Host header). Nothing is lost that way; a message written but not yet acknowledged when the
+acknowledged. Nothing is lost that way; a message written but not yet acknowledged when the
 consumer died comes again (at least once). The connection keys (TLS, credentials) are the
 nats sink's, from [sink.nats] of --config, so one file serves both.
 """

@@ -161,7 +161,7 @@ def test_cluster_node_killed_and_restarted(tmp_path: Path, pin_root: Path,
 def stream_leader(nodes: list[NatsServer], stream: str) -> NatsServer:
     """The node that leads `stream` (from any node's /jsz)."""
     for n in nodes:
-        jsz = n.varz(f"jsz?streams=true&accounts=true")
+        jsz = n.varz("jsz?streams=true&accounts=true")
         for acc in jsz.get("account_details") or []:
             for s in acc.get("stream_detail") or []:
                 if s.get("name") == stream:

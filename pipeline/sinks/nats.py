@@ -13,7 +13,8 @@ counts a message's events as delivered only when the stream's acknowledgement fo
 back; an acknowledgement that says "duplicate" counts too (the stream has the message from
 an earlier attempt). Each message carries Nats-Msg-Id = HOST.RUN.FIRST.LAST (the host id,
 this run's random id, the sequence numbers of its first and last events) and keeps it when
-it is sent again (and Arena-Host = HOST, which consume adds to each line), so the stream's de-duplication (within `duplicate_window`) stores it once.
+it is sent again, so the stream's de-duplication (within `duplicate_window`) stores it
+once. Arena-Host = HOST names the publisher for consume, which adds it to each line.
 
 An acknowledgement has no deadline of its own: one not back within `ack_timeout` (a dead
 node, a stream without a leader), an error answer, or a lost connection ends the connection.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 import ssl
@@ -49,9 +50,12 @@ def parse_servers(text: str) -> list[Server]:
             raise ValueError("has an empty entry; separate URLs with single commas")
         try:
             u = urlsplit(item)
-            port = u.port
         except ValueError as e:
             raise ValueError(f"entry {item!r} is not a URL ({e})") from None
+        try:
+            port = u.port
+        except ValueError:
+            port = 0
         if u.scheme not in SCHEMES:
             raise ValueError(f"entry {item!r} must start with nats:// or tls://")
         if u.username is not None or u.password is not None:
@@ -260,6 +264,8 @@ def why(e: BaseException) -> str:
 
     if isinstance(e, nats.errors.AuthorizationError) or "authorization" in str(e).lower():
         return "the server refused the credentials (authorization violation)"
+    if isinstance(e, TlsClosed):
+        return str(e)
     if isinstance(e, ssl.SSLCertVerificationError):
         return f"its TLS certificate was refused: {e.verify_message}"
     if isinstance(e, ssl.SSLError):
@@ -282,10 +288,16 @@ def fix_for(e: BaseException, flag: str) -> str:
 
     if isinstance(e, nats.errors.AuthorizationError) or "authorization" in str(e).lower():
         return "fix token, user/password, nkey_seed or creds in [sink.nats]"
-    if isinstance(e, ssl.SSLError):
+    if isinstance(e, (ssl.SSLError, TlsClosed)):
         return ("check tls_ca, tls_server_name, and tls_cert/tls_key if the server asks for a "
                 "client certificate")
     return f"start nats-server (with -js) or fix {flag}"
+
+
+def _not_eof_warning(record: logging.LogRecord) -> bool:
+    # The client's protocol answers a TLS peer's EOF as a plain socket's, which asyncio's
+    # TLS layer notes with a warning; it means nothing for the connection or its user.
+    return not str(record.msg).startswith("returning true from eof_received()")
 
 
 async def connect(config: dict[str, Any], kwargs: dict[str, Any], **callbacks: Any) -> Any:
@@ -294,6 +306,9 @@ async def connect(config: dict[str, Any], kwargs: dict[str, Any], **callbacks: A
     import nats
     import nats.errors
 
+    asyncio_log = logging.getLogger("asyncio")
+    if _not_eof_warning not in asyncio_log.filters:
+        asyncio_log.addFilter(_not_eof_warning)
     errors: list[BaseException] = []
 
     async def on_error(e: Exception) -> None:
@@ -307,11 +322,27 @@ async def connect(config: dict[str, Any], kwargs: dict[str, Any], **callbacks: A
             await user_error(e)
 
     try:
-        return await nats.connect(**kwargs, error_cb=error_cb, **callbacks)
-    except nats.errors.NoServersError:
-        real = [e for e in errors if not isinstance(e, nats.errors.NoServersError)]
-        if real:
-            # an authorization refusal says more than the reset that followed it
-            auth = [e for e in real if isinstance(e, nats.errors.AuthorizationError)]
-            raise (auth or real)[-1] from None
-        raise
+        try:
+            return await nats.connect(**kwargs, error_cb=error_cb, **callbacks)
+        except nats.errors.NoServersError:
+            real = [e for e in errors if not isinstance(e, nats.errors.NoServersError)]
+            if real:
+                # an authorization refusal says more than the reset that followed it
+                auth = [e for e in real if isinstance(e, nats.errors.AuthorizationError)]
+                raise (auth or real)[-1] from None
+            raise
+    except ConnectionResetError:
+        if "tls" not in kwargs:
+            raise
+        # The server ends the connection during the TLS set-up without a reason the client
+        # can read (its alert is lost with the connection): the usual cause is a client
+        # certificate it requires and did not get, or does not trust.
+        if not config["tls_cert"]:
+            raise TlsClosed("the server closed the connection during TLS set-up: it asks for "
+                            "a client certificate") from None
+        raise TlsClosed("the server closed the connection during TLS set-up: it does not "
+                        "accept the client certificate") from None
+
+
+class TlsClosed(ConnectionError):
+    """The server hung up during the TLS set-up; str() says the likely reason."""

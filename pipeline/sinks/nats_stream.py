@@ -26,7 +26,8 @@ async def jetstream_problem(nc: Any) -> str | None:
         await nc.jetstream().account_info()
     except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError,
             nats.errors.NoRespondersError):
-        return "JetStream is not enabled on the server; start nats-server with -js (or jetstream {} in its configuration)"
+        return ("JetStream is not enabled on the server; start nats-server with -js (or "
+                "jetstream {} in its configuration)")
     except Exception as e:
         return f"JetStream does not answer ({why(e)}); check the server's JetStream configuration"
     return None

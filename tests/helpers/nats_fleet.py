@@ -77,8 +77,10 @@ def start_host(start: StartPipeline, tmp: Path, pin_root: Path, host_id: str,
     return Host(host_id, comm, work, ref, pl)
 
 
-def consume(url: str, subject: str, *extra: str,
-            timeout: float = 60.0) -> tuple[list[dict[str, Any]], subprocess.CompletedProcess[bytes]]:
+Consumed = tuple[list[dict[str, Any]], subprocess.CompletedProcess[bytes]]
+
+
+def consume(url: str, subject: str, *extra: str, timeout: float = 60.0) -> Consumed:
     """`python -m pipeline consume` until it has been idle for 1.5 s: its lines, parsed."""
     res = subprocess.run([sys.executable, "-m", "pipeline", "consume", "--nats-url", url,
                           "--subject", subject, "--idle-exit", "1.5", *extra],

@@ -41,7 +41,7 @@ class NatsServer:
     """One nats-server; `extra` is more of its configuration file (TLS, authorization)."""
 
     def __init__(self, d: Path, name: str, extra: str = "", cluster: str = "",
-                 ports: list[int] | None = None) -> None:
+                 ports: list[int] | None = None, jetstream: bool = True) -> None:
         self.dir = d / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -52,7 +52,7 @@ class NatsServer:
             f'server_name: "{name}"\n'
             f"listen: 127.0.0.1:{self.port}\n"
             f"http: 127.0.0.1:{self.monitor}\n"
-            f'jetstream {{ store_dir: "{self.dir / "store"}" }}\n'
+            + (f'jetstream {{ store_dir: "{self.dir / "store"}" }}\n' if jetstream else "")
             + cluster + extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
