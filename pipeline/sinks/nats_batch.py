@@ -70,6 +70,8 @@ class Outbox:
             data, off, left = self._parts[0]
             room_b = self.max_bytes - size
             room_e = self.max_events - events
+            if room_b <= 0:  # an oversized line filled it
+                break
             if len(data) - off <= room_b and left <= room_e:
                 end, n = len(data), left
             else:
