@@ -232,6 +232,9 @@ class NatsSink(Sink):
         self._outbox.add(batch.data, batch.count)
         self._held += batch.count
         self._wake.set()
+        # One turn of the loop for the sender and the client's socket work: under load the
+        # reader drains batch after batch without suspending, and would starve them.
+        await asyncio.sleep(0)
 
     async def close(self) -> None:
         self._closing = True

@@ -20,7 +20,7 @@ _SEQ = b'{"seq":'
 
 @dataclass(frozen=True)
 class Message:
-    payload: bytes
+    payload: bytes | memoryview  # a view into one reader batch, or the pieces joined
     count: int
     msg_id: str
 
@@ -62,7 +62,7 @@ class Outbox:
         max_bytes becomes a message of its own (the server refuses it; the sink counts it)."""
         if not self._parts:
             return None
-        pieces: list[bytes] = []
+        pieces: list[bytes | memoryview] = []
         size = events = 0
         first: int | None = None
         last_data, last_start = b"", 0
@@ -72,24 +72,24 @@ class Outbox:
             room_e = self.max_events - events
             if room_b <= 0:  # an oversized line filled it
                 break
-            if len(data) - off <= room_b and left <= room_e:
-                end, n = len(data), left
-            else:
+            end, n = len(data), left
+            if left > room_e:
+                # the event limit first: lines are short, so this scans the fewest bytes
+                end, n = off, room_e
+                for _ in range(room_e):
+                    end = data.index(b"\n", end) + 1
+            if end - off > room_b:
                 end = data.rfind(b"\n", off, off + room_b) + 1
                 if end <= off:  # not even one more line fits
                     if events:
                         break
                     end = data.index(b"\n", off) + 1
                 n = data.count(b"\n", off, end)
-                if n > room_e:
-                    end = off
-                    for _ in range(room_e):
-                        end = data.index(b"\n", end) + 1
-                    n = room_e
             if first is None:
                 first = _seq_at(data, off)
             last_data, last_start = data, data.rfind(b"\n", off, end - 1) + 1 or off
-            pieces.append(data if off == 0 and end == len(data) else data[off:end])
+            # a view, not a copy: the client copies the payload into its command anyway
+            pieces.append(data if off == 0 and end == len(data) else memoryview(data)[off:end])
             size += end - off
             events += n
             if end == len(data):
