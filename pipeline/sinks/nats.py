@@ -198,6 +198,7 @@ class NatsSink(Sink):
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._kwargs: dict[str, Any] = {}
+        self._outage = False  # reported, and not over until the stream acknowledges again
 
     # -- the interface ---------------------------------------------------------------------
 
@@ -225,15 +226,16 @@ class NatsSink(Sink):
 
     async def write(self, batch: Batch) -> None:
         if self.skip(batch):
-            return
-        if self._held + batch.count > self.config["buffer_events"]:
+            pass
+        elif self._held + batch.count > self.config["buffer_events"]:
             self.stats.drop("buffer_overflow", batch.count)
-            return
-        self._outbox.add(batch.data, batch.count)
-        self._held += batch.count
-        self._wake.set()
-        # One turn of the loop for the sender and the client's socket work: under load the
-        # reader drains batch after batch without suspending, and would starve them.
+        else:
+            self._outbox.add(batch.data, batch.count)
+            self._held += batch.count
+            self._wake.set()
+        # One turn of the loop for the sender and the client's socket work, whatever became
+        # of the batch: under load the reader drains batch after batch without suspending,
+        # and would starve them (a full buffer would then never empty).
         await asyncio.sleep(0)
 
     async def close(self) -> None:
@@ -293,6 +295,9 @@ class NatsSink(Sink):
             self.fail(f"internal error in the sender: {e!r}; later events are counted as dropped")
 
     async def _send_loop(self) -> None:
+        # The backoff grows over connections too: one that connects and fails at once (a
+        # stream deleted meanwhile, a leader not yet elected) must not make a busy loop.
+        # It starts again only once the stream has acknowledged something.
         attempt = 0
         while not (self._closing and self._held == 0):
             if self._nc is None:
@@ -302,18 +307,23 @@ class NatsSink(Sink):
                     await asyncio.sleep(self._backoff(attempt))
                     attempt += 1
                     continue
-                attempt = 0
                 self._use(nc)
-                self.report(f"reconnected to {self.config['url']}")
+            before = self.stats.delivered
             problem = await self._pump()
+            if self.stats.delivered > before:
+                attempt = 0
             if problem is None:
                 break  # closing and everything acknowledged
             nc, self._nc, self._js = self._nc, None, None
             await self._drop_connection(nc)
-            if not (self._closing and self._held == 0):
+            if self._closing and self._held == 0:
+                break
+            if not self._outage:
+                self._outage = True
                 self.report(f"connection to {self.config['url']} lost ({problem}); "
                             f"reconnecting, holding up to {self.config['buffer_events']} events")
-                await asyncio.sleep(self._backoff(0))
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
 
     async def _pump(self) -> str | None:
         """Publish and collect acknowledgements until the connection fails (returns why)
@@ -374,6 +384,9 @@ class NatsSink(Sink):
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.stats.delivered += msg.count
                 self._held -= msg.count
+                if self._outage:
+                    self._outage = False
+                    self.report(f"reconnected to {self.config['url']}")
                 continue
             if problem is None:
                 if fut.done():

@@ -73,18 +73,22 @@ class Outbox:
             if room_b <= 0:  # an oversized line filled it
                 break
             end, n = len(data), left
-            if left > room_e:
-                # the event limit first: lines are short, so this scans the fewest bytes
-                end, n = off, room_e
-                for _ in range(room_e):
-                    end = data.index(b"\n", end) + 1
-            if end - off > room_b:
-                end = data.rfind(b"\n", off, off + room_b) + 1
-                if end <= off:  # not even one more line fits
-                    if events:
+            if left > room_e or end - off > room_b:
+                # Cut where room_e lines of the batch's average length would end (within
+                # room_b), at a line's end; then count: searches in C, not a loop per line.
+                span = min(room_b, (len(data) - off) * room_e // left + 1)
+                end = data.rfind(b"\n", off, off + span) + 1
+                if end <= off:  # not even one more line fits there
+                    if events and span == room_b:
                         break
                     end = data.index(b"\n", off) + 1
                 n = data.count(b"\n", off, end)
+                while n > room_e:  # longer lines ahead than the average: step back
+                    end = data.rfind(b"\n", off, end - 1) + 1
+                    n -= 1
+                if end - off > room_b:  # one line, alone and over the limit
+                    if events:
+                        break
             if first is None:
                 first = _seq_at(data, off)
             last_data, last_start = data, data.rfind(b"\n", off, end - 1) + 1 or off
