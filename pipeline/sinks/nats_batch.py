@@ -86,9 +86,8 @@ class Outbox:
                 while n > room_e:  # longer lines ahead than the average: step back
                     end = data.rfind(b"\n", off, end - 1) + 1
                     n -= 1
-                if end - off > room_b:  # one line, alone and over the limit
-                    if events:
-                        break
+                if end - off > room_b and events:  # one line over the limit: alone
+                    break
             if first is None:
                 first = _seq_at(data, off)
             last_data, last_start = data, data.rfind(b"\n", off, end - 1) + 1 or off
