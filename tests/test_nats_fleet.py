@@ -121,6 +121,35 @@ def test_server_killed_and_restarted(tmp_path: Path, pin_root: Path,
     assert "connection to" in text and "lost" in text and "reconnected" in text, text
 
 
+def test_server_hangs_acknowledgements_time_out(tmp_path: Path, pin_root: Path,
+                                                pipeline_proc: StartPipeline,
+                                                servers: list[NatsServer]) -> None:
+    """A server that stops answering (SIGSTOP) keeps the bytes already sent to it and stores
+    them once it runs again, after the sink has given up on their acknowledgements and sent
+    them again on a new connection: only the de-duplication ids keep them from being
+    stored twice."""
+    srv = one_server(tmp_path, servers)
+    stream, prefix = unique("T4_"), unique("t4")
+    cfg = write_config(tmp_path / "c.toml", {"stream": stream, "ack_timeout": 1.0,
+                                             "connect_timeout": 0.5, "backoff_max": 0.2})
+    host = start_host(pipeline_proc, tmp_path, pin_root, "h1", cfg, srv.url,
+                      f"{prefix}.ev.{{host}}")
+    creator = host.create("a", 6000)
+    wait_for(lambda: host.ref.exists() and len(host.ref.read_bytes().splitlines()) >= 1000,
+             30, "the first events")
+    srv.freeze()
+    wait_for(lambda: "no acknowledgement within 1 s" in host.proc.stderr(), 30,
+             "the acknowledgement timeout")
+    srv.thaw()
+    assert creator.wait(120) == 0
+    host.make("b", 2000)
+    wait_for(lambda: len(host.ref.read_bytes().splitlines()) >= 8000, 30, "events")
+    final = stop_and_check(host)
+    assert final["read"] == 8000 and final["sinks"]["nats"]["dropped_total"] == 0, final
+    events, _ = consume(srv.url, f"{prefix}.ev.>")
+    assert_exactly(events, [host])
+
+
 def test_cluster_node_killed_and_restarted(tmp_path: Path, pin_root: Path,
                                            pipeline_proc: StartPipeline,
                                            servers: list[NatsServer]) -> None:
