@@ -168,7 +168,10 @@ def report(res: dict[str, Any]) -> str:
     for i, r in enumerate(res["rounds"], 1):
         lines.append(f"  round {i}: jsonl {r['jsonl']['events_per_s'] / 1e6:.2f} M/s, "
                      f"nats {r['nats']['events_per_s'] / 1e6:.2f} M/s "
-                     f"(dropped at the sink {r['nats']['dropped_at_sink']})")
+                     f"(dropped at the sink {r['nats']['dropped_at_sink']}"
+                     + "".join(f", {k} {v}"
+                               for k, v in r['nats']['dropped_at_sink_by_reason'].items())
+                     + f"; lost in the kernel queue {r['nats']['lost_in_kernel_queue']})")
     lines.append(f"  median: jsonl {res['jsonl_events_per_s_median'] / 1e6:.2f} M/s, nats "
                  f"{res['nats_events_per_s_median'] / 1e6:.2f} M/s = "
                  f"{res['nats_vs_jsonl']:.2f}x (target >= {res['target']}x)")
