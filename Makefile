@@ -62,7 +62,9 @@ VENV_PKGS := \
 	hypothesis \
 	ruff \
 	mypy \
-	types-aiofiles
+	types-aiofiles \
+	nats-py \
+	nkeys
 
 venv: $(STAMP_VENV)
 $(STAMP_VENV): pyproject.toml Makefile $(STAMP_SYS)
@@ -75,6 +77,7 @@ $(STAMP_VENV): pyproject.toml Makefile $(STAMP_SYS)
 # that `sudo arena-pipeline` works; idempotent and quick, so it runs every time.
 console: $(STAMP_VENV)
 	bash scripts/install-console.sh $(ROOT) $(VENV)
+	$(PY) scripts/install-metadata.py $(ROOT)
 
 $(BUILD)/vmlinux.h: | $(STAMP_SYS)
 	@mkdir -p $(BUILD)

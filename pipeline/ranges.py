@@ -111,6 +111,24 @@ SINK_SOCKET: dict[str, Range] = {
     "close_timeout": Range(float, 0, 3600, "seconds"),
 }
 
+SINK_NATS: dict[str, Range] = {
+    "buffer_events": Range(int, 1, 1 << 24, "events"),
+    "batch_events": Range(int, 1, 65536, "events"),
+    # 0: the server's max_payload; below 4 KiB a batch would hold a handful of events
+    "batch_bytes": Range(int, 4096, 64 << 20, "bytes", zero=True),
+    "in_flight": Range(int, 1, 1024, "messages"),
+    "ack_timeout": Range(float, 0, 3600, "seconds", open_lo=True),
+    "backoff_initial": Range(float, 0, 3600, "seconds", open_lo=True),
+    "backoff_max": Range(float, 0, 3600, "seconds", open_lo=True),
+    "connect_timeout": Range(float, 0, 3600, "seconds", open_lo=True),
+    "close_timeout": Range(float, 0, 3600, "seconds"),
+    # the server keeps every id of the window in memory: a week is plenty
+    "duplicate_window": Range(float, 1, 7 * 24 * 3600, "seconds"),
+    "max_bytes": Range(int, 1 << 20, 1 << 50, "bytes", zero=True),
+    "max_age": Range(float, 1, 100 * YEAR, "seconds", zero=True),
+    "replicas": Range(int, 1, 5, "servers"),
+}
+
 # ---- python -m pipeline stress (keys of [stress], flags of the same names) ----
 STRESS: dict[str, Range] = {
     "workers": Range(int, 0, 32, "processes"),
@@ -130,6 +148,13 @@ STRESS: dict[str, Range] = {
     "batch": Range(int, 1, 65536, "ops"),
 }
 STRESS_MIX_WEIGHT = Range(int, 0, 1_000_000)
+
+# ---- python -m pipeline consume (flags) ----
+CONSUME: dict[str, Range] = {
+    "batch": Range(int, 1, 4096, "messages"),
+    "idle_exit": Range(float, 0, YEAR, "seconds"),
+    "max_events": Range(int, 0, 2**63 - 1, "events"),
+}
 
 # ---- python -m pipeline bench and burst (flags) ----
 BENCH: dict[str, Range] = {

@@ -26,6 +26,38 @@ BACKPORT_PKGS=(libbpf-dev bpftool)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 version_of() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
 
+# nats-server (the nats sink's tests and benchmark; README "The NATS server"): Debian's
+# package, whose install would also start and enable its system service. It is installed
+# with service starts refused (policy-rc.d) and its unit then disabled and masked; only a
+# package this script installs is touched, never one an administrator installed and runs.
+install_nats_server() {
+	installed nats-server && return 0
+	echo "setup-system: installing nats-server (its system service left disabled and masked)" >&2
+	local own_policy=0
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\n# arena-pipeline set-up: no service starts during this install\nexit 101\n' \
+			> /usr/sbin/policy-rc.d
+		chmod 0755 /usr/sbin/policy-rc.d
+		own_policy=1
+	fi
+	local rc=0
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends nats-server >/dev/null || rc=$?
+	[ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+	[ "$rc" = 0 ] || return "$rc"
+	if command -v systemctl >/dev/null; then
+		# works without a running systemd too: both only change links under /etc
+		systemctl disable nats-server.service >/dev/null 2>&1 || true
+		systemctl mask nats-server.service >/dev/null 2>&1 || true
+		if [ -d /run/systemd/system ]; then
+			systemctl stop nats-server.service >/dev/null 2>&1 || true
+		fi
+	else
+		rm -f /etc/systemd/system/multi-user.target.wants/nats-server.service
+		ln -sfn /dev/null /etc/systemd/system/nats-server.service
+	fi
+}
+install_nats_server
+
 missing=()
 for p in "${MAIN_PKGS[@]}"; do installed "$p" || missing+=("$p"); done
 need_bpo=()
