@@ -129,7 +129,8 @@ static __always_inline void ap_path_walk(struct ap_event *ev, struct dentry *den
 		pos = npos;
 		dentry = parent;
 	}
-	if (!done)
+	/* all steps taken: whole if they ended at the top */
+	if (!done && !(dentry == mnt_root && mnt->mnt_parent == mnt))
 		ev->flags |= AP_EV_PATH_TRUNCATED;
 	if (pos == AP_PATH_CAP) {
 		/* the root itself */
