@@ -20,9 +20,11 @@ char LICENSE[] SEC("license") = "GPL";
 #define AP_O_CREAT 0100
 #define AP_O_EXCL 0200
 
-/* The record under construction. Tracepoint programs neither nest nor
- * migrate on a CPU (the syscall tracepoints run them with preemption off,
- * and one BPF tracing program at a time per CPU), so one per CPU is enough. */
+/* The record under construction, one per CPU: a tracepoint program does
+ * not migrate while it runs, and the kernel runs one tracepoint or kprobe
+ * BPF program at a time per CPU (bpf_prog_active: a second one that would
+ * start meanwhile is skipped), so no other user of this buffer can run on
+ * its CPU before the record is copied out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -124,6 +126,9 @@ static __always_inline void resolve_path(struct ap_event *ev, struct task_struct
 		 * it): fall back on the argument */
 	}
 	ap_path_put_arg(ev);
+	/* a cut argument leaves the path unknown past its first bytes */
+	if (ev->flags & AP_EV_TRUNCATED)
+		ev->flags |= AP_EV_PATH_TRUNCATED;
 	if (ev->name[0] == '/') {
 		ap_path_walk(ev, task->fs->root.dentry, task->fs->root.mnt);
 	} else if (a->dfd == AP_AT_FDCWD) {

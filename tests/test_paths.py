@@ -225,6 +225,7 @@ def test_chroot(capture: Capture, work: Path) -> None:
                              ["mkdir", hx("/d-abs")]], 3)
     got = {e["name"]: (e["path"], e["mnt_ns"]) for e in evs}
     ns = own_mnt_ns()
+    assert info["mnt_ns"] == ns  # a chroot is not a namespace of its own
     assert got == {"/sub/f-abs": (str(jail / "sub" / "f-abs"), ns),
                    "d-rel": (str(jail / "sub" / "d-rel"), ns),
                    "/d-abs": (str(jail / "d-abs"), ns)}
@@ -322,6 +323,22 @@ def test_path_deeper_than_the_walk(capture: Capture, tmpfs: Path) -> None:
     assert evs[0]["path_truncated"] is True
     full = str(ok / "b" / "h")
     assert evs[0]["path"] == (full if mount_crossings(Path("/")) else full[len(outer[0]) + 1:])
+
+
+def test_mkdir_argument_longer_than_the_name_field(capture: Capture, work: Path) -> None:
+    """mkdir's path ends in its argument: one cut to its first 255 bytes (`truncated`)
+    leaves the path unknown past them, so it is flagged too."""
+    parent = work.joinpath(*["p" * 50] * 5)  # 5 x 51 bytes of argument, then the new name
+    parent.mkdir(parents=True)
+    arg = "/".join(["p" * 50] * 5) + "/" + "n" * 40
+    _, evs = capture.run([["chdir", hx(work)], ["mkdir", hx(arg)], ["create", hx(arg + "/f")]],
+                         2)
+    (d,) = [e for e in evs if e["syscall"] == "mkdir"]
+    (f,) = [e for e in evs if e["syscall"] == "openat"]
+    assert (d["syscall"], d["truncated"], d["path_truncated"]) == ("mkdir", True, True)
+    assert d["path"] == f"{work}/{arg[:255]}"
+    # an open is resolved from its file: whole, though its argument was cut
+    assert (f["truncated"], f["path_truncated"], f["path"]) == (True, False, f"{work}/{arg}/f")
 
 
 def test_names_that_are_not_utf8(capture: Capture, work: Path) -> None:

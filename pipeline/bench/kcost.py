@@ -99,8 +99,9 @@ def _delta(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]
             "ns_per_call": round(total / calls, 1) if calls else 0.0}
 
 
-def measure(files: int = 100_000) -> dict[str, Any]:
-    """Start the pipeline, run the load, return the figures (see the module's docstring)."""
+def measure(files: int = 100_000, queue_capacity: int = 0) -> dict[str, Any]:
+    """Start the pipeline, run the load, return the figures (see the module's docstring).
+    queue_capacity: the pipeline's --queue-capacity (0: its default)."""
     old = STATS_SYSCTL.read_text().strip()
     work = Path(tempfile.mkdtemp(prefix="ap-kcost-"))
     mnt = work / "tmpfs"
@@ -111,9 +112,10 @@ def measure(files: int = 100_000) -> dict[str, Any]:
     load: subprocess.Popen[str] | None = None
     try:
         STATS_SYSCTL.write_text("1\n")
+        extra = ["--queue-capacity", str(queue_capacity)] if queue_capacity else []
         pl = subprocess.Popen([sys.executable, "-m", "pipeline", "-q", "--trigger",
-                               "tracepoint", "--sink", "stdout", "--stats", "0"], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               "tracepoint", "--sink", "stdout", "--stats", "0", *extra],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         load = subprocess.Popen([sys.executable, "-c", LOAD, str(mnt), str(files)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert load.stdin is not None and load.stdout is not None
@@ -146,6 +148,7 @@ def measure(files: int = 100_000) -> dict[str, Any]:
                 final = json.loads(line[len("pipeline: final "):])
         phases["produced"] = final.get("produced")
         phases["files"] = files
+        phases["queue_capacity"] = final.get("queue_capacity")
         return phases
     finally:
         for p in (load, pl):
@@ -163,15 +166,20 @@ def main(argv: list[str] | None = None) -> int:
                                  description="kernel time per captured file creation")
     ap.add_argument("--files", type=int, default=100_000,
                     help="files created (>= 1 and <= 10000000; default 100000)")
+    ap.add_argument("--queue-capacity", type=int, default=0,
+                    help="the pipeline's --queue-capacity (0: its default)")
     args = ap.parse_args(argv)
     if not 1 <= args.files <= 10_000_000:
         sys.stderr.write("kcost: --files must be >= 1 and <= 10000000\n")
+        return 2
+    if args.queue_capacity < 0:
+        sys.stderr.write("kcost: --queue-capacity must be >= 0 (0: the pipeline's default)\n")
         return 2
     if os.geteuid() != 0:
         sys.stderr.write("kcost: needs root (it loads BPF programs and sets a sysctl); "
                          "run it with sudo\n")
         return 2
-    print(json.dumps(measure(args.files)))
+    print(json.dumps(measure(args.files, args.queue_capacity)))
     return 0
 
 
