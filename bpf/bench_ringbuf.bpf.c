@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The benchmark's baseline transport: the same record as the arena queue's
- * burst generator, carried by a BPF ring buffer (BPF_MAP_TYPE_RINGBUF) in its
- * fastest mode, BPF_RB_NO_WAKEUP, with the consumer polling.
+ * burst generator (a record without a path: struct ap_event_head), carried
+ * by a BPF ring buffer (BPF_MAP_TYPE_RINGBUF) in its fastest mode,
+ * BPF_RB_NO_WAKEUP, with the consumer polling.
  */
 #include "common.bpf.h"
 #include "event_fill.bpf.h"
@@ -22,7 +23,7 @@ __u64 dropped;
 static long ring_one(__u64 i, void *data)
 {
 	struct ap_burst_args *args = data;
-	struct ap_event ev;
+	struct ap_event_head ev;
 
 	ap_fill_burst(&ev, i);
 	ev.seq = __sync_fetch_and_add(&next_seq, 1);

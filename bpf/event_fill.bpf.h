@@ -24,15 +24,15 @@ static __always_inline void ap_task_comm(char *dst, struct task_struct *task)
 	d[1] = *(__u64 *)&task->comm[8];
 }
 
-/* Fill what every record carries about the current task, comm included.
+/* Fill what every record carries about the current task (task, with id from
+ * bpf_get_current_pid_tgid()), comm included.
  * Read through the task's BTF pointer with plain loads where the helpers
  * would cost a call each: the uid is the kuid's value, which is the uid as
  * the initial user namespace sees it (what bpf_get_current_uid_gid()
  * reports). */
-static __always_inline void ap_fill_task(struct ap_event *ev, __u8 trigger, bool with_ppid)
+static __always_inline void ap_fill_task(struct ap_event_head *ev, struct task_struct *task,
+					 __u64 id, __u8 trigger, bool with_ppid)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 id = bpf_get_current_pid_tgid();
 
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->tid = (__u32)id;
@@ -44,11 +44,13 @@ static __always_inline void ap_fill_task(struct ap_event *ev, __u8 trigger, bool
 	ap_task_comm(ev->comm, task);
 }
 
-/* The synthetic record of the burst generator (tests and benchmarks). */
-static __always_inline void ap_fill_burst(struct ap_event *ev, __u64 i)
+/* The synthetic record of the burst generator (tests and benchmarks): a
+ * record without a path. */
+static __always_inline void ap_fill_burst(struct ap_event_head *ev, __u64 i)
 {
 	__builtin_memset(ev, 0, sizeof(*ev));
-	ap_fill_task(ev, AP_TRIGGER_BURST, false);
+	ap_fill_task(ev, bpf_get_current_task_btf(), bpf_get_current_pid_tgid(), AP_TRIGGER_BURST,
+		     false);
 	ev->name[0] = 'b';
 	ev->name[1] = 'u';
 	ev->name[2] = 'r';

@@ -1,180 +1,235 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * File-creation producer, tracepoint fallback: pairs each file-creating
- * syscall's enter and exit tracepoints and emits an event only for calls that
- * succeeded. Also holds the burst generator (SEC("syscall")) used by tests and
- * the benchmark. The LSM producer lives in lsm.bpf.c so that a kernel that
- * refuses BPF LSM does not stop this object from loading.
+ * File-creation producer, tracepoint fallback: one program on the exit
+ * tracepoint of each file-creating syscall emits an event for every call
+ * that succeeded. The call's arguments are still in the task's saved user
+ * registers at exit (bpf_task_pt_regs), so no program runs at enter and
+ * nothing is carried from enter to exit: a call that creates nothing (an
+ * open without O_CREAT, a failed call) costs a few loads. Also holds the
+ * burst generator (SEC("syscall")) used by tests and the benchmark. The LSM
+ * producer lives in lsm.bpf.c so that a kernel that refuses BPF LSM does not
+ * stop this object from loading.
  */
 #include "common.bpf.h"
 #include "producer.bpf.h"
+#include "path.bpf.h"
 #include "burst.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define AP_O_CREAT 0100
 #define AP_O_EXCL 0200
-#define AP_AT_FDCWD -100
 
-/* A call in flight: saved at enter, consumed at exit. */
-struct pending {
-	__u64 path; /* user pointer to the path argument */
-	__u32 syscall;
-	__u32 mode;
+/* The record under construction, one per CPU: a tracepoint program does
+ * not migrate while it runs, and the kernel runs one tracepoint or kprobe
+ * BPF program at a time per CPU (bpf_prog_active: a second one that would
+ * start meanwhile is skipped), so no other user of this buffer can run on
+ * its CPU before the record is copied out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ap_scratch);
+} scratch SEC(".maps");
+
+/* The arguments of the call, read back from the saved user registers. */
+struct call_args {
+	const char *path; /* user pointer to the path argument */
+	int dfd;          /* directory it is relative to, or AP_AT_FDCWD */
 	__u32 open_flags;
-	__u32 pad;
+	__u32 mode;
 };
 
-/* LRU so that a thread killed inside a call cannot leak an entry for good. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct pending);
-} inflight SEC(".maps");
-
-static __always_inline int on_enter(__u32 syscall, const char *path, __u32 open_flags, __u32 mode,
-				    bool is_open)
-{
-	struct ap_root __arena *root = ap_root_enabled();
-	struct pending p = {};
-	char comm[AP_COMM_LEN];
-	__u64 id;
-
-	if (!root)
-		return 0;
-	if (is_open && !(open_flags & AP_O_CREAT))
-		return 0;
-	id = bpf_get_current_pid_tgid();
-	ap_task_comm(comm, bpf_get_current_task_btf());
-	if (!ap_filter_pass(root, id >> 32, comm))
-		return 0;
-	p.path = (__u64)path;
-	p.syscall = syscall;
-	p.mode = mode;
-	p.open_flags = open_flags;
-	bpf_map_update_elem(&inflight, (__u32 *)&id, &p, BPF_ANY);
-	return 0;
-}
-
-static __always_inline int on_exit(long ret, bool is_open)
-{
-	struct ap_root __arena *root;
-	struct pending *p;
-	struct ap_event ev;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	long n;
-
-	p = bpf_map_lookup_elem(&inflight, &tid);
-	if (!p)
-		return 0;
-	root = ap_root_enabled();
-	/* failed calls created nothing: open returns an fd, the others 0 */
-	if (!root || ret < 0 || (!is_open && ret != 0)) {
-		bpf_map_delete_elem(&inflight, &tid);
-		return 0;
-	}
-	__builtin_memset(&ev, 0, sizeof(ev));
-	ap_fill_task(&ev, AP_TRIGGER_TRACEPOINT, true);
-	ev.syscall = p->syscall;
-	ev.mode = p->mode;
-	ev.open_flags = p->open_flags;
-	ev.ret = ret;
-	if (p->open_flags & AP_O_EXCL)
-		ev.flags |= AP_EV_EXCL;
-	/* The kernel has copied the path in by now, so its page is resident. */
-	n = bpf_probe_read_user_str(ev.name, sizeof(ev.name), (const void *)p->path);
-	bpf_map_delete_elem(&inflight, &tid);
-	if (n <= 0) {
-		n = 1;
-		ev.name[0] = 0;
-	}
-	if (n == sizeof(ev.name)) {
-		char next = 0;
-
-		/* a full buffer: find out whether the path went on */
-		bpf_probe_read_user(&next, 1, (const char *)p->path + AP_NAME_KEEP);
-		if (next)
-			ev.flags |= AP_EV_TRUNCATED;
-	}
-	ev.name_len = (n - 1) & (AP_NAME_CAP - 1);
-	ap_emit(root, &ev, EVQ_PUBLISH_RCU);
-	return 0;
-}
-
-#define ARG(ctx, i) ((ctx)->args[i])
-
-SEC("tracepoint/syscalls/sys_enter_open")
-int enter_open(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_enter(AP_SYS_OPEN, (const char *)ARG(ctx, 0), ARG(ctx, 1), ARG(ctx, 2), true);
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat")
-int enter_openat(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_enter(AP_SYS_OPENAT, (const char *)ARG(ctx, 1), ARG(ctx, 2), ARG(ctx, 3), true);
-}
-
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int enter_openat2(struct trace_event_raw_sys_enter *ctx)
+static __always_inline bool read_args(__u32 syscall, struct pt_regs *regs, struct call_args *a)
 {
 	struct open_how how = {};
 
-	/* flags and mode live in a user struct */
-	bpf_probe_read_user(&how, sizeof(how), (const void *)ARG(ctx, 2));
-	return on_enter(AP_SYS_OPENAT2, (const char *)ARG(ctx, 1), how.flags, how.mode, true);
+	a->dfd = AP_AT_FDCWD;
+	a->open_flags = 0;
+	switch (syscall) {
+	case AP_SYS_OPEN:
+		a->path = (const char *)PT_REGS_PARM1_SYSCALL(regs);
+		a->open_flags = PT_REGS_PARM2_SYSCALL(regs);
+		a->mode = PT_REGS_PARM3_SYSCALL(regs);
+		return a->open_flags & AP_O_CREAT;
+	case AP_SYS_OPENAT:
+		a->dfd = PT_REGS_PARM1_SYSCALL(regs);
+		a->path = (const char *)PT_REGS_PARM2_SYSCALL(regs);
+		a->open_flags = PT_REGS_PARM3_SYSCALL(regs);
+		a->mode = PT_REGS_PARM4_SYSCALL(regs);
+		return a->open_flags & AP_O_CREAT;
+	case AP_SYS_OPENAT2:
+		a->dfd = PT_REGS_PARM1_SYSCALL(regs);
+		a->path = (const char *)PT_REGS_PARM2_SYSCALL(regs);
+		/* flags and mode live in a user struct */
+		bpf_probe_read_user(&how, sizeof(how), (const void *)PT_REGS_PARM3_SYSCALL(regs));
+		a->open_flags = how.flags;
+		a->mode = how.mode;
+		return a->open_flags & AP_O_CREAT;
+	case AP_SYS_CREAT:
+		/* creat() is open(O_CREAT|O_WRONLY|O_TRUNC) */
+		a->path = (const char *)PT_REGS_PARM1_SYSCALL(regs);
+		a->open_flags = AP_O_CREAT | 01 | 01000;
+		a->mode = PT_REGS_PARM2_SYSCALL(regs);
+		return true;
+	case AP_SYS_MKNOD:
+	case AP_SYS_MKDIR:
+		a->path = (const char *)PT_REGS_PARM1_SYSCALL(regs);
+		a->mode = PT_REGS_PARM2_SYSCALL(regs);
+		return true;
+	default: /* mknodat, mkdirat */
+		a->dfd = PT_REGS_PARM1_SYSCALL(regs);
+		a->path = (const char *)PT_REGS_PARM2_SYSCALL(regs);
+		a->mode = PT_REGS_PARM3_SYSCALL(regs);
+		return true;
+	}
 }
 
-SEC("tracepoint/syscalls/sys_enter_creat")
-int enter_creat(struct trace_event_raw_sys_enter *ctx)
+/* The path argument, as the caller gave it, into the record's name. */
+static __always_inline void read_name(struct ap_event *ev, const char *upath)
 {
-	/* creat() is open(O_CREAT|O_WRONLY|O_TRUNC) */
-	return on_enter(AP_SYS_CREAT, (const char *)ARG(ctx, 0), AP_O_CREAT | 01 | 01000,
-			ARG(ctx, 1), false);
+	/* The kernel has copied the path in by now, so its page is resident. */
+	long n = bpf_probe_read_user_str(ev->name, sizeof(ev->name), upath);
+
+	if (n <= 0) {
+		n = 1;
+		ev->name[0] = 0;
+	}
+	if (n == sizeof(ev->name)) {
+		char next = 0;
+
+		/* a full buffer: find out whether the path went on */
+		bpf_probe_read_user(&next, 1, upath + AP_NAME_KEEP);
+		if (next)
+			ev->flags |= AP_EV_TRUNCATED;
+	}
+	ev->name_len = (n - 1) & (AP_NAME_CAP - 1);
 }
 
-SEC("tracepoint/syscalls/sys_enter_mknod")
-int enter_mknod(struct trace_event_raw_sys_enter *ctx)
+/* The absolute path: an open is resolved from the file its new descriptor
+ * refers to; the other calls have no file to look at, so the path is the
+ * directory the argument is relative to (the dirfd's, the working
+ * directory, or the process's root for an absolute argument), resolved,
+ * followed by the argument as given. */
+static __always_inline void resolve_path(struct ap_event *ev, struct task_struct *task,
+					 const struct call_args *a, long ret, bool is_open)
 {
-	return on_enter(AP_SYS_MKNOD, (const char *)ARG(ctx, 0), 0, ARG(ctx, 1), false);
+	struct file *f;
+
+	if (is_open) {
+		f = ap_task_file(task, ret);
+		if (f) {
+			ap_path_walk(ev, f->f_path.dentry, f->f_path.mnt);
+			return;
+		}
+		/* the descriptor is gone already (another thread closed
+		 * it): fall back on the argument */
+	}
+	ap_path_put_arg(ev);
+	/* a cut argument leaves the path unknown past its first bytes */
+	if (ev->flags & AP_EV_TRUNCATED)
+		ev->flags |= AP_EV_PATH_TRUNCATED;
+	if (ev->name[0] == '/') {
+		ap_path_walk(ev, task->fs->root.dentry, task->fs->root.mnt);
+	} else if (a->dfd == AP_AT_FDCWD) {
+		ap_path_walk(ev, task->fs->pwd.dentry, task->fs->pwd.mnt);
+	} else {
+		f = ap_task_file(task, a->dfd);
+		if (f)
+			ap_path_walk(ev, f->f_path.dentry, f->f_path.mnt);
+		else
+			ev->flags |= AP_EV_PATH_TRUNCATED;
+	}
 }
 
-SEC("tracepoint/syscalls/sys_enter_mknodat")
-int enter_mknodat(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int on_exit(long ret, __u32 syscall, bool is_open)
 {
-	return on_enter(AP_SYS_MKNODAT, (const char *)ARG(ctx, 1), 0, ARG(ctx, 2), false);
-}
+	struct task_struct *task;
+	struct ap_root __arena *root;
+	struct ap_scratch *sc;
+	struct ap_event *ev;
+	struct call_args a;
+	__u32 zero = 0;
+	__u64 id;
 
-SEC("tracepoint/syscalls/sys_enter_mkdir")
-int enter_mkdir(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_enter(AP_SYS_MKDIR, (const char *)ARG(ctx, 0), 0, ARG(ctx, 1), false);
-}
-
-SEC("tracepoint/syscalls/sys_enter_mkdirat")
-int enter_mkdirat(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_enter(AP_SYS_MKDIRAT, (const char *)ARG(ctx, 1), 0, ARG(ctx, 2), false);
+	/* failed calls created nothing: open returns an fd, the others 0 */
+	if (ret < 0 || (!is_open && ret != 0))
+		return 0;
+	task = bpf_get_current_task_btf();
+	if (!read_args(syscall, (struct pt_regs *)bpf_task_pt_regs(task), &a))
+		return 0;
+	root = ap_root_enabled();
+	sc = bpf_map_lookup_elem(&scratch, &zero);
+	if (!root || !sc)
+		return 0;
+	ev = &sc->ev;
+	id = bpf_get_current_pid_tgid();
+	ap_task_comm(ev->comm, task);
+	if (!ap_filter_pass(root, id >> 32, ev->comm))
+		return 0;
+	ap_fill_task((struct ap_event_head *)ev, task, id, AP_TRIGGER_TRACEPOINT, true);
+	ev->syscall = syscall;
+	ev->mode = a.mode;
+	ev->open_flags = a.open_flags;
+	ev->ret = ret;
+	ev->flags = a.open_flags & AP_O_EXCL ? AP_EV_EXCL : 0;
+	ev->mnt_ns = 0;
+	ev->path_len = 0;
+	ev->pad0 = 0;
+	read_name(ev, a.path);
+	resolve_path(ev, task, &a, ret, is_open);
+	ap_emit(root, ev, EVQ_PUBLISH_RCU);
+	return 0;
 }
 
 /* creat returns an fd like open does */
 SEC("tracepoint/syscalls/sys_exit_open")
-int exit_open(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret, true); }
+int exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret, AP_SYS_OPEN, true);
+}
+
 SEC("tracepoint/syscalls/sys_exit_openat")
-int exit_openat(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret, true); }
+int exit_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret, AP_SYS_OPENAT, true);
+}
+
 SEC("tracepoint/syscalls/sys_exit_openat2")
-int exit_openat2(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret, true); }
+int exit_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret, AP_SYS_OPENAT2, true);
+}
+
 SEC("tracepoint/syscalls/sys_exit_creat")
-int exit_creat(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret, true); }
+int exit_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret, AP_SYS_CREAT, true);
+}
+
 SEC("tracepoint/syscalls/sys_exit_mknod")
-int exit_mknod(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret, false); }
+int exit_mknod(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret, AP_SYS_MKNOD, false);
+}
+
 SEC("tracepoint/syscalls/sys_exit_mknodat")
-int exit_mknodat(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret, false); }
+int exit_mknodat(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret, AP_SYS_MKNODAT, false);
+}
+
 SEC("tracepoint/syscalls/sys_exit_mkdir")
-int exit_mkdir(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret, false); }
+int exit_mkdir(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret, AP_SYS_MKDIR, false);
+}
+
 SEC("tracepoint/syscalls/sys_exit_mkdirat")
-int exit_mkdirat(struct trace_event_raw_sys_exit *ctx) { return on_exit(ctx->ret, false); }
+int exit_mkdirat(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->ret, AP_SYS_MKDIRAT, false);
+}
 
 /* ---- burst generator: SEC("syscall"), run with bpf_prog_test_run_opts ---- */
 
@@ -182,11 +237,11 @@ static long burst_one(__u64 i, void *data)
 {
 	struct ap_burst_args *args = data;
 	struct ap_root __arena *root = AP_ROOT();
-	struct ap_event ev;
+	struct ap_event_head ev;
 
 	ap_fill_burst(&ev, i);
 	/* one barrier and doorbell check per run, in burst() */
-	if (ap_emit(root, &ev, EVQ_PUBLISH_BATCH) >= 0)
+	if (ap_emit_head(root, &ev, EVQ_PUBLISH_BATCH) >= 0)
 		args->published++;
 	else
 		args->dropped++;
@@ -218,7 +273,7 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(bench_getppid, struct pt_regs *regs, long nr)
 {
 	struct ap_root __arena *root;
-	struct ap_event ev;
+	struct ap_event_head ev;
 	__u64 id;
 
 	if (nr != bench_syscall_nr)
@@ -228,7 +283,7 @@ int BPF_PROG(bench_getppid, struct pt_regs *regs, long nr)
 	if (!root || !root->filter.pid || root->filter.pid != id >> 32)
 		return 0;
 	__builtin_memset(&ev, 0, sizeof(ev));
-	ap_fill_task(&ev, AP_TRIGGER_BENCH, true);
+	ap_fill_task(&ev, bpf_get_current_task_btf(), id, AP_TRIGGER_BENCH, true);
 	ev.syscall = AP_SYS_GETPPID;
 	ev.name[0] = 'g';
 	ev.name[1] = 'e';
@@ -238,6 +293,6 @@ int BPF_PROG(bench_getppid, struct pt_regs *regs, long nr)
 	ev.name[5] = 'i';
 	ev.name[6] = 'd';
 	ev.name_len = 7;
-	ap_emit(root, &ev, EVQ_PUBLISH_RCU);
+	ap_emit_head(root, &ev, EVQ_PUBLISH_RCU);
 	return 0;
 }

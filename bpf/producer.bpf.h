@@ -63,6 +63,26 @@ static __always_inline int ap_emit(struct ap_root __arena *root, struct ap_event
 	return res;
 }
 
+/* The same for a record without a path (struct ap_event_head, path_len 0):
+ * the burst generator and the getppid load, which build it on the stack. */
+static __always_inline int ap_emit_head(struct ap_root __arena *root, struct ap_event_head *ev,
+					int mode)
+{
+	struct evq __arena *q = &root->evq;
+	ap_u64 ticket;
+	int res;
+
+	ev->seq = evq_ring_next_seq(q);
+	res = evq_reserve(q, &ticket);
+	if (res)
+		return res;
+	evq_copy_event_head(&evq_slot_at(q, ticket)->rec, ev);
+	res = evq_publish(q, ticket, mode);
+	if (res == EVQ_OK_WAKE)
+		ap_ring_doorbell();
+	return res;
+}
+
 /* After a run of EVQ_PUBLISH_BATCH emits. */
 static __always_inline void ap_emit_batch_done(struct ap_root __arena *root)
 {

@@ -423,21 +423,44 @@ static inline int evq_ring_may_sleep(struct evq *r, ap_u64 slot_size)
 
 /* ---- the pipeline's event queue: struct evq of struct ap_event ---- */
 
-/* Copy a finished record (built on the stack or in a scratch map) into the
- * slot: the header, then only the words the name occupies. */
-static __always_inline void evq_copy_event(struct ap_event __arena *dst, const struct ap_event *src)
+/* Copy a record's head into its slot: the fixed fields and the words the
+ * name occupies. Producers without a path (path_len 0) build only a struct
+ * ap_event_head and publish it with this alone (evq_reserve, evq_slot_at,
+ * evq_publish). */
+static __always_inline void evq_copy_event_head(struct ap_event __arena *dst,
+						const struct ap_event_head *src)
 {
 	const ap_u64 *s = (const ap_u64 *)src;
 	ap_u64 __arena *d = (ap_u64 __arena *)dst;
-	ap_u32 words = (__builtin_offsetof(struct ap_event, name) + src->name_len + 1 + 7) / 8;
+	ap_u32 words = (__builtin_offsetof(struct ap_event_head, name) + src->name_len + 1 + 7) / 8;
 	ap_u32 i;
 
-	for (i = 0; i < sizeof(struct ap_event) / 8; i++) {
+	for (i = 0; i < sizeof(struct ap_event_head) / 8; i++) {
 		if (i >= words)
 			break;
 		/* volatile: keeps clang from turning the loop into a memcpy,
 		 * which the BPF backend cannot lower for address space 1 */
 		arena_store_once(&d[i], s[i]);
+	}
+}
+
+/* Copy a finished record (built in a scratch map) into the slot: its head,
+ * then the words of the path's tail (the path ends at the end of its
+ * field), from the field's last word backwards. */
+static __always_inline void evq_copy_event(struct ap_event __arena *dst, const struct ap_event *src)
+{
+	const ap_u64 *s = (const ap_u64 *)src;
+	ap_u64 __arena *d = (ap_u64 __arena *)dst;
+	ap_u32 path_words = (src->path_len + 7) / 8;
+	ap_u32 i;
+
+	evq_copy_event_head(dst, (const struct ap_event_head *)src);
+	for (i = 0; i < AP_PATH_CAP / 8; i++) {
+		ap_u32 w = sizeof(struct ap_event) / 8 - 1 - i;
+
+		if (i >= path_words)
+			break;
+		arena_store_once(&d[w], s[w]);
 	}
 }
 

@@ -4,6 +4,7 @@ from pipeline._coreerror import CoreError as CoreError
 
 EVENT_SIZE: int
 NAME_KEEP: int
+PATH_CAP: int
 MAX_BATCH: int
 
 class Session:
@@ -35,6 +36,6 @@ def format_event(name: bytes, comm: bytes, *, seq: int = ..., ts_ns: int = ...,
                  wall_offset_ns: int = ..., pid: int = ..., tid: int = ..., ppid: int = ...,
                  uid: int = ..., cpu: int = ..., mode: int = ..., ret: int = ...,
                  trigger: int = ..., syscall: int = ..., flags: int = ...,
-                 open_flags: int = ...) -> bytes: ...
+                 open_flags: int = ..., path: bytes = ..., mnt_ns: int = ...) -> bytes: ...
 def libbpf_log() -> str: ...
 def set_verbose(on: bool) -> None: ...

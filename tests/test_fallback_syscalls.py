@@ -87,6 +87,8 @@ def test_each_creating_syscall(tmp_path: Path, pin_root: Path,
     assert got["f-excl"]["excl"] is True and got["f-openat"]["excl"] is False
     assert got["f-openat2"]["mode"] == 0o600 and got["d-mkdir"]["mode"] == 0o700
     assert all(str(e["name"]).startswith(str(work)) for e in events)
+    # each call's own arguments give its path (the exit program reads them back)
+    assert {k: v["path"] for k, v in got.items()} == {k: str(work / k) for k in EXPECTED}
 
 
 def test_lsm_trigger(tmp_path: Path, pin_root: Path, pipeline_proc: StartPipeline) -> None:

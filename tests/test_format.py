@@ -10,7 +10,7 @@ pytestmark = needs_root
 def test_numbers_and_fields_of_burst_records() -> None:
     from pipeline import _core
 
-    s = _core.Session(arena_pages=1024, queue_capacity=8192)
+    s = _core.Session(arena_pages=4096, queue_capacity=8192)
     try:
         s.enable(True)
         assert s.burst(5000, 1000) == (5000, 0)
@@ -24,6 +24,8 @@ def test_numbers_and_fields_of_burst_records() -> None:
         assert all(e["wall_ns"] == e["ts_ns"] + offset for e in events)
         assert {e["trigger"] for e in events} == {"burst"}
         assert all(e["name"] == "burst" and "name_b64" not in e for e in events)
+        # a record without a path: its fields say so
+        assert {(e["path"], e["path_truncated"], e["mnt_ns"]) for e in events} == {("", False, 0)}
         st = s.stats()
         assert st["produced"] == st["consumed"] == 5000 and st["queued"] == 0
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import random
 import subprocess
 import sys
@@ -19,9 +20,11 @@ from hypothesis import strategies as st
 from pipeline import _core
 
 NAME_KEEP = _core.NAME_KEEP  # 255: NAME_MAX, the record's name field less its NUL
+PATH_CAP = _core.PATH_CAP  # 512: the record's path field (no NUL)
 COMM_MAX = 15  # TASK_COMM_LEN less its NUL
 KEYS = ["seq", "ts_ns", "wall_ns", "cpu", "pid", "tid", "ppid", "uid", "comm", "trigger",
-        "syscall", "ret", "mode", "open_flags", "excl", "truncated", "name"]
+        "syscall", "ret", "mode", "open_flags", "excl", "truncated", "path_truncated", "mnt_ns",
+        "name", "path"]
 TRIGGERS = ["none", "lsm", "tracepoint", "burst", "bench"]
 SYSCALLS = ["none", "open", "openat", "openat2", "creat", "mknod", "mknodat", "mkdir",
             "mkdirat", "inode_create", "inode_mknod", "inode_mkdir", "getppid"]
@@ -92,6 +95,7 @@ def byte_names(max_size: int) -> st.SearchStrategy[bytes]:
 
 names = byte_names(NAME_KEEP)
 comms = byte_names(COMM_MAX)
+paths = byte_names(PATH_CAP)
 # names of 255 drawn bytes are slow to generate on a loaded machine: that is not a failure
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
@@ -99,12 +103,14 @@ SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 # -- the formatter alone ---------------------------------------------------------------------
 
 @settings(max_examples=800, deadline=None, suppress_health_check=SLOW_OK)
-@given(name=names, comm=comms)
-def test_any_name_and_comm_come_back_exactly(name: bytes, comm: bytes) -> None:
-    line = _core.format_event(name, comm)
+@given(name=names, comm=comms, path=paths)
+def test_any_name_comm_and_path_come_back_exactly(name: bytes, comm: bytes,
+                                                  path: bytes) -> None:
+    line = _core.format_event(name, comm, path=path)
     ev = parse_line(line)
     check_text_field(ev, "name", name)
     check_text_field(ev, "comm", comm)
+    check_text_field(ev, "path", path)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
@@ -113,26 +119,29 @@ def test_any_name_and_comm_come_back_exactly(name: bytes, comm: bytes) -> None:
        ppid=st.integers(0, U32), uid=st.integers(0, U32), cpu=st.integers(0, U32),
        mode=st.integers(0, U32), ret=st.integers(-(1 << 31), (1 << 31) - 1),
        trigger=st.integers(0, 255), syscall=st.integers(0, 255), flags=st.integers(0, U32),
-       open_flags=st.integers(0, U32))
+       open_flags=st.integers(0, U32), path=st.one_of(st.just(b""), paths),
+       mnt_ns=st.integers(0, U32))
 def test_every_field_of_a_record(name: bytes, comm: bytes, seq: int, ts: int, off: int,
                                  pid: int, tid: int, ppid: int, uid: int, cpu: int, mode: int,
                                  ret: int, trigger: int, syscall: int, flags: int,
-                                 open_flags: int) -> None:
+                                 open_flags: int, path: bytes, mnt_ns: int) -> None:
     line = _core.format_event(name, comm, seq=seq, ts_ns=ts, wall_offset_ns=off, pid=pid,
                               tid=tid, ppid=ppid, uid=uid, cpu=cpu, mode=mode, ret=ret,
                               trigger=trigger, syscall=syscall, flags=flags,
-                              open_flags=open_flags)
+                              open_flags=open_flags, path=path, mnt_ns=mnt_ns)
     ev = parse_line(line)
-    extra = [k for k in ("name_b64", "comm_b64") if k in ev]
+    extra = [k for k in ("name_b64", "path_b64", "comm_b64") if k in ev]
     assert list(ev) == KEYS + extra
     assert (ev["seq"], ev["ts_ns"], ev["wall_ns"], ev["cpu"], ev["pid"], ev["tid"],
-            ev["ppid"], ev["uid"], ev["ret"], ev["mode"], ev["open_flags"]) == (
-        seq, ts, ts + off, cpu, pid, tid, ppid, uid, ret, mode, open_flags)
+            ev["ppid"], ev["uid"], ev["ret"], ev["mode"], ev["open_flags"], ev["mnt_ns"]) == (
+        seq, ts, ts + off, cpu, pid, tid, ppid, uid, ret, mode, open_flags, mnt_ns)
     assert ev["trigger"] == (TRIGGERS[trigger] if trigger < len(TRIGGERS) else "unknown")
     assert ev["syscall"] == (SYSCALLS[syscall] if syscall < len(SYSCALLS) else "unknown")
     assert ev["excl"] is bool(flags & 2) and ev["truncated"] is bool(flags & 1)
+    assert ev["path_truncated"] is bool(flags & 4)
     check_text_field(ev, "name", name)
     check_text_field(ev, "comm", comm)
+    check_text_field(ev, "path", path)
 
 
 def test_each_byte_alone_and_between_text() -> None:
@@ -180,6 +189,15 @@ def test_record_limits_are_enforced() -> None:
         except _core.CoreError:
             continue
         raise AssertionError(f"accepted comm {bad_comm!r}")
+    for bad_path in (b"/" * (PATH_CAP + 1), b"/a\0"):
+        try:
+            _core.format_event(b"n", b"c", path=bad_path)
+        except _core.CoreError:
+            continue
+        raise AssertionError(f"accepted path {bad_path!r}")
+    # the longest path the field holds, every byte of it
+    whole = b"/" + b"\xff" * (PATH_CAP - 1)
+    check_text_field(parse_line(_core.format_event(b"n", b"c", path=whole)), "path", whole)
 
 
 # -- a sample through the kernel -------------------------------------------------------------
@@ -245,4 +263,6 @@ def test_sample_through_the_kernel(tmp_path: Path, pin_root: Path, pipeline_proc
     for e, name, comm in zip(events, names, comms, strict=True):
         check_text_field(e, "name", name)
         check_text_field(e, "comm", comm)
-        assert e["truncated"] is False and e["excl"] is True
+        # the path in the kernel is made of the same bytes, from the dentries
+        check_text_field(e, "path", os.fsencode(os.path.realpath(work)) + b"/" + name)
+        assert e["truncated"] is False and e["excl"] is True and e["path_truncated"] is False

@@ -4,7 +4,8 @@
  * text with JSON escapes; a name that is not valid UTF-8 goes out with each
  * bad byte shown as U+FFFD in "name" and, beside it, "name_b64" holding the
  * exact bytes. So: exact bytes = base64-decode(name_b64) when present, else
- * the UTF-8 encoding of name. comm gets the same treatment (comm_b64).
+ * the UTF-8 encoding of name. comm and path get the same treatment
+ * (comm_b64, path_b64).
  */
 #include "jsonfmt.h"
 
@@ -222,11 +223,14 @@ size_t ap_format_event(char *out, const struct ap_event *ev, int64_t wall_offset
 	 * bytes consistent with each other. */
 	size_t name_len = ev->name_len < AP_NAME_KEEP ? ev->name_len : AP_NAME_KEEP;
 	size_t comm_len = bounded_len(ev->comm, AP_COMM_LEN);
+	size_t path_len = ev->path_len < AP_PATH_CAP ? ev->path_len : AP_PATH_CAP;
 	const unsigned char *name = (const unsigned char *)ev->name;
 	const unsigned char *comm = (const unsigned char *)ev->comm;
+	/* the path ends at the end of its field */
+	const unsigned char *path = (const unsigned char *)ev->path + (AP_PATH_CAP - path_len);
 	const char *s;
 	char *p = out;
-	int name_ok, comm_ok;
+	int name_ok, comm_ok, path_ok;
 
 	p = PUT(p, "{\"seq\":");
 	p = put_u64(p, ev->seq);
@@ -262,12 +266,23 @@ size_t ap_format_event(char *out, const struct ap_event *ev, int64_t wall_offset
 	p = put_bool(p, ev->flags & AP_EV_EXCL);
 	p = PUT(p, ",\"truncated\":");
 	p = put_bool(p, ev->flags & AP_EV_TRUNCATED);
+	p = PUT(p, ",\"path_truncated\":");
+	p = put_bool(p, ev->flags & AP_EV_PATH_TRUNCATED);
+	p = PUT(p, ",\"mnt_ns\":");
+	p = put_u64(p, ev->mnt_ns);
 	p = PUT(p, ",\"name\":\"");
 	p = put_str(p, name, name_len, &name_ok);
+	p = PUT(p, "\",\"path\":\"");
+	p = put_str(p, path, path_len, &path_ok);
 	*p++ = '"';
 	if (!name_ok) {
 		p = PUT(p, ",\"name_b64\":\"");
 		p = put_b64(p, name, name_len);
+		*p++ = '"';
+	}
+	if (!path_ok) {
+		p = PUT(p, ",\"path_b64\":\"");
+		p = put_b64(p, path, path_len);
 		*p++ = '"';
 	}
 	if (!comm_ok) {

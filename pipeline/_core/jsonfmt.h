@@ -8,9 +8,11 @@
 
 #include "event.h"
 
-/* Upper bound of one formatted line: every name byte escaped as \u00XX plus
- * its base64 copy, the same for comm, and the fixed fields. */
-#define AP_JSON_LINE_MAX (AP_NAME_CAP * 6 + AP_NAME_CAP * 4 / 3 + 8 + AP_COMM_LEN * 10 + 640)
+/* Upper bound of one formatted line: every name and path byte escaped as
+ * \u00XX plus its base64 copy, the same for comm, and the fixed fields. */
+#define AP_JSON_LINE_MAX                                                                   \
+	(AP_NAME_CAP * 6 + AP_NAME_CAP * 4 / 3 + 8 + AP_PATH_CAP * 6 + AP_PATH_CAP * 4 / 3 + 8 + \
+	 AP_COMM_LEN * 10 + 768)
 
 /* Writes one JSON object and a newline at out; returns the bytes written
  * (at most AP_JSON_LINE_MAX). wall_offset_ns maps CLOCK_MONOTONIC to

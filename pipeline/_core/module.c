@@ -448,34 +448,39 @@ static PyObject *core_burst_pinned(PyObject *Py_UNUSED(m), PyObject *args)
 /*
  * format_event(name, comm, **fields) -> bytes
  * One record formatted by the drain's own formatter (ap_format_event), with
- * no kernel and no queue: lets tests put any name and comm through it. The
- * bytes follow the record's limits: name 1..NAME_KEEP bytes, comm at most
- * 15 bytes, no NUL in either (the kernel never stores one inside them).
+ * no kernel and no queue: lets tests put any name, comm and path through it.
+ * The bytes follow the record's limits: name 1..NAME_KEEP bytes, comm at most
+ * 15 bytes, path at most PATH_CAP bytes, no NUL in any (the kernel never
+ * stores one inside them).
  */
 static PyObject *core_format_event(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "name", "comm", "seq", "ts_ns", "wall_offset_ns", "pid", "tid",
 				  "ppid", "uid", "cpu", "mode", "ret", "trigger", "syscall",
-				  "flags", "open_flags", NULL };
-	const char *name, *comm;
-	Py_ssize_t name_len, comm_len;
+				  "flags", "open_flags", "path", "mnt_ns", NULL };
+	const char *name, *comm, *path = "";
+	Py_ssize_t name_len, comm_len, path_len = 0;
 	unsigned long long seq = 0, ts = 0;
 	long long wall_off = 0;
 	unsigned int pid = 0, tid = 0, ppid = 0, uid = 0, cpu = 0, mode = 0, flags = 0, oflags = 0;
+	unsigned int mnt_ns = 0;
 	int ret = 0;
 	unsigned char trigger = 0, sys_nr = 0;
 	struct ap_event ev;
 	char out[AP_JSON_LINE_MAX];
 	size_t n;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#|$KKLIIIIIIibbII", kwlist, &name, &name_len,
-					 &comm, &comm_len, &seq, &ts, &wall_off, &pid, &tid, &ppid,
-					 &uid, &cpu, &mode, &ret, &trigger, &sys_nr, &flags, &oflags))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#|$KKLIIIIIIibbIIy#I", kwlist, &name,
+					 &name_len, &comm, &comm_len, &seq, &ts, &wall_off, &pid,
+					 &tid, &ppid, &uid, &cpu, &mode, &ret, &trigger, &sys_nr,
+					 &flags, &oflags, &path, &path_len, &mnt_ns))
 		return NULL;
 	if (name_len < 1 || name_len > AP_NAME_KEEP || memchr(name, 0, (size_t)name_len))
 		return ap_raise(EINVAL, "%s", "name must be 1..255 bytes without NUL");
 	if (comm_len >= AP_COMM_LEN || memchr(comm, 0, (size_t)comm_len))
 		return ap_raise(EINVAL, "%s", "comm must be at most 15 bytes without NUL");
+	if (path_len > AP_PATH_CAP || memchr(path, 0, (size_t)path_len))
+		return ap_raise(EINVAL, "path must be at most %d bytes without NUL", AP_PATH_CAP);
 	memset(&ev, 0, sizeof(ev));
 	ev.seq = seq;
 	ev.ts_ns = ts;
@@ -490,9 +495,13 @@ static PyObject *core_format_event(PyObject *Py_UNUSED(m), PyObject *args, PyObj
 	ev.syscall = sys_nr;
 	ev.flags = flags;
 	ev.open_flags = oflags;
+	ev.mnt_ns = mnt_ns;
 	ev.name_len = (ap_u16)name_len;
 	memcpy(ev.name, name, (size_t)name_len);
 	memcpy(ev.comm, comm, (size_t)comm_len);
+	/* as the kernel writes it: at the end of the field */
+	ev.path_len = (ap_u16)path_len;
+	memcpy(ev.path + (AP_PATH_CAP - path_len), path, (size_t)path_len);
 	n = ap_format_event(out, &ev, wall_off);
 	return PyBytes_FromStringAndSize(out, (Py_ssize_t)n);
 }
@@ -533,7 +542,8 @@ static PyMethodDef core_methods[] = {
 	  "an RCU grace period via membarrier(GLOBAL); False if unsupported" },
 	{ "format_event", (PyCFunction)(void (*)(void))core_format_event, METH_VARARGS | METH_KEYWORDS,
 	  "format_event(name, comm, *, seq=0, ts_ns=0, wall_offset_ns=0, pid=0, tid=0, ppid=0, uid=0, "
-	  "cpu=0, mode=0, ret=0, trigger=0, syscall=0, flags=0, open_flags=0) -> bytes: one record "
+	  "cpu=0, mode=0, ret=0, trigger=0, syscall=0, flags=0, open_flags=0, path=b'', mnt_ns=0) "
+	  "-> bytes: one record "
 	  "through the drain's JSON formatter" },
 	{ "libbpf_log", core_libbpf_log, METH_NOARGS, "libbpf's last messages" },
 	{ "set_verbose", core_set_verbose, METH_VARARGS, "print libbpf debug output" },
@@ -562,6 +572,7 @@ PyMODINIT_FUNC PyInit__core(void)
 	PyModule_AddObject(m, "Session", (PyObject *)&SessionType);
 	PyModule_AddIntConstant(m, "EVENT_SIZE", sizeof(struct ap_event));
 	PyModule_AddIntConstant(m, "NAME_KEEP", AP_NAME_KEEP);
+	PyModule_AddIntConstant(m, "PATH_CAP", AP_PATH_CAP);
 	PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH);
 	return m;
 }

@@ -4,7 +4,7 @@
 
 The same load, the same record, the usual BCC way: a RAW_TRACEPOINT_PROBE on
 sys_enter (the tracepoint the project's load program hooks), filtered on
-getppid's syscall number, fills a 328-byte record (the layout of struct ap_event in
+getppid's syscall number, fills a 848-byte record (the layout of struct ap_event in
 include/event.h) in a BPF ring buffer, and a Python callback decodes each
 record with ctypes, encodes it with the json module and writes it as one line
 to a file, as a BCC tool would.
@@ -55,9 +55,11 @@ TRIGGER_NAMES = {0: "none", 1: "lsm", 2: "tracepoint", 3: "burst", 4: "bench"}
 SYSCALL_NAMES = {0: "none", 12: "getppid"}
 AP_EV_TRUNCATED = 0x1
 AP_EV_EXCL = 0x2
+AP_EV_PATH_TRUNCATED = 0x4
 AP_COMM_LEN = 16
 AP_NAME_CAP = 256
-AP_EVENT_SIZE = 72 + AP_NAME_CAP
+AP_PATH_CAP = 512
+AP_EVENT_SIZE = 80 + AP_NAME_CAP + AP_PATH_CAP
 
 
 class Event(ctypes.Structure):
@@ -80,8 +82,12 @@ class Event(ctypes.Structure):
         ("syscall", ctypes.c_uint8),
         ("flags", ctypes.c_uint32),
         ("open_flags", ctypes.c_uint32),
+        ("mnt_ns", ctypes.c_uint32),
+        ("path_len", ctypes.c_uint16),
+        ("pad0", ctypes.c_uint16),
         ("comm", ctypes.c_char * AP_COMM_LEN),
         ("name", ctypes.c_char * AP_NAME_CAP),
+        ("path", ctypes.c_char * AP_PATH_CAP),  # the path is its last path_len bytes
     ]
 
 
@@ -172,6 +178,9 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     ev->syscall = AP_SYS_GETPPID;
     ev->flags = 0;
     ev->open_flags = 0;
+    ev->mnt_ns = 0;
+    ev->path_len = 0;  /* no path: path[] is never read */
+    ev->pad0 = 0;
     bpf_get_current_comm(ev->comm, sizeof(ev->comm));
     /* Reserved memory is not zeroed: clear the whole name, then "getppid". */
     __builtin_memset(ev->name, 0, sizeof(ev->name));
@@ -350,6 +359,8 @@ def consume(b: Any, out: TextIO, duration: float, ready_file: str | None) -> dic
     # tool writing compact lines keeps one.
     encode = json.JSONEncoder(separators=(",", ":")).encode
     from_address = Event.from_address
+    string_at = ctypes.string_at
+    path_end = Event.path.offset + AP_PATH_CAP
     trigger_names = TRIGGER_NAMES
     syscall_names = SYSCALL_NAMES
     monotonic = time.monotonic
@@ -359,6 +370,9 @@ def consume(b: Any, out: TextIO, duration: float, ready_file: str | None) -> dic
             ev = from_address(data)  # a view of the ring's memory, no copy
             name, name_b64 = text_field(ev.name[:min(ev.name_len, AP_NAME_CAP - 1)])
             comm, comm_b64 = text_field(ev.comm)
+            # the path ends at the end of its field
+            plen = min(ev.path_len, AP_PATH_CAP)
+            path, path_b64 = text_field(string_at(data + path_end - plen, plen))
             flags = ev.flags
             rec = {
                 "seq": ev.seq,
@@ -377,10 +391,15 @@ def consume(b: Any, out: TextIO, duration: float, ready_file: str | None) -> dic
                 "open_flags": ev.open_flags,
                 "excl": bool(flags & AP_EV_EXCL),
                 "truncated": bool(flags & AP_EV_TRUNCATED),
+                "path_truncated": bool(flags & AP_EV_PATH_TRUNCATED),
+                "mnt_ns": ev.mnt_ns,
                 "name": name,
+                "path": path,
             }
             if name_b64 is not None:
                 rec["name_b64"] = name_b64
+            if path_b64 is not None:
+                rec["path_b64"] = path_b64
             if comm_b64 is not None:
                 rec["comm_b64"] = comm_b64
             write(encode(rec) + "\n")

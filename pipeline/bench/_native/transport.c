@@ -116,8 +116,8 @@ static int ring_record(void *ctx, void *data, size_t size)
 {
 	struct run *r = ctx;
 
-	if (size >= sizeof(struct ap_event))
-		note_seq(r, ((const struct ap_event *)data)->seq);
+	if (size >= sizeof(struct ap_event_head))
+		note_seq(r, ((const struct ap_event_head *)data)->seq);
 	return 0;
 }
 
