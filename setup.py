@@ -56,7 +56,7 @@ native = extension("pipeline.bench._native", sources(
 LIN = Path("pipeline") / "_lin"
 linearize = Extension(
     "pipeline._linearize",
-    sources=[str(LIN / "module.c"), str(LIN / "keyed.c"), str(LIN / "seq.c")],
+    sources=[str(LIN / f) for f in ("module.c", "keyed.c", "seq.c", "stack.c", "wgl.c")],
     include_dirs=[str(ROOT / "include"), str(ROOT / LIN)],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"],
 )

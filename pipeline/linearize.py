@@ -44,7 +44,8 @@ OK, NOT_FOUND, EXISTS = 0, 1, 2
 
 # enum lin_verdict and enum lin_what (pipeline/_lin/lin.h)
 _VIOLATION, _OK, _UNDECIDED, _BAD_INPUT = 0, 1, -1, -2
-_W_KEY, _W_UNKNOWN, _W_TWICE, _W_BEFORE_ADD, _W_FIFO, _W_LIFO, _W_EMPTY, _W_FIFO_LOST = range(1, 9)
+(_W_KEY, _W_UNKNOWN, _W_TWICE, _W_BEFORE_ADD, _W_FIFO, _W_LIFO, _W_EMPTY, _W_FIFO_LOST,
+ _W_STACK) = range(1, 10)
 
 
 class HistoryError(ValueError):
@@ -156,7 +157,8 @@ def _keyed_reason(kind: str, out: dict[str, Any], recs: tuple[Record, ...]) -> s
              f"{kind} history; the longest prefix that has one takes {out['prefix']} of them "
              f"and leaves the key {state}")
     if recs:
-        where += f"; then #{recs[0].index} cannot take effect (after the ones listed below it)"
+        where += (f"; then #{recs[0].index} cannot take effect (after the ones listed below "
+                  "it, latest first)")
     return where
 
 
@@ -184,6 +186,14 @@ def _seq_reason(kind: str, out: dict[str, Any], recs: tuple[Record, ...]) -> str
                 else f"{u} was popped ({ix[2]}) and {vv} never was")
         return (f"LIFO order: {vv} was pushed ({ix[1]}) after {u}'s push ({ix[0]}) and before "
                 f"{u} could have been popped, so {vv} must come out first, but {tail}")
+    if w == _W_STACK:
+        where = (f"no order of the {out['key_ops']} operations is a legal stack history (no "
+                 f"single pair of values shows it: the search decided); the longest prefix "
+                 f"that has one takes {out['prefix']} of them")
+        if recs:
+            where += (f"; then {ix[0]} cannot take effect (after the ones listed below it, "
+                      "latest first)")
+        return where
     if w == _W_EMPTY:
         inside = sorted({r.key for r in recs[1:]})
         return (f"{ix[0]} answered empty, but throughout its interval the structure certainly "
@@ -223,7 +233,7 @@ def check(kind: str, records: bytes | bytearray | memoryview, *,
     else:
         if initial:
             raise HistoryError("initial contents are only taken for maps and sets")
-        out = _linearize.check_seq(view, kind == "stack")
+        out = _linearize.check_seq(view, kind == "stack", budget)
     verdict = out["verdict"]
     if verdict == _BAD_INPUT:
         raise HistoryError(f"{out['error']}")
@@ -234,9 +244,12 @@ def check(kind: str, records: bytes | bytearray | memoryview, *,
     if verdict == _OK:
         return LinResult(ok=True, **common)
     if verdict == _UNDECIDED:
-        return LinResult(ok=False, undecided=True, key=out["key"], t0=_t0(view),
-                         reason=f"key {out['key']}: the search budget of {budget} steps ran out "
-                                "before a linearization was found or ruled out", **common)
+        keyed = kind in ("map", "set")
+        return LinResult(ok=False, undecided=True, key=out["key"] if keyed else None,
+                         t0=_t0(view),
+                         reason=(f"key {out['key']}: " if keyed else "")
+                         + f"the search budget of {budget} steps ran out before a "
+                         "linearization was found or ruled out", **common)
     keyed = kind in ("map", "set")
     reason = _keyed_reason(kind, out, recs) if keyed else _seq_reason(kind, out, recs)
     key = out["key"] if keyed or out["what"] != _W_EMPTY else None

@@ -26,11 +26,7 @@
  *   not explored again. This bounds the work by the number of distinct
  *   configurations instead of the number of orders.
  *
- * The set of linearized ops is kept canonical and small: every op before
- * the first unlinearized one f (in invocation order) is linearized, so the
- * set is f plus the bits of ops after f, up to the last linearized one.
- * Those can only be ops called before f returned, so the stored bitmap is
- * as long as the overlap around f, not as long as the history.
+ * wgl.h keeps the list and the cache (shared with the stack search).
  *
  * Operations and their effect on one key (value compared for maps only):
  *   insert OK        absent -> present(v)
@@ -52,6 +48,7 @@
 #include <string.h>
 
 #include "lin.h"
+#include "wgl.h"
 
 struct kop {
 	uint64_t inv, resp, value;
@@ -68,16 +65,6 @@ enum kop_kind {
 	K_SEARCH_NONE,
 };
 
-/* one event of the call/return list */
-struct kev {
-	uint64_t t;
-	uint32_t op;
-	uint32_t prev, next; /* NIL at the ends */
-	uint8_t ret;
-};
-
-#define NIL UINT32_MAX
-
 struct kstate {
 	uint64_t value;
 	int present;
@@ -89,22 +76,15 @@ struct frame {
 	struct kstate st;
 };
 
-/* Lowe's cache: configurations seen, in a byte pool, found through an open-addressed table. */
-struct cache {
-	uint64_t *pool;
-	size_t used, cap; /* in words */
-	uint32_t *slots;  /* offset + 1 into pool; 0: empty */
-	size_t nslots, count;
-};
-
 struct work {
 	struct kop *ops;
-	struct kev *ev;
+	uint64_t *inv, *resp; /* the ops' times, for wgl_events */
+	struct wgl_ev *ev;
 	uint32_t *callev, *retev;
 	uint64_t *lin; /* bitmap of linearized ops, one spare word */
 	struct frame *stack;
 	size_t opcap;
-	struct cache cache;
+	struct wgl_cache cache;
 };
 
 static int kop_cmp(const void *a, const void *b)
@@ -116,19 +96,6 @@ static int kop_cmp(const void *a, const void *b)
 	if (x->resp != y->resp)
 		return x->resp < y->resp ? -1 : 1;
 	return x->rec < y->rec ? -1 : x->rec > y->rec;
-}
-
-/* calls before returns at the same time: such ops overlap (neither responded
- * before the other was called), so either may take effect first */
-static int kev_cmp(const void *a, const void *b)
-{
-	const struct kev *x = a, *y = b;
-
-	if (x->t != y->t)
-		return x->t < y->t ? -1 : 1;
-	if (x->ret != y->ret)
-		return x->ret ? 1 : -1;
-	return x->op < y->op ? -1 : x->op > y->op;
 }
 
 /* The records' (key, invocation) order, for grouping by key. */
@@ -175,141 +142,28 @@ static int apply(const struct kop *o, const struct kstate *s, struct kstate *ns,
 	}
 }
 
-static uint64_t mix(uint64_t h, uint64_t x)
-{
-	h ^= x + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-	h *= 0xff51afd7ed558ccdULL;
-	return h ^ (h >> 32);
-}
-
-/* 64 bits of the bitmap from bit position pos on (the bitmap has a spare word) */
-static uint64_t bits_at(const uint64_t *b, uint64_t pos)
-{
-	uint64_t w = pos >> 6, s = pos & 63;
-
-	return s ? (b[w] >> s) | (b[w + 1] << (64 - s)) : b[w];
-}
-
-static void cache_reset(struct cache *c)
-{
-	c->used = 0;
-	c->count = 0;
-	if (c->slots)
-		memset(c->slots, 0, c->nslots * sizeof(*c->slots));
-}
-
-static int cache_grow_slots(struct cache *c)
-{
-	size_t n = c->nslots ? c->nslots * 2 : 4096, i;
-	uint32_t *s = calloc(n, sizeof(*s));
-
-	if (!s)
-		return -1;
-	for (i = 0; i < c->nslots; i++) {
-		uint32_t off = c->slots[i];
-		size_t j;
-
-		if (!off)
-			continue;
-		j = c->pool[off - 1] & (n - 1); /* the stored hash */
-		while (s[j])
-			j = (j + 1) & (n - 1);
-		s[j] = off;
-	}
-	free(c->slots);
-	c->slots = s;
-	c->nslots = n;
-	return 0;
-}
-
-/*
- * Insert the configuration (f, the linearized ops after f, state). Returns 1
- * when it is new, 0 when it was seen before, -1 without memory. An entry is
- * [hash, f, nwords | present << 32, value, words...].
- */
-static int cache_add(struct cache *c, const uint64_t *lin, uint32_t f, uint32_t maxlin,
-		     const struct kstate *st)
-{
-	uint64_t nbits = maxlin != NIL && maxlin > f ? maxlin - f : 0;
-	uint64_t nw = (nbits + 63) / 64, h, i, *e;
-	size_t j, need = 4 + nw;
-
-	h = mix(mix(mix(f, (uint64_t)st->present), st->value), nw);
-	for (i = 0; i < nw; i++) {
-		uint64_t w = bits_at(lin, (uint64_t)f + 1 + 64 * i);
-
-		if (i == nw - 1 && nbits % 64)
-			w &= (1ULL << (nbits % 64)) - 1;
-		h = mix(h, w);
-	}
-	if ((c->count + 1) * 2 > c->nslots && cache_grow_slots(c))
-		return -1;
-	j = h & (c->nslots - 1);
-	for (; c->slots[j]; j = (j + 1) & (c->nslots - 1)) {
-		e = c->pool + c->slots[j] - 1;
-		if (e[0] != h || e[1] != f || e[2] != (nw | (uint64_t)st->present << 32) || e[3] != st->value)
-			continue;
-		for (i = 0; i < nw; i++) {
-			uint64_t w = bits_at(lin, (uint64_t)f + 1 + 64 * i);
-
-			if (i == nw - 1 && nbits % 64)
-				w &= (1ULL << (nbits % 64)) - 1;
-			if (e[4 + i] != w)
-				break;
-		}
-		if (i == nw)
-			return 0;
-	}
-	if (c->used + need + 1 >= UINT32_MAX)
-		return -1;
-	if (c->used + need > c->cap) {
-		size_t ncap = c->cap ? c->cap * 2 : 65536;
-		uint64_t *p;
-
-		while (ncap < c->used + need)
-			ncap *= 2;
-		p = realloc(c->pool, ncap * sizeof(*p));
-		if (!p)
-			return -1;
-		c->pool = p;
-		c->cap = ncap;
-	}
-	e = c->pool + c->used;
-	e[0] = h;
-	e[1] = f;
-	e[2] = nw | (uint64_t)st->present << 32;
-	e[3] = st->value;
-	for (i = 0; i < nw; i++) {
-		uint64_t w = bits_at(lin, (uint64_t)f + 1 + 64 * i);
-
-		if (i == nw - 1 && nbits % 64)
-			w &= (1ULL << (nbits % 64)) - 1;
-		e[4 + i] = w;
-	}
-	c->slots[j] = (uint32_t)(c->used + 1);
-	c->used += need;
-	c->count++;
-	return 1;
-}
-
 static int work_reserve(struct work *w, size_t m)
 {
 	if (m <= w->opcap)
 		return 0;
 	free(w->ops);
+	free(w->inv);
+	free(w->resp);
 	free(w->ev);
 	free(w->callev);
 	free(w->retev);
 	free(w->lin);
 	free(w->stack);
 	w->ops = malloc(m * sizeof(*w->ops));
+	w->inv = malloc(m * sizeof(*w->inv));
+	w->resp = malloc(m * sizeof(*w->resp));
 	w->ev = malloc(2 * m * sizeof(*w->ev));
 	w->callev = malloc(m * sizeof(*w->callev));
 	w->retev = malloc(m * sizeof(*w->retev));
 	w->lin = calloc(m / 64 + 2, sizeof(*w->lin));
 	w->stack = malloc((m + 1) * sizeof(*w->stack));
 	w->opcap = m;
-	if (!w->ops || !w->ev || !w->callev || !w->retev || !w->lin || !w->stack) {
+	if (!w->ops || !w->inv || !w->resp || !w->ev || !w->callev || !w->retev || !w->lin || !w->stack) {
 		w->opcap = 0;
 		return -1;
 	}
@@ -319,34 +173,14 @@ static int work_reserve(struct work *w, size_t m)
 static void work_free(struct work *w)
 {
 	free(w->ops);
+	free(w->inv);
+	free(w->resp);
 	free(w->ev);
 	free(w->callev);
 	free(w->retev);
 	free(w->lin);
 	free(w->stack);
-	free(w->cache.pool);
-	free(w->cache.slots);
-}
-
-/* list surgery: unlink keeps the node's own links, so relinking in reverse order restores it */
-static void ev_unlink(struct kev *ev, uint32_t *head, uint32_t i)
-{
-	if (ev[i].prev != NIL)
-		ev[ev[i].prev].next = ev[i].next;
-	else
-		*head = ev[i].next;
-	if (ev[i].next != NIL)
-		ev[ev[i].next].prev = ev[i].prev;
-}
-
-static void ev_relink(struct kev *ev, uint32_t *head, uint32_t i)
-{
-	if (ev[i].prev != NIL)
-		ev[ev[i].prev].next = i;
-	else
-		*head = i;
-	if (ev[i].next != NIL)
-		ev[ev[i].next].prev = i;
+	wgl_cache_free(&w->cache);
 }
 
 /*
@@ -358,30 +192,21 @@ static int check_key(struct work *w, size_t m, const struct kstate *init, unsign
 		     struct lin_out *out)
 {
 	struct kop *ops = w->ops;
-	struct kev *ev = w->ev;
+	struct wgl_ev *ev = w->ev;
 	struct frame *stack = w->stack;
 	uint32_t head, cur, maxlin = NIL, depth = 0, best = 0, blocked = NIL;
 	uint32_t besttail[4] = {NIL, NIL, NIL, NIL};
 	struct kstate st = *init, bestst = *init;
-	uint64_t steps = 0;
+	uint64_t steps = 0, tag[WGL_TAG] = {0, 0, 0};
 	size_t i;
 
 	for (i = 0; i < m; i++) {
-		ev[2 * i] = (struct kev){.t = ops[i].inv, .op = (uint32_t)i, .ret = 0};
-		ev[2 * i + 1] = (struct kev){.t = ops[i].resp, .op = (uint32_t)i, .ret = 1};
+		w->inv[i] = ops[i].inv;
+		w->resp[i] = ops[i].resp;
 	}
-	qsort(ev, 2 * m, sizeof(*ev), kev_cmp);
-	for (i = 0; i < 2 * m; i++) {
-		ev[i].prev = i ? (uint32_t)(i - 1) : NIL;
-		ev[i].next = i + 1 < 2 * m ? (uint32_t)(i + 1) : NIL;
-		if (ev[i].ret)
-			w->retev[ev[i].op] = (uint32_t)i;
-		else
-			w->callev[ev[i].op] = (uint32_t)i;
-	}
+	head = wgl_events(ev, m, w->inv, w->resp, w->callev, w->retev);
 	memset(w->lin, 0, (m / 64 + 2) * sizeof(*w->lin));
-	cache_reset(&w->cache);
-	head = 0;
+	wgl_cache_reset(&w->cache);
 	cur = head;
 	for (;;) {
 		int found = 0;
@@ -401,10 +226,12 @@ static int check_key(struct work *w, size_t m, const struct kstate *init, unsign
 				int r;
 
 				w->lin[o / 64] |= 1ULL << (o % 64);
-				ev_unlink(ev, &head, w->callev[o]);
-				ev_unlink(ev, &head, w->retev[o]);
+				wgl_unlink(ev, &head, w->callev[o]);
+				wgl_unlink(ev, &head, w->retev[o]);
 				f = head == NIL ? (uint32_t)m : ev[head].op;
-				r = cache_add(&w->cache, w->lin, f, nmax, &ns);
+				tag[0] = (uint64_t)ns.present;
+				tag[1] = ns.value;
+				r = wgl_cache_add(&w->cache, w->lin, f, nmax, tag);
 				if (r < 0)
 					return LIN_NO_MEMORY;
 				if (r) {
@@ -415,8 +242,8 @@ static int check_key(struct work *w, size_t m, const struct kstate *init, unsign
 					found = 1;
 					break;
 				}
-				ev_relink(ev, &head, w->retev[o]);
-				ev_relink(ev, &head, w->callev[o]);
+				wgl_relink(ev, &head, w->retev[o]);
+				wgl_relink(ev, &head, w->callev[o]);
 				w->lin[o / 64] &= ~(1ULL << (o % 64));
 			}
 			cur = ev[cur].next;
@@ -455,8 +282,8 @@ static int check_key(struct work *w, size_t m, const struct kstate *init, unsign
 		{
 			uint32_t o = stack[depth].op;
 
-			ev_relink(ev, &head, w->retev[o]);
-			ev_relink(ev, &head, w->callev[o]);
+			wgl_relink(ev, &head, w->retev[o]);
+			wgl_relink(ev, &head, w->callev[o]);
 			w->lin[o / 64] &= ~(1ULL << (o % 64));
 			st = stack[depth].st;
 			maxlin = stack[depth].maxlin;

@@ -10,6 +10,8 @@
  *            a time (P-compositionality)
  *   seq.c    queues and stacks with distinct values: the violation patterns,
  *            each found in O(n log n)
+ *   stack.c  stacks: the exact search run when no pattern is found
+ *   wgl.c    the event list and configuration cache both searches use
  */
 #ifndef LIN_H
 #define LIN_H
@@ -39,6 +41,7 @@ enum lin_what {
 	LIN_W_EMPTY = 7,        /* an empty answer while values were certainly inside: idx[0]
 				 * the empty removal, then (add, remove) pairs of the values */
 	LIN_W_FIFO_LOST = 8,    /* idx: add u, add v, remove v: u added first, never removed */
+	LIN_W_STACK = 9,        /* stacks: no order works (the search); idx as for LIN_W_KEY */
 };
 
 #define LIN_IDX_MAX 16
@@ -73,7 +76,23 @@ struct lin_out {
 void lin_check_keyed(const struct ds_hist_rec *recs, size_t n, unsigned flags,
 		     const uint64_t (*initial)[2], size_t ninitial, uint64_t budget, struct lin_out *out);
 
-/* FIFO queues (lifo 0) and LIFO stacks (lifo 1) whose added values are distinct. */
-void lin_check_seq(const struct ds_hist_rec *recs, size_t n, int lifo, struct lin_out *out);
+/* FIFO queues (lifo 0) and LIFO stacks (lifo 1) whose added values are distinct.
+ * budget: steps of the stack search (0: no limit). */
+void lin_check_seq(const struct ds_hist_rec *recs, size_t n, int lifo, uint64_t budget,
+		   struct lin_out *out);
+
+/* One operation of a stack history, for the search (stack.c). */
+enum lin_sop_type { LIN_S_PUSH, LIN_S_POP, LIN_S_EMPTY };
+
+struct lin_sop {
+	uint64_t inv, resp;
+	uint32_t vid; /* the value's number, 0 .. nv - 1 (empty pops: unused) */
+	uint32_t rec;
+	uint8_t type;
+};
+
+/* Decide a stack history of m ops over nv values (sorts ops). Returns a
+ * verdict; for LIN_VIOLATION fills what, key_ops, prefix and idx. */
+int lin_stack_search(struct lin_sop *ops, size_t m, size_t nv, uint64_t budget, struct lin_out *out);
 
 #endif /* LIN_H */

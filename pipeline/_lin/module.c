@@ -126,19 +126,20 @@ static PyObject *check_keyed(PyObject *self, PyObject *args, PyObject *kw)
 
 static PyObject *check_seq(PyObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"records", "lifo", NULL};
+	static char *kwlist[] = {"records", "lifo", "budget", NULL};
 	PyObject *records;
+	unsigned long long budget = 0;
 	int lifo = 0;
 	struct lin_out out;
 	struct recs rs;
 
 	(void)self;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|p", kwlist, &records, &lifo))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|pK", kwlist, &records, &lifo, &budget))
 		return NULL;
 	if (get_recs(records, &rs) < 0)
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS
-	lin_check_seq(rs.r, rs.n, lifo, &out);
+	lin_check_seq(rs.r, rs.n, lifo, budget, &out);
 	Py_END_ALLOW_THREADS
 	put_recs(&rs);
 	return result(&out);
@@ -148,7 +149,7 @@ static PyMethodDef methods[] = {
 	{"check_keyed", (PyCFunction)(void (*)(void))check_keyed, METH_VARARGS | METH_KEYWORDS,
 	 "check_keyed(records, ignore_values=False, initial=None, budget=0) -> dict"},
 	{"check_seq", (PyCFunction)(void (*)(void))check_seq, METH_VARARGS | METH_KEYWORDS,
-	 "check_seq(records, lifo=False) -> dict"},
+	 "check_seq(records, lifo=False, budget=0) -> dict"},
 	{NULL, NULL, 0, NULL},
 };
 
