@@ -32,6 +32,10 @@ RECORD = struct.Struct("<QQQQIBBH")
 RECORD_SIZE = RECORD.size
 KERNEL_AGENT = 0x80000000  # DS_HIST_KERNEL
 KINDS = ("map", "set", "queue", "stack")
+# search steps before a verdict is given up as undecided: a few seconds at most. Histories
+# of real runs need about one step per operation; only very wide overlaps (tens of
+# operations all concurrent with each other) make the searches backtrack.
+DEFAULT_BUDGET = 20_000_000
 
 # enum ds_op and enum ds_result (include/ds/ds_api.h), for the explanations; tests hold
 # them to pipeline.ds's tables, which are built from the header
@@ -213,7 +217,7 @@ def _initial(initial: Mapping[int, int] | None) -> array[int] | None:
 
 
 def check(kind: str, records: bytes | bytearray | memoryview, *,
-          initial: Mapping[int, int] | None = None, budget: int = 0) -> LinResult:
+          initial: Mapping[int, int] | None = None, budget: int = DEFAULT_BUDGET) -> LinResult:
     """Check a history. kind: "map", "set", "queue" or "stack". initial (maps and sets):
     the keys present, with their values, before the first record. budget (maps and sets):
     search steps allowed on one key before giving up as undecided (0: no limit).

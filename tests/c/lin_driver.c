@@ -7,9 +7,9 @@
  * and after it returns) into a buffer of its own, and at the end all records
  * go to one file.
  *
- *   lin_driver msqueue THREADS OPS FILE   half the threads (at least one)
- *       enqueue OPS distinct values each, the others dequeue until the
- *       producers are done and the queue answers empty
+ *   lin_driver msqueue|mpmc|stack THREADS OPS FILE   half the threads (at
+ *       least one) add OPS distinct values each, the others remove until the
+ *       producers are done and the structure answers empty
  *   lin_driver hash THREADS OPS FILE      every thread runs OPS inserts,
  *       deletes and searches on 32 keys in a hash of 2 buckets (long chains,
  *       so that searches walk past nodes being deleted)
@@ -88,8 +88,10 @@ static void *queue_worker(struct t_thread *t)
 		for (i = 0; i < s->ops; i++) {
 			ap_u64 val = ((ap_u64)(t->index + 1) << 32) | (i + 1);
 
-			while ((r = run_op(&c, s, t->index, DS_OP_INSERT, val, 0, &k, &v)) == DS_BUSY)
-				;
+			/* BUSY and FULL (mpmc) took no effect: recorded, and tried again */
+			while ((r = run_op(&c, s, t->index, DS_OP_INSERT, val, 0, &k, &v)) == DS_BUSY ||
+			       r == DS_FULL)
+				sched_yield();
 			REQUIRE(r == DS_OK, "enqueue -> %d", r);
 		}
 		__atomic_fetch_sub(&s->producers_left, 1, __ATOMIC_SEQ_CST);
@@ -145,17 +147,18 @@ int main(int argc, char **argv)
 	FILE *f;
 	int i, err, queue;
 
-	REQUIRE(argc == 5, "usage: lin_driver msqueue|hash THREADS OPS FILE");
-	queue = !strcmp(argv[1], "msqueue");
-	REQUIRE(queue || !strcmp(argv[1], "hash"), "structure %s: msqueue or hash", argv[1]);
+	REQUIRE(argc == 5, "usage: lin_driver msqueue|mpmc|stack|hash THREADS OPS FILE");
+	queue = !strcmp(argv[1], "msqueue") || !strcmp(argv[1], "mpmc") || !strcmp(argv[1], "stack");
+	REQUIRE(queue || !strcmp(argv[1], "hash"), "structure %s: msqueue, mpmc, stack or hash", argv[1]);
 	s.m = ds_meta_by_name(argv[1]);
 	s.threads = atoi(argv[2]);
 	s.ops = strtoull(argv[3], NULL, 0);
 	REQUIRE(s.m && s.threads >= 2 && s.threads <= 64 && s.ops > 0 && s.ops < (1ULL << 31), "bad arguments");
 	s.producers = queue ? s.threads / 2 : s.threads;
 	s.producers_left = s.producers;
-	/* a consumer records at most every value plus as many empty answers */
-	s.cap = queue ? 2 * s.ops * (ap_u64)s.producers + 1024 : s.ops;
+	/* a consumer records at most every value plus as many empty answers; a
+	 * producer every value plus its retries */
+	s.cap = queue ? 4 * s.ops * (ap_u64)s.producers + 1024 : s.ops;
 	s.recs = calloc((size_t)s.threads, sizeof(*s.recs));
 	s.nrecs = calloc((size_t)s.threads, sizeof(*s.nrecs));
 	REQUIRE(s.recs && s.nrecs, "calloc");
@@ -166,7 +169,7 @@ int main(int argc, char **argv)
 	t_map_arena();
 	sp_global = t_space(16, 100000, 0);
 	REQUIRE(ds_user_attach(sp_global, &c) == DS_OK, "attach");
-	cfg.capacity = queue ? 0 : 2;
+	cfg.capacity = queue ? 1024 : 2; /* mpmc: slots; hash: buckets */
 	s.d = ds_create(sp_global, &c, s.m->id, &cfg, "lin", &err);
 	REQUIRE(s.d, "create: %d", err);
 	pthread_barrier_init(&s.go, NULL, (unsigned)s.threads);
