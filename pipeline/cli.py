@@ -46,6 +46,7 @@ COMMANDS: dict[str, Command] = {
                       "checked exactly", ".stress"),
     "bench": Command("the benchmark: every performance figure, side by side",
                      ".bench.cli"),
+    "linearize": Command("check a recorded history for linearizability", ".linearize_cmd"),
 }
 DEFAULT_COMMAND = "run"
 # Flags of the top-level parser itself; anything else before a command belongs to `run`.

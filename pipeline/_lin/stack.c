@@ -140,16 +140,16 @@ static uint64_t pop_end(const struct search *s, uint32_t vid)
 	return s->popop[vid] == NIL ? INF : s->ops[s->popop[vid]].resp;
 }
 
-/* sort opts[from, to) by pop start, latest first (insertion sort: the lists are short) */
+/* sort opts[from, to) by pop end, latest first (insertion sort: the lists are short) */
 static void sort_by_pop(struct search *s, size_t from, size_t to)
 {
 	size_t i, j;
 
 	for (i = from + 1; i < to; i++) {
 		uint32_t o = s->opts[i];
-		uint64_t k = pop_start(s, s->ops[o].vid);
+		uint64_t k = pop_end(s, s->ops[o].vid);
 
-		for (j = i; j > from && pop_start(s, s->ops[s->opts[j - 1]].vid) < k; j--)
+		for (j = i; j > from && pop_end(s, s->ops[s->opts[j - 1]].vid) < k; j--)
 			s->opts[j] = s->opts[j - 1];
 		s->opts[j] = o;
 	}
@@ -194,7 +194,7 @@ static int options(struct search *s, struct level *l)
 		const struct lin_sop *q = &s->ops[s->ev[e].op];
 
 		if (s->ev[e].op != r && q->type == LIN_S_PUSH && q->resp < pop_start(s, s->ops[r].vid) &&
-		    pop_start(s, q->vid) > pop_end(s, s->ops[r].vid) && add_opt(s, s->ev[e].op))
+		    pop_end(s, q->vid) > pop_end(s, s->ops[r].vid) && add_opt(s, s->ev[e].op))
 			return -1;
 	}
 	sort_by_pop(s, start, s->nopts);
