@@ -151,7 +151,7 @@ def _t0(records: memoryview) -> int:
     n = len(records) // RECORD_SIZE
     if not n:
         return 0
-    return min(t for (t,) in struct.iter_unpack("<Q32x", records))
+    return min(int(t) for (t,) in struct.iter_unpack("<Q32x", records))
 
 
 def _keyed_reason(kind: str, out: dict[str, Any], recs: tuple[Record, ...]) -> str:
