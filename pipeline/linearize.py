@@ -32,10 +32,10 @@ RECORD = struct.Struct("<QQQQIBBH")
 RECORD_SIZE = RECORD.size
 KERNEL_AGENT = 0x80000000  # DS_HIST_KERNEL
 KINDS = ("map", "set", "queue", "stack")
-# search steps before a verdict is given up as undecided: a few seconds at most. Histories
-# of real runs need about one step per operation; only very wide overlaps (tens of
-# operations all concurrent with each other) make the searches backtrack.
-DEFAULT_BUDGET = 20_000_000
+# search steps before a verdict is given up as undecided. Histories of real runs need
+# about one step per operation; only very wide overlaps (tens of operations all
+# concurrent with each other) make the searches backtrack, at microseconds a step.
+DEFAULT_BUDGET = 10_000_000
 
 # enum ds_op and enum ds_result (include/ds/ds_api.h), for the explanations; tests hold
 # them to pipeline.ds's tables, which are built from the header

@@ -23,9 +23,11 @@
  * op called after that response. If it is a pop or an empty pop that cannot
  * take effect now, no push can help, and the branch is dead. If it is a
  * push p, the branches are the pushes that may take effect now, tried in an
- * order that is usually right at once: first those that must end up below p
- * (pushed before p's pop can begin, popped after it ended, or never), then
- * p, then the rest; among each, the one popped last first. Lazy pushing
+ * order that is usually right at once: first those that should end up below
+ * p (a push q lies below c when q's push ends before c's pop begins and q's
+ * pop ends after c's, or never happens; closed under "below": what lies
+ * below those, and so on), then p, then the rest; among each, the one whose
+ * pop ends last first. Lazy pushing
  * matters for stress histories, where consumers pop what producers pushed a
  * moment ago: a push taken early would bury the values about to be popped.
  *
@@ -158,7 +160,7 @@ static void sort_by_pop(struct search *s, size_t from, size_t to)
 /* The options of the current configuration, appended to opts. */
 static int options(struct search *s, struct level *l)
 {
-	uint32_t e, r, mk = ++s->mark;
+	uint32_t e, r, mk = (s->mark += 2);
 	size_t start;
 
 	l->off = (uint32_t)s->nopts;
@@ -189,14 +191,37 @@ static int options(struct search *s, struct level *l)
 	if (s->ops[r].type != LIN_S_PUSH)
 		return 0; /* a dead end */
 	start = s->nopts;
-	/* those that must lie below r */
-	for (e = s->head; !s->ev[e].ret; e = s->ev[e].next) {
-		const struct lin_sop *q = &s->ops[s->ev[e].op];
+	/* those that should lie below r, and below those, and so on: q below c when q's
+	 * push ends before c's pop begins and q's pop ends later than c's (or never) */
+	if (add_opt(s, r))
+		return -1;
+	for (;;) {
+		size_t before = s->nopts, k;
 
-		if (s->ev[e].op != r && q->type == LIN_S_PUSH && q->resp < pop_start(s, s->ops[r].vid) &&
-		    pop_end(s, q->vid) > pop_end(s, s->ops[r].vid) && add_opt(s, s->ev[e].op))
-			return -1;
+		for (e = s->head; !s->ev[e].ret; e = s->ev[e].next) {
+			uint32_t o = s->ev[e].op;
+			const struct lin_sop *q = &s->ops[o];
+
+			if (q->type != LIN_S_PUSH || s->stamp[o] == mk + 1)
+				continue;
+			for (k = start; k < s->nopts; k++) {
+				uint32_t cv = s->ops[s->opts[k]].vid;
+
+				if (q->resp < pop_start(s, cv) && pop_end(s, q->vid) > pop_end(s, cv))
+					break;
+			}
+			if (k < s->nopts) {
+				s->stamp[o] = mk + 1;
+				if (add_opt(s, o))
+					return -1;
+			}
+		}
+		if (s->nopts == before)
+			break;
 	}
+	/* r itself goes last among them */
+	s->opts[start] = s->opts[s->nopts - 1];
+	s->nopts--;
 	sort_by_pop(s, start, s->nopts);
 	if (add_opt(s, r))
 		return -1;
@@ -204,13 +229,10 @@ static int options(struct search *s, struct level *l)
 	for (e = s->head; !s->ev[e].ret; e = s->ev[e].next) {
 		uint32_t o = s->ev[e].op;
 		const struct lin_sop *q = &s->ops[o];
-		size_t k;
 
-		if (o == r || q->type != LIN_S_PUSH)
+		if (o == r || q->type != LIN_S_PUSH || s->stamp[o] == mk + 1)
 			continue;
-		for (k = l->off; k < start && s->opts[k] != o; k++)
-			;
-		if (k == start && add_opt(s, o))
+		if (add_opt(s, o))
 			return -1;
 	}
 	sort_by_pop(s, start, s->nopts);
