@@ -543,3 +543,24 @@ def test_command_bad_input(tmp_path: Path, setup: str, args: list[str], words: s
     assert res.returncode == 2 and res.stdout == ""
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in res.stderr
+
+
+def test_runtime_module_holds_no_checker() -> None:
+    """The checker is a module of its own: the runtime (pipeline._core) carries none of it."""
+    from conftest import _built_extension
+
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+
+    def symbols(module: str) -> set[str]:
+        so = _built_extension(module)
+        assert so is not None, f"{module} is not built"
+        out = subprocess.run([nm, "-D", "--defined-only", str(so)], capture_output=True,
+                             text=True, check=True).stdout
+        return {ln.split()[-1] for ln in out.splitlines() if ln.strip()}
+
+    checker = symbols("pipeline._linearize")
+    assert {"lin_check_keyed", "lin_check_seq", "lin_stack_search"} <= checker
+    for module in ("pipeline._core", "pipeline._ds", "pipeline.bench._native"):
+        assert not {s for s in symbols(module) if s.startswith(("lin_", "wgl_"))}, module
