@@ -33,9 +33,10 @@ PIP := $(PY) -m pip -q --disable-pip-version-check \
 	$(if $(wildcard /etc/ssl/certs/ca-certificates.crt),--cert /etc/ssl/certs/ca-certificates.crt)
 STAMP_SYS := $(BUILD)/.system-ready
 STAMP_VENV := $(VENV)/.ready
-# the three extension modules (setup.py) and the sources they share
+# the extension modules (setup.py) and the sources they share
 EXT_SRCS := $(wildcard pipeline/_core/*.[ch] pipeline/_ds/*.[ch] pipeline/bench/_native/*.[ch] \
-	pipeline/_cshared/*.[ch] src/*.c)
+	pipeline/_cshared/*.[ch] src/*.c \
+	pipeline/_lin/*.[ch])
 
 .PHONY: all setup system venv console bpf ext run test bench lint clean install mutants mutants-fast
 # keep the .bpf.o files between the skeleton and the next build
@@ -95,7 +96,8 @@ bpf: $(SKELS)
 $(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
-# The C extension modules (pipeline._core, pipeline._ds, pipeline.bench._native)
+# The C extension modules (pipeline._core, pipeline._ds, pipeline.bench._native,
+# pipeline._linearize)
 # embed the skeletons; built in place so `python -m pipeline` runs from the checkout.
 ext: $(BUILD)/.ext-ready
 $(BUILD)/.ext-ready: $(SKELS) $(EXT_SRCS) $(HEADERS) setup.py $(STAMP_VENV)

@@ -2,7 +2,9 @@
 
 - pipeline._core: the runtime (loading, attaching, the drain, the JSON formatter);
 - pipeline._ds: the arena data-structure library (include/ds) from Python;
-- pipeline.bench._native: the native benchmarks (transport, data structures).
+- pipeline.bench._native: the native benchmarks (transport, data structures);
+- pipeline._linearize: the linearizability checker's core (pipeline/_lin), plain C over
+  recorded histories: no libbpf, no arena, no src/ library.
 
 Code more than one module needs (pipeline/_cshared: CoreError and failing, the ds_ops
 loader; the capture session for the transport benchmark) is compiled into each module
@@ -51,4 +53,12 @@ native = extension("pipeline.bench._native", sources(
     NATIVE / "module.c", NATIVE / "dsbench.c", NATIVE / "transport.c", CORE / "session.c",
     SHARED / "coreutil.c", SHARED / "dsops.c"), NATIVE, CORE)
 
-setup(ext_modules=[core, ds, native])
+LIN = Path("pipeline") / "_lin"
+linearize = Extension(
+    "pipeline._linearize",
+    sources=[str(LIN / f) for f in ("module.c", "keyed.c", "seq.c", "stack.c", "wgl.c")],
+    include_dirs=[str(ROOT / "include"), str(ROOT / LIN)],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"],
+)
+
+setup(ext_modules=[core, ds, native, linearize])

@@ -17,8 +17,10 @@ def _missing() -> list:  # type: ignore[type-arg]
     if sys.version_info < (3, 11):  # noqa: UP036 (read by any python3: see above)
         return ["Python >= 3.11"]
     gone = [m for m in NEEDED if importlib.util.find_spec(m) is None]
-    # the three extension modules (setup.py): the runtime, the data structures, the benchmarks
-    for ext in ("pipeline._core", "pipeline._ds", "pipeline.bench._native"):
+    # the extension modules (setup.py): the runtime, the data structures, the benchmarks,
+    # the linearizability checker
+    for ext in ("pipeline._core", "pipeline._ds", "pipeline.bench._native",
+                "pipeline._linearize"):
         if importlib.util.find_spec(ext) is None:
             gone.append("the built extension " + ext + " (make setup)")
     return gone

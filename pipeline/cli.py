@@ -47,6 +47,7 @@ COMMANDS: dict[str, Command] = {
     "bench": Command("the benchmark: every performance figure, side by side",
                      ".bench.cli"),
     "consume": Command("read the nats sink's stream back as JSON lines on stdout", ".consume"),
+    "linearize": Command("check a recorded history for linearizability", ".linearize_cmd"),
 }
 DEFAULT_COMMAND = "run"
 # Flags of the top-level parser itself; anything else before a command belongs to `run`.

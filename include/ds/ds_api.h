@@ -293,4 +293,21 @@ static __always_inline ap_u64 ds_walk_limit(struct ds_ctx *c)
 	return st.allocs - st.frees + 2;
 }
 
+/*
+ * The deliberately broken variants (DS_TEST_BROKEN_*: a queue that can return an
+ * element twice, a hash whose search can miss a present key) exist only for the
+ * linearizability checker's tests (tests/c/lin_driver.c). Nothing else may build them.
+ */
+#if defined(DS_TEST_BROKEN_QUEUE_DUP) || defined(DS_TEST_BROKEN_HASH_MISS)
+#if ARENA_IS_BPF || defined(Py_PYTHON_H)
+#error "DS_TEST_BROKEN_* variants are for the userspace C tests only"
+#endif
+#include <sched.h>
+/* widens a race window in a broken variant, so that a short test run meets it */
+static inline void ds_test_pause(void)
+{
+	sched_yield();
+}
+#endif
+
 #endif /* DS_API_H */

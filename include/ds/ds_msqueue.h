@@ -116,12 +116,29 @@ static __always_inline int ds_msqueue_pop(struct ds_ctx *c, struct ds_msqueue __
 		/* read before the CAS: afterwards another dequeue may retire n */
 		k = n->key;
 		v = n->val;
+#ifdef DS_TEST_BROKEN_QUEUE_DUP
+		/* A deliberately broken variant, compiled only by tests/c/lin_driver.c to show
+		 * that the linearizability checker catches it: check-then-store in place of
+		 * the compare-and-swap, so two dequeues that read the same head both return
+		 * its successor. The pause widens the window so that a short run meets it;
+		 * the old dummy is not retired (two winners would retire it twice). */
+		if (arena_atomic_load(&d->qhead, ARENA_ACQUIRE) == head) {
+			ds_test_pause();
+			arena_atomic_store(&d->qhead, next, ARENA_RELEASE);
+			*key = k;
+			*val = v;
+			return DS_OK;
+		}
+		(void)c;
+		(void)h;
+#else
 		if (arena_atomic_cmpxchg(&d->qhead, head, next, ARENA_ACQ_REL) == head) {
 			ds_retire(c, h);
 			*key = k;
 			*val = v;
 			return DS_OK;
 		}
+#endif
 	}
 	return DS_BUSY;
 }

@@ -130,6 +130,9 @@ static __always_inline int hm_delete(struct ds_ctx *c, ap_u64 __arena *head, ap_
 			continue; /* another delete won; find again */
 		if (arena_atomic_cmpxchg(&n->next, next, next | DS_MARK, ARENA_ACQ_REL) != next)
 			continue;
+#ifdef DS_TEST_BROKEN_HASH_MISS
+		ds_test_pause(); /* marked, not yet unlinked: see hm_search */
+#endif
 		if (val)
 			*val = n->val;
 		if (arena_atomic_cmpxchg(prev, cur, next, ARENA_ACQ_REL) == cur)
@@ -150,6 +153,14 @@ static __always_inline int hm_search(ap_u64 __arena *head, ap_u64 key, ap_u64 *v
 		ap_u64 next = arena_atomic_load(&n->next, ARENA_ACQUIRE);
 		ap_u64 k = n->key;
 
+#ifdef DS_TEST_BROKEN_HASH_MISS
+		/* A deliberately broken variant, compiled only by tests/c/lin_driver.c to show
+		 * that the linearizability checker catches it: the search gives up at a node
+		 * being deleted instead of walking past it, and so misses a present key that
+		 * lies behind it in the chain. */
+		if (DS_MARKED(next))
+			return DS_NOT_FOUND;
+#endif
 		if (k >= key) {
 			if (k != key || DS_MARKED(next))
 				return DS_NOT_FOUND;
