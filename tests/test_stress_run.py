@@ -5,7 +5,6 @@ here asserts a time."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -18,7 +17,6 @@ from pipeline.ds import Op, Result, meta_of, registry
 
 pytestmark = needs_root
 SMOKE = str(ROOT / "configs" / "stress-smoke.toml")
-HAVE_CHECKER = importlib.util.find_spec("pipeline.linearize") is not None
 REC = struct.Struct("<QQQQIBBH")
 
 
@@ -32,13 +30,8 @@ def test_smoke_every_structure(name: str, tmp_path: Path) -> None:
     hist = tmp_path / "h.bin"
     res = stress(name, "--config", SMOKE, "--format", "json", "--history", str(hist))
     r = _json(res)
-    err = res.stderr.strip().splitlines()
-    if HAVE_CHECKER:
-        assert res.returncode == 0, res.stderr
-        assert r["linearizability"]["ok"] is True
-    else:
-        # recorded and saved, then one line saying the checker is missing
-        assert res.returncode == 2 and len(err) == 1 and "pipeline.linearize" in err[0], err
+    assert res.returncode == 0, res.stderr
+    assert r["linearizability"]["ok"] is True, r["linearizability"]
     assert all(r["checks"]["invariants"].values()), r["checks"]
     records = hist.read_bytes()
     assert len(records) % REC.size == 0
