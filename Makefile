@@ -60,7 +60,11 @@ VENV_PKGS := \
 	hypothesis \
 	ruff \
 	mypy \
-	types-aiofiles
+	types-aiofiles \
+	matplotlib \
+	tqdm \
+	types-tqdm \
+	jsonschema
 
 venv: $(STAMP_VENV)
 $(STAMP_VENV): pyproject.toml Makefile $(STAMP_SYS)
@@ -86,8 +90,11 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 
 bpf: $(SKELS)
 
-# The benchmark's load generator (getppid in a tight loop).
+# The benchmark's load programs: getppid in a tight loop, and file creations on tmpfs
+# (the bench builds them itself too when they are missing).
 $(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
+	gcc -O2 -Wall -Wextra -Werror -o $@ $<
+$(BUILD)/createload: pipeline/bench/createload.c | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
 # The C extension modules (pipeline._core, pipeline._ds, pipeline.bench._native)
@@ -115,7 +122,7 @@ mutants: setup
 mutants-fast: setup
 	$(PY) scripts/mutants.py --fast $(MUTANTS_ARGS)
 
-bench: setup $(BUILD)/loadgen
+bench: setup $(BUILD)/loadgen $(BUILD)/createload
 	bash scripts/setup-bcc.sh >/dev/null
 	$(PY) -m pipeline bench $(ARGS)
 

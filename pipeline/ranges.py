@@ -128,7 +128,7 @@ STRESS_MIX_WEIGHT = Range(int, 0, 1_000_000)
 # ---- python -m pipeline bench and burst (flags) ----
 BENCH: dict[str, Range] = {
     "events": Range(int, 1, 10**9, "events"),
-    "rounds": Range(int, 1, 100, "rounds"),
+    "rounds": Range(int, 5, 100, "rounds"),
     "seconds": Range(float, 0, 600, "seconds", open_lo=True),
 }
 BURST: dict[str, Range] = {
