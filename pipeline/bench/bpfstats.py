@@ -63,18 +63,37 @@ class ProgStats:
     progs: int
 
 
+def _prog_ids(pid: int) -> set[int]:
+    """Ids of the BPF programs process `pid` holds a descriptor of (its fdinfo names them)."""
+    ids: set[int] = set()
+    fdinfo = f"/proc/{pid}/fdinfo"
+    try:
+        fds = os.listdir(fdinfo)
+    except FileNotFoundError:
+        return ids
+    for fd in fds:
+        try:
+            with open(f"{fdinfo}/{fd}") as f:
+                for line in f:
+                    if line.startswith("prog_id:"):
+                        ids.add(int(line.split()[1]))
+        except (FileNotFoundError, ValueError):
+            continue  # closed meanwhile
+    return ids
+
+
 def of_pid(pid: int) -> dict[int, tuple[int, int]]:
     """run_time_ns and run_cnt of every BPF program process `pid` holds, by program id."""
+    ids = _prog_ids(pid)
+    if not ids:
+        return {}
     res = subprocess.run([bpftool(), "-j", "prog", "show"], capture_output=True, text=True,
                          check=False)
     if res.returncode != 0:
         raise StatsUnavailable("bpftool prog show failed: "
                                + (res.stderr.strip().splitlines() or ["no message"])[-1])
-    out: dict[int, tuple[int, int]] = {}
-    for p in json.loads(res.stdout or "[]"):
-        if any(h.get("pid") == pid for h in p.get("pids", [])):
-            out[int(p["id"])] = (int(p.get("run_time_ns", 0)), int(p.get("run_cnt", 0)))
-    return out
+    return {int(p["id"]): (int(p.get("run_time_ns", 0)), int(p.get("run_cnt", 0)))
+            for p in json.loads(res.stdout or "[]") if int(p["id"]) in ids}
 
 
 def delta(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> ProgStats:

@@ -131,6 +131,8 @@ def main(args: argparse.Namespace) -> int:
         if n in NEEDS:
             program(NEEDS[n])
     out = Output(args.output or default_path())
+    for name in ("results.json", "report.md"):  # refused now, not after the measuring
+        out.check(name)
     rounds = QUICK_ROUNDS if args.quick else args.rounds
     started = time.time()
     result: dict[str, Any] = {
@@ -154,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
             for part in parts:
                 _plots(part, result["parts"][part.name], out)
         result["seconds"] = time.time() - started
-        text = json.dumps(result, indent=1) + "\n"
+        text = json.dumps(result, indent=1, allow_nan=False) + "\n"
         out.write("results.json", text.encode())
         report = render(result)
         out.write("report.md", report.encode())

@@ -117,8 +117,10 @@ class PartResult:
 
 
 def ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
-    """Round by round: both sides of each ratio measured in the same round."""
-    return [a / b if b else float("inf") for a, b in zip(num, den, strict=True)]
+    """Round by round: both sides of each ratio measured in the same round. A zero
+    denominator (nothing measured on that side) gives a huge but finite ratio, which JSON
+    can hold."""
+    return [a / (b if b else 1e-12) for a, b in zip(num, den, strict=True)]
 
 
 def _num(x: float) -> str:

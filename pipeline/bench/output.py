@@ -73,12 +73,20 @@ class Output:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            safefs.own_entry(self.fd, name)  # Refused unless absent or a file of ours
+            self.check(name)
             safefs.rename_own(self.fd, tmp, name)
         except BaseException:
             os.unlink(tmp, dir_fd=self.fd)
             raise
         return Path(self.shown) / name
+
+    def check(self, name: str) -> None:
+        """ConfigError unless `name` is free or holds an earlier run's file of ours."""
+        try:
+            safefs.own_entry(self.fd, name)
+        except safefs.Refused as e:
+            raise ConfigError(f"bench: --output {self.shown}: {e}, or choose another "
+                              "directory") from None
 
     def close(self) -> None:
         os.close(self.fd)

@@ -145,10 +145,13 @@ def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str,
             tracer = _start_pipeline(out, load.proc.pid)
         elif who == "bpftrace":
             tracer = _start_bpftrace(bt, out, load.proc.pid)
-        before = bpfstats.of_pid(tracer.pid) if tracer else {}
-        load.go()
-        info = load.finish()
-        after = bpfstats.of_pid(tracer.pid) if tracer else {}
+        # counting only while the load runs: bpftrace, asked to stop while the kernel counts,
+        # was seen not to exit here
+        with bpfstats.Enabled():
+            before = bpfstats.of_pid(tracer.pid) if tracer else {}
+            load.go()
+            info = load.finish()
+            after = bpfstats.of_pid(tracer.pid) if tracer else {}
         if tracer is not None:
             err = _stop(tracer)
             if tracer.returncode not in (0, -signal.SIGINT):
@@ -181,13 +184,12 @@ def run(ctx: Context) -> PartResult:
     bt = ctx.tmp / "overhead.bt"
     bt.write_text(script())
     rounds: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
-    with bpfstats.Enabled():
-        ctx.progress.start("overhead", ctx.rounds)
-        for _ in range(ctx.rounds):
-            for who in contenders:  # alternating, round by round
-                ctx.progress.note(who)
-                rounds[who].append(_one(ctx, who, files, where, bt))
-            ctx.progress.tick()
+    ctx.progress.start("overhead", ctx.rounds)
+    for _ in range(ctx.rounds):
+        for who in contenders:  # alternating, round by round
+            ctx.progress.note(who)
+            rounds[who].append(_one(ctx, who, files, where, bt))
+        ctx.progress.tick()
     res.raw = {"files_per_round": files, "load_cpu": int(LOAD_CPU),
                "tracer_cpu": int(TRACER_CPU), "bpftrace_script": script(), "rounds": rounds}
     _questions(res, rounds)

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 import matplotlib
 
 matplotlib.use("Agg")
+# text kept as text in SVG (searchable, and smaller than glyph outlines); ids stable
+matplotlib.rcParams["svg.fonttype"] = "none"
+matplotlib.rcParams["svg.hashsalt"] = "arena-pipeline-bench"
 import matplotlib.pyplot as plt
 
 from .figures import Figure
