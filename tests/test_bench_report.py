@@ -85,7 +85,7 @@ def test_results_validate_against_the_shipped_schema(results: dict[str, Any]) ->
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(results, schema, cls=jsonschema.Draft202012Validator)
     # the schema can fail: a figure without its median, a target met without a target
-    name, fig = _figures(results)[0]
+    name, _ = _figures(results)[0]
     broken = json.loads(json.dumps(results))
     del broken["parts"][name]["questions"][0]["figures"][0]["median"]
     with pytest.raises(jsonschema.ValidationError):

@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 # text kept as text in SVG (searchable, and smaller than glyph outlines); ids stable
 matplotlib.rcParams["svg.fonttype"] = "none"
 matplotlib.rcParams["svg.hashsalt"] = "arena-pipeline-bench"
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # noqa: E402  (the backend and settings first)
 
-from .figures import Figure
+from .figures import Figure  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure as MplFigure
