@@ -37,6 +37,7 @@ CONTENDERS = ("none", "pipeline", "bpftrace")
 TARGET_OVERHEAD_PCT = 5.0
 TARGET_VS_BPFTRACE = 0.1
 ATTACH_TIMEOUT = 60.0
+STOP_RETRY_S, STOP_TRIES = 3.0, 20
 
 
 def _tmpfs_root() -> Path:
@@ -87,12 +88,17 @@ def _count_lines(path: Path) -> int:
 
 
 def _stop(p: subprocess.Popen[str]) -> str:
-    p.send_signal(signal.SIGINT)
-    try:
-        _, err = p.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        _, err = p.communicate()
+    """SIGINT, repeated every STOP_RETRY_S: bpftrace 0.17 here sometimes lets the first one
+    pass and stays in its poll loop, and exits (its output flushed) on the next."""
+    for _ in range(STOP_TRIES):
+        p.send_signal(signal.SIGINT)
+        try:
+            _, err = p.communicate(timeout=STOP_RETRY_S)
+            return err or ""
+        except subprocess.TimeoutExpired:
+            continue
+    p.kill()
+    _, err = p.communicate()
     return err or ""
 
 
