@@ -26,8 +26,13 @@ Bars = Sequence[tuple[str, Figure]]
 Series = tuple[str, Sequence[float], Sequence[float], Sequence[float], Sequence[float]]
 
 
+def _size(panels: int) -> tuple[float, float]:
+    # one panel gets room for a title as long as two panels' would
+    return (max(5.2 * panels, 8.0), 4.2)
+
+
 def bars(title: str, panels: Sequence[tuple[str, str, Bars]]) -> MplFigure:
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=_size(len(panels)), squeeze=False)
     for ax, (sub, ylabel, items) in zip(axes[0], panels, strict=True):
         meds = [f.median for _, f in items]
         lo = [f.median - min(f.rounds) for _, f in items]
@@ -39,8 +44,9 @@ def bars(title: str, panels: Sequence[tuple[str, str, Bars]]) -> MplFigure:
         ax.set_ylabel(ylabel)
         ax.set_xlabel("contender")
         for x, f in zip(xs, (f for _, f in items), strict=True):
-            ax.annotate(f"{f.median:.3g}", (x, f.median), textcoords="offset points",
-                        xytext=(0, 3), ha="center", fontsize=8)
+            label = f"{f.median:.3g}" if f.median < 1000 else f"{f.median:,.0f}"
+            ax.annotate(label, (x, f.median), textcoords="offset points", xytext=(0, 3),
+                        ha="center", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -49,7 +55,7 @@ def bars(title: str, panels: Sequence[tuple[str, str, Bars]]) -> MplFigure:
 def lines(title: str, panels: Sequence[tuple[str, str, str, Sequence[Series]]],
           logy: bool = False) -> MplFigure:
     """Panels of (subtitle, x label, y label, series)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=_size(len(panels)), squeeze=False)
     for ax, (sub, xlabel, ylabel, series) in zip(axes[0], panels, strict=True):
         for label, xs, ys, lo, hi in series:
             ax.plot(xs, ys, marker="o", label=label)

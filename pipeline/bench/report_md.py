@@ -25,6 +25,13 @@ def _row(f: dict[str, Any], label: str | None = None) -> str:
             f"| {target} | {_verdict(f)} |")
 
 
+def _sentence(note: str) -> str:
+    """A note as a sentence; a note opening with a name (run_time_ns) keeps its case."""
+    first = note.split(" ", 1)[0]
+    head = note[0].upper() if first.isalpha() else note[0]
+    return head + note[1:] + "."
+
+
 def headline(res: dict[str, Any]) -> str:
     """Every figure with a target, one row each: the table the README shows."""
     rows = [HEAD.replace("| figure |", "| part | figure |").replace("| --- |", "| --- | --- |", 1)]
@@ -67,7 +74,7 @@ def render(res: dict[str, Any]) -> str:
         for q in part.get("questions", []):
             out += [f"### {q['title']}", ""]
             if q["note"]:
-                out += [q["note"][0].upper() + q["note"][1:] + ".", ""]
+                out += [_sentence(q["note"]), ""]
             out.append(HEAD)
             out += [_row(f) for f in q["figures"]]
             out.append("")

@@ -86,7 +86,10 @@ def bpf_lsm_missing() -> str | None:
     """None when BPF LSM is active, else why not: the pipeline then captures through the
     syscall tracepoints, which is what the overhead part measures."""
     try:
-        active = Path("/sys/kernel/security/lsm").read_text().split(",")
+        active = Path("/sys/kernel/security/lsm").read_text().strip().split(",")
+    except FileNotFoundError:
+        return ("/sys/kernel/security/lsm is missing (securityfs not mounted), so BPF LSM "
+                "cannot be used: the pipeline runs on the syscall tracepoints")
     except OSError as e:
         return f"cannot read /sys/kernel/security/lsm ({e.strerror})"
     if "bpf" not in active:
