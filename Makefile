@@ -65,7 +65,11 @@ VENV_PKGS := \
 	mypy \
 	types-aiofiles \
 	nats-py \
-	nkeys
+	nkeys \
+	matplotlib \
+	tqdm \
+	types-tqdm \
+	jsonschema
 
 venv: $(STAMP_VENV)
 $(STAMP_VENV): pyproject.toml Makefile $(STAMP_SYS)
@@ -92,8 +96,11 @@ $(BUILD)/%.skel.h: $(BUILD)/%.bpf.o
 
 bpf: $(SKELS)
 
-# The benchmark's load generator (getppid in a tight loop).
+# The benchmark's load programs: getppid in a tight loop, and file creations on tmpfs
+# (the bench builds them itself too when they are missing).
 $(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
+	gcc -O2 -Wall -Wextra -Werror -o $@ $<
+$(BUILD)/createload: pipeline/bench/createload.c | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
 # The C extension modules (pipeline._core, pipeline._ds, pipeline.bench._native,
@@ -122,7 +129,7 @@ mutants: setup
 mutants-fast: setup
 	$(PY) scripts/mutants.py --fast $(MUTANTS_ARGS)
 
-bench: setup $(BUILD)/loadgen
+bench: setup $(BUILD)/loadgen $(BUILD)/createload
 	bash scripts/setup-bcc.sh >/dev/null
 	$(PY) -m pipeline bench $(ARGS)
 

@@ -159,7 +159,7 @@ CONSUME: dict[str, Range] = {
 # ---- python -m pipeline bench and burst (flags) ----
 BENCH: dict[str, Range] = {
     "events": Range(int, 1, 10**9, "events"),
-    "rounds": Range(int, 1, 100, "rounds"),
+    "rounds": Range(int, 5, 100, "rounds"),
     "seconds": Range(float, 0, 600, "seconds", open_lo=True),
 }
 BURST: dict[str, Range] = {

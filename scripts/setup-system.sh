@@ -20,6 +20,7 @@ MAIN_PKGS=(
 	python3-dev
 	jq
 	util-linux
+	bpftrace
 )
 BACKPORT_PKGS=(libbpf-dev bpftool)
 

@@ -22,10 +22,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-ROOT = Path(__file__).resolve().parents[2]
-LOADGEN = ROOT / "build" / "loadgen"
+from .tools import ROOT, bcc_missing, program
+
+if TYPE_CHECKING:
+    from .progress import Progress
+
 BCC_SCRIPT = Path(__file__).resolve().parent / "bcc_baseline.py"
 LOAD_CPU, CONSUMER_CPU = "0", "1"
 
@@ -63,8 +66,8 @@ class Load:
 
     def __init__(self, tmp: Path, seconds: float, warm: bool) -> None:
         self.start_file = tmp / f"go-{time.monotonic_ns()}"
-        self.proc = subprocess.Popen([str(LOADGEN), "--seconds", str(seconds), "--cpu", LOAD_CPU,
-                                      "--start-file", str(self.start_file)],
+        self.proc = subprocess.Popen([str(program("loadgen")), "--seconds", str(seconds),
+                                      "--cpu", LOAD_CPU, "--start-file", str(self.start_file)],
                                      stdout=subprocess.PIPE, text=True)
         self.pid = self.proc.pid
         self.warm = Warm(int(seconds * WARM_BYTES_PER_SECOND) if warm else 0)
@@ -170,14 +173,6 @@ def _pipeline(tmp: Path, load: Load) -> dict[str, Any]:
             "events_per_s": written / info["seconds"]}
 
 
-def bcc_available() -> str | None:
-    """None when the baseline can run, else why not."""
-    res = subprocess.run(["/usr/bin/python3", "-c", "import bcc"], capture_output=True)
-    if res.returncode != 0:
-        return "BCC is not installed (run scripts/setup-bcc.sh, or make bench which does)"
-    return None
-
-
 def run_bcc(tmp: Path, seconds: float, warm: bool = True) -> dict[str, Any]:
     load = Load(tmp, seconds, warm)
     try:
@@ -223,23 +218,30 @@ def fresh_start() -> None:
     os.sync()
 
 
-def run_e2e(seconds: float, with_bcc: bool = True, warm: bool = True) -> dict[str, Any]:
-    result: dict[str, Any] = {"load_seconds": seconds, "warm": warm}
+def run_e2e(seconds: float, rounds: int, with_bcc: bool = True, warm: bool = True,
+            progress: Progress | None = None) -> dict[str, Any]:
+    """Every contender once a round, in the same order each round, so that drift in the
+    machine's speed hits all of them alike; every round of each is kept."""
+    result: dict[str, Any] = {"load_seconds": seconds, "warm": warm, "skipped": {}}
     contenders: list[tuple[str, Callable[[Path, float, bool], dict[str, Any]]]] = [
         ("c_drain", run_c_drain), ("pipeline", run_pipeline)]
-    why = bcc_available() if with_bcc else "skipped (--no-bcc)"
+    why = bcc_missing() if with_bcc else "left out with --no-bcc"
     if why is None:
         contenders.append(("bcc", run_bcc))
     else:
-        result["bcc"] = {"skipped": why}
-    for name, run in contenders:
-        # each in its own directory, removed after: its output's pages go with it
-        with tempfile.TemporaryDirectory(prefix="ap-bench-") as d:
-            fresh_start()
-            result[name] = run(Path(d), seconds, warm)
-    if "events_per_s" in result.get("bcc", {}):
-        result["pipeline_vs_bcc"] = (result["pipeline"]["events_per_s"]
-                                     / max(result["bcc"]["events_per_s"], 1e-9))
-    result["pipeline_vs_c_drain"] = (result["pipeline"]["events_per_s"]
-                                     / result["c_drain"]["events_per_s"])
+        result["skipped"]["bcc"] = why
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in contenders}
+    if progress:
+        progress.start("e2e", rounds)
+    for _ in range(rounds):
+        for name, run in contenders:
+            if progress:
+                progress.note(name)
+            # each in its own directory, removed after: its output's pages go with it
+            with tempfile.TemporaryDirectory(prefix="ap-bench-") as d:
+                fresh_start()
+                runs[name].append(run(Path(d), seconds, warm))
+        if progress:
+            progress.tick()
+    result["rounds"] = runs
     return result

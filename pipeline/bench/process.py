@@ -50,11 +50,11 @@ def run_startup(rounds: int = 3) -> dict[str, Any]:
             "what": "launch of `python -m pipeline` until it prints ready (attached, enabled)"}
 
 
-def run_idle(seconds: float = 5.0) -> dict[str, Any]:
+def run_idle(seconds: float = 5.0, settle: float = 1.0) -> dict[str, Any]:
     # a comm nothing has, so other activity on the machine creates no events
     p, _ = _start(["--filter-comm", "ap-idle-probe"])
     try:
-        time.sleep(1.0)  # let start-up work finish
+        time.sleep(settle)  # let start-up work finish
         c0, t0 = _cpu_seconds(p.pid), time.monotonic()
         time.sleep(seconds)
         c1, t1 = _cpu_seconds(p.pid), time.monotonic()
@@ -93,4 +93,4 @@ def run_latency(events: int = 20, gap: float = 0.1) -> dict[str, Any]:
         finally:
             _stop(p)
     return {"ms_median": 1000 * statistics.median(lat), "ms_max": 1000 * max(lat),
-            "events": events}
+            "events": events, "ms": [1000 * x for x in lat]}

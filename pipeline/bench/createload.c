@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: MIT
+/*
+ * createload: the traced workload of the benchmark's `overhead` part. It creates
+ * files on tmpfs in a tight loop (openat(O_CREAT|O_EXCL) then close), the calls a
+ * file-creation tracer hooks, so the time per creation with and without a tracer
+ * attached is the tracer's cost to the traced program.
+ *
+ *   createload --dir DIR --files N [--cpu C] [--start-file PATH]
+ *
+ * DIR must be an empty directory on tmpfs (checked with fstatfs): on a disk file
+ * system the loop would measure the disk. The files are named f0, f1, ... inside
+ * DIR; they are removed after the timed loop, so the removal is not timed.
+ * --cpu and --start-file work as in loadgen: pin, then wait until PATH exists, so
+ * the driver can attach a tracer filtered on this pid before the loop starts.
+ *
+ * Prints one JSON object on stdout: {"created": N, "seconds": S}, the files
+ * created and the timed loop's duration (CLOCK_MONOTONIC).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/magic.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Enough to make each round take long enough to time, small enough for tmpfs. */
+#define MAX_FILES 10000000ULL
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: createload --dir DIR --files N [--cpu C] [--start-file PATH]\n"
+		   "  --dir DIR         an empty directory on tmpfs to create the files in\n"
+		   "  --files N         files to create, 1..%llu\n"
+		   "  --cpu C           pin to CPU C before starting\n"
+		   "  --start-file PATH wait until PATH exists before starting the loop\n",
+		MAX_FILES);
+}
+
+static int fail(const char *what)
+{
+	fprintf(stderr, "createload: %s\n", what);
+	usage(stderr);
+	return 2;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!*s || *s == '-')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int pin_to_cpu(uint64_t cpu)
+{
+	cpu_set_t set;
+
+	if (cpu >= CPU_SETSIZE) {
+		fprintf(stderr, "createload: --cpu %llu: out of range\n", (unsigned long long)cpu);
+		return -1;
+	}
+	CPU_ZERO(&set);
+	CPU_SET((int)cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set)) {
+		fprintf(stderr, "createload: cannot pin to CPU %llu: %s\n", (unsigned long long)cpu,
+			strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void wait_for_file(const char *path)
+{
+	const struct timespec tick = { .tv_sec = 0, .tv_nsec = 1000 * 1000 }; /* 1 ms */
+
+	while (access(path, F_OK) != 0)
+		nanosleep(&tick, NULL);
+}
+
+/* The directory, opened without following a link, on tmpfs, a directory. */
+static int open_tmpfs_dir(const char *path)
+{
+	struct statfs sfs;
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (dfd < 0) {
+		fprintf(stderr, "createload: cannot open directory %s: %s; give an existing "
+				"directory on tmpfs\n", path, strerror(errno));
+		return -1;
+	}
+	if (fstatfs(dfd, &sfs) || sfs.f_type != TMPFS_MAGIC) {
+		fprintf(stderr, "createload: %s is not on tmpfs; give a directory on tmpfs "
+				"(e.g. under /dev/shm)\n", path);
+		close(dfd);
+		return -1;
+	}
+	return dfd;
+}
+
+static void name_of(char *buf, size_t len, uint64_t i)
+{
+	snprintf(buf, len, "f%llu", (unsigned long long)i);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "files", required_argument, NULL, 'n' },
+		{ "cpu", required_argument, NULL, 'c' },
+		{ "start-file", required_argument, NULL, 'f' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *dir = NULL, *start_file = NULL;
+	uint64_t files = 0, cpu = 0, i;
+	int have_cpu = 0, dfd, c, rc = 0;
+	char name[32];
+	double t0, t1;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			dir = optarg;
+			break;
+		case 'n':
+			if (parse_u64(optarg, &files) || files == 0 || files > MAX_FILES)
+				return fail("--files needs an integer in 1..10000000");
+			break;
+		case 'c':
+			if (parse_u64(optarg, &cpu))
+				return fail("--cpu needs a CPU number");
+			have_cpu = 1;
+			break;
+		case 'f':
+			start_file = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc)
+		return fail("unexpected argument");
+	if (!dir || !files)
+		return fail("give --dir and --files");
+
+	dfd = open_tmpfs_dir(dir);
+	if (dfd < 0)
+		return 2;
+	if (have_cpu && pin_to_cpu(cpu))
+		return 1;
+	if (start_file)
+		wait_for_file(start_file);
+
+	t0 = now_s();
+	for (i = 0; i < files; i++) {
+		int fd;
+
+		name_of(name, sizeof(name), i);
+		fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			fprintf(stderr, "createload: cannot create %s/%s: %s\n", dir, name,
+				strerror(errno));
+			rc = 1;
+			break;
+		}
+		close(fd);
+	}
+	t1 = now_s();
+
+	/* untimed: leave the directory as it was given */
+	for (uint64_t j = 0; j < i; j++) {
+		name_of(name, sizeof(name), j);
+		unlinkat(dfd, name, 0);
+	}
+	close(dfd);
+	if (rc)
+		return rc;
+	printf("{\"created\": %llu, \"seconds\": %.6f}\n", (unsigned long long)files, t1 - t0);
+	return fflush(stdout) == 0 ? 0 : 1;
+}

@@ -1,0 +1,248 @@
+"""overhead: what a file-creation tracer costs the program it traces.
+
+build/createload creates (openat O_CREAT|O_EXCL) and closes files on tmpfs in a tight loop on
+CPU 0. Each round times it once per contender, one after the other:
+  - none:     nothing attached;
+  - pipeline: `python -m pipeline --sink jsonl`, filtered on the load's pid, on CPU 1;
+  - bpftrace: a bpftrace script printing the same events as JSON lines from the same
+              syscall tracepoints (bpftrace_script.py), filtered alike, on CPU 1.
+While the load runs the kernel counts the run time of every BPF program each tracer holds
+(bpfstats), giving the in-kernel ns per captured event; each tracer's output is counted
+against the files created.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import bpfstats
+from .bpftrace_script import PROBES, script
+from .figures import PartResult, Question, Skipped, Target, ratios
+from .parts import Context, Plot
+from .tools import ROOT, bpf_lsm_missing, bpftool, bpftrace_missing, program
+
+TITLE = "overhead on the traced workload: file creations with no tracer, the pipeline, bpftrace"
+LOAD_CPU, TRACER_CPU = "0", "1"
+PIN_DIR = "/sys/fs/bpf/arena-pipeline-bench"
+CONTENDERS = ("none", "pipeline", "bpftrace")
+# the targets the issue sets: the pipeline adds at most 5% to each creation, and at most a
+# tenth of what bpftrace adds
+TARGET_OVERHEAD_PCT = 5.0
+TARGET_VS_BPFTRACE = 0.1
+ATTACH_TIMEOUT = 60.0
+STOP_RETRY_S, STOP_TRIES = 3.0, 20
+
+
+def _tmpfs_root() -> Path:
+    """A tmpfs directory to create the files under: /dev/shm where it is tmpfs."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[1] == "/dev/shm" and parts[2] == "tmpfs":
+                return Path("/dev/shm")
+    raise RuntimeError("/dev/shm is not a tmpfs mount here: the overhead part creates its "
+                       "files on tmpfs; mount one there (mount -t tmpfs tmpfs /dev/shm)")
+
+
+class _Load:
+    def __init__(self, ctx: Context, files: int, where: Path) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="ap-overhead-", dir=where))
+        self.start = ctx.tmp / f"overhead-go-{time.monotonic_ns()}"
+        self.proc = subprocess.Popen(
+            [str(program("createload")), "--dir", str(self.dir), "--files", str(files),
+             "--cpu", LOAD_CPU, "--start-file", str(self.start)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def go(self) -> None:
+        self.start.touch()
+
+    def finish(self) -> dict[str, Any]:
+        out, err = self.proc.communicate(timeout=600)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"createload failed: {err.strip()}")
+        return dict(json.loads(out))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.start.unlink(missing_ok=True)
+        for p in self.dir.iterdir():
+            p.unlink()
+        self.dir.rmdir()
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.startswith(b"{"))
+    except FileNotFoundError:
+        return 0
+
+
+def _stop(p: subprocess.Popen[str]) -> str:
+    """SIGINT, repeated every STOP_RETRY_S: bpftrace 0.17 here sometimes lets the first one
+    pass and stays in its poll loop, and exits (its output flushed) on the next."""
+    for _ in range(STOP_TRIES):
+        p.send_signal(signal.SIGINT)
+        try:
+            _, err = p.communicate(timeout=STOP_RETRY_S)
+            return err or ""
+        except subprocess.TimeoutExpired:
+            continue
+    p.kill()
+    _, err = p.communicate()
+    return err or ""
+
+
+def _start_pipeline(out: Path, pid: int) -> subprocess.Popen[str]:
+    p = subprocess.Popen(
+        ["taskset", "-c", TRACER_CPU, sys.executable, "-m", "pipeline", "--sink", "jsonl",
+         "--output", str(out), "--filter-pid", str(pid), "--pin-dir", PIN_DIR],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    seen: list[str] = []
+    for line in p.stderr:
+        seen.append(line)
+        if "ready in" in line:
+            return p
+    p.wait()
+    raise RuntimeError("the pipeline did not start: " + "".join(seen).strip()[-300:])
+
+
+def _perf_attached(pid: int) -> int:
+    res = subprocess.run([bpftool(), "-j", "perf", "show"], capture_output=True, text=True,
+                         check=False)
+    if res.returncode != 0:
+        return 0
+    return sum(1 for x in json.loads(res.stdout or "[]") if x.get("pid") == pid)
+
+
+def _start_bpftrace(bt: Path, out: Path, pid: int) -> subprocess.Popen[str]:
+    p = subprocess.Popen(["taskset", "-c", TRACER_CPU, "bpftrace", "-o", str(out), str(bt),
+                          str(pid)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # attached once every tracepoint has its perf event (bpftool perf), which bpftrace
+    # itself does not announce
+    deadline = time.monotonic() + ATTACH_TIMEOUT
+    while _perf_attached(p.pid) < PROBES:
+        if p.poll() is not None or time.monotonic() > deadline:
+            err = _stop(p) if p.poll() is None else (p.communicate()[1] or "")
+            lines = [ln for ln in err.splitlines() if "RLIMIT_MEMLOCK" not in ln]
+            raise RuntimeError("bpftrace did not attach: " + " ".join(lines)[-300:])
+        time.sleep(0.05)
+    return p
+
+
+def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str, Any]:
+    load = _Load(ctx, files, where)
+    out = ctx.tmp / f"overhead-{who}.jsonl"
+    out.unlink(missing_ok=True)
+    tracer: subprocess.Popen[str] | None = None
+    try:
+        if who == "pipeline":
+            tracer = _start_pipeline(out, load.proc.pid)
+        elif who == "bpftrace":
+            tracer = _start_bpftrace(bt, out, load.proc.pid)
+        # counting only while the load runs: bpftrace, asked to stop while the kernel counts,
+        # was seen not to exit here
+        with bpfstats.Enabled():
+            before = bpfstats.of_pid(tracer.pid) if tracer else {}
+            load.go()
+            info = load.finish()
+            after = bpfstats.of_pid(tracer.pid) if tracer else {}
+        if tracer is not None:
+            err = _stop(tracer)
+            if tracer.returncode not in (0, -signal.SIGINT):
+                raise RuntimeError(f"{who} failed ({tracer.returncode}): {err.strip()[-300:]}")
+    finally:
+        if tracer is not None and tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+        load.close()
+    st = bpfstats.delta(before, after)
+    captured = _count_lines(out) if tracer else 0
+    out.unlink(missing_ok=True)
+    return {"created": info["created"], "seconds": info["seconds"],
+            "us_per_file": 1e6 * info["seconds"] / info["created"], "captured": captured,
+            "bpf_run_time_ns": st.run_time_ns, "bpf_run_cnt": st.run_cnt,
+            "bpf_progs": st.progs}
+
+
+def run(ctx: Context) -> PartResult:
+    res = PartResult()
+    files = int(ctx.pick(5_000, 100_000))
+    where = _tmpfs_root()
+    why = bpftrace_missing()
+    contenders = [c for c in CONTENDERS if c != "bpftrace" or why is None]
+    if why is not None:
+        res.skipped.append(Skipped("bpftrace", why))
+    lsm = bpf_lsm_missing()
+    if lsm is not None:
+        res.skipped.append(Skipped("the pipeline on BPF LSM", lsm))
+    bt = ctx.tmp / "overhead.bt"
+    bt.write_text(script())
+    rounds: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    ctx.progress.start("overhead", ctx.rounds)
+    for _ in range(ctx.rounds):
+        for who in contenders:  # alternating, round by round
+            ctx.progress.note(who)
+            rounds[who].append(_one(ctx, who, files, where, bt))
+        ctx.progress.tick()
+    res.raw = {"files_per_round": files, "load_cpu": int(LOAD_CPU),
+               "tracer_cpu": int(TRACER_CPU), "bpftrace_script": script(), "rounds": rounds}
+    _questions(res, rounds)
+    return res
+
+
+def _questions(res: PartResult, rounds: dict[str, list[dict[str, Any]]]) -> None:
+    us = {c: [r["us_per_file"] for r in rs] for c, rs in rounds.items()}
+    q = res.question("What does tracing cost each file creation?",
+                     note="time per openat(O_CREAT)+close on tmpfs; overhead against the "
+                          "same round's run with nothing attached")
+    for c in rounds:
+        q.add(f"{c}: time per creation", "us", us[c])
+    over = {c: [100.0 * (x - 1.0) for x in ratios(us[c], us["none"])]
+            for c in rounds if c != "none"}
+    for c, xs in over.items():
+        q.add(f"{c}: overhead", "%", xs,
+              Target("<=", TARGET_OVERHEAD_PCT) if c == "pipeline" else None)
+    if "bpftrace" in over:
+        q.add("pipeline overhead / bpftrace overhead", "x",
+              ratios(over["pipeline"], over["bpftrace"]), Target("<=", TARGET_VS_BPFTRACE))
+    k = res.question("How much kernel time does each tracer spend per event?",
+                     note="run_time_ns of every BPF program the tracer holds, counted by the "
+                          "kernel (BPF_ENABLE_STATS) during the load, / events captured")
+    for c in rounds:
+        if c == "none":
+            continue
+        k.add(f"{c}: BPF run time per captured event", "ns",
+              [r["bpf_run_time_ns"] / max(r["captured"], 1) for r in rounds[c]])
+    cap = res.question("Does each tracer capture every creation?",
+                       note="events in the tracer's output / files created")
+    for c in rounds:
+        if c == "none":
+            continue
+        cap.add(f"{c}: captured / created", "%",
+                [100.0 * r["captured"] / r["created"] for r in rounds[c]])
+
+
+def plots(res: PartResult) -> list[Plot]:
+    from .plots import bars
+
+    q: Question = res.questions[0]
+    per = [f for f in q.figures if f.name.endswith("time per creation")]
+    k = res.questions[1].figures
+    fig = bars("Cost of tracing file creation (median, min-max whiskers)",
+               [("time per creation", "µs per openat+close",
+                 [(f.name.split(":")[0], f) for f in per]),
+                ("in-kernel BPF time", "ns per captured event",
+                 [(f.name.split(":")[0], f) for f in k])])
+    return [Plot("overhead", fig)]
