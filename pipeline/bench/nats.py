@@ -28,7 +28,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .e2e import CONSUMER_CPU, LOADGEN, ROOT, Load, fresh_start
+from .e2e import CONSUMER_CPU, Load, fresh_start
+from .tools import ROOT, program
 
 TARGET = 0.5  # nats events/s at least half the file sink's
 
@@ -129,8 +130,7 @@ def _delete_stream(url: str, stream: str) -> None:
 def run_nats_vs_jsonl(seconds: float = 2.0, rounds: int = 3,
                       warm: bool = True) -> dict[str, Any]:
     """Alternating rounds, jsonl first in each; figures per round and their medians."""
-    if not LOADGEN.exists():
-        raise RuntimeError(f"{LOADGEN} is missing: run make {LOADGEN} (make bench does)")
+    program("loadgen")  # built here when missing
     out: dict[str, Any] = {"load_seconds": seconds, "rounds": [], "target": TARGET}
     with tempfile.TemporaryDirectory(prefix="ap-bench-nats-") as d:
         server = _Server(Path(d))
