@@ -37,12 +37,12 @@ STAMP_VENV := $(VENV)/.ready
 EXT_SRCS := $(wildcard pipeline/_core/*.[ch] pipeline/_ds/*.[ch] pipeline/bench/_native/*.[ch] \
 	pipeline/_cshared/*.[ch] src/*.c)
 
-.PHONY: all setup system venv console bpf ext run test bench lint clean install mutants mutants-fast
+.PHONY: all setup system venv console bpf ext race run test bench lint clean install mutants mutants-fast
 # keep the .bpf.o files between the skeleton and the next build
 .SECONDARY:
 all: setup
 
-setup: system venv console bpf ext
+setup: system venv console bpf ext race
 
 system: $(STAMP_SYS)
 $(STAMP_SYS): scripts/setup-system.sh
@@ -94,6 +94,13 @@ bpf: $(SKELS)
 # The benchmark's load generator (getppid in a tight loop).
 $(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
+
+# The race against Concurrency Kit and liburcu (bench/race/race.c; python -m pipeline.bench.race).
+RACE_LIBS := -lck -lurcu -lurcu-cds -lurcu-common -lbpf -lpthread
+race: $(BUILD)/race
+$(BUILD)/race: bench/race/race.c bench/race/contenders.h $(HEADERS) $(wildcard src/*.c) | $(STAMP_SYS)
+	gcc -O2 -g -Wall -Wextra -Werror -I$(ROOT)/include -I$(ROOT)/bench/race -o $@ bench/race/race.c \
+		$(wildcard src/*.c) $(RACE_LIBS)
 
 # The C extension modules (pipeline._core, pipeline._ds, pipeline.bench._native)
 # embed the skeletons; built in place so `python -m pipeline` runs from the checkout.

@@ -20,6 +20,8 @@ MAIN_PKGS=(
 	python3-dev
 	jq
 	util-linux
+	libck-dev
+	liburcu-dev
 )
 BACKPORT_PKGS=(libbpf-dev bpftool)
 
