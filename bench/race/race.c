@@ -116,6 +116,10 @@ struct qops {
 	int lifo;
 };
 
+/* RACE_SELF_TEST=lose: the single-thread queue workload throws one item
+ * away behind the checks' back, so the test suite can see them fail */
+static int lose_one;
+
 /* one thread: bursts of BURST pushes then BURST pops; per push+pop pair */
 static __always_inline void q_st(const struct qops *q, ap_u64 n)
 {
@@ -133,6 +137,8 @@ static __always_inline void q_st(const struct qops *q, ap_u64 n)
 		for (j = 0; j < BURST; j++)
 			if (!q->push(&t, i + j, val_of(i + j)))
 				FAIL("push %llu refused", (unsigned long long)(i + j));
+		if (lose_one && i == BURST)
+			q->pop(&t, &k, &v);
 		for (j = 0; j < BURST; j++) {
 			ap_u64 want = q->lifo ? i + BURST - 1 - j : i + j;
 
@@ -872,6 +878,7 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
+	lose_one = getenv("RACE_SELF_TEST") && !strcmp(getenv("RACE_SELF_TEST"), "lose");
 	if (quick) {
 		sz = (struct sizes){64000, 40000, 20000, 2000};
 		if (rounds == 5)
