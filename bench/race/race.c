@@ -520,15 +520,15 @@ static void nothing(struct tctx *t)
  * pointer read from their argument. */
 #define QOPS(var, pre, setup_, tinit_, tfini_, enter_, exit_, lifo_)                                         \
 	static const struct qops var = {setup_, tinit_, tfini_, enter_, exit_, pre##_push, pre##_pop, lifo_}; \
-	static void *var##_prod(void *a)                                                                   \
+	__attribute__((flatten)) static void *var##_prod(void *a)                                          \
 	{                                                                                                  \
 		return q_producer(&var, (struct pc_arg *)a);                                                     \
 	}                                                                                                  \
-	static void *var##_cons(void *a)                                                                   \
+	__attribute__((flatten)) static void *var##_cons(void *a)                                          \
 	{                                                                                                  \
 		return q_consumer(&var, (struct pc_arg *)a);                                                     \
 	}                                                                                                  \
-	static void var##_run(int wl, ap_u64 n)                                                            \
+	__attribute__((flatten)) static void var##_run(int wl, ap_u64 n)                                   \
 	{                                                                                                  \
 		if (wl == WL_ST)                                                                           \
 			q_st(&var, n);                                                                     \
@@ -539,11 +539,11 @@ static void nothing(struct tctx *t)
 #define KOPS(var, pre, setup_, tinit_, tfini_, enter_, exit_)                                                  \
 	static const struct kops var = {setup_, tinit_, tfini_, enter_, exit_, pre##_insert, pre##_search,   \
 					pre##_del};                                                           \
-	static void *var##_mix(void *a)                                                                    \
+	__attribute__((flatten)) static void *var##_mix(void *a)                                           \
 	{                                                                                                  \
 		return k_mixer(&var, (struct mix_arg *)a);                                                       \
 	}                                                                                                  \
-	static void var##_run(int wl, ap_u64 n)                                                            \
+	__attribute__((flatten)) static void var##_run(int wl, ap_u64 n)                                   \
 	{                                                                                                  \
 		if (wl == WL_ST)                                                                           \
 			k_st(&var, n);                                                                     \

@@ -83,56 +83,59 @@ static __always_inline int ds_spsc_init(struct ds_ctx *c, struct ds_spsc __arena
 	return DS_OK;
 }
 
-/* enqueue (the producer) */
+/* enqueue (the producer). The read-only words are read once, before any
+ * store into a slot (which the compiler must assume may alias them). */
 static __always_inline int ds_spsc_insert(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 val)
 {
-	ap_u64 tail, cap = d->mask + 1;
+	ap_u64 mask = d->mask, slots = d->slots, tail, seen;
 	struct ds_kv __arena *s;
-	int res = DS_OK, how = ds_role_begin(c, &d->roles, DS_ROLE_PRODUCER);
+	int how = ds_role_begin(c, &d->roles, DS_ROLE_PRODUCER);
 
 	if (how < 0)
 		return DS_BUSY;
 	tail = arena_atomic_load(&d->ptail, ARENA_RELAXED);
-	if (tail - arena_atomic_load(&d->pcache, ARENA_RELAXED) >= cap) {
-		arena_atomic_store(&d->pcache, arena_atomic_load(&d->chead, ARENA_ACQUIRE), ARENA_RELAXED);
-		if (tail - arena_atomic_load(&d->pcache, ARENA_RELAXED) >= cap) {
-			res = DS_FULL;
-			goto out;
+	seen = arena_atomic_load(&d->pcache, ARENA_RELAXED);
+	if (tail - seen > mask) {
+		seen = arena_atomic_load(&d->chead, ARENA_ACQUIRE);
+		arena_atomic_store(&d->pcache, seen, ARENA_RELAXED);
+		if (tail - seen > mask) {
+			ds_role_end(&d->roles, DS_ROLE_PRODUCER, how);
+			return DS_FULL;
 		}
 	}
-	s = ds_spsc_slot(d, tail);
+	s = ARENA_PTR(struct ds_kv, slots + (tail & mask) * sizeof(struct ds_kv));
 	s->key = key;
 	s->val = val;
 	arena_atomic_store(&d->ptail, tail + 1, ARENA_RELEASE);
-out:
 	ds_role_end(&d->roles, DS_ROLE_PRODUCER, how);
-	return res;
+	return DS_OK;
 }
 
 /* dequeue (the consumer) */
 static __always_inline int ds_spsc_pop(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 *key, ap_u64 *val)
 {
-	ap_u64 head;
+	ap_u64 mask = d->mask, slots = d->slots, head, seen;
 	struct ds_kv __arena *s;
-	int res = DS_OK, how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
+	int how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
 
 	if (how < 0)
 		return DS_BUSY;
 	head = arena_atomic_load(&d->chead, ARENA_RELAXED);
-	if (head == arena_atomic_load(&d->ccache, ARENA_RELAXED)) {
-		arena_atomic_store(&d->ccache, arena_atomic_load(&d->ptail, ARENA_ACQUIRE), ARENA_RELAXED);
-		if (head == arena_atomic_load(&d->ccache, ARENA_RELAXED)) {
-			res = DS_NOT_FOUND;
-			goto out;
+	seen = arena_atomic_load(&d->ccache, ARENA_RELAXED);
+	if (head == seen) {
+		seen = arena_atomic_load(&d->ptail, ARENA_ACQUIRE);
+		arena_atomic_store(&d->ccache, seen, ARENA_RELAXED);
+		if (head == seen) {
+			ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
+			return DS_NOT_FOUND;
 		}
 	}
-	s = ds_spsc_slot(d, head);
+	s = ARENA_PTR(struct ds_kv, slots + (head & mask) * sizeof(struct ds_kv));
 	*key = s->key;
 	*val = s->val;
 	arena_atomic_store(&d->chead, head + 1, ARENA_RELEASE);
-out:
 	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
-	return res;
+	return DS_OK;
 }
 
 static __always_inline int ds_spsc_delete(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 *val)
