@@ -50,10 +50,13 @@ static const char *const wl_key[] = {"st", "pc", "mix", "scan"};
 /* what a figure is: lower is better for ns, higher for M/s */
 static const char *const wl_unit[] = {"ns/iter", "M items/s", "M ops/s", "ns/scan"};
 
+/* operations per run: queue pairs on one thread, keyed iterations on one
+ * thread, items from producer to consumer, operations per mixing thread,
+ * scans */
 struct sizes {
-	ap_u64 st, pc, mix, scan;
+	ap_u64 st, kst, pc, mix, scan;
 };
-static struct sizes sz = {4000000, 2000000, 1000000, 100000};
+static struct sizes sz = {4000000, 1000000, 2000000, 1000000, 100000};
 
 struct outcome {
 	int ok;
@@ -637,9 +640,11 @@ static int map_memory(enum mem m)
 	return o_sp ? 0 : -EINVAL;
 }
 
-static ap_u64 size_of(int wl)
+static ap_u64 size_of(const struct contender *c, int wl)
 {
-	return wl == WL_ST ? sz.st : wl == WL_PC ? sz.pc : wl == WL_MIX ? sz.mix : sz.scan;
+	if (wl == WL_ST)
+		return c->wl_mask & (1 << WL_MIX) ? sz.kst : sz.st;
+	return wl == WL_PC ? sz.pc : wl == WL_MIX ? sz.mix : sz.scan;
 }
 
 static struct outcome run_child(const struct contender *c, int wl, enum mem m)
@@ -666,7 +671,7 @@ static struct outcome run_child(const struct contender *c, int wl, enum mem m)
 			snprintf(r.err, sizeof(r.err), "cannot map the %s at %#llx: %s",
 				 m == MEM_ARENA ? "arena" : "plain memory", (unsigned long long)ARENA_BASE, strerror(-e));
 		else
-			c->run(wl, size_of(wl));
+			c->run(wl, size_of(c, wl));
 		if (e)
 			r.ok = -1;
 		if (write(fds[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
@@ -818,9 +823,10 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 	json_str(jf, cpu);
 	fprintf(jf, ", \"cpus_online\": %ld, \"kernel\": ", sysconf(_SC_NPROCESSORS_ONLN));
 	json_str(jf, u.release);
-	fprintf(jf, "}, \"rounds\": %d, \"quick\": %s, \"sizes\": {\"st\": %llu, \"pc\": %llu, \"mix\": %llu, "
-		"\"scan\": %llu}, \"exact\": true, \"rows\": [",
-		rounds, quick ? "true" : "false", (unsigned long long)sz.st, (unsigned long long)sz.pc,
+	fprintf(jf, "}, \"rounds\": %d, \"quick\": %s, \"sizes\": {\"st\": %llu, \"keyed_st\": %llu, \"pc\": %llu, "
+		"\"mix\": %llu, \"scan\": %llu}, \"exact\": true, \"rows\": [",
+		rounds, quick ? "true" : "false", (unsigned long long)sz.st, (unsigned long long)sz.kst,
+		(unsigned long long)sz.pc,
 		(unsigned long long)sz.mix, (unsigned long long)sz.scan);
 	for (i = 0; i < nrows; i++) {
 		struct row *r = &rows[i];
@@ -880,7 +886,7 @@ int main(int argc, char **argv)
 	}
 	lose_one = getenv("RACE_SELF_TEST") && !strcmp(getenv("RACE_SELF_TEST"), "lose");
 	if (quick) {
-		sz = (struct sizes){64000, 40000, 20000, 2000};
+		sz = (struct sizes){64000, 16000, 40000, 20000, 2000};
 		if (rounds == 5)
 			rounds = 2;
 	}
