@@ -771,16 +771,34 @@ static void machine(char *cpu, size_t len)
 	fclose(f);
 }
 
+/* the 1-minute load average: what else the machine was running */
+static double loadavg(void)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+	double l = -1;
+
+	if (f) {
+		if (fscanf(f, "%lf", &l) != 1)
+			l = -1;
+		fclose(f);
+	}
+	return l;
+}
+
+static double load_start;
+
 static void output(FILE *tf, FILE *jf, int rounds, int quick)
 {
+	double load_end = loadavg();
 	char cpu[128];
 	struct utsname u;
 	int i;
 
 	machine(cpu, sizeof(cpu));
 	uname(&u);
-	fprintf(tf, "race: %s, %ld CPUs online, Linux %s; %d rounds%s; median [min-max]\n", cpu,
-		sysconf(_SC_NPROCESSORS_ONLN), u.release, rounds, quick ? " (quick)" : "");
+	fprintf(tf, "race: %s, %ld CPUs online, Linux %s, load average %.2f at the start, %.2f at the end; "
+		"%d rounds%s; median [min-max]\n", cpu, sysconf(_SC_NPROCESSORS_ONLN), u.release, load_start, load_end,
+		rounds, quick ? " (quick)" : "");
 	fprintf(tf, "%-9s %-24s %-22s %-6s %10s %21s %8s  %s\n", "structure", "workload", "contender", "memory",
 		"median", "range", "vs best", "unit");
 	for (i = 0; i < nrows; i++) {
@@ -823,7 +841,8 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 	json_str(jf, cpu);
 	fprintf(jf, ", \"cpus_online\": %ld, \"kernel\": ", sysconf(_SC_NPROCESSORS_ONLN));
 	json_str(jf, u.release);
-	fprintf(jf, "}, \"rounds\": %d, \"quick\": %s, \"sizes\": {\"st\": %llu, \"keyed_st\": %llu, \"pc\": %llu, "
+	fprintf(jf, ", \"loadavg_start\": %.2f, \"loadavg_end\": %.2f}, ", load_start, load_end);
+	fprintf(jf, "\"rounds\": %d, \"quick\": %s, \"sizes\": {\"st\": %llu, \"keyed_st\": %llu, \"pc\": %llu, "
 		"\"mix\": %llu, \"scan\": %llu}, \"exact\": true, \"rows\": [",
 		rounds, quick ? "true" : "false", (unsigned long long)sz.st, (unsigned long long)sz.kst,
 		(unsigned long long)sz.pc,
@@ -916,6 +935,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	load_start = loadavg();
 	/* the rows: ours in the arena and on plain memory, the others on the heap */
 	for (i = 0; i < (int)NCONT; i++) {
 		const struct contender *c = &contenders[i];
