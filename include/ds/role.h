@@ -35,6 +35,10 @@
 #ifndef DS_ROLE_H
 #define DS_ROLE_H
 
+/* ds_api.h defines struct ds_ctx and then includes this file; included on
+ * its own, this pulls ds_api.h in first (its guard stops the cycle) */
+#include "ds_api.h"
+
 #define DS_ROLE_PRODUCER 0
 #define DS_ROLE_CONSUMER 1
 #define DS_ROLE_KERNEL (1ULL << 63)
