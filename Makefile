@@ -38,12 +38,12 @@ EXT_SRCS := $(wildcard pipeline/_core/*.[ch] pipeline/_ds/*.[ch] pipeline/bench/
 	pipeline/_cshared/*.[ch] src/*.c \
 	pipeline/_lin/*.[ch])
 
-.PHONY: all setup system venv console bpf ext run test bench lint clean install mutants mutants-fast
+.PHONY: all setup system venv console bpf ext race run test bench lint clean install mutants mutants-fast
 # keep the .bpf.o files between the skeleton and the next build
 .SECONDARY:
 all: setup
 
-setup: system venv console bpf ext
+setup: system venv console bpf ext race
 
 system: $(STAMP_SYS)
 $(STAMP_SYS): scripts/setup-system.sh
@@ -103,8 +103,13 @@ $(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
 $(BUILD)/createload: pipeline/bench/createload.c | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
-# The C extension modules (pipeline._core, pipeline._ds, pipeline.bench._native,
-# pipeline._linearize)
+# The race against Concurrency Kit and liburcu (bench/race/race.c; python -m pipeline.bench.race).
+RACE_LIBS := -lck -lurcu -lurcu-cds -lurcu-common -lbpf -lpthread
+race: $(BUILD)/race
+$(BUILD)/race: bench/race/race.c bench/race/contenders.h $(HEADERS) $(wildcard src/*.c) | $(STAMP_SYS)
+	gcc -O2 -g -Wall -Wextra -Werror -I$(ROOT)/include -I$(ROOT)/bench/race -o $@ bench/race/race.c \
+		$(wildcard src/*.c) $(RACE_LIBS)
+
 # embed the skeletons; built in place so `python -m pipeline` runs from the checkout.
 ext: $(BUILD)/.ext-ready
 $(BUILD)/.ext-ready: $(SKELS) $(EXT_SRCS) $(HEADERS) setup.py $(STAMP_VENV)

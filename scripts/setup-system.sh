@@ -21,6 +21,8 @@ MAIN_PKGS=(
 	jq
 	util-linux
 	bpftrace
+	libck-dev
+	liburcu-dev
 )
 BACKPORT_PKGS=(libbpf-dev bpftool)
 

@@ -234,6 +234,9 @@ static __always_inline int ds_batch_begin(struct ds_batch_run *r, struct ds_batc
 	r->c.flags = flags;
 	r->c.side = side;
 	r->c.rng = b->seed ? b->seed : 0x2545f4914f6cdd1dULL;
+	/* the batch keeps each role it claims until its end (role.h) */
+	r->c.held = DS_HELD_KEEP;
+	r->c.owner = 0;
 	/* DS_CMD_INIT: the head is not laid out yet, but its caller wrote
 	 * heap and domain into it */
 	if (b->cmd != DS_CMD_INIT && (!b->ds || ds_head_check(h, type)))
@@ -258,6 +261,7 @@ static __always_inline void ds_batch_end(struct ds_batch_run *r, struct ds_batch
 		ds_exit(&r->c);
 		r->in_cs = 0;
 	}
+	ds_role_drop(&r->c);
 	/* constant indices: the context of a BPF program takes no variable offsets */
 	b->n_out = a->n_out;
 	if (b->cmd != DS_CMD_VERIFY) {
@@ -352,6 +356,10 @@ static inline int ds_batch_user(struct ds_ctx *c, struct ds_batch *b)
 		return DS_CORRUPT;
 	}
 	r.c.rec = c->rec;
+	r.c.owner = c->owner;
+	/* a context attached to roles runs the batch in them */
+	if (c->held)
+		r.c.held = c->held;
 	t0 = arena_now_ns();
 	if (b->cmd == DS_CMD_MIX)
 		arena_loop(b->count, ds_batch_user_step, &r);
@@ -412,6 +420,7 @@ static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_arg
 	ap_u32 k;
 	int in_cs = 0, busy = 0;
 
+	ds_role_batch_start(c);
 	for (i = 0; i < n; i++) {
 		ap_u32 op = uniform >= 0 ? (ap_u32)uniform : ops[i];
 		ap_u64 ok = 0, ov = 0;
@@ -446,6 +455,7 @@ static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_arg
 	}
 	if (in_cs)
 		ds_exit(c);
+	ds_role_drop(c);
 	ns = arena_now_ns() - t0;
 	total = i ? i : 1;
 	for (k = 0; k < DS_OP__COUNT; k++) {

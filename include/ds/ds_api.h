@@ -159,7 +159,11 @@ struct ds_ctx {
 	ap_u64 rng;
 	ap_u32 flags; /* ARENA_NOSLEEP in non-sleepable BPF programs */
 	ap_u32 side;  /* enum ds_side */
+	ap_u64 held;  /* the producer/consumer roles it holds (role.h); 0: none */
+	ap_u64 owner; /* userspace: this thread as a role owner (arena_self_owner), 0: ask each claim */
 };
+
+#include "role.h"
 
 static __always_inline int ds_enter(struct ds_ctx *c)
 {

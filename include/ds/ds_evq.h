@@ -9,9 +9,10 @@
  *         sleepable SEC("syscall") programs); a full ring is DS_FULL and too
  *         many lost races DS_BUSY, both counted in the ring's drop counters
  *         as in the pipeline.
- * pop     one record, in ticket order, under a consumer try-lock (DS_BUSY
- *         when another consumer holds it): the ring has one consumer, and
- *         the lock makes that so whichever side calls. DS_NOT_FOUND when the
+ * pop     one record, in ticket order, by the holder of the consumer role
+ *         (role.h: claimed once per batch or attach; DS_BUSY for another
+ *         consumer): the ring has one consumer, and the role makes that so
+ *         whichever side calls. DS_NOT_FOUND when the
  *         slot at head is not published (empty, or its producer is between
  *         reserve and publish).
  * search, delete: DS_INVALID.
@@ -45,7 +46,7 @@ EVQ_DEFINE(evq_kv, struct ds_kv, ds_evq_copy, ds_evq_stamp)
 
 struct ds_evq {
 	struct ds_head head;
-	ap_u64 consumer __arena_cacheline_aligned; /* try-lock: 1 while a consumer is in pop */
+	struct ds_roles roles; /* the consumer's (role.h) */
 	struct evq q;
 };
 
@@ -78,7 +79,7 @@ static __always_inline int ds_evq_init(struct ds_ctx *c, struct ds_evq __arena *
 	}
 	ds_head_init(c, &d->head, DS_TYPE_evq, cfg);
 	arena_store_once(&d->head.cfg.capacity, cap);
-	arena_store_once(&d->consumer, 0);
+	ds_roles_init(&d->roles);
 	ds_head_publish(&d->head);
 	return DS_OK;
 }
@@ -100,10 +101,9 @@ static __always_inline int ds_evq_pop(struct ds_ctx *c, struct ds_evq __arena *d
 {
 	struct ds_kv __arena *rec;
 	ap_u64 head;
-	int res = DS_NOT_FOUND;
+	int res = DS_NOT_FOUND, how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
 
-	(void)c;
-	if (arena_atomic_cmpxchg(&d->consumer, 0, 1, ARENA_ACQUIRE) != 0)
+	if (how < 0)
 		return DS_BUSY;
 	head = arena_atomic_load(&d->q.head, ARENA_RELAXED);
 	rec = evq_kv_peek(&d->q, head);
@@ -113,7 +113,7 @@ static __always_inline int ds_evq_pop(struct ds_ctx *c, struct ds_evq __arena *d
 		evq_kv_release(&d->q, head + 1);
 		res = DS_OK;
 	}
-	arena_atomic_store(&d->consumer, 0, ARENA_RELEASE);
+	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
 	return res;
 }
 
@@ -167,7 +167,7 @@ static __always_inline int ds_evq_iterate(struct ds_ctx *c, struct ds_evq __aren
  *   - the other slots hold their previous round's ticket (or nothing yet);
  *   - every push is accounted for: seq = tail + dropped_full + dropped_busy
  *     (DS_BUSY while a push is between its sequence number and its ticket).
- * The consumer try-lock held: DS_BUSY.
+ * The consumer role held: DS_BUSY.
  */
 static __always_inline int ds_evq_verify(struct ds_ctx *c, struct ds_evq __arena *d, struct ds_verify *v)
 {
@@ -179,7 +179,7 @@ static __always_inline int ds_evq_verify(struct ds_ctx *c, struct ds_evq __arena
 	v->count = v->keysum = v->valsum = v->where = 0;
 	if (ds_head_check(&d->head, DS_TYPE_evq))
 		return DS_CORRUPT;
-	if (arena_atomic_load(&d->consumer, ARENA_ACQUIRE)) {
+	if (ds_roles_busy(&d->roles)) {
 		v->where = 1;
 		return DS_BUSY;
 	}

@@ -10,10 +10,19 @@
  * write a producer makes to an older node is that link: so a popped node is
  * freed at once, no epoch reclamation needed.
  *
- * Model: one consumer at a time, enforced: pop takes a try-lock (DS_BUSY
- * when another consumer holds it). Progress: producers are wait-free; a
- * producer stopped between its exchange and its link hides the elements
- * behind it from the consumer until it resumes (pop says DS_BUSY then).
+ * Model: one consumer at a time, enforced through the consumer role of
+ * role.h: claimed once per batch or per attach (a bare pop claims it around
+ * itself); a pop of a context that holds it touches no lock word; another
+ * consumer gets DS_BUSY. Progress: producers are wait-free; a producer
+ * stopped between its exchange and its link hides the elements behind it
+ * from the consumer until it resumes (pop says DS_BUSY then).
+ *
+ * A consumer killed holding the role is taken over by the next one (role.h).
+ * Killed mid-pop, it leaves a consistent queue: it changes shared state by
+ * single stores of qtail and by linking the stub, which is a producer's
+ * push. It loses at most the element it was popping (and that node's
+ * memory), and if it died between the stub's exchange and its link, the
+ * elements pushed after that stay hidden, as behind a dead producer.
  */
 #ifndef DS_MPSC_H
 #define DS_MPSC_H
@@ -30,7 +39,7 @@ struct ds_mpsc {
 	struct ds_head head;
 	ap_u64 qhead __arena_cacheline_aligned; /* the last node pushed (producers exchange it) */
 	ap_u64 qtail __arena_cacheline_aligned; /* the consumer's next node */
-	ap_u64 consumer;                        /* try-lock: 1 while a consumer is in pop */
+	struct ds_roles roles;                  /* the consumer's */
 	struct mpsc_node stub __arena_cacheline_aligned;
 };
 
@@ -55,7 +64,7 @@ static __always_inline int ds_mpsc_init(struct ds_ctx *c, struct ds_mpsc __arena
 	arena_store_once(&d->stub.val, 0);
 	arena_store_once(&d->qhead, stub);
 	arena_store_once(&d->qtail, stub);
-	arena_store_once(&d->consumer, 0);
+	ds_roles_init(&d->roles);
 	ds_head_publish(&d->head);
 	return DS_OK;
 }
@@ -87,9 +96,9 @@ static __always_inline int ds_mpsc_insert(struct ds_ctx *c, struct ds_mpsc __are
 static __always_inline int ds_mpsc_pop(struct ds_ctx *c, struct ds_mpsc __arena *d, ap_u64 *key, ap_u64 *val)
 {
 	ap_u64 stub = ARENA_ADDR(&d->stub), tail, next;
-	int res = DS_BUSY;
+	int res = DS_BUSY, how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
 
-	if (arena_atomic_cmpxchg(&d->consumer, 0, 1, ARENA_ACQUIRE) != 0)
+	if (how < 0)
 		return DS_BUSY;
 	tail = arena_atomic_load(&d->qtail, ARENA_RELAXED);
 	next = arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
@@ -119,7 +128,7 @@ static __always_inline int ds_mpsc_pop(struct ds_ctx *c, struct ds_mpsc __arena 
 	ds_free(c, ARENA_PTR(void, tail));
 	res = DS_OK;
 out:
-	arena_atomic_store(&d->consumer, 0, ARENA_RELEASE);
+	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
 	return res;
 }
 
@@ -160,7 +169,7 @@ static __always_inline int ds_mpsc_iterate(struct ds_ctx *c, struct ds_mpsc __ar
 }
 
 /* Quiescent: from qtail, a chain of live nodes (and the stub at most once)
- * ending at qhead; the consumer lock free. */
+ * ending at qhead; the consumer role free. */
 static __always_inline int ds_mpsc_verify(struct ds_ctx *c, struct ds_mpsc __arena *d, struct ds_verify *v)
 {
 	ap_u64 stub = ARENA_ADDR(&d->stub), cur, last = 0, limit, n = 0;
@@ -169,7 +178,7 @@ static __always_inline int ds_mpsc_verify(struct ds_ctx *c, struct ds_mpsc __are
 	v->count = v->keysum = v->valsum = v->where = 0;
 	if (ds_head_check(&d->head, DS_TYPE_mpsc))
 		return DS_CORRUPT;
-	if (arena_atomic_load(&d->consumer, ARENA_ACQUIRE)) {
+	if (ds_roles_busy(&d->roles)) {
 		v->where = 1;
 		return DS_BUSY;
 	}

@@ -6,9 +6,19 @@
  * reads the other's with an acquire load, and keeps a cached copy of it so
  * that most operations touch only their own cache line.
  *
- * Model: one producer and one consumer at a time, enforced: each side takes
- * its own try-lock (DS_BUSY if another producer, or consumer, is inside).
+ * Model: one producer and one consumer at a time, enforced through the
+ * roles of role.h: a context claims its role once per batch or per attach
+ * (a bare operation claims it around itself), and an operation of a
+ * context that holds its role touches nothing but the ring; another
+ * producer, or consumer, gets DS_BUSY.
  * Progress: wait-free for each role holder; no allocation.
+ *
+ * A holder killed mid-operation leaves the ring consistent: each side
+ * changes shared state with one store of its index, after its slot is
+ * written or read. A producer killed before that store loses the element it
+ * was pushing; a consumer killed after reading a slot but before moving
+ * chead leaves that element for the next consumer (it is delivered once
+ * more if the dead one had already handed it on).
  */
 #ifndef DS_SPSC_H
 #define DS_SPSC_H
@@ -23,11 +33,10 @@ struct ds_spsc {
 	/* producer's line */
 	ap_u64 ptail __arena_cacheline_aligned; /* next slot to fill */
 	ap_u64 pcache;                          /* last chead the producer saw */
-	ap_u64 plock;
 	/* consumer's line */
 	ap_u64 chead __arena_cacheline_aligned; /* next slot to read */
 	ap_u64 ccache;                          /* last ptail the consumer saw */
-	ap_u64 clock;
+	struct ds_roles roles;
 	/* read-only */
 	ap_u64 mask __arena_cacheline_aligned;
 	ap_u64 slots; /* struct ds_kv[mask + 1] */
@@ -65,68 +74,68 @@ static __always_inline int ds_spsc_init(struct ds_ctx *c, struct ds_spsc __arena
 	arena_store_once(&d->head.cfg.capacity, cap);
 	arena_store_once(&d->ptail, 0);
 	arena_store_once(&d->pcache, 0);
-	arena_store_once(&d->plock, 0);
 	arena_store_once(&d->chead, 0);
 	arena_store_once(&d->ccache, 0);
-	arena_store_once(&d->clock, 0);
+	ds_roles_init(&d->roles);
 	arena_store_once(&d->mask, cap - 1);
 	arena_store_once(&d->slots, ARENA_ADDR(slots));
 	ds_head_publish(&d->head);
 	return DS_OK;
 }
 
-/* enqueue (the producer) */
+/* enqueue (the producer). The read-only words are read once, before any
+ * store into a slot (which the compiler must assume may alias them). */
 static __always_inline int ds_spsc_insert(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 val)
 {
-	(void)c;
-	ap_u64 tail, cap = d->mask + 1;
+	ap_u64 mask = d->mask, slots = d->slots, tail, seen;
 	struct ds_kv __arena *s;
-	int res = DS_OK;
+	int how = ds_role_begin(c, &d->roles, DS_ROLE_PRODUCER);
 
-	if (arena_atomic_cmpxchg(&d->plock, 0, 1, ARENA_ACQUIRE) != 0)
+	if (how < 0)
 		return DS_BUSY;
 	tail = arena_atomic_load(&d->ptail, ARENA_RELAXED);
-	if (tail - arena_atomic_load(&d->pcache, ARENA_RELAXED) >= cap) {
-		arena_atomic_store(&d->pcache, arena_atomic_load(&d->chead, ARENA_ACQUIRE), ARENA_RELAXED);
-		if (tail - arena_atomic_load(&d->pcache, ARENA_RELAXED) >= cap) {
-			res = DS_FULL;
-			goto out;
+	seen = arena_atomic_load(&d->pcache, ARENA_RELAXED);
+	if (tail - seen > mask) {
+		seen = arena_atomic_load(&d->chead, ARENA_ACQUIRE);
+		arena_atomic_store(&d->pcache, seen, ARENA_RELAXED);
+		if (tail - seen > mask) {
+			ds_role_end(&d->roles, DS_ROLE_PRODUCER, how);
+			return DS_FULL;
 		}
 	}
-	s = ds_spsc_slot(d, tail);
+	s = ARENA_PTR(struct ds_kv, slots + (tail & mask) * sizeof(struct ds_kv));
 	s->key = key;
 	s->val = val;
 	arena_atomic_store(&d->ptail, tail + 1, ARENA_RELEASE);
-out:
-	arena_atomic_store(&d->plock, 0, ARENA_RELEASE);
-	return res;
+	ds_role_end(&d->roles, DS_ROLE_PRODUCER, how);
+	return DS_OK;
 }
 
 /* dequeue (the consumer) */
 static __always_inline int ds_spsc_pop(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 *key, ap_u64 *val)
 {
-	(void)c;
-	ap_u64 head;
+	ap_u64 mask = d->mask, slots = d->slots, head, seen;
 	struct ds_kv __arena *s;
-	int res = DS_OK;
+	int how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
 
-	if (arena_atomic_cmpxchg(&d->clock, 0, 1, ARENA_ACQUIRE) != 0)
+	if (how < 0)
 		return DS_BUSY;
 	head = arena_atomic_load(&d->chead, ARENA_RELAXED);
-	if (head == arena_atomic_load(&d->ccache, ARENA_RELAXED)) {
-		arena_atomic_store(&d->ccache, arena_atomic_load(&d->ptail, ARENA_ACQUIRE), ARENA_RELAXED);
-		if (head == arena_atomic_load(&d->ccache, ARENA_RELAXED)) {
-			res = DS_NOT_FOUND;
-			goto out;
+	seen = arena_atomic_load(&d->ccache, ARENA_RELAXED);
+	if (head == seen) {
+		seen = arena_atomic_load(&d->ptail, ARENA_ACQUIRE);
+		arena_atomic_store(&d->ccache, seen, ARENA_RELAXED);
+		if (head == seen) {
+			ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
+			return DS_NOT_FOUND;
 		}
 	}
-	s = ds_spsc_slot(d, head);
+	s = ARENA_PTR(struct ds_kv, slots + (head & mask) * sizeof(struct ds_kv));
 	*key = s->key;
 	*val = s->val;
 	arena_atomic_store(&d->chead, head + 1, ARENA_RELEASE);
-out:
-	arena_atomic_store(&d->clock, 0, ARENA_RELEASE);
-	return res;
+	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
+	return DS_OK;
 }
 
 static __always_inline int ds_spsc_delete(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 *val)
@@ -180,7 +189,7 @@ static __always_inline int ds_spsc_verify(struct ds_ctx *c, struct ds_spsc __are
 		v->where = 1;
 		return DS_CORRUPT;
 	}
-	if (arena_atomic_load(&d->plock, ARENA_ACQUIRE) || arena_atomic_load(&d->clock, ARENA_ACQUIRE)) {
+	if (ds_roles_busy(&d->roles)) {
 		v->where = 2;
 		return DS_BUSY;
 	}

@@ -88,11 +88,21 @@ static inline int ds_user_attach(struct ds_space *sp, struct ds_ctx *c)
 	c->flags = 0;
 	c->side = DS_SIDE_USER;
 	c->rng = arena_now_ns() ^ (ap_u64)(unsigned long)c;
+	c->held = 0;
+	c->owner = arena_self_owner();
 	return c->rec ? DS_OK : DS_FULL;
 }
 
 static inline void ds_user_detach(struct ds_ctx *c)
 {
+	ap_u64 roles = c->held & ~DS_HELD_BITS;
+
+	/* roles held past a batch (roles.h) go back with the context */
+	if (roles && (c->held & DS_HELD_PRODUCER))
+		ds_role_release((struct ds_roles *)roles, DS_ROLE_PRODUCER);
+	if (roles && (c->held & DS_HELD_CONSUMER))
+		ds_role_release((struct ds_roles *)roles, DS_ROLE_CONSUMER);
+	c->held = 0;
 	if (c->rec)
 		ebr_unregister(c->ebr, c->rec);
 	c->rec = NULL;

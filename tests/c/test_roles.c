@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The producer and consumer roles of spsc, mpsc and evq (include/ds/role.h):
+ *   - a role held by one context (attached, or kept by a batch) refuses a
+ *     second producer or consumer, by a bare operation and by a batch,
+ *     until it is given back; a batch gives back what it claimed;
+ *   - a role held by a process killed with SIGKILL is reported dead and
+ *     taken over by the next claim, which counts it; a live holder, even
+ *     a stopped one, never is.
+ * Usage: test_roles
+ */
+#include "tcommon.h"
+#include "ds/roles.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+static struct ds_space *sp;
+
+static ap_u64 create(struct ds_ctx *c, ap_u32 type)
+{
+	struct ds_config cfg = {.capacity = 64};
+	int err;
+	ap_u64 d = ds_create(sp, c, type, &cfg, NULL, &err);
+
+	REQUIRE(d, "create %u: %d", type, err);
+	return d;
+}
+
+static int op1(struct ds_ctx *c, ap_u32 type, ap_u64 d, ap_u32 o, ap_u64 key, ap_u64 *okey, ap_u64 *oval)
+{
+	ap_u64 k = 0, v = 0;
+	int r;
+
+	ds_enter(c);
+	r = ds_apply(c, type, d, o, key, key * 10, &k, &v);
+	ds_exit(c);
+	if (okey)
+		*okey = k;
+	if (oval)
+		*oval = v;
+	return r;
+}
+
+/* A batch of n uniform operations through ds_exec; returns the first result. */
+static int batch(struct ds_ctx *c, ap_u32 type, ap_u64 d, ap_u32 o, ap_u64 n, ap_u64 *done)
+{
+	ap_u64 keys[8] = {1, 2, 3, 4, 5, 6, 7, 8}, vals[8] = {10, 20, 30, 40, 50, 60, 70, 80};
+	ap_u8 res[8] = {0};
+	struct ds_exec_args a = {0};
+
+	REQUIRE(n <= 8, "batch of %llu", (unsigned long long)n);
+	a.ds = d;
+	a.type = type;
+	a.op = (ap_s32)o;
+	a.n = n;
+	a.keys = keys;
+	a.vals = vals;
+	a.results = res;
+	ds_exec(c, &a);
+	*done = a.done;
+	return res[0];
+}
+
+static ap_u64 owner_of(ap_u32 type, ap_u64 d, ap_u32 which)
+{
+	struct ds_role_state st;
+
+	REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "role read");
+	return st.owner;
+}
+
+/* One enforced role of one structure, held by a: b is refused. */
+static void second_refused(ap_u32 type, ap_u32 which)
+{
+	const char *name = ds_meta_of(type)->name, *role = which == DS_ROLE_PRODUCER ? "producer" : "consumer";
+	ap_u32 o = which == DS_ROLE_PRODUCER ? DS_OP_INSERT : DS_OP_POP;
+	struct ds_ctx a, b;
+	struct ds_verify v = {0};
+	ap_u64 d, done, k, val, i;
+
+	REQUIRE(ds_user_attach(sp, &a) == DS_OK && ds_user_attach(sp, &b) == DS_OK, "attach");
+	d = create(&a, type);
+	for (i = 0; i < 4; i++)
+		CHECK(op1(&a, type, d, DS_OP_INSERT, 100 + i, NULL, NULL) == DS_OK, "%s: fill", name);
+	CHECK(owner_of(type, d, which) == 0, "%s %s: held after bare operations", name, role);
+
+	CHECK(ds_role_attach(&a, type, d, which) == DS_OK, "%s: attach %s", name, role);
+	CHECK(owner_of(type, d, which) == a.owner, "%s %s: holder %#llx, not the attached context", name, role,
+	      (unsigned long long)owner_of(type, d, which));
+	CHECK(ds_role_attach(&b, type, d, which) == DS_BUSY, "%s: second %s attached", name, role);
+	CHECK(op1(&b, type, d, o, 7, &k, &val) == DS_BUSY, "%s: second %s's bare operation not refused", name, role);
+	CHECK(batch(&b, type, d, o, 4, &done) == DS_BUSY && done == 4, "%s: second %s's batch not refused", name,
+	      role);
+	CHECK(ds_verify_type(&a, type, d, &v) == DS_BUSY, "%s: verify while a %s is attached", name, role);
+	/* the holder's own operations run */
+	if (o == DS_OP_POP) {
+		CHECK(op1(&a, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 100 && val == 1000,
+		      "%s: holder's pop -> key %llu", name, (unsigned long long)k);
+		CHECK(batch(&a, type, d, DS_OP_POP, 2, &done) == DS_OK && done == 2, "%s: holder's pop batch", name);
+	} else {
+		CHECK(op1(&a, type, d, DS_OP_INSERT, 200, NULL, NULL) == DS_OK, "%s: holder's push", name);
+		CHECK(batch(&a, type, d, DS_OP_INSERT, 2, &done) == DS_OK && done == 2, "%s: holder's push batch",
+		      name);
+	}
+	CHECK(owner_of(type, d, which) == a.owner, "%s %s: a batch gave back an attached role", name, role);
+	ds_role_detach(&a);
+	CHECK(owner_of(type, d, which) == 0, "%s %s: held after detach", name, role);
+
+	/* a batch holds it for its length only */
+	CHECK(batch(&b, type, d, o, 1, &done) == DS_OK && done == 1, "%s: %s batch after detach", name, role);
+	CHECK(owner_of(type, d, which) == 0, "%s %s: held after a batch", name, role);
+	CHECK(b.held == 0, "%s: context keeps %#llx after its batch", name, (unsigned long long)b.held);
+	CHECK(ds_verify_type(&a, type, d, &v) == DS_OK, "%s: verify after detach -> where %llu", name,
+	      (unsigned long long)v.where);
+	ds_user_detach(&a);
+	ds_user_detach(&b);
+}
+
+static void not_enforced(void)
+{
+	struct ds_ctx a;
+	ap_u64 d;
+
+	REQUIRE(ds_user_attach(sp, &a) == DS_OK, "attach");
+	d = create(&a, DS_TYPE_mpsc);
+	CHECK(ds_role_attach(&a, DS_TYPE_mpsc, d, DS_ROLE_PRODUCER) == DS_INVALID, "mpsc producer role attached");
+	d = create(&a, DS_TYPE_mpmc);
+	CHECK(ds_role_attach(&a, DS_TYPE_mpmc, d, DS_ROLE_CONSUMER) == DS_INVALID, "mpmc role attached");
+	ds_user_detach(&a);
+}
+
+/*
+ * A child process attaches to role which of d and waits; it is stopped,
+ * then killed with SIGKILL while holding the role. The parent's claims are
+ * refused while it lives, and take the role over once it is gone.
+ */
+static void dead_holder(ap_u32 type, ap_u32 which)
+{
+	const char *name = ds_meta_of(type)->name, *role = which == DS_ROLE_PRODUCER ? "producer" : "consumer";
+	ap_u32 o = which == DS_ROLE_PRODUCER ? DS_OP_INSERT : DS_OP_POP;
+	struct ds_role_state st;
+	struct ds_ctx c;
+	int ready[2], status;
+	ap_u64 d, k, val, done;
+	char ch;
+	pid_t pid;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	d = create(&c, type);
+	CHECK(op1(&c, type, d, DS_OP_INSERT, 5, NULL, NULL) == DS_OK, "%s: push", name);
+	REQUIRE(pipe(ready) == 0, "pipe");
+	pid = fork();
+	REQUIRE(pid >= 0, "fork");
+	if (pid == 0) {
+		struct ds_ctx cc;
+
+		if (ds_user_attach(sp, &cc) != DS_OK || ds_role_attach(&cc, type, d, which) != DS_OK)
+			_exit(2);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(3);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	REQUIRE(read(ready[0], &ch, 1) == 1, "%s: the child did not take the %s role", name, role);
+	close(ready[0]);
+
+	REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "read");
+	CHECK(st.owner >> 32 == (ap_u64)pid && !st.dead && st.takeovers == 0,
+	      "%s %s: owner %#llx dead %d takeovers %llu with the child alive", name, role,
+	      (unsigned long long)st.owner, st.dead, (unsigned long long)st.takeovers);
+	CHECK(op1(&c, type, d, o, 6, &k, &val) == DS_BUSY, "%s: %s taken from a live holder", name, role);
+	/* stopped is alive */
+	kill(pid, SIGSTOP);
+	waitpid(pid, &status, WUNTRACED);
+	CHECK(op1(&c, type, d, o, 6, &k, &val) == DS_BUSY, "%s: %s taken from a stopped holder", name, role);
+	kill(pid, SIGKILL);
+	REQUIRE(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		"%s: child status %#x", name, status);
+
+	REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "read");
+	CHECK(st.owner >> 32 == (ap_u64)pid && st.dead && st.takeovers == 0,
+	      "%s %s: dead holder not reported: owner %#llx dead %d", name, role, (unsigned long long)st.owner,
+	      st.dead);
+	if (o == DS_OP_POP) {
+		/* a batch takes it over, pops, and gives it back */
+		CHECK(batch(&c, type, d, DS_OP_POP, 1, &done) == DS_OK && done == 1, "%s: pop after the holder died",
+		      name);
+	} else {
+		CHECK(op1(&c, type, d, DS_OP_INSERT, 6, NULL, NULL) == DS_OK, "%s: push after the holder died", name);
+		CHECK(op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 5, "%s: pop -> %llu", name,
+		      (unsigned long long)k);
+		CHECK(op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 6 && val == 60, "%s: pop -> %llu",
+		      name, (unsigned long long)k);
+	}
+	REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "read");
+	CHECK(st.owner == 0 && st.takeovers == 1, "%s %s: after the takeover: owner %#llx, takeovers %llu", name,
+	      role, (unsigned long long)st.owner, (unsigned long long)st.takeovers);
+	ds_user_detach(&c);
+}
+
+int main(void)
+{
+	static const ap_u32 types[] = {DS_TYPE_spsc, DS_TYPE_mpsc, DS_TYPE_evq};
+	ap_u32 t;
+
+	t_map_arena();
+	sp = t_space(16, 20000, ARENA_HEAP_POISON);
+	for (t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+		if (ds_role_enforced(types[t], DS_ROLE_PRODUCER)) {
+			second_refused(types[t], DS_ROLE_PRODUCER);
+			dead_holder(types[t], DS_ROLE_PRODUCER);
+		}
+		second_refused(types[t], DS_ROLE_CONSUMER);
+		dead_holder(types[t], DS_ROLE_CONSUMER);
+	}
+	not_enforced();
+	return t_done("test_roles");
+}
