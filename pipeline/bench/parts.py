@@ -37,6 +37,7 @@ PARTS: dict[str, str] = {
     "ds": ".part_ds",
     "scaling": ".part_scaling",
     "overhead": ".part_overhead",
+    "race": ".part_race",
 }
 
 
