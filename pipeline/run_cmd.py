@@ -121,15 +121,36 @@ def check_sink_options(cfg: Config) -> dict[str, dict[str, Any]]:
             for name in (*cfg.sinks, *cfg.sink_options)}
 
 
+SECRET_SHOWN = "(set; not shown)"
+
+
+def hide_secrets(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each sink's options with its credentials (Option.secret) replaced by a mark, so
+    that a configuration printed or logged holds no password or token."""
+    from .sinks.registry import get_sink_class
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, opts in options.items():
+        try:
+            decl = get_sink_class(name).options
+        except SinkError:
+            decl = {}
+        out[name] = {k: (SECRET_SHOWN if k in decl and decl[k].secret and v else v)
+                     for k, v in opts.items()}
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = make_config(args)
     if args.check_config:
-        effective = {**dataclasses.asdict(cfg), "sink_options": check_sink_options(cfg)}
+        effective = {**dataclasses.asdict(cfg),
+                     "sink_options": hide_secrets(check_sink_options(cfg))}
         sys.stdout.write(json.dumps(effective, default=str) + "\n")
         return 0
     if cfg.verbose and not args.quiet:  # `verbose = true` in the config file is -v
         log.setup(log.VERBOSE)
-    log.get(__name__).debug("configuration %s", json.dumps(dataclasses.asdict(cfg)))
+    shown = {**dataclasses.asdict(cfg), "sink_options": hide_secrets(cfg.sink_options)}
+    log.get(__name__).debug("configuration %s", json.dumps(shown, default=str))
     # before anything heavier is imported: the commonest mistake gets the
     # quickest, clearest answer
     check_privileges(cfg.trigger, cfg.pin_dir)

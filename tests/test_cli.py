@@ -320,3 +320,28 @@ def test_service_config_is_valid() -> None:
     cfg: dict[str, Any] = parse_jsonl(res.stdout.encode())[0]
     assert cfg["sinks"] == ["jsonl"]
     assert cfg["sink_options"]["jsonl"]["output"] == DEFAULT_OUTPUT
+
+
+@pytest.mark.parametrize("login", [{"token": "tok-3f9c1e7a"},
+                                   {"user": "fleet", "password": "pw-8d2b44c0"}])
+def test_credentials_never_printed(tmp_path: Path, login: dict[str, str]) -> None:
+    """--check-config and -v print the configuration: a sink's credentials show as set,
+    never as their value (the run is root's, its output may go to a shared log)."""
+    secrets = [v for k, v in login.items() if k != "user"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sink.nats]\nurl = "nats://127.0.0.1:4222"\n'
+                   + "".join(f'{k} = "{v}"\n' for k, v in login.items()))
+    res = subprocess.run([sys.executable, "-m", "pipeline", "--sink", "nats", "--config",
+                          str(cfg), "--check-config"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    shown = __import__("json").loads(res.stdout)["sink_options"]["nats"]
+    for k in login:
+        assert shown[k] == ("fleet" if k == "user" else "(set; not shown)"), shown
+    assert not any(v in res.stdout + res.stderr for v in secrets)
+    # -v logs the configuration before anything is loaded
+    res = subprocess.run([sys.executable, "-m", "pipeline", "-v", "--sink", "nats", "--config",
+                          str(cfg), "--trigger", "none", "--duration", "0.1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert "configuration" in res.stderr
+    assert not any(v in res.stdout + res.stderr for v in secrets)

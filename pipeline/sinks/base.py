@@ -79,6 +79,8 @@ class Option:
     help: str
     check: Callable[[Any], str | None] | None = None
     coerce: Callable[[Any], Any] | None = None
+    # a credential: never printed (--check-config, -v), only said to be set
+    secret: bool = False
 
     @property
     def required(self) -> bool:

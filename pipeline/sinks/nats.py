@@ -153,9 +153,9 @@ class NatsSink(Sink):
         "tls_key": Option(str, "", "TLS: PEM private key of tls_cert; empty: in tls_cert"),
         "tls_server_name": Option(str, "", "TLS: the name the servers' certificates must "
                                   "hold; empty: each URL's host"),
-        "token": Option(str, "", "log in with this token"),
+        "token": Option(str, "", "log in with this token", secret=True),
         "user": Option(str, "", "log in as this user (with password)"),
-        "password": Option(str, "", "password of user"),
+        "password": Option(str, "", "password of user", secret=True),
         "nkey_seed": Option(str, "", "log in with the NKey whose seed is in this file"),
         "creds": Option(str, "", "log in with this credentials file (user JWT and seed)"),
     }
