@@ -16,6 +16,9 @@
  *     callback: precision backtracking through may_goto loops in a callback
  *     frame oopses this kernel's verifier.
  */
+/* the batches expire dead user threads' epoch records (ebr_kernel_expire,
+ * bpf_task_from_pid: include/arena/epoch.h) */
+#define EBR_KERNEL_EXPIRY 1
 #include "common.bpf.h"
 #include "arena_map.bpf.h"
 #include "ds/registry.h"
@@ -79,6 +82,9 @@ static __always_inline int ds_kernel_batch(struct ds_batch *b, __u32 type, __u32
 		return 0;
 	}
 	r.c.rec = ebr_cpu_record(r.c.ebr);
+	/* a user thread that died inside a critical section holds every
+	 * advance of this batch back: expire it first */
+	ebr_kernel_expire(ARENA_ADDR(r.c.ebr));
 	t0 = bpf_ktime_get_ns();
 	if (b->cmd == DS_CMD_MIX) {
 		if (count > DS_BATCH_MAX)
