@@ -367,6 +367,9 @@ def test_kernel_and_user_together(kernel_test: Path) -> None:
         assert any(ln.split()[:2] == [name, "ok"] for ln in out.splitlines()), name
     totals = [ln for ln in out.splitlines() if ln.startswith("kernel totals")]
     assert totals and int(totals[0].split()[2]) > 100000
+    # a process killed in its critical section, expired by kernel batches; pages given back
+    assert any(ln.startswith("dead participant: 10000 retired") for ln in out.splitlines()), out
+    assert any(ln.startswith("trim: batches gave back") for ln in out.splitlines()), out
 
 
 def test_bench_runs(binaries: dict[tuple[str, str], Path], bpf_built: None,
