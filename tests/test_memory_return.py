@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline import ds
+from pipeline._coreerror import CoreError
 from pipeline.ds import Arena
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loads BPF programs: needs root")
@@ -143,10 +143,10 @@ def test_trim_keeps_the_hysteresis(arena: Arena) -> None:
 
 
 def test_bad_watermarks(arena: Arena) -> None:
-    with pytest.raises(ds._ds.CoreError) as e:
+    with pytest.raises(CoreError) as e:
         arena.set_trim(5, 4)
     assert e.value.errno == errno.EINVAL and "keep <= high" in str(e.value)
-    with pytest.raises(ds._ds.CoreError):
+    with pytest.raises(CoreError):
         arena.set_trim(0, (1 << 20) + 1)
     st = arena.heap_stats()
     assert (st["trim_keep"], st["trim_high"]) == (256, 1024)
