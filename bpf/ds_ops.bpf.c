@@ -16,9 +16,13 @@
  *     callback: precision backtracking through may_goto loops in a callback
  *     frame oopses this kernel's verifier.
  */
+/* the batches expire dead user threads' epoch records (ebr_kernel_expire,
+ * bpf_task_from_pid: include/arena/epoch.h) */
+#define EBR_KERNEL_EXPIRY 1
 #include "common.bpf.h"
 #include "arena_map.bpf.h"
 #include "ds/registry.h"
+#include "ds/trim.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -78,6 +82,9 @@ static __always_inline int ds_kernel_batch(struct ds_batch *b, __u32 type, __u32
 		return 0;
 	}
 	r.c.rec = ebr_cpu_record(r.c.ebr);
+	/* a user thread that died inside a critical section holds every
+	 * advance of this batch back: expire it first */
+	ebr_kernel_expire(ARENA_ADDR(r.c.ebr));
 	t0 = bpf_ktime_get_ns();
 	if (b->cmd == DS_CMD_MIX) {
 		if (count > DS_BATCH_MAX)
@@ -97,6 +104,28 @@ static __always_inline int ds_kernel_batch(struct ds_batch *b, __u32 type, __u32
 		__sync_fetch_and_add(&kernel_batches, 1);
 	}
 	arena_free(r.acc);
+	/* above the high watermark: give some pages back while sleepable */
+	if (arena_atomic_load(&heap->free_pages, ARENA_RELAXED) > heap->trim_high)
+		arena_heap_trim(heap, DS_TRIM_AUTO_BUDGET, 0);
+	return 0;
+}
+
+/* Give free pages of a heap back to the kernel (include/ds/trim.h). */
+SEC("syscall")
+int ds_trim(struct ds_trim_args *a)
+{
+	struct arena_heap __arena *heap = ARENA_PTR(struct arena_heap, a->heap);
+	__u64 budget = a->budget;
+
+	a->status = -1;
+	if (!a->heap || heap->magic != ARENA_HEAP_MAGIC)
+		return 0;
+	if (budget > DS_TRIM_MAX_BUDGET)
+		budget = DS_TRIM_MAX_BUDGET;
+	a->given = arena_heap_trim(heap, budget, a->force);
+	a->quarantined = arena_atomic_load(&heap->quar_n, ARENA_RELAXED);
+	a->free_pages = arena_atomic_load(&heap->free_pages, ARENA_RELAXED);
+	a->status = 0;
 	return 0;
 }
 

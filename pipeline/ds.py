@@ -207,6 +207,16 @@ class Arena:
     def epoch_stats(self) -> dict[str, int]:
         return self._core.epoch_stats()
 
+    def trim(self, max_pages: int = 1 << 20, *, force: bool = True) -> dict[str, int]:
+        """Give free pages back to the kernel (docs/ds.md, "Memory goes back"): down to the
+        keep watermark (force), or only when above the high one. Returns given,
+        quarantined, free_pages and calls."""
+        return self._core.trim(max_pages, force)
+
+    def set_trim(self, keep: int, high: int) -> None:
+        """Trim watermarks in pages on the free stack: 0 <= keep <= high <= 2**20."""
+        self._core.set_trim(keep, high)
+
     def kernel_totals(self) -> dict[str, int]:
         return self._core.kernel_totals()
 

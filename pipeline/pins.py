@@ -28,8 +28,10 @@ RUN_DIR_MODE = 0o700
 
 # What the C extension pins in a run directory: the pipeline's session
 # (session.c) pins "arena" and "burst"; a data-structure arena (ds.c, the
-# stress runner) pins "arena" and one "ds_run_NAME" program per structure.
+# stress runner) pins "arena", one "ds_run_NAME" program per structure and
+# "ds_trim" (giving free pages back to the kernel).
 SESSION_PINS = frozenset({"arena", "burst"})
+DS_PINS = frozenset({"ds_trim"})
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -41,7 +43,7 @@ Log = Callable[[str], None]
 def known_pin_names() -> frozenset[str]:
     from .ds import registry
 
-    return SESSION_PINS | {f"ds_run_{m.name}" for m in registry()}
+    return SESSION_PINS | DS_PINS | {f"ds_run_{m.name}" for m in registry()}
 
 
 @cache

@@ -17,6 +17,8 @@
 
 __thread struct arena_thread_slot arena_thread_slot;
 ap_u64 arena_default_heap;
+int (*arena_user_give_back)(ap_u64 addr, ap_u64 npages);
+int (*arena_user_take_back)(ap_u64 addr, ap_u64 npages);
 
 /* pthread_atfork is asked once per process, by the first thread to attach. */
 static int arena_atfork_registered;
@@ -42,6 +44,9 @@ int arena_heap_attach_thread(struct arena_heap *h)
 			continue;
 		if (arena_atomic_cmpxchg(&s->owner, o, me, ARENA_ACQ_REL) != o)
 			continue;
+		/* a dead owner's open heap sections would hold trims forever */
+		arena_atomic_store(&s->inside[0], 0, ARENA_RELEASE);
+		arena_atomic_store(&s->inside[1], 0, ARENA_RELEASE);
 		arena_atomic_store(&s->owner_ns, arena_self_ns(), ARENA_RELAXED);
 		arena_thread_slot.heap = (ap_u64)h;
 		arena_thread_slot.slot = i;

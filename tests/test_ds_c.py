@@ -44,7 +44,7 @@ CONFIGS: dict[str, list[str]] = {
     "asan": ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", SAN_BASE],
     "tsan": ["-O1", "-g", "-fsanitize=thread", SAN_BASE],
 }
-USER_TESTS = ["test_alloc", "test_epoch", "test_ds", "test_reclaim", "test_roles"]
+USER_TESTS = ["test_alloc", "test_epoch", "test_ds", "test_reclaim", "test_roles", "test_trim"]
 # sanitized runs are slower: fewer operations (second argument of test_ds)
 SCALE = {"plain": "1", "asan": "2", "tsan": "4"}
 
@@ -367,6 +367,9 @@ def test_kernel_and_user_together(kernel_test: Path) -> None:
         assert any(ln.split()[:2] == [name, "ok"] for ln in out.splitlines()), name
     totals = [ln for ln in out.splitlines() if ln.startswith("kernel totals")]
     assert totals and int(totals[0].split()[2]) > 100000
+    # a process killed in its critical section, expired by kernel batches; pages given back
+    assert any(ln.startswith("dead participant: 10000 retired") for ln in out.splitlines()), out
+    assert any(ln.startswith("trim: batches gave back") for ln in out.splitlines()), out
 
 
 def test_bench_runs(binaries: dict[tuple[str, str], Path], bpf_built: None,

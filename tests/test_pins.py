@@ -320,7 +320,7 @@ def test_killed_stress_run_leaves_pins_the_next_run_removes(pin_root: Path) -> N
         assert killed.stderr is not None
         killed.stderr.close()
     pins = sorted(os.listdir(run_dir))
-    assert "arena" in pins and "ds_run_hash" in pins and len(pins) == 10, pins
+    assert "arena" in pins and "ds_run_hash" in pins and "ds_trim" in pins and len(pins) == 11, pins
     assert _map_exists(arena_id)  # the pin holds the arena after its process is gone
 
     res = subprocess.run(

@@ -18,6 +18,7 @@
  *
  *   bits  0..15  off    next free byte in the page
  *   bits 16..31  cnt    live objects carved from the page
+ *   bit  59      RECORD the page lists pages given back to the kernel
  *   bit  60      LARGE  the page starts a multi-page object
  *   bit  61      FREE   the page is on a free stack (or a reserve pool)
  *   bit  62      ACTIVE objects may still be carved from the page
@@ -45,11 +46,37 @@
  *   - non-sleepable BPF (ARENA_NOSLEEP): never; it takes pages from the free
  *     stack, then from its slot's reserve pool (filled by arena_heap_refill
  *     from userspace or a sleepable program), and fails with NULL (NOMEM).
- * Pages are never given back to the kernel (bpf_arena_free_pages): a page
- * whose objects are all freed goes on the free stack and is reused, so a
- * balanced alloc/free run stays within the pages it has touched. Nobody else
- * may call bpf_arena_alloc_pages with a NULL address on this arena: the
- * kernel would hand out pages of the heap's range.
+ * A page whose objects are all freed goes on the free stack and is reused
+ * first, so a balanced alloc/free run stays within the pages it has
+ * touched. Nobody else may call bpf_arena_alloc_pages with a NULL address
+ * on this arena: the kernel would hand out pages of the heap's range.
+ *
+ * Giving pages back (arena_heap_trim: sleepable BPF, which calls
+ * bpf_arena_free_pages; userspace cannot free arena pages). Hysteresis:
+ * nothing happens while the free stack holds at most trim_high pages; above
+ * that, a trim takes pages off the free stack down to trim_keep and gives
+ * them back. A page is on the free stack only once its last object was
+ * freed, and objects of lock-free structures are freed only by the epoch
+ * reclamation, so no structure can still reach a page given back. What can
+ * still reach it is the allocator itself: a task preempted in the middle of
+ * a pop (it read the top page and is about to read its link) or holding a
+ * slot's current-page hint. Those reads are made inside a heap section
+ * (arena_heap_enter/exit: a count per slot, in one of two phases), and a
+ * trim gives pages back only after a grace period:
+ *   1. take the pages off the free stack (nobody can pop them any more);
+ *   2. keep those that are some slot's current page (put them back);
+ *   3. flip trim_phase; wait until no slot counts a section in the old one.
+ * A task that enters after the flip can reach none of the pages taken. A
+ * trim whose wait is not over leaves its pages in quarantine (still backed)
+ * and the next trim finishes it. A slot owner's fast path (carving from its
+ * own current page) needs no section: only the owner replaces that hint.
+ * Pages given back are listed in record pages (one backed page listing up
+ * to ARENA_REC_ENTRIES others) on the returned stack; an allocator that
+ * finds the free stack empty takes a whole record, backs its pages again
+ * (bpf_arena_alloc_pages, or the fault of the first touch in userspace),
+ * keeps one and puts the others on the free stack: a page given back is
+ * never handed out before the kernel has backed it again. Non-sleepable
+ * programs cannot back pages and skip records, as they skip fresh pages.
  *
  * Large objects (more than ARENA_SMALL_MAX bytes) take a run of fresh,
  * contiguous pages (one page may come from the free stack); freeing one puts
@@ -63,7 +90,8 @@
  *
  * Statistics are per slot (summed when read), so that the hot path touches
  * only its own cache line: allocations, frees, bytes requested and freed,
- * failures; pages in use, populated, free and pooled are heap-wide.
+ * failures; pages in use, populated, free, pooled, given back and taken
+ * again are heap-wide.
  */
 #ifndef ARENA_ALLOC_H
 #define ARENA_ALLOC_H
@@ -136,6 +164,15 @@
 #define ARENA_OBJ_ALIGN 16
 #define ARENA_SMALL_MAX (ARENA_PAGE_SIZE - ARENA_PAGE_HDR - ARENA_OBJ_HDR)
 #define ARENA_LARGE_MAX_PAGES 4096 /* 16 MiB */
+/* pages given back per record page: a record taken again backs this many
+ * pages at once (256 KiB), and costs one backed page per 63 given back */
+#define ARENA_REC_ENTRIES 63
+/* default watermarks (pages on the free stack): trims start above
+ * ARENA_TRIM_HIGH and stop at ARENA_TRIM_KEEP */
+#define ARENA_TRIM_KEEP 256
+#define ARENA_TRIM_HIGH 1024
+/* grace-period checks a trim makes before it leaves its pages in quarantine */
+#define ARENA_TRIM_GRACE_TRIES 64
 
 /* arena_heap_alloc flags */
 #define ARENA_NOSLEEP 0x1 /* non-sleepable BPF: never call bpf_arena_alloc_pages */
@@ -149,6 +186,7 @@
 #define ARENA_PS_OFF_MASK 0xffffULL
 #define ARENA_PS_CNT_ONE (1ULL << 16)
 #define ARENA_PS_CNT(s) (((s) >> 16) & 0xffffULL)
+#define ARENA_PS_RECORD (1ULL << 59)
 #define ARENA_PS_LARGE (1ULL << 60)
 #define ARENA_PS_FREE (1ULL << 61)
 #define ARENA_PS_ACTIVE (1ULL << 62)
@@ -184,6 +222,13 @@ struct arena_obj {
 	ap_u64 link; /* free for the object's owner: epoch.h chains retired objects here */
 };
 
+/* A page that lists pages given back to the kernel (state ARENA_PS_RECORD). */
+struct arena_rec {
+	struct arena_page hdr; /* next: link on the returned stack */
+	ap_u64 n;
+	ap_u64 pages[ARENA_REC_ENTRIES]; /* page numbers (from ARENA_BASE) */
+};
+
 struct arena_heap_slot {
 	ap_u64 cur;        /* address of the current page, 0 for none */
 	ap_u64 pool;       /* reserve pool for non-sleepable contexts (tagged stack top) */
@@ -195,6 +240,7 @@ struct arena_heap_slot {
 	ap_u64 fails;
 	ap_u64 owner;    /* owned slots: tgid << 32 | tid of the owner, 0 when free */
 	ap_u64 owner_ns; /* the owner's pid namespace (inode) */
+	ap_u64 inside[2]; /* heap sections open on this slot, per trim phase */
 } __arena_cacheline_aligned;
 
 struct arena_heap {
@@ -213,6 +259,21 @@ struct arena_heap {
 	ap_u64 large_allocs;
 	ap_u64 bad_frees; /* double or foreign frees refused */
 	ap_u64 overruns;  /* ARENA_HEAP_POISON: objects freed with their canary overwritten */
+	/* giving pages back: read on every slow path, written by trims */
+	ap_u64 trim_phase __arena_cacheline_aligned;
+	ap_u64 returned; /* tagged stack top of record pages */
+	ap_u32 trim_keep;
+	ap_u32 trim_high;
+	/* trims only (one at a time) */
+	ap_u64 trim_lock __arena_cacheline_aligned;
+	ap_u64 quar;       /* pages taken, waiting for their grace period (linked by next) */
+	ap_u64 quar_n;
+	ap_u64 quar_phase; /* the phase whose sections must end first */
+	ap_u64 record_pages;  /* record pages on the returned stack */
+	ap_u64 pages_returned; /* given back to the kernel, ever */
+	ap_u64 pages_retaken;  /* of those, backed again and reused */
+	ap_u64 trims;          /* trims that ran to the end */
+	ap_u64 trim_waits;     /* trims that left pages in quarantine */
 	struct arena_heap_slot slots[ARENA_HEAP_SLOTS];
 };
 
@@ -222,13 +283,20 @@ struct arena_heap_stats {
 	ap_u64 bytes_in_use;
 	ap_u64 pages_in_use;
 	ap_u64 failures;
-	ap_u64 pages_populated; /* pages of the range ever backed */
+	ap_u64 pages_populated; /* pages of the range backed now */
 	ap_u64 free_pages;
 	ap_u64 pool_pages;
 	ap_u64 pages_lost;
 	ap_u64 bad_frees;
 	ap_u64 large_allocs;
 	ap_u64 overruns;
+	ap_u64 pages_hwm;      /* pages of the range ever backed (the bump counter) */
+	ap_u64 pages_returned; /* given back to the kernel, ever */
+	ap_u64 pages_retaken;  /* of those, backed again */
+	ap_u64 pages_quarantined; /* taken by a trim, waiting for its grace period */
+	ap_u64 record_pages;
+	ap_u64 trims;
+	ap_u64 trim_waits;
 };
 
 static __always_inline struct arena_page __arena *arena_page_at(ap_u64 no)
@@ -242,6 +310,18 @@ static __always_inline struct arena_obj __arena *arena_obj_of(void __arena *p)
 }
 
 #if !ARENA_IS_BPF
+/*
+ * Userspace cannot free pages of a real arena: only the kernel can
+ * (bpf_arena_free_pages), and the first touch of a page given back faults
+ * it in again. Tests that stand in an anonymous mapping for the arena set
+ * these (src/arena_user.c holds them, NULL by default): give_back takes the
+ * pages away (and may make a touch fault), take_back makes them usable
+ * again. Each returns 0 or -1. Without give_back a userspace trim gives
+ * nothing back.
+ */
+extern int (*arena_user_give_back)(ap_u64 addr, ap_u64 npages);
+extern int (*arena_user_take_back)(ap_u64 addr, ap_u64 npages);
+
 /* The calling thread's own slot, if it claimed one: one per thread, whichever
  * translation unit asks, so it is defined once, in src/arena_user.c. */
 struct arena_thread_slot {
@@ -313,8 +393,9 @@ static __always_inline struct arena_page __arena *arena_pstack_pop(ap_u64 __aren
 		if (!no)
 			return 0;
 		pg = arena_page_at(no - 1);
-		/* pages stay backed forever, so this read is safe even if the page
-		 * was popped meanwhile; the tag then makes the CAS fail */
+		/* the page may have been popped meanwhile (the tag then makes the
+		 * CAS fail), but it is still backed: pops run in heap sections,
+		 * and a trim gives a page back only after they ended */
 		next = arena_atomic_load(&pg->next, ARENA_RELAXED);
 		seen = arena_atomic_cmpxchg(top, old, ARENA_STACK_NEXT_TAG(old) | next, ARENA_ACQ_REL);
 		if (seen == old)
@@ -322,6 +403,41 @@ static __always_inline struct arena_page __arena *arena_pstack_pop(ap_u64 __aren
 		old = seen;
 	}
 	return 0;
+}
+
+/* ---- heap sections: what a trim waits for before it gives pages back ---- */
+
+/*
+ * Open a section on slot: from here until arena_heap_exit, no page this
+ * task may read is given back. Returns the phase to pass to exit (0 or 1),
+ * or 2 when trims kept flipping the phase for the whole loop budget (BPF):
+ * the caller then fails its allocation.
+ */
+static __always_inline ap_u32 arena_heap_enter(struct arena_heap __arena *h, struct arena_heap_slot __arena *slot)
+{
+	ap_u64 ph = arena_atomic_load(&h->trim_phase, ARENA_SEQ_CST);
+
+	while (can_loop) {
+		ap_u64 seen;
+		ap_u32 i = (ap_u32)(ph & 1);
+
+		/* a full barrier: the count is visible before the phase is read
+		 * again and before any page is read */
+		arena_atomic_add(&slot->inside[i], 1, ARENA_SEQ_CST);
+		seen = arena_atomic_load(&h->trim_phase, ARENA_SEQ_CST);
+		if (seen == ph)
+			return i;
+		/* a trim flipped the phase and may have read this count before
+		 * it rose: count in the new phase instead */
+		arena_atomic_sub(&slot->inside[i], 1, ARENA_RELEASE);
+		ph = seen;
+	}
+	return 2;
+}
+
+static __always_inline void arena_heap_exit(struct arena_heap_slot __arena *slot, ap_u32 i)
+{
+	arena_atomic_sub(&slot->inside[i & 1], 1, ARENA_RELEASE);
 }
 
 /* ---- getting pages ---- */
@@ -345,6 +461,8 @@ static __always_inline int arena_page_back(struct arena_page __arena *pg, ap_u32
 	arena_store_once(&pg->spare, ARENA_HEAP_MAGIC);
 	return arena_load_once(&pg->spare) == ARENA_HEAP_MAGIC;
 #else
+	if (arena_user_take_back && arena_user_take_back(ARENA_ADDR(pg), 1))
+		return 0;
 	arena_atomic_store(&pg->spare, 0, ARENA_RELAXED);
 	return 1;
 #endif
@@ -380,8 +498,58 @@ arena_heap_fresh(struct arena_heap __arena *h, ap_u32 n, ap_u32 flags)
 	return pg;
 }
 
-/* A page for the slot's next current page: the free stack, then a fresh
- * page (sleepable/userspace), then the slot's reserve pool. */
+/* A free page's header (it may have come back from the kernel zeroed). */
+static __always_inline void arena_page_set_free(struct arena_heap __arena *h, struct arena_page __arena *pg)
+{
+	arena_atomic_store(&pg->heap, ARENA_ADDR(h), ARENA_RELAXED);
+	arena_atomic_store(&pg->magic, ARENA_PAGE_MAGIC, ARENA_RELAXED);
+	arena_atomic_store(&pg->npages, 1, ARENA_RELAXED);
+	arena_atomic_store(&pg->state, ARENA_PS_FREE, ARENA_RELEASE);
+}
+
+/*
+ * Take a record off the returned stack (sleepable/userspace, in a heap
+ * section): back every page it lists again and put them on the free stack;
+ * the record page itself is the caller's. NULL when nothing was given back.
+ */
+static __always_inline struct arena_page __arena *arena_heap_retake(struct arena_heap __arena *h, ap_u32 flags)
+{
+#if ARENA_IS_BPF && defined(ARENA_NOSLEEP_ONLY)
+	(void)h, (void)flags;
+	return 0;
+#else
+	struct arena_rec __arena *rec;
+	ap_u64 n, i;
+
+	if (flags & ARENA_NOSLEEP)
+		return 0;
+	rec = (struct arena_rec __arena *)arena_pstack_pop(&h->returned);
+	if (!rec)
+		return 0;
+	arena_atomic_dec(&h->record_pages, ARENA_RELAXED);
+	n = arena_atomic_load(&rec->n, ARENA_RELAXED);
+	if (n > ARENA_REC_ENTRIES)
+		n = ARENA_REC_ENTRIES;
+	for (i = arena_opaque(0); i < n && can_loop; i++) {
+		struct arena_page __arena *pg = arena_page_at(arena_atomic_load(&rec->pages[i], ARENA_RELAXED));
+
+		if (!arena_page_back(pg, flags)) {
+			arena_atomic_inc(&h->pages_lost, ARENA_RELAXED);
+			continue;
+		}
+		arena_page_set_free(h, pg);
+		arena_atomic_inc(&h->free_pages, ARENA_RELAXED);
+		if (!arena_pstack_push(&h->free_stack, pg))
+			arena_atomic_inc(&h->pages_lost, ARENA_RELAXED);
+	}
+	arena_atomic_add(&h->pages_retaken, n, ARENA_RELAXED);
+	return &rec->hdr;
+#endif
+}
+
+/* A page for the slot's next current page: the free stack, then pages
+ * given back earlier and fresh pages (sleepable/userspace), then the slot's
+ * reserve pool. Call it in a heap section. */
 static __always_inline struct arena_page __arena *
 arena_heap_take_page(struct arena_heap __arena *h, struct arena_heap_slot __arena *slot, ap_u32 flags)
 {
@@ -391,6 +559,9 @@ arena_heap_take_page(struct arena_heap __arena *h, struct arena_heap_slot __aren
 		arena_atomic_dec(&h->free_pages, ARENA_RELAXED);
 		return pg;
 	}
+	pg = arena_heap_retake(h, flags);
+	if (pg)
+		return pg;
 	pg = arena_heap_fresh(h, 1, flags);
 	if (pg)
 		return pg;
@@ -562,22 +733,55 @@ static __always_inline void __arena *arena_heap_alloc_body(struct arena_heap __a
 	int owned;
 	struct arena_heap_slot __arena *slot = arena_heap_my_slot(h, &owned);
 	struct arena_page __arena *pg;
+	void __arena *obj;
 	ap_u64 need, cur, seen, off;
+	ap_u32 sec;
 
 	if (!size)
 		size = 1;
-	if (size > ARENA_SMALL_MAX || (flags & ARENA_PAGE_ALIGNED))
-		return arena_heap_alloc_large(h, slot, owned, size, flags);
+	if (size > ARENA_SMALL_MAX || (flags & ARENA_PAGE_ALIGNED)) {
+		sec = arena_heap_enter(h, slot);
+		if (sec > 1) {
+			arena_stat_add(&slot->fails, 1, owned);
+			return 0;
+		}
+		obj = arena_heap_alloc_large(h, slot, owned, size, flags);
+		arena_heap_exit(slot, sec);
+		return obj;
+	}
 	need = (size + ARENA_OBJ_HDR + ARENA_OBJ_ALIGN - 1) & ~(ARENA_OBJ_ALIGN - 1);
 
-	cur = arena_atomic_load(&slot->cur, ARENA_ACQUIRE);
-	if (cur) {
-		off = arena_page_carve(h, ARENA_PTR(struct arena_page, cur), need);
-		if (off)
-			return arena_obj_start(h, slot, owned, cur + off, size, need);
+	if (owned) {
+		/* the fast path needs no section: only this thread replaces its
+		 * slot's current page, and a trim keeps any current page */
+		cur = arena_atomic_load(&slot->cur, ARENA_ACQUIRE);
+		if (cur) {
+			off = arena_page_carve(h, ARENA_PTR(struct arena_page, cur), need);
+			if (off)
+				return arena_obj_start(h, slot, owned, cur + off, size, need);
+		}
+		sec = arena_heap_enter(h, slot);
+	} else {
+		/* a shared slot's hint may be replaced by another task at any
+		 * time: read it only inside the section */
+		sec = arena_heap_enter(h, slot);
+		cur = arena_atomic_load(&slot->cur, ARENA_ACQUIRE);
+		if (cur && sec <= 1) {
+			off = arena_page_carve(h, ARENA_PTR(struct arena_page, cur), need);
+			if (off) {
+				obj = arena_obj_start(h, slot, owned, cur + off, size, need);
+				arena_heap_exit(slot, sec);
+				return obj;
+			}
+		}
+	}
+	if (sec > 1) {
+		arena_stat_add(&slot->fails, 1, owned);
+		return 0;
 	}
 	pg = arena_heap_take_page(h, slot, flags);
 	if (!pg) {
+		arena_heap_exit(slot, sec);
 		arena_stat_add(&slot->fails, 1, owned);
 		return 0;
 	}
@@ -593,7 +797,9 @@ static __always_inline void __arena *arena_heap_alloc_body(struct arena_heap __a
 		 * stack: a slot may still point at its page after that page
 		 * was retired, freed and handed out again) */
 		arena_page_retire(h, ARENA_PTR(struct arena_page, cur));
-	return arena_obj_start(h, slot, owned, ARENA_ADDR(pg) + ARENA_PAGE_HDR, size, need);
+	obj = arena_obj_start(h, slot, owned, ARENA_ADDR(pg) + ARENA_PAGE_HDR, size, need);
+	arena_heap_exit(slot, sec);
+	return obj;
 }
 
 ARENA_SUBPROG ap_u64 arena_heap_alloc_subprog(ap_u64 heap, ap_u64 size, ap_u32 flags)
@@ -754,9 +960,14 @@ static __always_inline ap_u64 arena_obj_size(void __arena *p)
  */
 static __always_inline int arena_heap_refill(struct arena_heap __arena *h, ap_u32 flags)
 {
-	ap_u32 i, n = h->nr_kslots;
+	ap_u32 i, n = h->nr_kslots, sec;
+	int owned, ret = 0;
+	struct arena_heap_slot __arena *me = arena_heap_my_slot(h, &owned);
 
 	if (flags & ARENA_NOSLEEP)
+		return -1;
+	sec = arena_heap_enter(h, me);
+	if (sec > 1)
 		return -1;
 	for (i = 0; i < n && can_loop; i++) {
 		struct arena_heap_slot __arena *slot = &h->slots[i & (ARENA_HEAP_KSLOTS - 1)];
@@ -766,19 +977,222 @@ static __always_inline int arena_heap_refill(struct arena_heap __arena *h, ap_u3
 
 			if (pg)
 				arena_atomic_dec(&h->free_pages, ARENA_RELAXED);
-			else
-				pg = arena_heap_fresh(h, 1, flags);
 			if (!pg)
-				return -1;
-			arena_atomic_store(&pg->heap, ARENA_ADDR(h), ARENA_RELAXED);
-			arena_atomic_store(&pg->magic, ARENA_PAGE_MAGIC, ARENA_RELAXED);
-			arena_atomic_store(&pg->npages, 1, ARENA_RELAXED);
-			arena_atomic_store(&pg->state, ARENA_PS_FREE, ARENA_RELEASE);
+				pg = arena_heap_retake(h, flags);
+			if (!pg)
+				pg = arena_heap_fresh(h, 1, flags);
+			if (!pg) {
+				ret = -1;
+				break;
+			}
+			arena_page_set_free(h, pg);
 			arena_atomic_inc(&slot->pool_pages, ARENA_RELAXED);
 			if (!arena_pstack_push(&slot->pool, pg))
 				arena_atomic_inc(&h->pages_lost, ARENA_RELAXED);
 		}
+		if (ret)
+			break;
 	}
+	arena_heap_exit(me, sec);
+	(void)owned;
+	return ret;
+}
+
+/* ---- giving pages back ---- */
+
+#if !ARENA_IS_BPF || !defined(ARENA_NOSLEEP_ONLY)
+/* Give one page back to the kernel. Returns 1, or 0 when it stays backed. */
+static __always_inline int arena_page_give_back(struct arena_page __arena *pg)
+{
+#if ARENA_IS_BPF
+	bpf_arena_free_pages(&ARENA_HEAP_MAP, (void *)ARENA_ADDR(pg), 1);
+	return 1;
+#else
+	return arena_user_give_back && arena_user_give_back(ARENA_ADDR(pg), 1) == 0;
+#endif
+}
+
+/* 1 when addr is some slot's current-page hint. */
+static __always_inline int arena_heap_is_hint(struct arena_heap __arena *h, ap_u64 addr)
+{
+	ap_u32 i;
+
+	for (i = arena_opaque(0); i < ARENA_HEAP_SLOTS && can_loop; i++)
+		if (arena_atomic_load(&h->slots[i & (ARENA_HEAP_SLOTS - 1)].cur, ARENA_SEQ_CST) == addr)
+			return 1;
+	return 0;
+}
+
+/* 1 once no slot counts a section in phase ph (checked a few times). */
+static __always_inline int arena_heap_grace_over(struct arena_heap __arena *h, ap_u64 ph)
+{
+	ap_u32 t, i;
+
+	for (t = arena_opaque(0); t < ARENA_TRIM_GRACE_TRIES && can_loop; t++) {
+		ap_u64 open = 0;
+
+		for (i = arena_opaque(0); i < ARENA_HEAP_SLOTS && can_loop; i++)
+			open |= arena_atomic_load(&h->slots[i & (ARENA_HEAP_SLOTS - 1)].inside[ph & 1],
+						  ARENA_SEQ_CST);
+		if (!open)
+			return 1;
+		arena_cpu_relax();
+	}
+	return 0;
+}
+
+/* Put a page taken by a trim back on the free stack. */
+static __always_inline void arena_heap_keep_page(struct arena_heap __arena *h, struct arena_page __arena *pg)
+{
+	arena_atomic_inc(&h->free_pages, ARENA_RELAXED);
+	if (!arena_pstack_push(&h->free_stack, pg))
+		arena_atomic_inc(&h->pages_lost, ARENA_RELAXED);
+}
+
+/*
+ * The quarantine's grace period is over: give its pages back, listing them
+ * in records made of some of its pages (the first page of every run of
+ * ARENA_REC_ENTRIES + 1 stays backed and lists the others). Returns the
+ * pages given back.
+ */
+static __always_inline ap_u64 arena_heap_give_back(struct arena_heap __arena *h)
+{
+	ap_u64 list = arena_atomic_load(&h->quar, ARENA_RELAXED), given = arena_opaque(0);
+
+	arena_atomic_store(&h->quar, 0, ARENA_RELAXED);
+	arena_atomic_store(&h->quar_n, 0, ARENA_RELAXED);
+	while (list && can_loop) {
+		struct arena_rec __arena *rec = ARENA_PTR(struct arena_rec, list);
+		ap_u64 k = arena_opaque(0);
+
+		list = arena_atomic_load(&rec->hdr.next, ARENA_RELAXED);
+		/* ASan: the record's words may lie in freed objects' data */
+		arena_asan_unpoison(ARENA_ADDR(rec), sizeof(*rec));
+		while (list && k < ARENA_REC_ENTRIES && can_loop) {
+			struct arena_page __arena *pg = ARENA_PTR(struct arena_page, list);
+
+			/* the link is read before the page goes */
+			list = arena_atomic_load(&pg->next, ARENA_RELAXED);
+			if (!arena_page_give_back(pg)) {
+				arena_heap_keep_page(h, pg);
+				continue;
+			}
+			arena_atomic_store(&rec->pages[k], ARENA_PAGE_NO(pg), ARENA_RELAXED);
+			k++;
+		}
+		arena_atomic_store(&rec->n, k, ARENA_RELAXED);
+		if (!k) {
+			arena_heap_keep_page(h, &rec->hdr);
+			continue;
+		}
+		arena_atomic_store(&rec->hdr.heap, ARENA_ADDR(h), ARENA_RELAXED);
+		arena_atomic_store(&rec->hdr.magic, ARENA_PAGE_MAGIC, ARENA_RELAXED);
+		arena_atomic_store(&rec->hdr.npages, 1, ARENA_RELAXED);
+		arena_atomic_store(&rec->hdr.state, ARENA_PS_RECORD, ARENA_RELEASE);
+		arena_atomic_inc(&h->record_pages, ARENA_RELAXED);
+		arena_atomic_add(&h->pages_returned, k, ARENA_RELAXED);
+		given += k;
+		if (!arena_pstack_push(&h->returned, &rec->hdr))
+			arena_atomic_inc(&h->pages_lost, ARENA_RELAXED);
+	}
+	return given;
+}
+
+/*
+ * Give free pages back to the kernel: sleepable BPF, or userspace with
+ * arena_user_give_back set (tests). One trim runs at a time; another one
+ * returns 0 at once. First it finishes the previous trim's quarantine if
+ * that one's grace period is over; then, if the free stack holds more than
+ * trim_high pages (more than trim_keep with force), it takes pages off it
+ * down to trim_keep, at most budget of them, and gives them back once their
+ * grace period is over (else they wait in quarantine for the next trim).
+ * Returns the pages given back by this call.
+ */
+static __always_inline ap_u64 arena_heap_trim_body(struct arena_heap __arena *h, ap_u64 budget, ap_u32 force)
+{
+	ap_u64 given = arena_opaque(0), n = arena_opaque(0), fr, keep, want, i, list = 0, skip = 0, ph;
+
+	if (arena_atomic_cmpxchg(&h->trim_lock, 0, 1, ARENA_ACQ_REL) != 0)
+		return 0;
+	if (arena_atomic_load(&h->quar_n, ARENA_RELAXED)) {
+		if (!arena_heap_grace_over(h, arena_atomic_load(&h->quar_phase, ARENA_RELAXED))) {
+			arena_atomic_inc(&h->trim_waits, ARENA_RELAXED);
+			goto out;
+		}
+		given += arena_heap_give_back(h);
+	}
+	fr = arena_atomic_load(&h->free_pages, ARENA_RELAXED);
+	keep = h->trim_keep;
+	if (fr <= keep || (!force && fr <= h->trim_high))
+		goto done;
+	want = fr - keep;
+	if (want > budget)
+		want = budget;
+	/* 1. off the free stack: from now on nobody pops these pages */
+	for (i = arena_opaque(0); i < want && can_loop; i++) {
+		struct arena_page __arena *pg = arena_pstack_pop(&h->free_stack);
+
+		if (!pg)
+			break;
+		arena_atomic_dec(&h->free_pages, ARENA_RELAXED);
+		/* 2. a slot's hint may still lead a task to it: keep it */
+		if (arena_heap_is_hint(h, ARENA_ADDR(pg))) {
+			arena_atomic_store(&pg->next, skip, ARENA_RELAXED);
+			skip = ARENA_ADDR(pg);
+			continue;
+		}
+		arena_atomic_store(&pg->next, list, ARENA_RELAXED);
+		list = ARENA_ADDR(pg);
+		n++;
+	}
+	while (skip && can_loop) {
+		struct arena_page __arena *pg = ARENA_PTR(struct arena_page, skip);
+
+		skip = arena_atomic_load(&pg->next, ARENA_RELAXED);
+		arena_heap_keep_page(h, pg);
+	}
+	if (!list)
+		goto done;
+	arena_atomic_store(&h->quar, list, ARENA_RELAXED);
+	arena_atomic_store(&h->quar_n, n, ARENA_RELAXED);
+	/* 3. flip, then wait for the sections of the old phase */
+	ph = arena_atomic_add(&h->trim_phase, 1, ARENA_SEQ_CST);
+	arena_atomic_store(&h->quar_phase, ph, ARENA_RELAXED);
+	if (!arena_heap_grace_over(h, ph)) {
+		arena_atomic_inc(&h->trim_waits, ARENA_RELAXED);
+		goto out;
+	}
+	given += arena_heap_give_back(h);
+done:
+	arena_atomic_add(&h->trims, 1, ARENA_RELAXED);
+out:
+	arena_atomic_store(&h->trim_lock, 0, ARENA_RELEASE);
+	return given;
+}
+
+ARENA_SUBPROG ap_u64 arena_heap_trim_subprog(ap_u64 heap, ap_u64 budget, ap_u32 force)
+{
+	return arena_heap_trim_body(ARENA_PTR(struct arena_heap, heap), budget, force);
+}
+
+static __always_inline ap_u64 arena_heap_trim(struct arena_heap __arena *h, ap_u64 budget, ap_u32 force)
+{
+#if ARENA_IS_BPF
+	return arena_heap_trim_subprog(ARENA_ADDR(h), budget, force);
+#else
+	return arena_heap_trim_body(h, budget, force);
+#endif
+}
+#endif
+
+/* Set the trim watermarks (pages on the free stack). Returns 0, or -1 when
+ * keep > high. */
+static __always_inline int arena_heap_set_trim(struct arena_heap __arena *h, ap_u32 keep, ap_u32 high)
+{
+	if (keep > high)
+		return -1;
+	arena_atomic_store(&h->trim_keep, keep, ARENA_RELAXED);
+	arena_atomic_store(&h->trim_high, high, ARENA_RELAXED);
 	return 0;
 }
 
@@ -813,6 +1227,19 @@ static __always_inline int arena_heap_init(struct arena_heap __arena *h, ap_u64 
 	arena_store_once(&h->large_allocs, 0);
 	arena_store_once(&h->bad_frees, 0);
 	arena_store_once(&h->overruns, 0);
+	arena_store_once(&h->trim_phase, 0);
+	arena_store_once(&h->returned, 0);
+	arena_store_once(&h->trim_keep, ARENA_TRIM_KEEP);
+	arena_store_once(&h->trim_high, ARENA_TRIM_HIGH);
+	arena_store_once(&h->trim_lock, 0);
+	arena_store_once(&h->quar, 0);
+	arena_store_once(&h->quar_n, 0);
+	arena_store_once(&h->quar_phase, 0);
+	arena_store_once(&h->record_pages, 0);
+	arena_store_once(&h->pages_returned, 0);
+	arena_store_once(&h->pages_retaken, 0);
+	arena_store_once(&h->trims, 0);
+	arena_store_once(&h->trim_waits, 0);
 	for (i = 0; i < ARENA_HEAP_SLOTS && can_loop; i++) {
 		struct arena_heap_slot __arena *s = &h->slots[i];
 
@@ -827,6 +1254,8 @@ static __always_inline int arena_heap_init(struct arena_heap __arena *h, ap_u64 
 		arena_store_once(&s->fails, 0);
 		arena_store_once(&s->owner, 0);
 		arena_store_once(&s->owner_ns, 0);
+		arena_store_once(&s->inside[0], 0);
+		arena_store_once(&s->inside[1], 0);
 	}
 	arena_atomic_store(&h->magic, ARENA_HEAP_MAGIC, ARENA_SEQ_CST);
 	return 0;
@@ -852,7 +1281,15 @@ static __always_inline void arena_heap_get_stats(struct arena_heap __arena *h, s
 	st->bytes_in_use = ba - bf;
 	st->pages_in_use = arena_atomic_load(&h->pages_in_use, ARENA_RELAXED);
 	fresh = arena_atomic_load(&h->fresh, ARENA_RELAXED);
-	st->pages_populated = fresh < h->npages ? fresh : h->npages;
+	st->pages_hwm = fresh < h->npages ? fresh : h->npages;
+	st->pages_returned = arena_atomic_load(&h->pages_returned, ARENA_RELAXED);
+	st->pages_retaken = arena_atomic_load(&h->pages_retaken, ARENA_RELAXED);
+	/* backed now: what the bump counter handed out, less what is given back */
+	st->pages_populated = st->pages_hwm - (st->pages_returned - st->pages_retaken);
+	st->pages_quarantined = arena_atomic_load(&h->quar_n, ARENA_RELAXED);
+	st->record_pages = arena_atomic_load(&h->record_pages, ARENA_RELAXED);
+	st->trims = arena_atomic_load(&h->trims, ARENA_RELAXED);
+	st->trim_waits = arena_atomic_load(&h->trim_waits, ARENA_RELAXED);
 	st->free_pages = arena_atomic_load(&h->free_pages, ARENA_RELAXED);
 	st->pages_lost = arena_atomic_load(&h->pages_lost, ARENA_RELAXED);
 	st->bad_frees = arena_atomic_load(&h->bad_frees, ARENA_RELAXED);

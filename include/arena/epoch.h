@@ -37,16 +37,30 @@
  *
  * Dead participants. A kernel CPU record cannot die (programs always
  * finish). A user record whose owner thread has exited while inside a
- * critical section would block the epoch forever; the advance scan run by a
- * user participant checks such a stale record's owner with tgkill(tgid,
- * tid, 0): ESRCH means the thread is gone (a thread that exists, even one
- * stopped or descheduled for long, is never expired), and the record is
- * reset and freed for reuse. Its limbo lists are drained by later advances
- * like anyone else's. The check runs only for records registered from the
- * same pid namespace; kernel-side advances never expire (they have no safe
- * way to name a user thread), so a dead participant stalls reclamation only
- * until the next user-side advance. heartbeat counts a user record's
- * entries: a stall report can tell a stuck thread from a busy one.
+ * critical section would block the epoch forever, so the advance scan
+ * checks a record that holds the epoch back (at most once per millisecond
+ * per domain) and, when its owner is known to be gone, resets it and frees
+ * it for reuse; its limbo lists are drained by later advances like anyone
+ * else's. A thread that exists, even one stopped or descheduled for long,
+ * is never expired. Both sides can check:
+ *   - a user advance asks tgkill(tgid, tid, 0): ESRCH means gone. Only for
+ *     records registered from its own pid namespace.
+ *   - a kernel program that defines EBR_KERNEL_EXPIRY (the sleepable
+ *     ds_ops batches) calls ebr_kernel_expire before its operations, so
+ *     that their advances are not held back: it looks the thread up with
+ *     bpf_task_from_pid, which names threads in the initial pid namespace,
+ *     so only records registered from that namespace are checked. The
+ *     owner is gone when no task has its tid, when the task found belongs
+ *     to another process or started at another time than the owner's
+ *     start (the tid was reused; start is the thread's start time in clock
+ *     ticks since boot, which the owner reads from /proc when it
+ *     registers: the kernel derives the same number from start_boottime),
+ *     or when the task is exiting (PF_EXITING: it never runs user code
+ *     again, and a zombie stays exiting until it is reaped).
+ *   Kernel programs of non-sleepable objects (tracepoints) do not check;
+ *   they rely on the next batch or user advance to expire.
+ * heartbeat counts a user record's entries: a stall report can tell a stuck
+ * thread from a busy one.
  *
  * What bounds the memory waiting in limbo: the epoch moves on once every
  * participant inside a critical section has entered it in the current
@@ -76,6 +90,12 @@
 #include "shim.h"
 #include "alloc.h"
 
+#if !ARENA_IS_BPF
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#endif
+
 
 #define EBR_MAGIC 0x3172626561726e61ULL /* "anaebr1" */
 #define EBR_CPUS 32
@@ -100,6 +120,7 @@ struct ebr_record {
 	ap_u64 heartbeat; /* user: critical sections entered */
 	ap_u64 limbo[EBR_LISTS];
 	ap_u64 retired; /* objects retired through this record */
+	ap_u64 start;   /* user: the owner's start time, clock ticks since boot (0: unknown) */
 } __arena_cacheline_aligned;
 
 struct ebr_domain {
@@ -173,6 +194,85 @@ static __always_inline int ebr_is_user_record(struct ebr_domain __arena *d, stru
 	return ARENA_ADDR(r) >= ARENA_ADDR(&d->users[0]);
 }
 
+/* 1 at most once per millisecond per domain (whoever gets there first). */
+static __always_inline int ebr_expiry_due(struct ebr_domain __arena *d)
+{
+	ap_u64 now = arena_now_ns(), last = arena_atomic_load(&d->expiry_check_ns, ARENA_RELAXED);
+
+	if (now - last < 1000000)
+		return 0;
+	return arena_atomic_cmpxchg(&d->expiry_check_ns, last, now, ARENA_RELAXED) == last;
+}
+
+/* Reset a dead owner's record seen in state s; 1 if this call did it. */
+static __always_inline int ebr_expire(struct ebr_domain __arena *d, struct ebr_record __arena *r, ap_u64 s)
+{
+	ap_u64 owner = arena_atomic_load(&r->owner, ARENA_ACQUIRE);
+
+	if (arena_atomic_cmpxchg(&r->state, s, s & ~EBR_NEST_MASK, ARENA_SEQ_CST) != s)
+		return 0;
+	arena_atomic_inc(&d->expired, ARENA_RELAXED);
+	arena_atomic_cmpxchg(&r->owner, owner, 0, ARENA_RELEASE);
+	return 1;
+}
+
+#if ARENA_IS_BPF && defined(EBR_KERNEL_EXPIRY)
+/* the initial pid namespace's inode number (PROC_PID_INIT_INO, fixed ABI) */
+#define EBR_INIT_PID_NS 0xEFFFFFFCULL
+/* /proc reports start times in USER_HZ ticks: 100 per second */
+#define EBR_NS_PER_TICK 10000000ULL
+#define EBR_PF_EXITING 0x00000004U
+
+/* 1 when the user thread owner (tgid << 32 | tid, registered from pid
+ * namespace ns, started at tick start) is known to be gone. */
+static __always_inline int ebr_kernel_owner_gone(ap_u64 owner, ap_u64 ns, ap_u64 start)
+{
+	struct task_struct *t;
+	int gone;
+
+	if (!owner || ns != EBR_INIT_PID_NS)
+		return 0;
+	t = bpf_task_from_pid((s32)(owner & 0x7fffffffULL));
+	if (!t)
+		return 1;
+	gone = (ap_u64)(ap_u32)t->tgid != (owner >> 32) ||
+	       (start && t->start_boottime / EBR_NS_PER_TICK != start) || (t->flags & EBR_PF_EXITING);
+	bpf_task_release(t);
+	return gone;
+}
+
+/*
+ * Expire every user record inside a critical section whose owner is gone
+ * (at most once per millisecond per domain). Kernel batches call it before
+ * their operations, one call frame from the program: inside the advance,
+ * which a structure's operation calls, the task lookup would take the
+ * deepest call chain past the 512-byte BPF stack. Returns the records
+ * expired.
+ */
+__attribute__((noinline)) int ebr_kernel_expire(ap_u64 dom)
+{
+	struct ebr_domain __arena *d = ARENA_PTR(struct ebr_domain, dom);
+	ap_u32 i, n;
+	int done = 0;
+
+	if (!dom || d->magic != EBR_MAGIC || !ebr_expiry_due(d))
+		return 0;
+	n = arena_atomic_load(&d->users_hwm, ARENA_ACQUIRE);
+	for (i = arena_opaque(0); i < n && can_loop; i++) {
+		struct ebr_record __arena *r = &d->users[i % EBR_USERS];
+		ap_u64 s = arena_atomic_load(&r->state, ARENA_SEQ_CST);
+
+		if (!EBR_STATE_NEST(s))
+			continue;
+		if (ebr_kernel_owner_gone(arena_atomic_load(&r->owner, ARENA_ACQUIRE),
+					  arena_atomic_load(&r->ns, ARENA_RELAXED),
+					  arena_atomic_load(&r->start, ARENA_RELAXED)))
+			done += ebr_expire(d, r, s);
+	}
+	return done;
+}
+#endif
+
 #if !ARENA_IS_BPF
 static inline ap_u64 ebr_self_ns(void)
 {
@@ -191,26 +291,36 @@ static inline int ebr_owner_dead(struct ebr_record *r)
 				arena_atomic_load(&r->ns, ARENA_RELAXED));
 }
 
-/* 1 at most once per millisecond per domain (whoever gets there first). */
-static inline int ebr_expiry_due(struct ebr_domain *d)
+/*
+ * The calling thread's start time in clock ticks since boot (field 22 of
+ * /proc/thread-self/stat), as a kernel-side expiry check computes it; 0
+ * when /proc cannot tell.
+ */
+static inline ap_u64 ebr_self_start(void)
 {
-	ap_u64 now = arena_now_ns(), last = arena_atomic_load(&d->expiry_check_ns, ARENA_RELAXED);
+	char buf[1024], *p;
+	ap_u64 v = 0;
+	ssize_t n;
+	int fd = open("/proc/thread-self/stat", O_RDONLY | O_CLOEXEC), field;
 
-	if (now - last < 1000000)
+	if (fd < 0)
 		return 0;
-	return arena_atomic_cmpxchg(&d->expiry_check_ns, last, now, ARENA_RELAXED) == last;
-}
-
-/* Reset a dead owner's record seen in state s; 1 if this call did it. */
-static inline int ebr_expire(struct ebr_domain *d, struct ebr_record *r, ap_u64 s)
-{
-	ap_u64 owner = arena_atomic_load(&r->owner, ARENA_ACQUIRE);
-
-	if (arena_atomic_cmpxchg(&r->state, s, s & ~EBR_NEST_MASK, ARENA_SEQ_CST) != s)
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
 		return 0;
-	arena_atomic_inc(&d->expired, ARENA_RELAXED);
-	arena_atomic_cmpxchg(&r->owner, owner, 0, ARENA_RELEASE);
-	return 1;
+	buf[n] = 0;
+	/* the command name (field 2) may hold spaces and parentheses: count
+	 * from the last ')'; field 3 follows it */
+	p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	for (field = 2; *p && field < 22; p++)
+		if (*p == ' ')
+			field++;
+	while (*p >= '0' && *p <= '9')
+		v = v * 10 + (ap_u64)(*p++ - '0');
+	return v;
 }
 #endif
 
@@ -367,6 +477,7 @@ static __always_inline void ebr_init(struct ebr_domain __arena *d, ap_u32 nr_cpu
 		for (j = 0; j < EBR_LISTS; j++)
 			arena_store_once(&r->limbo[j], 0);
 		arena_store_once(&r->retired, 0);
+		arena_store_once(&r->start, 0);
 	}
 	arena_atomic_store(&d->magic, EBR_MAGIC, ARENA_SEQ_CST);
 }
@@ -415,6 +526,7 @@ static inline struct ebr_record *ebr_register(struct ebr_domain *d)
 		if (o)
 			arena_atomic_inc(&d->expired, ARENA_RELAXED);
 		arena_atomic_store(&r->ns, ebr_self_ns(), ARENA_RELAXED);
+		arena_atomic_store(&r->start, ebr_self_start(), ARENA_RELAXED);
 		arena_atomic_store(&r->heartbeat, 0, ARENA_RELAXED);
 		arena_atomic_store(&r->state, 0, ARENA_SEQ_CST);
 		hwm = arena_atomic_load(&d->users_hwm, ARENA_RELAXED);

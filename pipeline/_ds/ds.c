@@ -37,6 +37,7 @@
 #include "ds.h"
 #include "dsops.h"
 #include "runloop.h"
+#include "ds/trim.h"
 
 #define ERR_LEN 512
 /* ops per bpf_prog_test_run_opts call: a long kernel loop is not preempted
@@ -54,6 +55,7 @@ typedef struct {
 	int map_fd;              /* attached: the pinned arena map */
 	int prog_fd[DS_TYPES_END];
 	int own_prog_fds;        /* attached: prog_fd[] are ours to close */
+	int trim_fd;             /* ds_trim, -1 when the pins lack it */
 	uint64_t pages;
 	struct ap_ds_root *root;
 	struct ds_space *sp;
@@ -164,6 +166,7 @@ static int open_owner(DsArenaObject *self, uint64_t pages, unsigned int pool_pag
 		return ret;
 	for (t = 0; t < DS_TYPES_END; t++)
 		self->prog_fd[t] = ap_ds_ops_prog_fd(self->skel, t);
+	self->trim_fd = bpf_program__fd(self->skel->progs.ds_trim);
 	i = libbpf_num_possible_cpus();
 	self->sp = ds_space_init(AP_DS_SPACE_FIRST, pages - AP_DS_SPACE_FIRST, i > 0 ? (ap_u32)i : 1, pool_pages,
 				 poison ? ARENA_HEAP_POISON : 0);
@@ -241,6 +244,8 @@ static int open_pinned(DsArenaObject *self, const char *dir, char *err)
 	self->prog_fd[id] = bpf_obj_get(path);
 	DS_REGISTRY(PIN_FD)
 #undef PIN_FD
+	snprintf(path, sizeof(path), "%s/ds_trim", dir);
+	self->trim_fd = bpf_obj_get(path);
 	return 0;
 }
 
@@ -264,10 +269,14 @@ static void release(DsArenaObject *self)
 	} else if (self->pages && self->map_fd >= 0) {
 		munmap((void *)ARENA_BASE, self->pages * ARENA_PAGE_SIZE);
 	}
-	if (self->own_prog_fds)
+	if (self->own_prog_fds) {
 		for (i = 0; i < DS_TYPES_END; i++)
 			if (self->prog_fd[i] > 0)
 				close(self->prog_fd[i]);
+		if (self->trim_fd > 0)
+			close(self->trim_fd);
+	}
+	self->trim_fd = -1;
 	for (i = 0; i < DS_TYPES_END; i++)
 		self->prog_fd[i] = -1;
 	self->own_prog_fds = 0;
@@ -294,6 +303,7 @@ static int DsArena_init(DsArenaObject *self, PyObject *args, PyObject *kw)
 	if (self->open)
 		release(self);
 	self->map_fd = -1;
+	self->trim_fd = -1;
 	for (i = 0; i < DS_TYPES_END; i++)
 		self->prog_fd[i] = -1;
 	if (mapped_arena) {
@@ -943,18 +953,118 @@ out:
 static PyObject *DsArena_heap_stats(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
 	struct arena_heap_stats st;
+	PyObject *d;
+	size_t i;
 
 	if (!arena_ready(self))
 		return NULL;
 	arena_heap_get_stats(&self->sp->heap, &st);
-	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", "allocs", (unsigned long long)st.allocs, "frees",
-			     (unsigned long long)st.frees, "bytes_in_use", (unsigned long long)st.bytes_in_use,
-			     "pages_in_use", (unsigned long long)st.pages_in_use, "failures",
-			     (unsigned long long)st.failures, "pages_populated", (unsigned long long)st.pages_populated,
-			     "free_pages", (unsigned long long)st.free_pages, "pool_pages",
-			     (unsigned long long)st.pool_pages, "pages_lost", (unsigned long long)st.pages_lost,
-			     "bad_frees", (unsigned long long)st.bad_frees, "large_allocs",
-			     (unsigned long long)st.large_allocs);
+	{
+		const struct {
+			const char *name;
+			ap_u64 v;
+		} f[] = {
+			{ "allocs", st.allocs },
+			{ "frees", st.frees },
+			{ "bytes_in_use", st.bytes_in_use },
+			{ "pages_in_use", st.pages_in_use },
+			{ "failures", st.failures },
+			{ "pages_populated", st.pages_populated },
+			{ "pages_hwm", st.pages_hwm },
+			{ "free_pages", st.free_pages },
+			{ "pool_pages", st.pool_pages },
+			{ "pages_returned", st.pages_returned },
+			{ "pages_retaken", st.pages_retaken },
+			{ "pages_quarantined", st.pages_quarantined },
+			{ "record_pages", st.record_pages },
+			{ "trims", st.trims },
+			{ "trim_waits", st.trim_waits },
+			{ "pages_lost", st.pages_lost },
+			{ "bad_frees", st.bad_frees },
+			{ "large_allocs", st.large_allocs },
+			{ "overruns", st.overruns },
+			{ "trim_keep", self->sp->heap.trim_keep },
+			{ "trim_high", self->sp->heap.trim_high },
+		};
+
+		d = PyDict_New();
+		for (i = 0; d && i < sizeof(f) / sizeof(f[0]); i++) {
+			PyObject *v = PyLong_FromUnsignedLongLong(f[i].v);
+
+			if (!v || PyDict_SetItemString(d, f[i].name, v))
+				Py_CLEAR(d);
+			Py_XDECREF(v);
+		}
+	}
+	return d;
+}
+
+/*
+ * trim(max_pages=1<<20, force=True) -> dict: give free pages back to the
+ * kernel through ds_trim, DS_TRIM_MAX_BUDGET pages per call, until the free
+ * stack is down to its watermark (force: trim_keep; else only above
+ * trim_high) and no page waits in quarantine (a quarantine whose grace
+ * period does not end is retried TRIM_RETRIES times, yielding between).
+ */
+#define TRIM_RETRIES 1000
+static PyObject *DsArena_trim(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "max_pages", "force", NULL };
+	unsigned long long max_pages = 1ULL << 20, given = 0, calls = 0;
+	int force = 1, ret = 0, tries = 0;
+	struct ds_trim_args a;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|Kp", kwlist, &max_pages, &force) || !arena_ready(self))
+		return NULL;
+	if (self->trim_fd < 0)
+		return ap_raise(ENOENT, "ds_trim is not loaded or pinned here: pin the arena from a current build");
+	memset(&a, 0, sizeof(a));
+	Py_BEGIN_ALLOW_THREADS
+	while (given < max_pages || a.quarantined) {
+		/* a syscall program writes its context back into ctx_in */
+		LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = &a, .ctx_size_in = sizeof(a));
+
+		a.heap = (ap_u64)&self->sp->heap;
+		a.budget = max_pages - given < DS_TRIM_MAX_BUDGET ? max_pages - given : DS_TRIM_MAX_BUDGET;
+		a.force = (ap_u32)force;
+		if (!a.budget)
+			a.budget = 1;
+		ret = bpf_prog_test_run_opts(self->trim_fd, &opts) ? (errno ? -errno : -EIO) : 0;
+		if (ret || a.status)
+			break;
+		calls++;
+		given += a.given;
+		if (a.quarantined) {
+			/* a task is inside a heap section: let it run */
+			if (++tries > TRIM_RETRIES)
+				break;
+			sched_yield();
+			continue;
+		}
+		if (!a.given)
+			break;
+	}
+	Py_END_ALLOW_THREADS
+	if (ret)
+		return ap_raise(ret, "running ds_trim failed: %s", strerror(-ret));
+	if (a.status)
+		return ap_raise(EINVAL, "ds_trim refused the heap at %#llx", (unsigned long long)a.heap);
+	return Py_BuildValue("{sKsKsKsK}", "given", given, "quarantined", (unsigned long long)a.quarantined,
+			     "free_pages", (unsigned long long)a.free_pages, "calls", calls);
+}
+
+/* set_trim(keep, high): the watermarks, in pages on the free stack */
+static PyObject *DsArena_set_trim(DsArenaObject *self, PyObject *args)
+{
+	unsigned int keep, high;
+
+	if (!PyArg_ParseTuple(args, "II", &keep, &high) || !arena_ready(self))
+		return NULL;
+	if (keep > high || high > (1U << 20))
+		return ap_raise(EINVAL, "trim watermarks need 0 <= keep <= high <= %u pages (got keep %u, high %u)",
+				1U << 20, keep, high);
+	arena_heap_set_trim(&self->sp->heap, keep, high);
+	Py_RETURN_NONE;
 }
 
 /* epoch_stats() -> dict: reclamation's counters */
@@ -1021,6 +1131,8 @@ static void unpin_files(const char *dir)
 
 	snprintf(path, sizeof(path), "%s/arena", dir);
 	unlink(path);
+	snprintf(path, sizeof(path), "%s/ds_trim", dir);
+	unlink(path);
 #define UNPIN(id, name)                                                \
 	snprintf(path, sizeof(path), "%s/ds_run_" #name, dir);         \
 	unlink(path);
@@ -1055,6 +1167,10 @@ static PyObject *DsArena_pin(DsArenaObject *self, PyObject *args)
 	}
 	DS_REGISTRY(PIN)
 #undef PIN
+	if (!ret) {
+		snprintf(path, sizeof(path), "%s/ds_trim", dir);
+		ret = bpf_program__pin(self->skel->progs.ds_trim, path);
+	}
 	if (ret) {
 		unpin_files(dir);
 		return ap_raise(ret, "cannot pin BPF objects under %s: %s", dir, strerror(-ret));
@@ -1094,6 +1210,9 @@ static PyMethodDef DsArena_methods[] = {
 	{ "stats", (PyCFunction)DsArena_stats, METH_VARARGS, "stats(ds, type) -> per-side statistics" },
 	{ "heap_stats", (PyCFunction)DsArena_heap_stats, METH_NOARGS, "the allocator's counters" },
 	{ "epoch_stats", (PyCFunction)DsArena_epoch_stats, METH_NOARGS, "reclamation's counters" },
+	{ "trim", (PyCFunction)(void (*)(void))DsArena_trim, METH_VARARGS | METH_KEYWORDS,
+	  "trim(max_pages=2**20, force=True) -> dict: give free pages back to the kernel" },
+	{ "set_trim", (PyCFunction)DsArena_set_trim, METH_VARARGS, "set_trim(keep, high): trim watermarks in pages" },
 	{ "synchronize", (PyCFunction)DsArena_synchronize, METH_VARARGS,
 	  "synchronize(max_tries=100000) -> True once everything retired is freed" },
 	{ "kernel_totals", (PyCFunction)DsArena_kernel_totals, METH_NOARGS, "the kernel programs' counters" },

@@ -17,7 +17,10 @@
  *   - a user reader holding a node while a kernel batch deletes it never
  *     sees it freed before it leaves its critical section;
  *   - the non-sleepable tracepoint gets DS_NOMEM once its pool is empty and
- *     works again after a DS_CMD_REFILL.
+ *     works again after a DS_CMD_REFILL;
+ *   - a user process killed inside its critical section is expired by
+ *     kernel batches alone, and pages go back to the kernel and come back
+ *     (mode "memory" runs just these two).
  * Needs root (BPF). Usage: test_kernel [name|all] [scale divisor].
  */
 #include <bpf/bpf.h>
@@ -26,6 +29,9 @@
 #include "tcommon.h"
 #include "ds_ops.skel.h"
 #include "ds_nosleep.skel.h"
+#include "ds/trim.h"
+
+#include <sys/wait.h>
 
 static struct ds_ops_bpf *skel;
 static struct ds_space *sp;
@@ -776,6 +782,169 @@ static void nosleep_pool(void)
 	ds_user_detach(&c);
 }
 
+/* ---- memory goes back, dead participants expire: kernel batches alone ---- */
+
+static struct ds_trim_args ktrim(ap_u32 force)
+{
+	struct ds_trim_args a = {0};
+	LIBBPF_OPTS(bpf_test_run_opts, o, .ctx_in = &a, .ctx_size_in = sizeof(a));
+
+	a.heap = (ap_u64)&sp->heap;
+	a.budget = DS_TRIM_MAX_BUDGET;
+	a.force = force;
+	REQUIRE(bpf_prog_test_run_opts(bpf_program__fd(skel->progs.ds_trim), &o) == 0, "ds_trim: %s",
+		strerror(errno));
+	CHECK(a.status == 0, "ds_trim status %d", a.status);
+	return a;
+}
+
+/* n keys inserted, then deleted, by kernel batches of 2000 */
+static void kchurn(const struct ds_meta *m, ap_u64 d, ap_u64 lo, ap_u64 n)
+{
+	ap_u64 k;
+	struct ds_batch b;
+
+	for (k = 0; k < n; k += 2000) {
+		b = mix(m, d, DS_MIX_INSERT, lo + k, 2000, 2000);
+		kbatch(&b);
+		CHECK(b.done[0] == 2000 && b.fails[0] == 0, "kernel insert at %llu", (unsigned long long)(lo + k));
+	}
+	for (k = 0; k < n; k += 2000) {
+		b = mix(m, d, DS_MIX_DELETE, lo + k, 2000, 2000);
+		kbatch(&b);
+		CHECK(b.done[1] == 2000 && b.fails[1] == 0, "kernel delete at %llu", (unsigned long long)(lo + k));
+	}
+}
+
+/*
+ * A user process dies with SIGKILL inside its critical section. While it
+ * lives (asleep, not running), kernel batches retire but free nothing they
+ * retired; once it is dead (a zombie nobody reaped yet), the next kernel
+ * batches expire its record and free everything, with no user-side advance.
+ */
+static void kernel_expires_dead(struct ds_ctx *c)
+{
+	const struct ds_meta *m = ds_meta_of(DS_TYPE_hash);
+	ap_u64 d = create(c, m, 1024);
+	struct ebr_stats e0, e1, e2;
+	int ready[2], i;
+	char b = 0, path[64], st[512];
+	pid_t pid;
+
+	REQUIRE(pipe(ready) == 0, "pipe");
+	pid = fork();
+	REQUIRE(pid >= 0, "fork");
+	if (pid == 0) {
+		struct ds_ctx cc;
+		size_t len = (size_t)bpf_map__max_entries(skel->maps.arena) * ARENA_PAGE_SIZE;
+
+		/* a fork does not inherit the arena's mapping: map it, as a
+		 * worker that attaches to the pinned map does */
+		if (mmap((void *)ARENA_BASE, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+			 bpf_map__fd(skel->maps.arena), 0) != (void *)ARENA_BASE)
+			_exit(5);
+		if (ds_user_attach(sp, &cc) != DS_OK || ds_enter(&cc) != DS_OK)
+			_exit(2);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(3);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	if (read(ready[0], &b, 1) != 1) {
+		int ws = 0;
+
+		waitpid(pid, &ws, 0);
+		REQUIRE(0, "child never entered its critical section (wait status %#x)", ws);
+	}
+	ebr_get_stats(&sp->ebr, &e0);
+	kchurn(m, d, 1, 10000);
+	ebr_get_stats(&sp->ebr, &e1);
+	CHECK(e1.expired == e0.expired, "a live participant was expired");
+	CHECK(e1.pending >= e0.pending + 10000, "freed under a live participant: pending %llu -> %llu",
+	      (unsigned long long)e0.pending, (unsigned long long)e1.pending);
+	kill(pid, SIGKILL);
+	/* dead but not reaped: a zombie still has its pid */
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (i = 0; i < 10000; i++) {
+		FILE *f = fopen(path, "r");
+		char *p = NULL;
+
+		if (f) {
+			p = fgets(st, sizeof(st), f);
+			fclose(f);
+		}
+		if (p && (p = strrchr(st, ')')) && p[1] == ' ' && p[2] == 'Z')
+			break;
+		usleep(1000);
+	}
+	CHECK(i < 10000, "child %d never became a zombie", (int)pid);
+	usleep(2000); /* expiry checks run at most once per millisecond */
+	kchurn(m, d, 1, 4000);
+	ebr_get_stats(&sp->ebr, &e2);
+	CHECK(e2.expired == e1.expired + 1, "expired %llu -> %llu", (unsigned long long)e1.expired,
+	      (unsigned long long)e2.expired);
+	CHECK(e2.freed >= e1.freed + e1.pending - e0.pending, "freed %llu -> %llu, %llu were held",
+	      (unsigned long long)e1.freed, (unsigned long long)e2.freed, (unsigned long long)(e1.pending - e0.pending));
+	CHECK(e2.pending < 2000, "still pending after the expiry: %llu", (unsigned long long)e2.pending);
+	waitpid(pid, NULL, 0);
+	close(ready[0]);
+	printf("dead participant: %llu retired while it lived, none freed; expired by a kernel batch, "
+	       "pending %llu -> %llu\n",
+	       (unsigned long long)(e1.pending - e0.pending), (unsigned long long)e1.pending,
+	       (unsigned long long)e2.pending);
+}
+
+/*
+ * Kernel batches give pages back on their own above the high watermark;
+ * ds_trim gives back down to the low one; kernel inserts take the pages
+ * back (bpf_arena_alloc_pages) and the structure stays whole.
+ */
+static void kernel_trim(struct ds_ctx *c)
+{
+	const struct ds_meta *m = ds_meta_of(DS_TYPE_hash);
+	ap_u64 d = create(c, m, 1024);
+	struct arena_heap_stats s0, s1, s2, s3;
+	struct ds_trim_args a;
+	struct ds_verify v;
+
+	REQUIRE(arena_heap_set_trim(&sp->heap, 32, 512) == 0, "watermarks");
+	arena_heap_get_stats(&sp->heap, &s0);
+	kchurn(m, d, 1000000, 60000);
+	REQUIRE(ebr_synchronize(&sp->ebr, c->rec, 100000) == 0, "synchronize");
+	arena_heap_get_stats(&sp->heap, &s1);
+	CHECK(s1.pages_returned > s0.pages_returned, "no page given back by the batches (free %llu)",
+	      (unsigned long long)s1.free_pages);
+	a = ktrim(1);
+	arena_heap_get_stats(&sp->heap, &s2);
+	CHECK(a.given == s2.pages_returned - s1.pages_returned, "ds_trim says %llu, stats %llu",
+	      (unsigned long long)a.given, (unsigned long long)(s2.pages_returned - s1.pages_returned));
+	CHECK(s2.free_pages == 32 && a.quarantined == 0, "free %llu quarantined %llu", (unsigned long long)s2.free_pages,
+	      (unsigned long long)a.quarantined);
+	CHECK(s2.pages_populated == s2.pages_hwm - (s2.pages_returned - s2.pages_retaken), "populated %llu",
+	      (unsigned long long)s2.pages_populated);
+	/* again: the pages come back from the kernel */
+	kchurn(m, d, 1000000, 60000);
+	{
+		struct ds_batch b = mix(m, d, DS_MIX_INSERT, 1000000, 60000, 60000);
+
+		kbatch(&b);
+		CHECK(b.done[0] == 60000 && b.fails[0] == 0, "kernel reinsert: %llu failed", (unsigned long long)b.fails[0]);
+	}
+	arena_heap_get_stats(&sp->heap, &s3);
+	CHECK(s3.pages_retaken > s2.pages_retaken && s3.pages_lost == s0.pages_lost, "retaken %llu lost %llu",
+	      (unsigned long long)s3.pages_retaken, (unsigned long long)s3.pages_lost);
+	kverify(m, d, &v);
+	CHECK(v.count == 60000, "kernel verify count %llu", (unsigned long long)v.count);
+	uverify(c, m, d, &v);
+	CHECK(v.count == 60000, "user verify count %llu", (unsigned long long)v.count);
+	REQUIRE(arena_heap_set_trim(&sp->heap, ARENA_TRIM_KEEP, ARENA_TRIM_HIGH) == 0, "watermarks");
+	printf("trim: batches gave back %llu pages on their own, ds_trim %llu more; %llu taken back by kernel "
+	       "inserts\n",
+	       (unsigned long long)(s1.pages_returned - s0.pages_returned), (unsigned long long)a.given,
+	       (unsigned long long)(s3.pages_retaken - s2.pages_retaken));
+}
+
 int main(int argc, char **argv)
 {
 	struct ds_ctx c;
@@ -793,6 +962,11 @@ int main(int argc, char **argv)
 	sp = ds_space_init(SPACE_FIRST, SPACE_PAGES, (ap_u32)libbpf_num_possible_cpus(), 4, ARENA_HEAP_POISON);
 	REQUIRE(sp, "space");
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	if (!strcmp(only, "all") || !strcmp(only, "memory")) {
+		/* first: the fork, while the process has one thread */
+		kernel_expires_dead(&c);
+		kernel_trim(&c);
+	}
 	for (i = 0; i < DS_TYPES_END; i++) {
 		const struct ds_meta *m = ds_meta_of(i);
 
