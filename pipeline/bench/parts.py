@@ -38,6 +38,9 @@ PARTS: dict[str, str] = {
     "scaling": ".part_scaling",
     "overhead": ".part_overhead",
     "race": ".part_race",
+    "nats": ".part_nats",
+    "kcost": ".part_kcost",
+    "linearize": ".part_linearize",
 }
 
 
