@@ -236,7 +236,9 @@ static __always_inline int ds_batch_begin(struct ds_batch_run *r, struct ds_batc
 	r->c.rng = b->seed ? b->seed : 0x2545f4914f6cdd1dULL;
 	/* the batch keeps each role it claims until its end (role.h) */
 	r->c.held = DS_HELD_KEEP;
+#if !ARENA_IS_BPF
 	r->c.owner = 0;
+#endif
 	/* DS_CMD_INIT: the head is not laid out yet, but its caller wrote
 	 * heap and domain into it */
 	if (b->cmd != DS_CMD_INIT && (!b->ds || ds_head_check(h, type)))

@@ -160,7 +160,12 @@ struct ds_ctx {
 	ap_u32 flags; /* ARENA_NOSLEEP in non-sleepable BPF programs */
 	ap_u32 side;  /* enum ds_side */
 	ap_u64 held;  /* the producer/consumer roles it holds (role.h); 0: none */
-	ap_u64 owner; /* userspace: this thread as a role owner (arena_self_owner), 0: ask each claim */
+#if !ARENA_IS_BPF
+	/* this thread as a role owner (arena_self_owner), 0: ask each claim. A kernel
+	 * batch names itself from its task (ds_role_self), and its context lives on a
+	 * BPF stack whose 512 bytes the deepest structure's calls already need. */
+	ap_u64 owner;
+#endif
 };
 
 #include "role.h"
