@@ -197,11 +197,14 @@ def test_pool_and_kernel_exact(arena: Arena, tmp_path: Path) -> None:
     pin = f"/sys/fs/bpf/arena-pipeline-test-ds-{os.getpid()}"
     arena.pin(pin)
     try:
-        deadline = time.time() + 1.0
-        tasks = [KeyedTask("pooled", 1 + i * 5000, 1 + (i + 1) * 5000, (50, 30, 20), 1024,
-                           deadline, 400_000, i) for i in range(3)]
         with Pool(pin, 2) as pool:
             pool.warm(2)
+            # each agent stops at 400,000 ops or at the deadline, whichever comes first;
+            # the deadline starts once the workers are up, so a slow machine's start-up
+            # never leaves an agent with no time at all
+            deadline = time.time() + 5.0
+            tasks = [KeyedTask("pooled", 1 + i * 5000, 1 + (i + 1) * 5000, (50, 30, 20),
+                               1024, deadline, 400_000, i) for i in range(3)]
             futs = [pool.submit(keyed_user, t) for t in tasks[:2]]
             kt = KernelThread(keyed_kernel, s, tasks[2])
             kt.start()
