@@ -23,7 +23,8 @@ from tests.conftest import ROOT, needs_root
 pytestmark = needs_root
 
 SCHEMA = ROOT / "pipeline" / "bench" / "results.schema.json"
-PARTS = ("transport", "e2e", "latency", "idle", "startup", "ds", "scaling", "overhead")
+PARTS = ("transport", "e2e", "latency", "idle", "startup", "ds", "scaling", "overhead", "race",
+         "nats", "kcost", "linearize")
 # every plot, and words its axis labels must hold
 PLOTS = {
     "transport": ("M events/s", "contender"),
@@ -203,8 +204,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     r = _bench("--only", "nosuch", out=tmp_path / "x")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "pipeline: bench: unknown part(s) nosuch; choose from "
-        "transport, e2e, latency, idle, startup, ds, scaling, overhead"]
+        f"pipeline: bench: unknown part(s) nosuch; choose from {', '.join(PARTS)}"]
     assert not (tmp_path / "x").exists()
     r = _bench("--rounds", "3", "--only", "idle", out=tmp_path / "x")
     assert r.returncode == 2 and "--rounds" in r.stderr and "Traceback" not in r.stderr

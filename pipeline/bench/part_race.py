@@ -25,7 +25,7 @@ def run(ctx: Context) -> PartResult:
     from .race import run as race
 
     ctx.progress.start("race", 1)
-    fig = race(quick=ctx.quick, rounds=None if ctx.quick else ctx.rounds)
+    fig = race(quick=ctx.quick, rounds=ctx.rounds)
     ctx.progress.tick()
     res = PartResult(raw=fig)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
