@@ -12,9 +12,14 @@
  * common case.
  *
  * Progress: not lock-free in the strict sense. A producer stopped between
- * its claim and its publish holds up consumers at that cell (they report
- * the queue empty there) until it resumes; one that dies there blocks the
- * queue for good. Both sides' operations are short and never sleep.
+ * its claim and its publish holds up consumers at that cell until it
+ * resumes; one that dies there blocks the queue for good. Both sides'
+ * operations are short and never sleep.
+ *
+ * Empty: a pop reports DS_NOT_FOUND only when no producer has claimed the
+ * cell (enq == pos). A claimed, unpublished cell gives DS_BUSY instead: a
+ * later producer may already have published and returned, so "empty" there
+ * would not be linearizable (the checker in pipeline/linearize finds it).
  */
 #ifndef DS_MPMC_H
 #define DS_MPMC_H
@@ -131,6 +136,9 @@ static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena 
 			}
 			pos = seen;
 		} else if (dif < 0) {
+			/* claimed but not yet published: not empty, just not ready */
+			if (arena_atomic_load(&d->enq, ARENA_ACQUIRE) != pos)
+				return DS_BUSY;
 			return DS_NOT_FOUND;
 		} else {
 			pos = arena_atomic_load(&d->deq, ARENA_RELAXED);
