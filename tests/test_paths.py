@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import StartPipeline, needs_root, read_jsonl, wait_for
+from conftest import CHROOT_REASON, CHROOTED, StartPipeline, needs_root, read_jsonl, wait_for
 
 from pipeline import _core
 
-pytestmark = needs_root
+pytestmark = [needs_root, pytest.mark.skipif(CHROOTED, reason=CHROOT_REASON)]
 
 PATH_CAP = _core.PATH_CAP  # 512: bytes of the record's path field
 PATH_DEPTH = 64  # include/event.h AP_PATH_DEPTH: steps of the walk
