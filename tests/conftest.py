@@ -359,9 +359,16 @@ def _chrooted() -> bool:
     absolute paths in events."""
     try:
         ours, init = os.stat("/"), os.stat("/proc/1/root")
+        return (ours.st_dev, ours.st_ino) != (init.st_dev, init.st_ino)
+    except OSError:
+        pass
+    # PID 1's root may be closed to us (EACCES in a chroot); then: a chroot's "/" is
+    # not a mount point, so no mount of /proc/self/mountinfo is mounted on "/"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return not any(line.split()[4] == "/" for line in f if len(line.split()) > 4)
     except OSError:
         return False
-    return (ours.st_dev, ours.st_ino) != (init.st_dev, init.st_ino)
 
 
 # Under a chroot an event's path is the chroot's own location followed by the path seen
