@@ -197,9 +197,21 @@ static __always_inline void loop_typed(struct ds_ctx *c, struct ap_runloop *r, c
 			__atomic_store_n(inflight, key - key_lo + 1, __ATOMIC_RELAXED);
 			__atomic_signal_fence(__ATOMIC_SEQ_CST);
 		}
-		if (timed)
+		if (timed) {
 			t_inv = arena_now_ns();
+			/* A recorded interval must contain the operation's linearization
+			 * point. The clock read is not ordered with memory accesses: a
+			 * load could be served before t_inv, and a store (a ring's
+			 * release of its tail) could still sit in this CPU's store
+			 * buffer when t_resp is read, so another agent starting after
+			 * t_resp would not see it yet. A full fence on each side closes
+			 * both gaps; it is paid only while recording a history. */
+			if (r->hist)
+				__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		}
 		res = ds_apply(c, type, ds, op, key, val, &okey, &oval);
+		if (timed && r->hist)
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		t_resp = timed ? arena_now_ns() : 0;
 		r->res[kind_of(op)][res & 7]++;
 		if (res == DS_OK) {

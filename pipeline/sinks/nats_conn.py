@@ -331,12 +331,14 @@ async def connect(config: dict[str, Any], kwargs: dict[str, Any], **callbacks: A
                 auth = [e for e in real if isinstance(e, nats.errors.AuthorizationError)]
                 raise (auth or real)[-1] from None
             raise
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, ssl.SSLEOFError):
         if "tls" not in kwargs:
             raise
         # The server ends the connection during the TLS set-up without a reason the client
-        # can read (its alert is lost with the connection): the usual cause is a client
-        # certificate it requires and did not get, or does not trust.
+        # can read (its alert is lost with the connection; whether the client then sees a
+        # reset, a broken pipe or an EOF depends on which of its writes or reads comes
+        # first): the usual cause is a client certificate it requires and did not get, or
+        # does not trust.
         if not config["tls_cert"]:
             raise TlsClosed("the server closed the connection during TLS set-up: it asks for "
                             "a client certificate") from None
