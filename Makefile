@@ -98,9 +98,9 @@ bpf: $(SKELS)
 
 # The benchmark's load programs: getppid in a tight loop, and file creations on tmpfs
 # (the bench builds them itself too when they are missing).
-$(BUILD)/loadgen: pipeline/bench/loadgen.c | $(STAMP_SYS)
+$(BUILD)/loadgen: pipeline/bench/loadgen.c pipeline/bench/loadcommon.h | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
-$(BUILD)/createload: pipeline/bench/createload.c | $(STAMP_SYS)
+$(BUILD)/createload: pipeline/bench/createload.c pipeline/bench/loadcommon.h | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
 # The race against Concurrency Kit and liburcu (bench/race/race.c; python -m pipeline.bench.race).

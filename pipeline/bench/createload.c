@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadcommon.h"
+
 /* Enough to make each round take long enough to time, small enough for tmpfs. */
 #define MAX_FILES 10000000ULL
 
@@ -49,55 +51,6 @@ static int fail(const char *what)
 	fprintf(stderr, "createload: %s\n", what);
 	usage(stderr);
 	return 2;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!*s || *s == '-')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int pin_to_cpu(uint64_t cpu)
-{
-	cpu_set_t set;
-
-	if (cpu >= CPU_SETSIZE) {
-		fprintf(stderr, "createload: --cpu %llu: out of range\n", (unsigned long long)cpu);
-		return -1;
-	}
-	CPU_ZERO(&set);
-	CPU_SET((int)cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set)) {
-		fprintf(stderr, "createload: cannot pin to CPU %llu: %s\n", (unsigned long long)cpu,
-			strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-static void wait_for_file(const char *path)
-{
-	const struct timespec tick = { .tv_sec = 0, .tv_nsec = 1000 * 1000 }; /* 1 ms */
-
-	while (access(path, F_OK) != 0)
-		nanosleep(&tick, NULL);
 }
 
 /* The directory, opened without following a link, on tmpfs, a directory. */
@@ -147,11 +100,11 @@ int main(int argc, char **argv)
 			dir = optarg;
 			break;
 		case 'n':
-			if (parse_u64(optarg, &files) || files == 0 || files > MAX_FILES)
+			if (load_parse_u64(optarg, &files) || files == 0 || files > MAX_FILES)
 				return fail("--files needs an integer in 1..10000000");
 			break;
 		case 'c':
-			if (parse_u64(optarg, &cpu))
+			if (load_parse_u64(optarg, &cpu))
 				return fail("--cpu needs a CPU number");
 			have_cpu = 1;
 			break;
@@ -174,12 +127,12 @@ int main(int argc, char **argv)
 	dfd = open_tmpfs_dir(dir);
 	if (dfd < 0)
 		return 2;
-	if (have_cpu && pin_to_cpu(cpu))
+	if (have_cpu && load_pin_to_cpu("createload", cpu))
 		return 1;
 	if (start_file)
-		wait_for_file(start_file);
+		load_wait_for_file(start_file);
 
-	t0 = now_s();
+	t0 = load_now_s();
 	for (i = 0; i < files; i++) {
 		int fd;
 
@@ -193,7 +146,7 @@ int main(int argc, char **argv)
 		}
 		close(fd);
 	}
-	t1 = now_s();
+	t1 = load_now_s();
 
 	/* untimed: leave the directory as it was given */
 	for (uint64_t j = 0; j < i; j++) {

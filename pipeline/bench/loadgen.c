@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadcommon.h"
+
 /* With --seconds, read the clock once per this many calls: the vDSO clock is
  * cheap but not free next to a ~100 ns syscall. */
 #define CALLS_PER_CLOCK_CHECK 256
@@ -50,29 +52,6 @@ static int fail(const char *what)
 	return 2;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!*s || *s == '-')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 static int parse_seconds(const char *s, double *out)
 {
 	char *end;
@@ -84,32 +63,6 @@ static int parse_seconds(const char *s, double *out)
 		return -1;
 	*out = v;
 	return 0;
-}
-
-static int pin_to_cpu(uint64_t cpu)
-{
-	cpu_set_t set;
-
-	if (cpu >= CPU_SETSIZE) {
-		fprintf(stderr, "loadgen: --cpu %llu: out of range\n", (unsigned long long)cpu);
-		return -1;
-	}
-	CPU_ZERO(&set);
-	CPU_SET((int)cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set)) {
-		fprintf(stderr, "loadgen: cannot pin to CPU %llu: %s\n", (unsigned long long)cpu,
-			strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-static void wait_for_file(const char *path)
-{
-	const struct timespec tick = { .tv_sec = 0, .tv_nsec = 1000 * 1000 }; /* 1 ms */
-
-	while (access(path, F_OK) != 0)
-		nanosleep(&tick, NULL);
 }
 
 int main(int argc, char **argv)
@@ -135,12 +88,12 @@ int main(int argc, char **argv)
 			have_seconds = 1;
 			break;
 		case 'n':
-			if (parse_u64(optarg, &calls_wanted))
+			if (load_parse_u64(optarg, &calls_wanted))
 				return fail("--calls needs a non-negative integer");
 			have_calls = 1;
 			break;
 		case 'c':
-			if (parse_u64(optarg, &cpu))
+			if (load_parse_u64(optarg, &cpu))
 				return fail("--cpu needs a CPU number");
 			have_cpu = 1;
 			break;
@@ -160,12 +113,12 @@ int main(int argc, char **argv)
 	if (have_seconds == have_calls)
 		return fail("give exactly one of --seconds and --calls");
 
-	if (have_cpu && pin_to_cpu(cpu))
+	if (have_cpu && load_pin_to_cpu("loadgen", cpu))
 		return 1;
 	if (start_file)
-		wait_for_file(start_file);
+		load_wait_for_file(start_file);
 
-	t0 = now_s();
+	t0 = load_now_s();
 	if (have_calls) {
 		for (; calls < calls_wanted; calls++)
 			syscall(SYS_getppid);
@@ -176,9 +129,9 @@ int main(int argc, char **argv)
 			for (int i = 0; i < CALLS_PER_CLOCK_CHECK; i++)
 				syscall(SYS_getppid);
 			calls += CALLS_PER_CLOCK_CHECK;
-		} while (now_s() < deadline);
+		} while (load_now_s() < deadline);
 	}
-	t1 = now_s();
+	t1 = load_now_s();
 
 	printf("{\"calls\": %llu, \"seconds\": %.6f}\n", (unsigned long long)calls, t1 - t0);
 	return fflush(stdout) == 0 ? 0 : 1;

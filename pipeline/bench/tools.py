@@ -20,6 +20,7 @@ BUILD = ROOT / "build"
 HERE = Path(__file__).resolve().parent
 # the load programs: build/NAME from pipeline/bench/NAME.c
 PROGRAMS = ("loadgen", "createload")
+SHARED_HEADER = "loadcommon.h"  # included by both, beside them
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-Werror")
 
 
@@ -28,12 +29,14 @@ class ToolError(PipelineError):
 
 
 def program(name: str) -> Path:
-    """build/NAME, compiled from pipeline/bench/NAME.c when missing or older than its source."""
+    """build/NAME, compiled from pipeline/bench/NAME.c when missing or older than its source
+    or the header the load programs share."""
     if name not in PROGRAMS:
         raise ValueError(f"unknown load program {name}")
     src, out = HERE / f"{name}.c", BUILD / name
     try:
-        if out.stat().st_mtime >= src.stat().st_mtime and os.access(out, os.X_OK):
+        newest = max(src.stat().st_mtime, (HERE / SHARED_HEADER).stat().st_mtime)
+        if out.stat().st_mtime >= newest and os.access(out, os.X_OK):
             return out
     except FileNotFoundError:
         pass
