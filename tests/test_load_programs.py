@@ -16,6 +16,7 @@ def test_a_newer_shared_header_rebuilds_both_programs() -> None:
     header = tools.HERE / tools.SHARED_HEADER
     now = time.time()
     for name in tools.PROGRAMS:
+        os.utime(tools.HERE / f"{name}.c", (now - 200, now - 200))
         os.utime(tools.program(name), (now - 100, now - 100))
     os.utime(header, (now - 50, now - 50))  # newer than the programs, older than a rebuild
     for name in tools.PROGRAMS:
