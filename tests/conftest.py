@@ -128,7 +128,7 @@ class PipelineProc:
                 self._ready.set()
         self._ready.set()
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         if not self._ready.wait(timeout) or self.proc.poll() is not None:
             self.close()
             raise AssertionError(f"pipeline did not become ready: {self.stderr()}")

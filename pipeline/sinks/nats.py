@@ -33,14 +33,13 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import random
 import secrets
 import socket
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pipeline.ranges import SINK_NATS
-from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError
+from pipeline.sinks.base import REQUIRED, Batch, Option, SinkError
 from pipeline.sinks.nats_batch import Message, Outbox
 from pipeline.sinks.nats_conn import (
     check_connection_options,
@@ -52,6 +51,7 @@ from pipeline.sinks.nats_conn import (
     why,
 )
 from pipeline.sinks.nats_stream import ensure_stream
+from pipeline.sinks.outage import OutageSink
 
 # What the headers of a message take out of the server's max_payload, with room to spare.
 HEADER_ROOM = 512
@@ -105,7 +105,7 @@ def _num(key: str, kind: type, default: Any, text: str) -> Option:
     return Option(kind, default, text, check=SINK_NATS[key])
 
 
-class NatsSink(Sink):
+class NatsSink(OutageSink):
     name: ClassVar[str] = "nats"
     options: ClassVar[dict[str, Option]] = {
         "url": Option(str, REQUIRED, 'servers: "nats://HOST:PORT[,nats://HOST:PORT...]" '
@@ -190,13 +190,9 @@ class NatsSink(Sink):
         self.run_id = secrets.token_hex(6)
         self._outbox = Outbox(f"{self.host_id}.{self.run_id}", 1 << 20, cfg["batch_events"])
         self._again: collections.deque[Message] = collections.deque()
-        self._held = 0
         self._nc: Any = None
         self._js: Any = None
         self._lost = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
         self._kwargs: dict[str, Any] = {}
         self._outage = False  # reported, and not over until the stream acknowledges again
 
@@ -222,36 +218,19 @@ class NatsSink(Sink):
             await self._drop_connection(nc)
             raise
         self._use(nc)
-        self._task = asyncio.create_task(self._run(), name=f"sink-{self.name}")
+        self.start_sender()
 
     async def write(self, batch: Batch) -> None:
-        if self.skip(batch):
-            pass
-        elif self._held + batch.count > self.config["buffer_events"]:
-            self.stats.drop("buffer_overflow", batch.count)
-        else:
+        if self.admit(batch):
             self._outbox.add(batch.data, batch.count)
-            self._held += batch.count
-            self._wake.set()
         # One turn of the loop for the sender and the client's socket work, whatever became
         # of the batch: under load the reader drains batch after batch without suspending,
         # and would starve them (a full buffer would then never empty).
         await asyncio.sleep(0)
 
     async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=self.config["close_timeout"])
-            if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-        reason = "disconnected" if self._nc is None else "close_timeout"
-        if self.stats.failed is not None:
-            reason = "write_failed"
-        self.stats.drop(reason, self._held)
-        self._held = 0
+        await self.stop_sender()
+        self.drop_held("disconnected" if self._nc is None else "close_timeout")
         self._outbox.clear()
         self._again.clear()
         if self._nc is not None:
@@ -286,14 +265,6 @@ class NatsSink(Sink):
 
     # -- the sender task -------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        try:
-            await self._send_loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a bug must not leave events unaccounted or hang close()
-            self.fail(f"internal error in the sender: {e!r}; later events are counted as dropped")
-
     async def _send_loop(self) -> None:
         # The backoff grows over connections too: one that connects and fails at once (a
         # stream deleted meanwhile, a leader not yet elected) must not make a busy loop.
@@ -304,7 +275,7 @@ class NatsSink(Sink):
                 try:
                     nc = await self._connect()
                 except Exception:
-                    await asyncio.sleep(self._backoff(attempt))
+                    await asyncio.sleep(self.backoff(attempt))
                     attempt += 1
                     continue
                 self._use(nc)
@@ -322,7 +293,7 @@ class NatsSink(Sink):
                 self._outage = True
                 self.report(f"connection to {self.config['url']} lost ({problem}); "
                             f"reconnecting, holding up to {self.config['buffer_events']} events")
-            await asyncio.sleep(self._backoff(attempt))
+            await asyncio.sleep(self.backoff(attempt))
             attempt += 1
 
     async def _pump(self) -> str | None:
@@ -397,9 +368,3 @@ class NatsSink(Sink):
             keep.append(entry)
         flight[:] = keep
         return problem
-
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.config["backoff_max"],
-                    self.config["backoff_initial"] * 2.0 ** min(attempt, 60))
-        # jitter: a fleet does not come back to a restarted server in the same instant
-        return float(delay * random.uniform(0.5, 1.0))

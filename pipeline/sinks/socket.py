@@ -46,7 +46,6 @@ import errno
 import fcntl
 import os
 import pwd
-import random
 import socket
 import ssl
 import struct
@@ -56,7 +55,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pipeline.ranges import SINK_SOCKET
-from pipeline.sinks.base import REQUIRED, Batch, Option, Sink, SinkError
+from pipeline.sinks.base import REQUIRED, Batch, Option, SinkError
+from pipeline.sinks.outage import OutageSink
 from pipeline.sinks.tls import TlsStream, client_context, describe, handshake
 
 SIOCOUTQ = termios.TIOCOUTQ  # the same ioctl number on sockets
@@ -325,7 +325,7 @@ class _Link:
         self.sock.close()
 
 
-class SocketSink(Sink):
+class SocketSink(OutageSink):
     name: ClassVar[str] = "socket"
     options: ClassVar[dict[str, Option]] = {
         "connect": Option(
@@ -380,11 +380,7 @@ class SocketSink(Sink):
         self.target: str = self.config["connect"]
         self.endpoint = parse_connect(self.target)
         self._pending: collections.deque[Batch] = collections.deque()
-        self._held = 0  # events queued or in flight, bounded by buffer_events
         self._link: _Link | None = None
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
         peer = self.config["peer_uid"]
         # root can read the pipeline's memory anyway: refusing it would protect nothing
         self.accepted_uids = frozenset({0, os.geteuid() if peer is None else peer})
@@ -441,43 +437,21 @@ class SocketSink(Sink):
                 f"cannot connect to {self.target}: {_why(e, self.config['connect_timeout'])}; "
                 f"{fix}"
             ) from None
-        self._task = asyncio.create_task(self._run(), name=f"sink-{self.name}")
+        self.start_sender()
 
     async def write(self, batch: Batch) -> None:
-        if self.skip(batch):
-            return
-        if self._held + batch.count > self.config["buffer_events"]:
-            self.stats.drop("buffer_overflow", batch.count)
-            return
-        self._pending.append(batch)
-        self._held += batch.count
-        self._wake.set()
+        if self.admit(batch):
+            self._pending.append(batch)
 
     async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=self.config["close_timeout"])
-            if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+        await self.stop_sender()
         reason = "disconnected" if self._link is None else "close_timeout"
         if self._link is not None:
             self._end_link(self._link, abort=True)
-        self.stats.drop(reason if self.stats.failed is None else "write_failed", self._held)
-        self._held = 0
+        self.drop_held(reason)
         self._pending.clear()
 
     # -- the sender task -------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        try:
-            await self._send_loop()
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a bug must not leave events unaccounted or hang close()
-            self.fail(f"internal error in the sender: {e!r}; later events are counted as dropped")
 
     async def _send_loop(self) -> None:
         attempt = 0
@@ -491,7 +465,7 @@ class SocketSink(Sink):
                         self._refusal_reported = True
                         self.report(f"refused the listener at {self.target}: {_why(e, 0)}; "
                                     "sending it nothing, retrying")
-                    await asyncio.sleep(self._backoff(attempt))
+                    await asyncio.sleep(self.backoff(attempt))
                     attempt += 1
                     continue
                 attempt = 0
@@ -558,14 +532,6 @@ class SocketSink(Sink):
         link.close(abort=abort and bool(unacked))
         if self._link is link:
             self._link = None
-
-    def _backoff(self, attempt: int) -> float:
-        # The exponent is capped: 2.0**1100 overflows, and a long outage reaches that.
-        delay = min(
-            self.config["backoff_max"], self.config["backoff_initial"] * 2.0 ** min(attempt, 60)
-        )
-        # Jitter: a restarted listener is not met by all its clients in the same instant.
-        return float(delay * random.uniform(0.5, 1.0))
 
     def _credit(self, events: int) -> None:
         self.stats.delivered += events
