@@ -141,11 +141,15 @@ def run_pipeline(tmp: Path, seconds: float, warm: bool = True) -> dict[str, Any]
         load.kill()
 
 
-def _pipeline(tmp: Path, load: Load) -> dict[str, Any]:
-    out = tmp / "pipeline.jsonl"
+def pipeline_round(load: Load, sink_args: list[str], what: str = "pipeline"
+                   ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """One round of the pipeline against `load`: started on the consumer's CPU with
+    `sink_args`, the load released once it is ready, stopped with SIGINT after the load.
+    Returns the pipeline's final statistics, the load's own report and the pipeline's
+    stderr."""
     p = subprocess.Popen(
-        ["taskset", "-c", CONSUMER_CPU, sys.executable, "-m", "pipeline", "--sink", "jsonl",
-         "--output", str(out), "--trigger", "getppid", "--filter-pid", str(load.pid),
+        ["taskset", "-c", CONSUMER_CPU, sys.executable, "-m", "pipeline", *sink_args,
+         "--trigger", "getppid", "--filter-pid", str(load.pid),
          "--batch", "16384", "--pin-dir", "/sys/fs/bpf/arena-pipeline-bench"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert p.stderr is not None
@@ -156,7 +160,7 @@ def _pipeline(tmp: Path, load: Load) -> dict[str, Any]:
             break
     else:
         p.wait()
-        raise RuntimeError("pipeline did not start: " + "".join(lines))
+        raise RuntimeError(f"{what} did not start: " + "".join(lines))
     load.go()
     info = load.finish()
     p.send_signal(signal.SIGINT)
@@ -164,7 +168,13 @@ def _pipeline(tmp: Path, load: Load) -> dict[str, Any]:
     final = next((json.loads(ln.split("final ", 1)[1]) for ln in rest.splitlines()
                   if ln.startswith("pipeline: final ")), None)
     if final is None:
-        raise RuntimeError("pipeline gave no final statistics: " + rest)
+        raise RuntimeError(f"{what} gave no final statistics: " + rest)
+    return final, info, rest
+
+
+def _pipeline(tmp: Path, load: Load) -> dict[str, Any]:
+    out = tmp / "pipeline.jsonl"
+    final, info, _ = pipeline_round(load, ["--sink", "jsonl", "--output", str(out)])
     with open(out, "rb") as f:
         written = sum(1 for _ in f)
     lost = sum(final["dropped"].values())

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -28,8 +27,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .e2e import CONSUMER_CPU, Load, fresh_start
-from .tools import ROOT, program
+from .e2e import Load, fresh_start, pipeline_round
+from .tools import program
 
 TARGET = 0.5  # nats events/s at least half the file sink's
 
@@ -79,30 +78,10 @@ def _round(tmp: Path, seconds: float, sink_args: list[str], sink: str,
            warm: bool) -> dict[str, Any]:
     load = Load(tmp, seconds, warm)
     try:
-        p = subprocess.Popen(
-            ["taskset", "-c", CONSUMER_CPU, sys.executable, "-m", "pipeline", "--sink", sink,
-             *sink_args, "--trigger", "getppid", "--filter-pid", str(load.pid),
-             "--batch", "16384", "--pin-dir", "/sys/fs/bpf/arena-pipeline-bench"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        assert p.stderr is not None
-        lines: list[str] = []
-        for line in p.stderr:
-            lines.append(line)
-            if "ready in" in line:
-                break
-        else:
-            p.wait()
-            raise RuntimeError(f"pipeline ({sink}) did not start: " + "".join(lines))
-        load.go()
-        info = load.finish()
-        p.send_signal(signal.SIGINT)
-        _, rest = p.communicate(timeout=120)
+        final, info, rest = pipeline_round(load, ["--sink", sink, *sink_args],
+                                           f"pipeline ({sink})")
     finally:
         load.kill()
-    final = next((json.loads(ln.split("final ", 1)[1]) for ln in rest.splitlines()
-                  if ln.startswith("pipeline: final ")), None)
-    if final is None:
-        raise RuntimeError(f"pipeline ({sink}) gave no final statistics: " + rest)
     st = final["sinks"][sink]
     return {"delivered": st["delivered"], "dropped_at_sink": st["dropped_total"],
             "dropped_at_sink_by_reason": st["dropped"],
