@@ -124,7 +124,7 @@ lint: setup
 	$(VENV)/bin/mypy pipeline
 
 test: setup lint
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 tests $(PYTEST_ARGS)
 
 # MUTANTS=fast runs the CI subset; MUTANTS_ARGS passes flags (--only NAME,...,
 # --every-test, --json FILE; scripts/mutants.py --help).
