@@ -64,7 +64,8 @@ class DsArena:
                    mix: tuple[int, int, int, int] = ..., key_lo: int = ..., key_span: int = ...,
                    seq: bool = ..., seed: int = ..., val_base: int = ...,
                    stop_on_fail: bool = ..., collect: bool = ...,
-                   per_call: int = ...) -> dict[str, Any]: ...
+                   per_call: int = ..., history: bool = ..., agent: int = ...,
+                   val_key: bool = ...) -> dict[str, Any]: ...
     def run_loop(self, ds: int, type: int, control: Any, slot: int, *, role: int = ...,
                  ops: int = ..., mix: tuple[int, int, int] = ..., key_lo: int = ...,
                  keys: int = ..., theta: float = ..., seed: int = ..., producer: int = ...,

@@ -152,6 +152,7 @@ class KernelBatch:
     calls: int
     status: int
     out: list[tuple[int, int]]
+    history: bytes = b""  # struct ds_hist_rec records (include/ds/history.h), if asked for
 
     @property
     def ops(self) -> int:
@@ -288,17 +289,21 @@ class Structure:
     def run_kernel(self, count: int, *, insert: int = 0, delete: int = 0, search: int = 0,
                    pop: int = 0, key_lo: int = 0, key_span: int = 1, seq: bool = False,
                    seed: int = 1, val_base: int = 0, stop_on_fail: bool = False,
-                   collect: bool = False, per_call: int = 4096) -> KernelBatch:
-        """count ops in the kernel (ds_run_NAME), per_call per syscall, drawn from the weights."""
+                   collect: bool = False, per_call: int = 4096, history: bool = False,
+                   agent: int = 0, val_key: bool = False) -> KernelBatch:
+        """count ops in the kernel (ds_run_NAME), per_call per syscall, drawn from the weights.
+        history: a struct ds_hist_rec per operation, written by the kernel with the given
+        agent; val_key: each insert's value is its key."""
         mix = (insert, delete, search, pop)
         if not any(mix):
             raise ValueError("run_kernel needs a weight for at least one op")
         r = self.arena._core.run_kernel(self.address, self.meta.id, count, mix, key_lo,
                                         key_span, seq, seed, val_base, stop_on_fail, collect,
-                                        per_call)
+                                        per_call, history, agent, val_key)
         return KernelBatch(done=r["done"], fails=r["fails"], nomem=r["nomem"], busy=r["busy"],
                            full=r["full"], ns=r["ns"], calls=r["calls"], status=r["status"],
-                           out=pairs(r["out"]) if r["out"] is not None else [])
+                           out=pairs(r["out"]) if r["out"] is not None else [],
+                           history=r["history"] or b"")
 
     def verify(self, *, kernel: bool = False) -> Verify:
         return Verify(*self.arena._core.verify(self.address, self.meta.id, kernel))

@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .ds import Arena, Structure
+from .ds import Arena, Result, Structure
 from .pool import SEQ_BITS, KeyedResult, KeyedTask, QueueResult, QueueTask, consume_until_stopped
 
 CTL_GO, CTL_STOP, CTL_DRAIN, CTL_DEADLINE = 0, 1, 2, 3
@@ -34,6 +34,8 @@ SLOT_PROGRESS, SLOT_INFLIGHT, SLOT_STATE = 0, 1, 2
 ROLE_KEYED, ROLE_PRODUCER, ROLE_CONSUMER = 0, 1, 2
 SAMPLE_SHIFT = 6  # one operation in 64 is timed
 SAMPLE_CAP = 1 << 16
+HIST_KERNEL = 0x80000000  # struct ds_hist_rec.agent of a kernel agent: this bit | its index
+HIST_REC = 40             # bytes per record
 
 
 def control_words(slots: int) -> int:
@@ -155,8 +157,62 @@ def poll(w: Worker) -> None:
 
 # ---- kernel threads (in the driver, through ds_run_NAME) ----
 
+class KernelHistory:
+    """The records a kernel agent's batches wrote (include/ds/history.h), up to cap of them:
+    like a user loop's, a full history ends the agent."""
+
+    def __init__(self, index: int, cap: int) -> None:
+        self.agent = HIST_KERNEL | index
+        self.cap = cap
+        self.parts: list[bytes] = []
+        self.records = 0
+
+    def room(self) -> int:
+        return self.cap - self.records
+
+    def add(self, raw: bytes) -> None:
+        self.parts.append(raw)
+        self.records += len(raw) // HIST_REC
+
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _room(n: int, hist: KernelHistory | None) -> int:
+    return n if hist is None else min(n, hist.room())
+
+
+def kernel_shared(s: Structure, task: KeyedTask, stop: threading.Event,
+                  hist: KernelHistory, progress: list[int]) -> KeyedResult:
+    """A kernel agent on the user workers' keys (task.lo .. task.hi - 1): ds_run_NAME batches
+    of random keys drawn from the weights, each insert's value its key. The recorded
+    history is what checks it (per key, and for linearizability)."""
+    res = KeyedResult()
+    t0 = time.monotonic()
+    ins, dele, srch = task.mix
+    calls = 0
+    while (res.ops < task.max_ops and time.time() < task.deadline and not stop.is_set()
+           and hist.room() > 0):
+        n = _room(min(task.batch, task.max_ops - res.ops), hist)
+        calls += 1
+        kb = s.run_kernel(n, insert=ins, delete=dele, search=srch, key_lo=task.lo,
+                          key_span=task.hi - task.lo, seed=(task.seed + calls) % (1 << 64) or 1,
+                          val_key=True, history=True, agent=hist.agent)
+        hist.add(kb.history)
+        res.ops += kb.ops
+        for k in range(3):
+            res.ok[k] += kb.succeeded[k]
+        res.nomem[0] += kb.nomem  # only inserts allocate
+        if kb.ops == 0 and kb.status == Result.NOMEM:  # no memory for the call's counters
+            res.nomem_calls += 1
+        progress[0] = res.ops
+    res.seconds = time.monotonic() - t0
+    return res
+
 class KernelAgent(threading.Thread):
-    """fn(*args) in a thread, its result or exception kept; progress readable while it runs."""
+    """fn(*args) in a thread, its result or exception kept; progress readable while it runs.
+    Started before the run, it waits for go: the kernel agents start with the user
+    workers' loops, not a thread start-up later."""
 
     def __init__(self, name: str, fn: Any, *args: Any) -> None:
         super().__init__(daemon=True, name=name)
@@ -164,9 +220,11 @@ class KernelAgent(threading.Thread):
         self.result: Any = None
         self.error: BaseException | None = None
         self.progress = [0]
+        self.go = threading.Event()
 
     def run(self) -> None:
         try:
+            self.go.wait()
             self.result = self._fn(*self._args, self.progress)
         except BaseException as e:  # re-raised by join_result
             self.error = e
@@ -197,15 +255,18 @@ def kernel_keyed(s: Structure, task: KeyedTask, stop: threading.Event,
 
 
 def kernel_producer(s: Structure, task: QueueTask, stop: threading.Event,
-                    progress: list[int]) -> QueueResult:
+                    hist: KernelHistory | None, progress: list[int]) -> QueueResult:
     res = QueueResult()
     t0 = time.monotonic()
     base = task.producer << SEQ_BITS
     while (res.pushed < task.max_items and time.time() < task.deadline
-           and not stop.is_set()):
-        n = min(task.batch, task.max_items - res.pushed)
+           and not stop.is_set() and (hist is None or hist.room() > 0)):
+        n = _room(min(task.batch, task.max_items - res.pushed), hist)
         kb = s.run_kernel(n, insert=1, key_lo=res.pushed, key_span=n, seq=True,
-                          val_base=base + res.pushed, stop_on_fail=True)
+                          val_base=base + res.pushed, stop_on_fail=True,
+                          history=hist is not None, agent=hist.agent if hist else 0)
+        if hist is not None:
+            hist.add(kb.history)
         res.ops += kb.ops
         res.failures += kb.fails[0]
         res.nomem += kb.nomem
@@ -218,13 +279,24 @@ def kernel_producer(s: Structure, task: QueueTask, stop: threading.Event,
 
 
 def kernel_consumer(s: Structure, batch: int, drain: threading.Event,
-                    progress: list[int]) -> QueueResult:
+                    hist: KernelHistory | None, progress: list[int]) -> QueueResult:
+    """Pops until the producers are done and the structure answers empty. With a history,
+    a full one ends the agent early (what it left is the final drain's)."""
     def pop() -> tuple[int, int, list[int]]:
-        kb = s.run_kernel(batch, pop=1, collect=True)
+        n = _room(batch, hist)
+        if n == 0:
+            return 0, 0, []
+        kb = s.run_kernel(n, pop=1, collect=True, history=hist is not None,
+                          agent=hist.agent if hist else 0)
+        if hist is not None:
+            hist.add(kb.history)
         progress[0] += kb.ops
         return kb.ops, kb.fails[3], [v for _, v in kb.out]
 
-    return consume_until_stopped(pop, drain.is_set)
+    def stopped() -> bool:
+        return drain.is_set() or (hist is not None and hist.room() == 0)
+
+    return consume_until_stopped(pop, stopped)
 
 
 @dataclass

@@ -267,9 +267,6 @@ def check(c: StressConfig, where: str) -> None:
     if c.kill_worker > c.workers + c.consumers:
         raise bad(f"kill_worker {c.kill_worker} names no worker "
                   f"(there are {c.workers + c.consumers})")
-    if c.check_linearizability and c.kernel_threads + c.kernel_consumers:
-        raise bad("--check-linearizability records user agents only: for a queue or stack "
-                  "run it with -k 0 and --kernel-consumers 0")
     if producers == 0:
         raise bad(f"{m.name} is a queue: needs a producer (-t workers or -k kernel threads)")
     if consumers == 0:

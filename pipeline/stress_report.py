@@ -105,6 +105,9 @@ def _kernel(out: Outcome) -> list[dict[str, Any]]:
                      "mean_ns": round(r.seconds * 1e9 / r.ops) if r.ops else None,
                      "failed": failed, "failures": fails,
                      "nomem_calls": r.nomem_calls})
+    # with a history every kernel agent has one, in the agents' order
+    for row, h in zip(rows, out.kernel_history, strict=False):
+        row["history_records"] = h.records
     return rows
 
 

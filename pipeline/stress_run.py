@@ -5,9 +5,14 @@ Keyed structures: user threads draw operations on the shared key space 1..keys
 (values equal their keys) and add every successful insert (+1) and delete (-1)
 to a per-key counter shared by all of them; kernel threads each work on a key
 range of their own above it (ds_run_NAME batches, checked against an exact
-model as they go). Queues and stacks: producers push producer << 40 | sequence,
-consumers log what they pop, and once every producer is done the consumers
-stop at the first empty answer; the driver pops what is left.
+model as they go). When a history is recorded, kernel threads work on the
+shared keys instead, values equal to keys too, and their records (written by
+the BPF program) are what counts their inserts and deletes per key.
+
+Queues and stacks: producers push producer << 40 | sequence, consumers log what
+they pop, and once every producer is done the consumers stop at the first empty
+answer; the driver pops what is left. Kernel producers and consumers record
+their operations when a history is recorded, like the user agents.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from .stress_agents import (
     SLOT_STATE,
     SLOT_WORDS,
     KernelAgent,
+    KernelHistory,
     ThreadSpec,
     Worker,
     WorkerSpec,
@@ -53,6 +59,7 @@ from .stress_agents import (
     kernel_consumer,
     kernel_keyed,
     kernel_producer,
+    kernel_shared,
     poll,
     start_workers,
 )
@@ -97,6 +104,7 @@ class Outcome:
     seconds: float = 0.0
     killed: list[int] = field(default_factory=list)
     timed_out: bool = False
+    kernel_history: list[KernelHistory] = field(default_factory=list)
 
 
 def _seed(seed: int, slot: int) -> int:
@@ -220,11 +228,14 @@ def _drive(cfg: StressConfig, arena: Arena, s: Structure, pin_dir: str,
         _wait_ready(workers)
         deadline_s = time.time() + cfg.duration
         ctl[CTL_DEADLINE] = time.monotonic_ns() + int(cfg.duration * 1e9)
-        ctl[CTL_GO] = 1
-        t0 = time.monotonic()
-        out.kernel, out.kernel_roles = _kernel_agents(cfg, s, deadline_s, stop, drain)
+        out.kernel, out.kernel_roles, out.kernel_history = _kernel_agents(cfg, s, deadline_s,
+                                                                          stop, drain)
         for agent in out.kernel:
             agent.start()
+        ctl[CTL_GO] = 1
+        for agent in out.kernel:
+            agent.go.set()
+        t0 = time.monotonic()
         _monitor(cfg, arena, out, ctl, t0, stop, drain, on_progress)
         out.seconds = time.monotonic() - t0
     except BaseException:
@@ -263,27 +274,49 @@ def _wait_ready(workers: list[Worker]) -> None:
         time.sleep(0.005)
 
 
+def records_history(cfg: StressConfig) -> bool:
+    return bool(cfg.check_linearizability or cfg.history)
+
+
 def _kernel_agents(cfg: StressConfig, s: Structure, deadline: float, stop: threading.Event,
-                   drain: threading.Event) -> tuple[list[KernelAgent], list[str]]:
+                   drain: threading.Event
+                   ) -> tuple[list[KernelAgent], list[str], list[KernelHistory]]:
+    """The kernel threads. With a history each gets a KernelHistory (agent index i, the
+    same cap as a user thread's), and keyed ones share the user workers' keys."""
     agents: list[KernelAgent] = []
     roles: list[str] = []
+    hists: list[KernelHistory] = []
     max_ops = cfg.operations or 10**12
+    recording = records_history(cfg)
+
+    def hist(i: int) -> KernelHistory | None:
+        if not recording:
+            return None
+        h = KernelHistory(i, cfg.history_limit)
+        hists.append(h)
+        return h
+
     if cfg.meta.keyed:
         for i in range(cfg.kernel_threads):
-            lo = 1 + cfg.keys * (1 + i)
+            lo = 1 if recording else 1 + cfg.keys * (1 + i)
             ktask = KeyedTask(INSTANCE, lo, lo + cfg.keys, cfg.mix(), cfg.batch, deadline,
                               max_ops, _seed(cfg.seed, 10_000 + i))
-            agents.append(KernelAgent(f"kernel-{i + 1}", kernel_keyed, s, ktask, stop))
+            h = hist(i)
+            if h is not None:
+                agents.append(KernelAgent(f"kernel-{i + 1}", kernel_shared, s, ktask, stop, h))
+            else:
+                agents.append(KernelAgent(f"kernel-{i + 1}", kernel_keyed, s, ktask, stop))
             roles.append("keyed")
-        return agents, roles
+        return agents, roles, hists
     for i in range(cfg.kernel_threads):
         task = QueueTask(INSTANCE, KERNEL_PRODUCER_BASE + i, cfg.batch, deadline, max_ops)
-        agents.append(KernelAgent(f"kernel-{i + 1}", kernel_producer, s, task, stop))
+        agents.append(KernelAgent(f"kernel-{i + 1}", kernel_producer, s, task, stop, hist(i)))
         roles.append("producer")
     for i in range(cfg.kernel_consumers):
-        agents.append(KernelAgent(f"kernel-c{i + 1}", kernel_consumer, s, cfg.batch, drain))
+        agents.append(KernelAgent(f"kernel-c{i + 1}", kernel_consumer, s, cfg.batch, drain,
+                                  hist(cfg.kernel_threads + i)))
         roles.append("consumer")
-    return agents, roles
+    return agents, roles, hists
 
 
 def _monitor(cfg: StressConfig, arena: Arena, out: Outcome, ctl: memoryview, t0: float,

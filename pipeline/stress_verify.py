@@ -4,6 +4,9 @@
   minus the successful deletes of every user agent (with the prefill) is 0 or 1
   and equals the key's presence at the end; each kernel agent's range equals its
   model; every value found or left equals its key; the structure's verify agrees.
+  Kernel agents that recorded a history worked on the shared keys: their records'
+  successful inserts and deletes count in each key's total, and the values their
+  searches and deletes returned must equal the keys too.
   The key a killed worker was changing may or may not have been changed: it is
   left out, and so named in the report.
 - Queues and stacks: every value produced comes out exactly once (consumers and
@@ -20,7 +23,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .ds import Meta
+from .ds import Meta, Op, Result
 from .pool import SEQ_BITS, KeyedResult, QueueResult
 from .stress_agents import CTL_SLOT0, ROLE_CONSUMER, ROLE_PRODUCER, SLOT_INFLIGHT, SLOT_WORDS
 from .stress_run import Outcome
@@ -34,6 +37,8 @@ def keyed(out: Outcome) -> dict[str, Any]:
     found = dict(out.final_items)
     user_found = {k for k in found if 1 <= k <= cfg.keys}
     net = out.net if out.net is not None else array("i", bytes(4 * cfg.keys))
+    net = array("i", net)
+    kernel_bad = _kernel_net(out, net)
     skip = set(doubtful)
     bad_net = 0
     mismatch = 0
@@ -52,8 +57,8 @@ def keyed(out: Outcome) -> dict[str, Any]:
         a.frombytes(r.keys)
         want_kernel.update(a)
     got_kernel = set(found) - user_found
-    bad_values = sum(t.get("bad_values", 0) for w in out.workers if w.result
-                     for t in w.result)
+    bad_values = kernel_bad + sum(t.get("bad_values", 0) for w in out.workers if w.result
+                                  for t in w.result)
     v = out.verify
     kv = out.verify_kernel
     # a kernel call takes a little arena memory for its counters: in a full arena the
@@ -71,6 +76,26 @@ def keyed(out: Outcome) -> dict[str, Any]:
     return {"invariants": inv, "final_keys": len(found), "keys_left_out": doubtful,
             "key_mismatches": mismatch, "bad_values": bad_values, "verify": v.__dict__,
             "verify_kernel": kv.__dict__ if kv is not None else None}
+
+
+def _kernel_net(out: Outcome, net: array[int]) -> int:
+    """Adds the kernel agents' recorded successful inserts (+1) and deletes (-1) on the
+    shared keys to net; returns how many of their searches and deletes found a value
+    other than the key."""
+    import struct
+
+    insert, delete, search, ok = Op.INSERT, Op.DELETE, Op.SEARCH, Result.OK
+    bad = 0
+    for h in out.kernel_history:
+        for _, _, key, value, _, op, res, _ in struct.iter_unpack("<QQQQIBBH", h.data()):
+            if res != ok or not 1 <= key <= len(net):
+                continue
+            if op == insert:
+                net[key - 1] += 1
+            elif op in (delete, search):
+                net[key - 1] -= op == delete
+                bad += value != key
+    return bad
 
 
 def queue(out: Outcome) -> dict[str, Any]:
@@ -170,6 +195,7 @@ def history(out: Outcome) -> bytes:
     for w in out.workers:
         for t in w.result or []:
             parts.append(t.get("history") or b"")
+    parts.extend(h.data() for h in out.kernel_history)
     parts.append(out.drain_history)
     return b"".join(parts)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pipeline.ds import Op, Result, meta_of, registry
 pytestmark = needs_root
 SMOKE = str(ROOT / "configs" / "stress-smoke.toml")
 REC = struct.Struct("<QQQQIBBH")
+KERNEL = 0x80000000  # struct ds_hist_rec.agent of kernel agent i: KERNEL | i
 
 
 def _json(res: Any) -> dict[str, Any]:
@@ -39,20 +41,29 @@ def test_smoke_every_structure(name: str, tmp_path: Path) -> None:
     assert r["linearizability"]["records"] == n
     meta = meta_of(name)
     ops = 20000
+    kern = r["per_kernel_thread"]
+    recs = [REC.unpack_from(records, i * REC.size) for i in range(n)]
+    # every kernel agent (smoke: at least one per structure) recorded each of its
+    # operations, as agent KERNEL | index
+    per = Counter(x[4] for x in recs)
+    assert kern and [k["history_records"] for k in kern] == [k["ops"] for k in kern]
+    assert [per[KERNEL | i] for i in range(len(kern))] == [k["ops"] for k in kern]
+    assert r["kernel"]["ops"] == sum(k["ops"] for k in kern) > 0
     if meta.keyed:
         workers = 2
         assert r["user"]["ops"] == workers * ops
         prefill = round(0.5 * (512 if name == "list" else 4096))
-        assert n == prefill + workers * ops  # the driver's prefill, then every user op
+        # the driver's prefill, every user op and every kernel op
+        assert n == prefill + workers * ops + r["kernel"]["ops"]
     else:
         c = r["checks"]
-        producers = 1 if name == "spsc" else 2
-        assert c["pushed"] == producers * ops
+        user_producers = 1 if name == "spsc" else 2
+        kernel_pushed = sum(k["ops"] - k["failed"] for k in kern if k["role"] == "producer")
+        assert c["pushed"] == user_producers * ops + kernel_pushed
         assert c["pushed"] == c["popped_by_consumers"] + c["left_at_end"]
-        recs = [REC.unpack_from(records, i * REC.size) for i in range(n)]
         pushes = [x for x in recs if x[5] == Op.INSERT and x[6] == Result.OK]
         pops = [x for x in recs if x[5] == Op.POP and x[6] == Result.OK]
-        assert len(pushes) == len(pops) == producers * ops
+        assert len(pushes) == len(pops) == c["pushed"]
         assert sorted(x[2] for x in pushes) == sorted(x[2] for x in pops)
         assert all(x[0] <= x[1] for x in recs)
 

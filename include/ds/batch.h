@@ -14,7 +14,9 @@
  *                   sequence). Successful pops and deletes append (key, val)
  *                   to out[] (struct ds_kv, in the arena) while it has room.
  *                   With DS_BATCH_STOP_ON_FAIL the batch ends at the first
- *                   failure (status says which).
+ *                   failure (status says which). With hist set, each op
+ *                   appends a struct ds_hist_rec (history.h) to hist[]
+ *                   (in the arena) while it has room; n_hist says how many.
  *   DS_CMD_VERIFY   verify; count/keysum/valsum/where go to done[0..3].
  *   DS_CMD_ITERATE  iterate [key_lo, key_lo + key_span) into out[].
  *   DS_CMD_INIT     lay out a zeroed instance at ds (capacity = key_span).
@@ -29,6 +31,7 @@
 #define DS_BATCH_H
 
 #include "registry.h"
+#include "history.h"
 
 /* How a batch runs one operation: ds_apply_kv inlined, unless the includer
  * routes it elsewhere (the kernel program calls one global function per
@@ -58,6 +61,10 @@ enum ds_keys {
 #define DS_BATCH_STOP_ON_FAIL 0x1 /* stop at the first operation that fails (a
 				   * producer meeting a full queue): the
 				   * successes are then exactly ops 0..done-2 */
+#define DS_BATCH_VAL_KEY 0x2     /* an insert's value is its key (the stress
+				  * driver's keyed agents), not val_base + i */
+#define DS_BATCH_HIST_QUEUE 0x4  /* history records of a queue or stack: an
+				  * insert carries its value as the key */
 
 enum ds_mix {
 	DS_MIX_INSERT = 0,
@@ -94,6 +101,13 @@ struct ds_batch {
 	ap_u64 ns;
 	ap_s32 status; /* DS_OK, or why the batch stopped early */
 	ap_u32 cpu;
+	/* history (DS_CMD_MIX), in: */
+	ap_u64 hist;     /* struct ds_hist_rec array in the arena, or 0 */
+	ap_u64 hist_cap; /* records it holds */
+	ap_u32 agent;    /* struct ds_hist_rec.agent of every record */
+	ap_u32 spare_hist;
+	/* out: */
+	ap_u64 n_hist;
 };
 
 static __always_inline ap_u32 ds_mix_op(ap_u32 m)
@@ -130,6 +144,8 @@ struct ds_batch_acc {
 	ap_u64 nomem;
 	ap_u64 busy;
 	ap_u64 full;
+	ap_u64 n_hist;
+	ap_u64 fence; /* the target of the history's barriers: a word of this batch's own */
 };
 
 /* Working state of one batch (the BPF stack, or the user thread's). */
@@ -140,6 +156,72 @@ struct ds_batch_run {
 	ap_u32 in_cs;
 	ap_s32 status;
 };
+
+/*
+ * The history record of the next operation: its invocation time before the
+ * operation and the rest after it. The record is addressed again after the
+ * operation from the arena counter rather than kept in a variable: a pointer
+ * live across the operation would take a slot of the BPF stack, which the
+ * batch and the skip list's deepest call share (512 bytes in all).
+ *
+ * A recorded interval must contain the operation's linearization point, and
+ * a clock read is not ordered with the memory accesses around it: in the
+ * kernel, bpf_ktime_get_ns() reads the TSC after an LFENCE (ordered after
+ * earlier loads, not stores), and a store of the operation (a queue's release
+ * of its tail) can still sit in this CPU's store buffer when t_resp is read,
+ * so an agent that starts after t_resp may not see it yet; and the
+ * operation's first loads could be served before t_inv. BPF has no fence
+ * instruction: an atomic read-modify-write on a word of the batch's own (the
+ * JIT's LOCK-prefixed instruction on x86-64; LSE atomics with a trailing
+ * barrier on arm64) is a full barrier, and it costs only the batches that
+ * record. The user-side loop (pipeline/_ds/runloop.c) does the same with a
+ * seq_cst fence.
+ */
+static __always_inline struct ds_hist_rec __arena *ds_batch_hist_slot(struct ds_batch_run *r)
+{
+	return ARENA_PTR(struct ds_hist_rec, r->b->hist + r->acc->n_hist * sizeof(struct ds_hist_rec));
+}
+
+static __always_inline void ds_batch_hist_inv(struct ds_batch_run *r)
+{
+	struct ds_hist_rec __arena *h = ds_batch_hist_slot(r);
+
+	h->t_inv = arena_now_ns();
+	(void)arena_atomic_add(&r->acc->fence, 1, ARENA_SEQ_CST);
+}
+
+static __always_inline void ds_batch_hist_resp(struct ds_batch_run *r, ap_u64 i, ap_u32 op, int res, ap_u64 key,
+					       struct ds_kv *io)
+{
+	struct ds_batch *b = r->b;
+	struct ds_hist_rec __arena *h;
+	/* what the insert put in (io holds the operation's outputs now) */
+	ap_u64 val = 0, vin = (b->flags & DS_BATCH_VAL_KEY) ? key : b->val_base + i;
+
+	(void)arena_atomic_add(&r->acc->fence, 1, ARENA_SEQ_CST);
+	h = ds_batch_hist_slot(r);
+	h->t_resp = arena_now_ns();
+	/* the user loop's rules (runloop.c): a keyed insert carries the value it
+	 * tried, a found or deleted key its value, a pop what it took as the key;
+	 * a queue's insert carries its value as the key */
+	if (op == DS_OP_POP) {
+		key = res == DS_OK ? io->val : 0;
+	} else if (op == DS_OP_INSERT) {
+		if (b->flags & DS_BATCH_HIST_QUEUE)
+			key = vin;
+		else
+			val = vin;
+	} else if (res == DS_OK) {
+		val = io->val;
+	}
+	h->key = key;
+	h->value = val;
+	h->agent = b->agent;
+	h->op = (ap_u8)op;
+	h->result = (ap_u8)res;
+	h->flags = 0;
+	r->acc->n_hist++;
+}
 
 /* One operation of a DS_CMD_MIX batch; type is a constant in BPF. */
 static __always_inline long ds_batch_step(struct ds_batch_run *r, ap_u64 i, ap_u32 type)
@@ -175,8 +257,12 @@ static __always_inline long ds_batch_step(struct ds_batch_run *r, ap_u64 i, ap_u
 		key = b->key_lo + (x >> 24) % span;
 
 	io.key = 0;
-	io.val = b->val_base + i;
+	io.val = (b->flags & DS_BATCH_VAL_KEY) ? key : b->val_base + i;
+	if (b->hist && acc->n_hist < b->hist_cap)
+		ds_batch_hist_inv(r);
 	res = DS_BATCH_APPLY(&r->c, type, b->ds, ds_mix_op(m), key, &io);
+	if (b->hist && acc->n_hist < b->hist_cap)
+		ds_batch_hist_resp(r, i, ds_mix_op(m), res, key, &io);
 
 	m &= DS_MIX__COUNT - 1;
 	acc->done[m]++;
@@ -219,6 +305,8 @@ static __always_inline void ds_batch_acc_zero(struct ds_batch_acc __arena *a)
 	arena_store_once(&a->nomem, 0);
 	arena_store_once(&a->busy, 0);
 	arena_store_once(&a->full, 0);
+	arena_store_once(&a->n_hist, 0);
+	arena_store_once(&a->fence, 0);
 }
 
 /* Fill the context from the instance's head. Returns DS_OK or DS_CORRUPT.
@@ -266,6 +354,7 @@ static __always_inline void ds_batch_end(struct ds_batch_run *r, struct ds_batch
 	ds_role_drop(&r->c);
 	/* constant indices: the context of a BPF program takes no variable offsets */
 	b->n_out = a->n_out;
+	b->n_hist = a->n_hist;
 	if (b->cmd != DS_CMD_VERIFY) {
 		b->done[0] = a->done[0];
 		b->done[1] = a->done[1];

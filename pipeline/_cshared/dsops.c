@@ -125,6 +125,9 @@ void ap_kmix_run(int prog_fd, struct ap_kmix *k)
 		b.val_base = k->tmpl.val_base + j;
 		b.out = k->arena_out ? (ap_u64)k->arena_out : 0;
 		b.out_cap = k->arena_out ? k->per_call : 0;
+		b.hist = k->arena_hist ? (ap_u64)k->arena_hist : 0;
+		b.hist_cap = k->arena_hist ? cnt : 0;
+		b.agent = k->agent;
 		k->err = ap_ds_kernel_call(prog_fd, &b);
 		if (k->err)
 			return;
@@ -144,6 +147,12 @@ void ap_kmix_run(int prog_fd, struct ap_kmix *k)
 
 			memcpy(k->out + k->n_out, k->arena_out, m * sizeof(struct ds_kv));
 			k->n_out += m;
+		}
+		if (k->hist && b.n_hist) {
+			uint64_t room = k->hist_cap - k->n_hist, m = b.n_hist < room ? b.n_hist : room;
+
+			memcpy(k->hist + k->n_hist, k->arena_hist, m * sizeof(struct ds_hist_rec));
+			k->n_hist += m;
 		}
 		k->status = b.status;
 		j += ran;

@@ -51,8 +51,12 @@ struct ap_kmix {
 	struct ds_kv *arena_out; /* per call, or NULL */
 	struct ds_kv *out;       /* every call's pairs (malloc), or NULL */
 	uint64_t out_cap;
+	struct ds_hist_rec *arena_hist; /* per call, per_call records, or NULL */
+	struct ds_hist_rec *hist;       /* every call's records (malloc), or NULL */
+	uint64_t hist_cap;
+	uint32_t agent;                 /* the records' agent */
 	/* out */
-	uint64_t done[DS_MIX__COUNT], fails[DS_MIX__COUNT], nomem, busy, full, ns, calls, n_out;
+	uint64_t done[DS_MIX__COUNT], fails[DS_MIX__COUNT], nomem, busy, full, ns, calls, n_out, n_hist;
 	int status, err;
 };
 

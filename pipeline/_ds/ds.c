@@ -125,6 +125,27 @@ static struct ds_kv *kernel_out(DsArenaObject *self, uint64_t cap)
 	return tls_kout;
 }
 
+/* The calling thread's history buffer in the arena, for kernel batches that
+ * record (struct ds_batch.hist); kept between calls like kernel_out. */
+static __thread struct ds_hist_rec *tls_khist;
+static __thread uint64_t tls_khist_cap, tls_khist_gen;
+
+static struct ds_hist_rec *kernel_hist(DsArenaObject *self, uint64_t cap)
+{
+	if (tls_khist_gen != self->gen) {
+		tls_khist = NULL;
+		tls_khist_cap = 0;
+		tls_khist_gen = self->gen;
+	}
+	if (cap <= tls_khist_cap)
+		return tls_khist;
+	if (tls_khist)
+		arena_free(tls_khist);
+	tls_khist = arena_heap_alloc(&self->sp->heap, cap * sizeof(struct ds_hist_rec), 0);
+	tls_khist_cap = tls_khist ? cap : 0;
+	return tls_khist;
+}
+
 /* Is [addr, addr + len) inside the space's pages? Guards every address that
  * comes from Python before it is dereferenced. */
 static int in_space(DsArenaObject *self, uint64_t addr, uint64_t len)
@@ -593,24 +614,28 @@ static PyObject *u64_list(const uint64_t *v, int n)
 /*
  * run_kernel(ds, type, count, mix=(1, 0, 0, 0), key_lo=0, key_span=1,
  *            seq=False, seed=1, val_base=0, stop_on_fail=False,
- *            collect=False, per_call=4096) -> dict
+ *            collect=False, per_call=4096, history=False, agent=0,
+ *            val_key=False) -> dict
  * count operations by ds_run_NAME, per_call per bpf_prog_test_run_opts.
  * collect: the (key, val) pairs successful pops and deletes returned, as
- * bytes of u64 pairs.
+ * bytes of u64 pairs. history: one struct ds_hist_rec per operation (agent
+ * as given), as bytes under "history" (None without). val_key: an insert's
+ * value is its key.
  */
 static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "ds", "type", "count", "mix", "key_lo", "key_span", "seq", "seed", "val_base",
-				  "stop_on_fail", "collect", "per_call", NULL };
+				  "stop_on_fail", "collect", "per_call", "history", "agent", "val_key", NULL };
 	unsigned long long ds, count, key_lo = 0, key_span = 1, seed = 1, val_base = 0, per_call = KERNEL_PER_CALL_DEFAULT;
 	unsigned int type, mix[4] = { 1, 0, 0, 0 };
-	int seq = 0, stop = 0, collect = 0, fd;
+	unsigned int agent = 0, flags;
+	int seq = 0, stop = 0, collect = 0, history = 0, val_key = 0, fd;
 	struct ap_kmix k;
-	PyObject *out = NULL, *res = NULL;
+	PyObject *out = NULL, *hist = NULL, *res = NULL;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIK|(IIII)KKpKKppK", kwlist, &ds, &type, &count, &mix[0], &mix[1],
-					 &mix[2], &mix[3], &key_lo, &key_span, &seq, &seed, &val_base, &stop, &collect,
-					 &per_call) ||
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIK|(IIII)KKpKKppKpIp", kwlist, &ds, &type, &count, &mix[0],
+					 &mix[1], &mix[2], &mix[3], &key_lo, &key_span, &seq, &seed, &val_base, &stop,
+					 &collect, &per_call, &history, &agent, &val_key) ||
 	    !arena_ready(self) || check_instance(self, ds, type))
 		return NULL;
 	fd = kernel_fd(self, type);
@@ -621,8 +646,11 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 	if (!mix[0] && !mix[1] && !mix[2] && !mix[3])
 		return ap_raise(EINVAL, "the op mix has no weight");
 	memset(&k, 0, sizeof(k));
+	flags = (stop ? DS_BATCH_STOP_ON_FAIL : 0) | (val_key ? DS_BATCH_VAL_KEY : 0);
+	if (history && !(ds_meta_of(type)->flags & DS_F_KEYED))
+		flags |= DS_BATCH_HIST_QUEUE;
 	ap_ds_batch_mix(&k.tmpl, ds, type, 0, mix, seq ? DS_KEYS_SEQ : DS_KEYS_RANDOM, key_lo, key_span ? key_span : 1,
-			val_base, seed ? seed : 1, stop ? DS_BATCH_STOP_ON_FAIL : 0);
+			val_base, seed ? seed : 1, flags);
 	k.total = count;
 	k.per_call = per_call;
 	if (collect && count) {
@@ -634,25 +662,50 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 			return ap_raise(ENOMEM, "no memory for %llu collected pairs", count);
 		}
 	}
+	if (history && count) {
+		k.hist_cap = count;
+		k.agent = agent;
+		k.hist = malloc(count * sizeof(struct ds_hist_rec));
+		k.arena_hist = kernel_hist(self, per_call < count ? per_call : count);
+		if (!k.hist || !k.arena_hist) {
+			free(k.hist);
+			free(k.out);
+			return ap_raise(ENOMEM, "no memory for a history of %llu records", count);
+		}
+	}
 	Py_BEGIN_ALLOW_THREADS
 	ap_kmix_run(fd, &k);
 	Py_END_ALLOW_THREADS
+	if (history) {
+		hist = PyBytes_FromStringAndSize((const char *)k.hist,
+						 (Py_ssize_t)(k.n_hist * sizeof(struct ds_hist_rec)));
+		free(k.hist);
+		if (!hist) {
+			free(k.out);
+			return NULL;
+		}
+	} else {
+		hist = Py_NewRef(Py_None);
+	}
 	if (k.err) {
+		Py_DECREF(hist);
 		free(k.out);
 		return ap_raise(k.err, "running ds_run_%s failed: %s", ds_meta_of(type)->name, strerror(-k.err));
 	}
 	if (collect) {
 		out = PyBytes_FromStringAndSize((const char *)k.out, (Py_ssize_t)(k.n_out * sizeof(struct ds_kv)));
 		free(k.out);
-		if (!out)
+		if (!out) {
+			Py_DECREF(hist);
 			return NULL;
+		}
 	} else {
 		out = Py_NewRef(Py_None);
 	}
-	res = Py_BuildValue("{sNsNsKsKsKsKsKsisN}", "done", u64_list(k.done, 4), "fails", u64_list(k.fails, 4), "nomem",
+	res = Py_BuildValue("{sNsNsKsKsKsKsKsisNsN}", "done", u64_list(k.done, 4), "fails", u64_list(k.fails, 4), "nomem",
 			    (unsigned long long)k.nomem, "busy", (unsigned long long)k.busy, "full",
 			    (unsigned long long)k.full, "ns", (unsigned long long)k.ns, "calls",
-			    (unsigned long long)k.calls, "status", k.status, "out", out);
+			    (unsigned long long)k.calls, "status", k.status, "out", out, "history", hist);
 	return res;
 }
 
@@ -1198,7 +1251,7 @@ static PyMethodDef DsArena_methods[] = {
 	  "stop_on_fail=False) -> operations run (GIL released)" },
 	{ "run_kernel", (PyCFunction)(void (*)(void))DsArena_run_kernel, METH_VARARGS | METH_KEYWORDS,
 	  "run_kernel(ds, type, count, mix=(1,0,0,0), key_lo=0, key_span=1, seq=False, seed=1, val_base=0, "
-	  "stop_on_fail=False, collect=False, per_call=4096) -> dict" },
+	  "stop_on_fail=False, collect=False, per_call=4096, history=False, agent=0, val_key=False) -> dict" },
 	{ "run_loop", (PyCFunction)(void (*)(void))DsArena_run_loop, METH_VARARGS | METH_KEYWORDS,
 	  "run_loop(ds, type, control, slot, *, role=0, ops=0, mix=(1,0,0), key_lo=1, keys=1, theta=0.0, "
 	  "seed=1, producer=0, net=None, agent=0, sample_shift=6, sample_cap=65536, hist_cap=0) -> dict "
