@@ -70,7 +70,8 @@ class DsArena:
                  ops: int = ..., mix: tuple[int, int, int] = ..., key_lo: int = ...,
                  keys: int = ..., theta: float = ..., seed: int = ..., producer: int = ...,
                  net: Any = ..., agent: int = ..., sample_shift: int = ...,
-                 sample_cap: int = ..., hist_cap: int = ...) -> dict[str, Any]: ...
+                 sample_cap: int = ..., hist_cap: int = ...,
+                 net_own: bool = ...) -> dict[str, Any]: ...
     def verify(self, ds: int, type: int,
                kernel: bool = ...) -> tuple[int, int, int, int, int]: ...
     def iterate(self, ds: int, type: int, lo: int = ..., hi: int = ..., cap: int = ...,

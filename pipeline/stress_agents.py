@@ -6,7 +6,8 @@ pins and runs one C loop per thread (DsArena.run_loop, GIL released). The
 loops wait at a start flag in a control block shared with the driver, so every
 thread of every worker starts at once; they write their progress there, and
 keyed loops add each successful insert and delete to per-key counters in
-memory shared with the driver. What a worker killed mid-run did is therefore
+memory shared with the driver: an array of the thread's own (plain updates) when
+every thread's fits NET_OWN_MAX, else one array for all of them (atomic adds). What a worker killed mid-run did is therefore
 still readable: its counters, and the key its threads were changing.
 
 Each worker sends one message when attached and one with its threads' results;
@@ -32,10 +33,11 @@ CTL_GO, CTL_STOP, CTL_DRAIN, CTL_DEADLINE = 0, 1, 2, 3
 CTL_SLOT0, SLOT_WORDS = 8, 8
 SLOT_PROGRESS, SLOT_INFLIGHT, SLOT_STATE = 0, 1, 2
 ROLE_KEYED, ROLE_PRODUCER, ROLE_CONSUMER = 0, 1, 2
-SAMPLE_SHIFT = 6  # one operation in 64 is timed
+SAMPLE_SHIFT = 8  # one operation in 256 is timed (until SAMPLE_CAP samples)
 SAMPLE_CAP = 1 << 16
 HIST_KERNEL = 0x80000000  # struct ds_hist_rec.agent of a kernel agent: this bit | its index
 HIST_REC = 40             # bytes per record
+NET_OWN_MAX = 256 << 20   # bytes of per-thread key counters, beyond which they are shared
 
 
 def control_words(slots: int) -> int:
@@ -62,15 +64,23 @@ class WorkerSpec:
     keys: int
     theta: float
     hist_cap: int
+    net_own: bool = False  # net holds one array of keys counters per slot
+
+
+def net_view(net: memoryview, keys: int, slot: int, own: bool) -> memoryview:
+    """The key counters a thread updates: its own slice, or the shared array."""
+    return net[slot * keys:(slot + 1) * keys] if own else net
 
 
 def _thread(arena: Arena, s: Structure, w: WorkerSpec, t: ThreadSpec, control: Any, net: Any,
             out: list[dict[str, Any]], i: int) -> None:
     try:
+        keyed = t.role == ROLE_KEYED and net is not None
         out[i] = arena._core.run_loop(
             s.address, s.meta.id, control, t.slot, role=t.role, ops=w.ops, mix=w.mix, key_lo=1,
             keys=w.keys, theta=w.theta, seed=t.seed, producer=t.producer,
-            net=net if t.role == ROLE_KEYED else None, agent=t.agent, sample_shift=SAMPLE_SHIFT,
+            net=net_view(net, w.keys, t.slot, w.net_own) if keyed else None,
+            net_own=keyed and w.net_own, agent=t.agent, sample_shift=SAMPLE_SHIFT,
             sample_cap=SAMPLE_CAP, hist_cap=w.hist_cap)
     except Exception as e:  # sent to the driver, which reports it
         out[i] = {"error": f"{type(e).__name__}: {e}"}

@@ -75,7 +75,9 @@ def _worker(out: Outcome, w: Any) -> dict[str, Any]:
         return entry
     ops = sum(t["done"] for t in w.result)
     ns = max(t["ns"] for t in w.result)
+    cpu = sum(t.get("cpu_ns", 0) for t in w.result)
     entry.update(status="ok", ops=ops, ops_per_s=_rate(ops, ns),
+                 cpu_s=round(cpu / 1e9, 4), ops_per_cpu_s=_rate(ops, cpu),
                  failures=failures(t["results"] for t in w.result),
                  latency_ns=latency(t["samples"] for t in w.result),
                  per_thread=[{"thread": i, "ops": t["done"], "ops_per_s": _rate(t["done"], t["ns"]),
@@ -120,6 +122,7 @@ def build(out: Outcome, checks: dict[str, Any] | None,
     user_ops = sum(w["ops"] for w in workers if w["ops"])
     user_ns = max((t["ns"] for w in live for t in w.result or []), default=0)
     kern_ops = sum(k["ops"] for k in kernel)
+    user_cpu = sum(t.get("cpu_ns", 0) for w in live for t in w.result or [])
     heap = out.heap
     mem = {"bytes_in_use": heap.get("bytes_in_use", 0), "high_water_bytes": out.high_water,
            "pages_in_use": heap.get("pages_in_use", 0),
@@ -148,6 +151,11 @@ def build(out: Outcome, checks: dict[str, Any] | None,
                   "ops_per_s": round((user_ops + kern_ops) / out.seconds) if out.seconds else 0,
                   "failures": total_fail},
         "user": {"ops": user_ops, "ops_per_s": _rate(user_ops, user_ns),
+                 # CPU time the loops had against their wall time: below the thread
+                 # count, the machine (other processes) took CPU from the run
+                 "cpu_s": round(user_cpu / 1e9, 4),
+                 "cpus_used": round(user_cpu / user_ns, 3) if user_ns else 0,
+                 "ops_per_cpu_s": _rate(user_ops, user_cpu),
                  "latency_ns": latency(t["samples"] for w in live for t in w.result or []),
                  "latency_sampling": f"1 in {1 << SAMPLE_SHIFT}"},
         "kernel": {"ops": kern_ops},

@@ -50,6 +50,7 @@ from .stress_agents import (
     SLOT_PROGRESS,
     SLOT_STATE,
     SLOT_WORDS,
+    NET_OWN_MAX,
     KernelAgent,
     KernelHistory,
     ThreadSpec,
@@ -204,19 +205,21 @@ def _drive(cfg: StressConfig, arena: Arena, s: Structure, pin_dir: str,
     slots = sum(len(w.threads) for w in specs)
     control_raw = ctx.RawArray("Q", control_words(slots + 1))
     ctl = memoryview(control_raw).cast("B").cast("Q")
-    net_raw = ctx.RawArray("i", cfg.keys) if keyed else None
+    own = keyed and cfg.keys * slots * 4 <= NET_OWN_MAX
+    for spec in specs:
+        spec.net_own = own
+    net_raw = ctx.RawArray("i", cfg.keys * (slots if own else 1)) if keyed else None
     prefill = prefill_keys(cfg)
+    base = array("i", bytes(4 * cfg.keys)) if keyed else None  # the prefill's counts
     t_pre = time.monotonic_ns()
     if prefill:
         b = s.insert_many(array("Q", prefill))
         if b.ok != len(prefill):
             raise ConfigError(f"stress: the prefill of {len(prefill)} keys did not fit the arena "
                               f"({len(prefill) - b.ok} failed); raise --pages or lower --prefill")
-        assert net_raw is not None
-        nv = memoryview(net_raw).cast("B").cast("i")
+        assert base is not None
         for k in prefill:
-            nv[k - 1] = 1
-        nv.release()
+            base[k - 1] = 1
     out = Outcome(cfg, [], [], [], array("Q"), None, prefill)
     if prefill and (cfg.check_linearizability or cfg.history):
         out.prefill_history = _hist_records(prefill, t_pre, time.monotonic_ns())
@@ -254,9 +257,20 @@ def _drive(cfg: StressConfig, arena: Arena, s: Structure, pin_dir: str,
         _final_drain(cfg, arena, s, ctl, slots, out)
     out.control = array("Q", ctl)
     ctl.release()
-    if net_raw is not None:
-        out.net = array("i", bytes(memoryview(net_raw).cast("B")))
+    if net_raw is not None and base is not None:
+        out.net = _net_total(net_raw, base, cfg.keys, slots if own else 1)
     return out
+
+
+def _net_total(net_raw: Any, base: array[int], keys: int, arrays: int) -> array[int]:
+    """Per key: the prefill's count plus every thread's (or the one shared) counter."""
+    nv = memoryview(net_raw).cast("B").cast("i")
+    parts = [nv[i * keys:(i + 1) * keys] for i in range(arrays)]
+    total = array("i", map(sum, zip(base, *parts, strict=True)))
+    for p in parts:
+        p.release()
+    nv.release()
+    return total
 
 
 def _wait_ready(workers: list[Worker]) -> None:

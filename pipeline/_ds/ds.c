@@ -889,16 +889,17 @@ static PyObject *DsArena_stats(DsArenaObject *self, PyObject *args)
 /*
  * run_loop(ds, type, control, slot, *, role=0, ops=0, mix=(1, 0, 0), key_lo=1,
  *          keys=1, theta=0.0, seed=1, producer=0, net=None, agent=0,
- *          sample_shift=6, sample_cap=65536, hist_cap=0) -> dict
+ *          sample_shift=6, sample_cap=65536, hist_cap=0, net_own=False) -> dict
  * The stress driver's timed loop (runloop.h) on the calling thread, GIL
  * released. control: a writable buffer of u64 (the control block, shared
- * with the driver); net: a writable buffer of keys int32 counters, or None.
+ * with the driver); net: a writable buffer of keys int32 counters, or None;
+ * net_own: no other thread updates net (plain updates, not atomic adds).
  */
 static PyObject *DsArena_run_loop(DsArenaObject *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = { "ds", "type", "control", "slot", "role", "ops", "mix", "key_lo", "keys",
 				  "theta", "seed", "producer", "net", "agent", "sample_shift", "sample_cap",
-				  "hist_cap", NULL };
+				  "hist_cap", "net_own", NULL };
 	unsigned long long ds, ops = 0, key_lo = 1, keys = 1, seed = 1, producer = 0, sample_cap = 65536,
 			   hist_cap = 0;
 	unsigned int type, slot, role = 0, agent = 0, sample_shift = 6;
@@ -906,15 +907,15 @@ static PyObject *DsArena_run_loop(DsArenaObject *self, PyObject *args, PyObject 
 	double theta = 0;
 	PyObject *ctl_o, *net_o = Py_None, *res = NULL, *samples = NULL, *hist = NULL, *popped = NULL, *kinds = NULL;
 	Py_buffer ctl, net;
-	int have_net = 0, k;
+	int have_net = 0, net_own = 0, k;
 	uint64_t n;
 	struct ap_runloop r;
 	struct ds_ctx *c;
 
 	memset(&r, 0, sizeof(r));
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIOI|$IK(III)KKdKKOIIKK", kwlist, &ds, &type, &ctl_o, &slot,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "KIOI|$IK(III)KKdKKOIIKKp", kwlist, &ds, &type, &ctl_o, &slot,
 					 &role, &ops, &mix[0], &mix[1], &mix[2], &key_lo, &keys, &theta, &seed,
-					 &producer, &net_o, &agent, &sample_shift, &sample_cap, &hist_cap) ||
+					 &producer, &net_o, &agent, &sample_shift, &sample_cap, &hist_cap, &net_own) ||
 	    !arena_ready(self) || check_instance(self, ds, type))
 		return NULL;
 	if (role > AP_ROLE_CONSUMER || !keys || sample_shift > 30 || !(theta >= 0 && theta < 1))
@@ -950,6 +951,7 @@ static PyObject *DsArena_run_loop(DsArenaObject *self, PyObject *args, PyObject 
 	r.seed = seed;
 	r.producer = producer;
 	r.net = have_net ? net.buf : NULL;
+	r.net_own = (uint32_t)net_own;
 	r.control = ctl.buf;
 	r.slot = slot;
 	r.agent = agent;
@@ -985,10 +987,10 @@ static PyObject *DsArena_run_loop(DsArenaObject *self, PyObject *args, PyObject 
 	popped = PyBytes_FromStringAndSize((const char *)r.popped, (Py_ssize_t)(r.n_popped * sizeof(*r.popped)));
 	if (!kinds || !samples || !hist || !popped)
 		goto out;
-	res = Py_BuildValue("{sKsOsKsKsKsOsOsOsi}", "done", (unsigned long long)r.done, "results", kinds, "bad_values",
-			    (unsigned long long)r.bad_values, "pushed", (unsigned long long)r.pushed, "ns",
-			    (unsigned long long)r.ns, "samples", samples, "history", hist, "popped", popped,
-			    "out_of_memory", r.err == ENOMEM);
+	res = Py_BuildValue("{sKsOsKsKsKsKsOsOsOsi}", "done", (unsigned long long)r.done, "results", kinds,
+			    "bad_values", (unsigned long long)r.bad_values, "pushed", (unsigned long long)r.pushed,
+			    "ns", (unsigned long long)r.ns, "cpu_ns", (unsigned long long)r.cpu_ns, "samples", samples,
+			    "history", hist, "popped", popped, "out_of_memory", r.err == ENOMEM);
 out:
 	Py_XDECREF(kinds);
 	Py_XDECREF(samples);
@@ -1254,7 +1256,7 @@ static PyMethodDef DsArena_methods[] = {
 	  "stop_on_fail=False, collect=False, per_call=4096, history=False, agent=0, val_key=False) -> dict" },
 	{ "run_loop", (PyCFunction)(void (*)(void))DsArena_run_loop, METH_VARARGS | METH_KEYWORDS,
 	  "run_loop(ds, type, control, slot, *, role=0, ops=0, mix=(1,0,0), key_lo=1, keys=1, theta=0.0, "
-	  "seed=1, producer=0, net=None, agent=0, sample_shift=6, sample_cap=65536, hist_cap=0) -> dict "
+	  "seed=1, producer=0, net=None, agent=0, sample_shift=6, sample_cap=65536, hist_cap=0, net_own=False) -> dict "
 	  "(the stress driver's timed loop, GIL released)" },
 	{ "verify", (PyCFunction)(void (*)(void))DsArena_verify, METH_VARARGS | METH_KEYWORDS,
 	  "verify(ds, type, kernel=False) -> (result, count, keysum, valsum, where)" },

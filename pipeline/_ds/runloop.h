@@ -5,8 +5,10 @@
  * until a deadline, drawing them itself (op mix, key distribution), with
  * everything verification needs written as it goes into buffers that the
  * loop owns or that are shared with the driver:
- *   - per key, successful inserts minus successful deletes (keyed role),
- *     added atomically to a counter array shared by every user agent;
+ *   - per key, successful inserts minus successful deletes (keyed role), in
+ *     a counter array of the thread's own (net_own: plain updates, no
+ *     cache line shared with another agent) or shared by every user agent
+ *     (atomic adds);
  *   - the values popped, in order (consumer role);
  *   - optionally one struct ds_hist_rec per operation (include/ds/history.h);
  *   - the latency of one operation in 2^sample_shift.
@@ -62,6 +64,7 @@ struct ap_runloop {
 	uint64_t seed;
 	uint64_t producer;     /* producer role: the id in the values' high bits */
 	int32_t *net;          /* keys counters, or NULL */
+	uint32_t net_own;      /* net is this thread's alone */
 	uint64_t *control;     /* the control block */
 	uint32_t slot;
 	uint32_t agent;        /* struct ds_hist_rec.agent */
@@ -79,6 +82,7 @@ struct ap_runloop {
 	uint64_t n_popped;
 	uint64_t pushed;
 	uint64_t ns;
+	uint64_t cpu_ns; /* the thread's CPU time over the same span */
 	int err; /* 0, or a positive errno (ENOMEM: popped could not grow) */
 };
 
