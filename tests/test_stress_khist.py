@@ -140,3 +140,33 @@ def test_kernel_batch_records_each_operation_exactly() -> None:
             (0, 0, Op.POP, Result.NOT_FOUND)]
         # without history nothing is recorded
         assert q.run_kernel(2, pop=1).history == b""
+
+
+@pytest.mark.parametrize("own", [True, False])
+def test_key_counters_per_thread_or_shared(own: bool, monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    """The driver's per-key counts are the same whether each thread keeps its own counter
+    array (plain updates) or all share one (atomic adds, past NET_OWN_MAX): prefill plus
+    every recorded successful insert minus delete, key by key."""
+    from array import array
+
+    from pipeline import stress_run
+    from pipeline.stress_config import StressConfig, check
+    from pipeline.stress_verify import history, keyed
+
+    if not own:
+        monkeypatch.setattr(stress_run, "NET_OWN_MAX", 0)
+    cfg = StressConfig(structure="hash", workers=2, threads=2, kernel_threads=0,
+                       operations=20000, keys=128, verify=True, history=str(tmp_path / "h"),
+                       pages=4096)
+    check(cfg, "test")
+    out = stress_run.run(cfg)
+    assert out.net is not None
+    raw = history(out)
+    want = array("i", bytes(4 * 128))
+    for _, _, key, _, _, op, res, _ in REC.iter_unpack(raw):
+        if res == Result.OK and op in (Op.INSERT, Op.DELETE):
+            want[key - 1] += 1 if op == Op.INSERT else -1
+    assert out.net == want
+    assert sum(want) == len(out.final_items)
+    assert all(keyed(out)["invariants"].values())
