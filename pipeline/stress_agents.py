@@ -7,8 +7,9 @@ loops wait at a start flag in a control block shared with the driver, so every
 thread of every worker starts at once; they write their progress there, and
 keyed loops add each successful insert and delete to per-key counters in
 memory shared with the driver: an array of the thread's own (plain updates) when
-every thread's fits NET_OWN_MAX, else one array for all of them (atomic adds). What a worker killed mid-run did is therefore
-still readable: its counters, and the key its threads were changing.
+every thread's fits NET_OWN_MAX, else one array for all of them (atomic adds).
+What a worker killed mid-run did is therefore still readable: its counters, and
+the key its threads were changing.
 
 Each worker sends one message when attached and one with its threads' results;
 a worker that dies sends nothing more, and the driver sees its exit code.
