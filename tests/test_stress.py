@@ -145,7 +145,6 @@ def test_bad_config_exits_2(tmp_path: Path, text: str, what: str) -> None:
     (["hash", "-w", "produce-consume"], "for queues and stacks"),
     (["msqueue", "-w", "read-mostly"], "produce-consume"),
     (["hash", "-t", "2", "--kill-worker", "3"], "names no worker"),
-    (["msqueue", "--check-linearizability"], "-k 0"),
     (["hash", "--format", "xml"], "--format"),
     (["hash", "--prefill", "1.5"], "--prefill"),
 ])
