@@ -13,6 +13,7 @@
 #include <linux/membarrier.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -704,6 +705,19 @@ static PyObject *core_format_cgroup(PyObject *Py_UNUSED(m), PyObject *args)
 	return res;
 }
 
+/* fs_magic(fd) -> int: the magic number of the file system fd is on (fstatfs) */
+static PyObject *core_fs_magic(PyObject *Py_UNUSED(m), PyObject *args)
+{
+	struct statfs st;
+	int fd;
+
+	if (!PyArg_ParseTuple(args, "i", &fd))
+		return NULL;
+	if (fstatfs(fd, &st))
+		return PyErr_SetFromErrno(PyExc_OSError);
+	return PyLong_FromUnsignedLong((unsigned long)st.f_type);
+}
+
 static PyObject *core_libbpf_log(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
 	return PyUnicode_DecodeUTF8(ap_libbpf_log(), (Py_ssize_t)strlen(ap_libbpf_log()), "replace");
@@ -745,6 +759,8 @@ static PyMethodDef core_methods[] = {
 	  "through the drain's JSON formatter" },
 	{ "format_cgroup", core_format_cgroup, METH_VARARGS,
 	  "format_cgroup(path, runtime=None, container_id=None) -> bytes: the cgroup fields" },
+	{ "fs_magic", core_fs_magic, METH_VARARGS,
+	  "fs_magic(fd) -> int: the magic number of fd's file system (fstatfs)" },
 	{ "libbpf_log", core_libbpf_log, METH_NOARGS, "libbpf's last messages" },
 	{ "set_verbose", core_set_verbose, METH_VARARGS, "print libbpf debug output" },
 	{ NULL, NULL, 0, NULL },
