@@ -211,7 +211,7 @@ def own_cgroup_ino() -> int:
     """The inode number of this process's cgroup directory (the kernel's id for it)."""
     assert _MOUNT is not None
     with open("/proc/self/cgroup", "rb") as f:
-        path = [ln[3:] for ln in f.read().splitlines() if ln.startswith(b"0::")][0]
+        path = next(ln[3:] for ln in f.read().splitlines() if ln.startswith(b"0::"))
     rel = path[len(_MOUNT.root.rstrip(b"/")):].lstrip(b"/")
     return os.stat(os.path.join(_MOUNT.point, rel)).st_ino
 
