@@ -4,7 +4,7 @@
 
 The same load, the same record, the usual BCC way: a RAW_TRACEPOINT_PROBE on
 sys_enter (the tracepoint the project's load program hooks), filtered on
-getppid's syscall number, fills a 848-byte record (the layout of struct ap_event in
+getppid's syscall number, fills a 856-byte record (the layout of struct ap_event in
 include/event.h) in a BPF ring buffer, and a Python callback decodes each
 record with ctypes, encodes it with the json module and writes it as one line
 to a file, as a BCC tool would.
