@@ -106,7 +106,9 @@ def jsonl_run(tmp_path: Path, pin_root: Path, pipeline_proc: StartPipeline) -> I
 
 
 def cg_fields(e: dict[str, Any]) -> tuple[Any, ...]:
-    return e["cgroup_id"], e["cgroup"], e["container_runtime"], e["container_id"]
+    """The cgroup keys; the container's two are there for a container only."""
+    assert ("container_runtime" in e) == ("container_id" in e), e
+    return e["cgroup_id"], e["cgroup"], e.get("container_runtime"), e.get("container_id")
 
 
 @needs_cgroup2

@@ -235,11 +235,10 @@ size_t ap_format_cgroup_fields(char *out, const unsigned char *path, size_t path
 			*p++ = '"';
 		}
 	}
-	/* the runtime and id come from a fixed set of names and a checked
-	 * character set (pipeline/cgroups.py): plain strings */
-	if (!runtime) {
-		p = PUT(p, ",\"container_runtime\":null,\"container_id\":null");
-	} else {
+	/* present only for a container, like the *_b64 keys: every line pays
+	 * for the bytes it carries. The runtime and id come from a fixed set of
+	 * names and a checked character set (pipeline/cgroups.py). */
+	if (runtime) {
 		p = PUT(p, ",\"container_runtime\":\"");
 		p = put_str(p, (const unsigned char *)runtime, runtime_len, &ok);
 		p = PUT(p, "\",\"container_id\":\"");

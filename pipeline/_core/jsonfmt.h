@@ -31,8 +31,8 @@ size_t ap_format_event_cg(char *out, const struct ap_event *ev, int64_t wall_off
 
 /* The fields naming a cgroup, each starting with a comma: "cgroup" (its
  * path, or null when unknown; "cgroup_b64" beside it when the path is not
- * valid UTF-8), "container_runtime" and "container_id" (null when runtime
- * is NULL). Writes at most AP_CG_FIELDS_MAX(...) bytes; returns how many. */
+ * valid UTF-8), then "container_runtime" and "container_id" unless runtime
+ * is NULL. Writes at most AP_CG_FIELDS_MAX(...) bytes; returns how many. */
 size_t ap_format_cgroup_fields(char *out, const unsigned char *path, size_t path_len,
 			       const char *runtime, size_t runtime_len, const char *cid,
 			       size_t cid_len);

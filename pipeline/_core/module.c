@@ -206,7 +206,7 @@ struct format_ctx {
 
 /* A record that carries no cgroup id (none of the kernel's producers
  * writes 0; the root cgroup is 1) has no cgroup to look up. */
-static const char cg_none[] = ",\"cgroup\":null,\"container_runtime\":null,\"container_id\":null";
+static const char cg_none[] = ",\"cgroup\":null";
 
 /* The drain with the cgroup table: as evq_consume with format_one, but it
  * stops before the first record whose cgroup id the table lacks and leaves
