@@ -25,7 +25,7 @@ static __always_inline void ap_task_comm(char *dst, struct task_struct *task)
 }
 
 /* Fill what every record carries about the current task (task, with id from
- * bpf_get_current_pid_tgid()), comm included.
+ * bpf_get_current_pid_tgid()), comm and cgroup included.
  * Read through the task's BTF pointer with plain loads where the helpers
  * would cost a call each: the uid is the kuid's value, which is the uid as
  * the initial user namespace sees it (what bpf_get_current_uid_gid()
@@ -41,6 +41,10 @@ static __always_inline void ap_fill_task(struct ap_event_head *ev, struct task_s
 	ev->cpu = bpf_get_smp_processor_id();
 	ev->trigger = trigger;
 	ev->ppid = with_ppid ? task->real_parent->tgid : 0;
+	/* the cgroup v2 (default hierarchy) cgroup: userspace maps it to a path
+	 * and a container; on a hybrid or v1-only host it is still the task's
+	 * cgroup in the (maybe unmounted) v2 hierarchy */
+	ev->cgroup_id = bpf_get_current_cgroup_id();
 	ap_task_comm(ev->comm, task);
 }
 

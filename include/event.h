@@ -79,6 +79,7 @@ enum ap_syscall {
 	ap_u32 mnt_ns;     /* mount namespace the path starts in (its inode number) */  \
 	ap_u16 path_len;   /* bytes of path, at the end of path[] */                     \
 	ap_u16 pad0;                                                                     \
+	ap_u64 cgroup_id;  /* cgroup v2 id of the task (its directory's inode number) */ \
 	char comm[AP_COMM_LEN];                                                          \
 	char name[AP_NAME_CAP];
 
@@ -91,8 +92,9 @@ struct ap_event {
 	char path[AP_PATH_CAP]; /* the path is path[AP_PATH_CAP - path_len ..] */
 };
 
-_Static_assert(sizeof(struct ap_event_head) == 80 + AP_NAME_CAP, "ap_event layout");
-_Static_assert(sizeof(struct ap_event) == 80 + AP_NAME_CAP + AP_PATH_CAP, "ap_event layout");
+_Static_assert(sizeof(struct ap_event_head) == 88 + AP_NAME_CAP, "ap_event layout");
+_Static_assert(sizeof(struct ap_event) == 88 + AP_NAME_CAP + AP_PATH_CAP, "ap_event layout");
+_Static_assert(__builtin_offsetof(struct ap_event, cgroup_id) % 8 == 0, "ap_event layout");
 _Static_assert(__builtin_offsetof(struct ap_event, path) == sizeof(struct ap_event_head),
 	       "ap_event layout");
 _Static_assert((AP_PATH_CAP & (AP_PATH_CAP - 1)) == 0 && AP_PATH_CAP > AP_NAME_CAP,

@@ -24,8 +24,11 @@ class ReaderStats:
 
 class Reader:
     def __init__(self, session: Any, sinks: list[Sink], *, batch: int, spin_us: int,
-                 max_events: int = 0) -> None:
+                 max_events: int = 0, cgroups: Any = None) -> None:
         self.session = session
+        # pipeline.cgroups.Cgroups: fills the drain's cgroup table when a drain stops
+        # at a record whose cgroup it lacks
+        self.cgroups = cgroups
         self.sinks = sinks
         self.batch = batch
         self.spin_ns = spin_us * 1000
@@ -77,6 +80,18 @@ class Reader:
             return b"", 0
         data, n = self.session.drain_json(limit, self.wall_offset_ns)
         return data, int(n)
+
+    async def _next_batch(self) -> tuple[bytes, int]:
+        """_drain_once, and when the drain stopped at a record of a cgroup the table lacks
+        (only a short batch can have), that cgroup put in before the next drain."""
+        data, n = self._drain_once()
+        if self.cgroups is not None and n < self._limit():
+            miss = self.session.cgroup_miss()
+            if miss:
+                await self.cgroups.resolve(miss)
+                if not n:
+                    data, n = self._drain_once()
+        return data, n
 
     async def _grace_period(self) -> bool:
         """Announce sleep and wait out a grace period (evq.h, "Doorbell"),
@@ -133,7 +148,7 @@ class Reader:
         while not self.stopping.is_set():
             if self.max_events and self.stats.read >= self.max_events:
                 break
-            data, n = self._drain_once()
+            data, n = await self._next_batch()
             if n:
                 await self._deliver(data, n)
                 self._check_sinks()
@@ -144,7 +159,7 @@ class Reader:
             deadline = time.monotonic_ns() + self.spin_ns
             while not n and time.monotonic_ns() < deadline and not self.stopping.is_set():
                 await asyncio.sleep(0)
-                data, n = self._drain_once()
+                data, n = await self._next_batch()
             if n:
                 await self._deliver(data, n)
                 continue
@@ -160,7 +175,7 @@ class Reader:
                 st = self.session.stats()
                 self.stats.left_in_queue = int(st["queued"])
                 return
-            data, n = self._drain_once()
+            data, n = await self._next_batch()
             if n:
                 await self._deliver(data, n)
                 continue

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .cgroups import Cgroups
 from .config import Config
 from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SINKS_FAILED
 from .kernel import Kernel, check_kernel, ensure_mounts
@@ -91,6 +92,7 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
     started: list[Sink] = []
     kernel: Kernel | None = None
     run_dir: RunDir | None = None
+    cgroups: Cgroups | None = None
     try:
         for s in sinks:
             await s.start()
@@ -103,8 +105,9 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
         pins.clean_stale(log.warning)
         run_dir = pins.make_run_dir()
         kernel.pin(run_dir)
+        cgroups = Cgroups.open(kernel.session)
         reader = Reader(kernel.session, sinks, batch=cfg.batch, spin_us=cfg.spin_us,
-                        max_events=cfg.max_events)
+                        max_events=cfg.max_events, cgroups=cgroups)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, reader.stop)
         if cfg.duration:
@@ -147,6 +150,8 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
                 await s.close()
         if kernel:
             kernel.close()
+        if cgroups:
+            cgroups.close()
         if run_dir:
             problem = run_dir.remove()
             if problem:

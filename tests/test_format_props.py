@@ -31,7 +31,7 @@ PATH_CAP = _core.PATH_CAP  # 512: the record's path field (no NUL)
 COMM_MAX = 15  # TASK_COMM_LEN less its NUL
 KEYS = ["seq", "ts_ns", "wall_ns", "cpu", "pid", "tid", "ppid", "uid", "comm", "trigger",
         "syscall", "ret", "mode", "open_flags", "excl", "truncated", "path_truncated", "mnt_ns",
-        "name", "path"]
+        "cgroup_id", "name", "path"]
 TRIGGERS = ["none", "lsm", "tracepoint", "burst", "bench"]
 SYSCALLS = ["none", "open", "openat", "openat2", "creat", "mknod", "mknodat", "mkdir",
             "mkdirat", "inode_create", "inode_mknod", "inode_mkdir", "getppid"]
@@ -127,21 +127,24 @@ def test_any_name_comm_and_path_come_back_exactly(name: bytes, comm: bytes,
        mode=st.integers(0, U32), ret=st.integers(-(1 << 31), (1 << 31) - 1),
        trigger=st.integers(0, 255), syscall=st.integers(0, 255), flags=st.integers(0, U32),
        open_flags=st.integers(0, U32), path=st.one_of(st.just(b""), paths),
-       mnt_ns=st.integers(0, U32))
+       mnt_ns=st.integers(0, U32), cgroup_id=st.integers(0, U64))
 def test_every_field_of_a_record(name: bytes, comm: bytes, seq: int, ts: int, off: int,
                                  pid: int, tid: int, ppid: int, uid: int, cpu: int, mode: int,
                                  ret: int, trigger: int, syscall: int, flags: int,
-                                 open_flags: int, path: bytes, mnt_ns: int) -> None:
+                                 open_flags: int, path: bytes, mnt_ns: int,
+                                 cgroup_id: int) -> None:
     line = _core.format_event(name, comm, seq=seq, ts_ns=ts, wall_offset_ns=off, pid=pid,
                               tid=tid, ppid=ppid, uid=uid, cpu=cpu, mode=mode, ret=ret,
                               trigger=trigger, syscall=syscall, flags=flags,
-                              open_flags=open_flags, path=path, mnt_ns=mnt_ns)
+                              open_flags=open_flags, path=path, mnt_ns=mnt_ns,
+                              cgroup_id=cgroup_id)
     ev = parse_line(line)
     extra = [k for k in ("name_b64", "path_b64", "comm_b64") if k in ev]
     assert list(ev) == KEYS + extra
     assert (ev["seq"], ev["ts_ns"], ev["wall_ns"], ev["cpu"], ev["pid"], ev["tid"],
-            ev["ppid"], ev["uid"], ev["ret"], ev["mode"], ev["open_flags"], ev["mnt_ns"]) == (
-        seq, ts, ts + off, cpu, pid, tid, ppid, uid, ret, mode, open_flags, mnt_ns)
+            ev["ppid"], ev["uid"], ev["ret"], ev["mode"], ev["open_flags"], ev["mnt_ns"],
+            ev["cgroup_id"]) == (
+        seq, ts, ts + off, cpu, pid, tid, ppid, uid, ret, mode, open_flags, mnt_ns, cgroup_id)
     assert ev["trigger"] == (TRIGGERS[trigger] if trigger < len(TRIGGERS) else "unknown")
     assert ev["syscall"] == (SYSCALLS[syscall] if syscall < len(SYSCALLS) else "unknown")
     assert ev["excl"] is bool(flags & 2) and ev["truncated"] is bool(flags & 1)

@@ -5,7 +5,7 @@
  * bad byte shown as U+FFFD in "name" and, beside it, "name_b64" holding the
  * exact bytes. So: exact bytes = base64-decode(name_b64) when present, else
  * the UTF-8 encoding of name. comm and path get the same treatment
- * (comm_b64, path_b64).
+ * (comm_b64, path_b64), and so does the cgroup's path (cgroup_b64).
  */
 #include "jsonfmt.h"
 
@@ -216,7 +216,45 @@ static size_t bounded_len(const char *s, size_t cap)
 	return z ? (size_t)(z - s) : cap;
 }
 
+size_t ap_format_cgroup_fields(char *out, const unsigned char *path, size_t path_len,
+			       const char *runtime, size_t runtime_len, const char *cid,
+			       size_t cid_len)
+{
+	char *p = out;
+	int ok;
+
+	if (!path) {
+		p = PUT(p, ",\"cgroup\":null");
+	} else {
+		p = PUT(p, ",\"cgroup\":\"");
+		p = put_str(p, path, path_len, &ok);
+		*p++ = '"';
+		if (!ok) {
+			p = PUT(p, ",\"cgroup_b64\":\"");
+			p = put_b64(p, path, path_len);
+			*p++ = '"';
+		}
+	}
+	/* present only for a container, like the *_b64 keys: every line pays
+	 * for the bytes it carries. The runtime and id come from a fixed set of
+	 * names and a checked character set (pipeline/cgroups.py). */
+	if (runtime) {
+		p = PUT(p, ",\"container_runtime\":\"");
+		p = put_str(p, (const unsigned char *)runtime, runtime_len, &ok);
+		p = PUT(p, "\",\"container_id\":\"");
+		p = put_str(p, (const unsigned char *)cid, cid_len, &ok);
+		*p++ = '"';
+	}
+	return (size_t)(p - out);
+}
+
 size_t ap_format_event(char *out, const struct ap_event *ev, int64_t wall_offset_ns)
+{
+	return ap_format_event_cg(out, ev, wall_offset_ns, NULL, 0);
+}
+
+size_t ap_format_event_cg(char *out, const struct ap_event *ev, int64_t wall_offset_ns,
+			  const char *cg_fields, size_t cg_len)
 {
 	/* Copy the fields first: the record stays in a slot producers may reuse
 	 * only after release, but reading each field once keeps lengths and
@@ -270,6 +308,10 @@ size_t ap_format_event(char *out, const struct ap_event *ev, int64_t wall_offset
 	p = put_bool(p, ev->flags & AP_EV_PATH_TRUNCATED);
 	p = PUT(p, ",\"mnt_ns\":");
 	p = put_u64(p, ev->mnt_ns);
+	p = PUT(p, ",\"cgroup_id\":");
+	p = put_u64(p, ev->cgroup_id);
+	if (cg_fields)
+		p = put_lit(p, cg_fields, cg_len);
 	p = PUT(p, ",\"name\":\"");
 	p = put_str(p, name, name_len, &name_ok);
 	p = PUT(p, "\",\"path\":\"");

@@ -13,11 +13,13 @@
 #include <linux/membarrier.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
 
+#include "cgtable.h"
 #include "coreutil.h"
 #include "jsonfmt.h"
 #include "libbpflog.h"
@@ -33,6 +35,12 @@ typedef struct {
 	int open;
 	char *buf; /* formatting buffer, grown to the largest batch asked for */
 	size_t buf_cap;
+	/* cgroup fields (cgtable.h): when cg_on, drain_json stops at a record
+	 * whose cgroup id is not in cg and leaves the id in cg_miss */
+	struct ap_cgtab cg;
+	int cg_on;
+	int draining; /* the GIL is released over cg: no change meanwhile */
+	uint64_t cg_miss;
 } SessionObject;
 
 static int session_ready(SessionObject *self)
@@ -72,6 +80,7 @@ static void Session_dealloc(SessionObject *self)
 	if (self->open)
 		ap_session_close(&self->s);
 	free(self->buf);
+	ap_cg_free(&self->cg);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -195,6 +204,47 @@ struct format_ctx {
 	int64_t wall_off;
 };
 
+/* A record that carries no cgroup id (none of the kernel's producers
+ * writes 0; the root cgroup is 1) has no cgroup to look up. */
+static const char cg_none[] = ",\"cgroup\":null";
+
+/* The drain with the cgroup table: as evq_consume with format_one, but it
+ * stops before the first record whose cgroup id the table lacks and leaves
+ * that id in cg_miss. Consecutive records mostly share a cgroup, so the
+ * last entry found is tried first. */
+static uint64_t drain_cg(SessionObject *self, uint64_t max, struct format_ctx *f)
+{
+	struct evq *q = self->s.q;
+	uint64_t head = q->head, n = 0, last_id = 0;
+	const char *frag = cg_none;
+	size_t frag_len = sizeof(cg_none) - 1;
+	const struct ap_event *rec;
+
+	while (n < max && (rec = evq_peek(q, head)) != NULL) {
+		uint64_t id = rec->cgroup_id;
+
+		if (id != last_id) {
+			const struct ap_cg_entry *e = ap_cg_get(&self->cg, id);
+
+			if (e) {
+				frag = e->frag;
+				frag_len = e->len;
+			} else if (id) {
+				self->cg_miss = id;
+				break;
+			} else {
+				frag = cg_none;
+				frag_len = sizeof(cg_none) - 1;
+			}
+			last_id = id;
+		}
+		f->used += ap_format_event_cg(f->out + f->used, rec, f->wall_off, frag, frag_len);
+		head = evq_ring_consumed(q, head, ++n);
+	}
+	evq_ring_consume_done(q, head, n);
+	return n;
+}
+
 static void format_one(const struct ap_event *ev, void *ctx)
 {
 	struct format_ctx *f = ctx;
@@ -212,30 +262,137 @@ static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
 	unsigned long long max;
 	long long wall_off = 0;
 	struct format_ctx f;
+	size_t line_max;
 	uint64_t n;
 
 	if (!PyArg_ParseTuple(args, "K|L", &max, &wall_off) || !session_ready(self))
 		return NULL;
 	if (max == 0 || max > MAX_BATCH)
 		max = MAX_BATCH;
-	if (self->buf_cap < max * AP_JSON_LINE_MAX) {
-		char *nb = realloc(self->buf, max * AP_JSON_LINE_MAX);
+	line_max = AP_JSON_LINE_MAX + (self->cg_on ? self->cg.longest + sizeof(cg_none) : 0);
+	if (self->buf_cap < max * line_max) {
+		char *nb = realloc(self->buf, max * line_max);
 
 		if (!nb)
 			return PyErr_NoMemory();
 		self->buf = nb;
-		self->buf_cap = max * AP_JSON_LINE_MAX;
+		self->buf_cap = max * line_max;
 	}
 	f.out = self->buf;
 	f.used = 0;
 	f.wall_off = wall_off;
+	self->cg_miss = 0;
+	self->draining = 1;
 	Py_BEGIN_ALLOW_THREADS
-	n = evq_consume(self->s.q, max, format_one, &f);
+	if (self->cg_on)
+		n = drain_cg(self, max, &f);
+	else
+		n = evq_consume(self->s.q, max, format_one, &f);
 	Py_END_ALLOW_THREADS
+	self->draining = 0;
 	PyObject *data = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)f.used);
 	if (!data)
 		return NULL;
 	return Py_BuildValue("(NK)", data, (unsigned long long)n);
+}
+
+static int cg_changeable(SessionObject *self)
+{
+	if (self->draining) {
+		PyErr_SetString(PyExc_RuntimeError, "the cgroup table cannot change during a drain");
+		return 0;
+	}
+	return 1;
+}
+
+/* cgroup_resolve(on): drain_json adds the cgroup fields from the table and
+ * stops at an id the table lacks (cgroup_miss) */
+static PyObject *Session_cgroup_resolve(SessionObject *self, PyObject *args)
+{
+	int on;
+
+	if (!PyArg_ParseTuple(args, "p", &on) || !cg_changeable(self))
+		return NULL;
+	self->cg_on = on;
+	Py_RETURN_NONE;
+}
+
+/* Formats the cgroup fields from Python arguments into a new buffer. */
+static char *cg_fields_from(const char *path, Py_ssize_t path_len, const char *rt,
+			    Py_ssize_t rt_len, const char *cid, Py_ssize_t cid_len, size_t *len)
+{
+	char *buf;
+
+	if (path && (path_len > AP_CG_PATH_MAX || memchr(path, 0, (size_t)path_len))) {
+		ap_raise(EINVAL, "cgroup path must be at most %d bytes without NUL", AP_CG_PATH_MAX);
+		return NULL;
+	}
+	if (!rt != !cid || (rt && (rt_len > 64 || cid_len > 256))) {
+		ap_raise(EINVAL, "%s", "container runtime and id go together (at most 64 and 256 bytes)");
+		return NULL;
+	}
+	buf = malloc(AP_CG_FIELDS_MAX((size_t)path_len, (size_t)rt_len, (size_t)cid_len));
+	if (!buf) {
+		PyErr_NoMemory();
+		return NULL;
+	}
+	*len = ap_format_cgroup_fields(buf, (const unsigned char *)path, (size_t)path_len, rt,
+				       (size_t)rt_len, cid, (size_t)cid_len);
+	return buf;
+}
+
+/* cgroup_set(id, path, runtime=None, container_id=None): the fields for
+ * cgroup id (path None: unknown) */
+static PyObject *Session_cgroup_set(SessionObject *self, PyObject *args)
+{
+	unsigned long long id;
+	const char *path, *rt = NULL, *cid = NULL;
+	Py_ssize_t path_len = 0, rt_len = 0, cid_len = 0;
+	size_t len;
+	char *frag;
+	int ret;
+
+	if (!PyArg_ParseTuple(args, "Kz#|z#z#", &id, &path, &path_len, &rt, &rt_len, &cid,
+			      &cid_len) ||
+	    !cg_changeable(self))
+		return NULL;
+	if (!id)
+		return ap_raise(EINVAL, "%s", "cgroup id 0 names no cgroup");
+	frag = cg_fields_from(path, path_len, rt, rt_len, cid, cid_len, &len);
+	if (!frag)
+		return NULL;
+	ret = ap_cg_put(&self->cg, id, frag, len);
+	free(frag);
+	if (ret)
+		return ap_raise(ret, "%s", "cannot store the cgroup's fields");
+	Py_RETURN_NONE;
+}
+
+static PyObject *Session_cgroup_drop(SessionObject *self, PyObject *args)
+{
+	unsigned long long id;
+
+	if (!PyArg_ParseTuple(args, "K", &id) || !cg_changeable(self))
+		return NULL;
+	return PyBool_FromLong(ap_cg_drop(&self->cg, id));
+}
+
+static PyObject *Session_cgroup_clear(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!cg_changeable(self))
+		return NULL;
+	ap_cg_clear(&self->cg);
+	Py_RETURN_NONE;
+}
+
+static PyObject *Session_cgroup_count(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return PyLong_FromSize_t(self->cg.count);
+}
+
+static PyObject *Session_cgroup_miss(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return PyLong_FromUnsignedLongLong(self->cg_miss);
 }
 
 static void checksum_one(const struct ap_event *ev, void *ctx)
@@ -397,6 +554,16 @@ static PyMethodDef Session_methods[] = {
 	{ "ready", (PyCFunction)Session_ready, METH_NOARGS, "True when a record is ready to drain" },
 	{ "drain_json", (PyCFunction)Session_drain_json, METH_VARARGS,
 	  "drain_json(max_events, wall_offset_ns=0) -> (bytes, count)" },
+	{ "cgroup_resolve", (PyCFunction)Session_cgroup_resolve, METH_VARARGS,
+	  "cgroup_resolve(on): drain_json adds the cgroup table's fields, stops at an unknown id" },
+	{ "cgroup_set", (PyCFunction)Session_cgroup_set, METH_VARARGS,
+	  "cgroup_set(id, path, runtime=None, container_id=None): the fields of a cgroup id" },
+	{ "cgroup_drop", (PyCFunction)Session_cgroup_drop, METH_VARARGS,
+	  "cgroup_drop(id) -> bool: forget an id" },
+	{ "cgroup_clear", (PyCFunction)Session_cgroup_clear, METH_NOARGS, "forget every id" },
+	{ "cgroup_count", (PyCFunction)Session_cgroup_count, METH_NOARGS, "ids in the table" },
+	{ "cgroup_miss", (PyCFunction)Session_cgroup_miss, METH_NOARGS,
+	  "the cgroup id that stopped the last drain_json, 0 when none did" },
 	{ "drain_discard", (PyCFunction)Session_drain_discard, METH_VARARGS,
 	  "drain_discard(max_events) -> (count, checksum)" },
 	{ "stats", (PyCFunction)Session_stats, METH_NOARGS, "queue counters" },
@@ -457,23 +624,29 @@ static PyObject *core_format_event(PyObject *Py_UNUSED(m), PyObject *args, PyObj
 {
 	static char *kwlist[] = { "name", "comm", "seq", "ts_ns", "wall_offset_ns", "pid", "tid",
 				  "ppid", "uid", "cpu", "mode", "ret", "trigger", "syscall",
-				  "flags", "open_flags", "path", "mnt_ns", NULL };
+				  "flags", "open_flags", "path", "mnt_ns", "cgroup_id",
+				  "cgroup_fields", NULL };
 	const char *name, *comm, *path = "";
 	Py_ssize_t name_len, comm_len, path_len = 0;
 	unsigned long long seq = 0, ts = 0;
 	long long wall_off = 0;
 	unsigned int pid = 0, tid = 0, ppid = 0, uid = 0, cpu = 0, mode = 0, flags = 0, oflags = 0;
 	unsigned int mnt_ns = 0;
+	unsigned long long cgroup_id = 0;
+	const char *cgf = NULL;
+	Py_ssize_t cgf_len = 0;
 	int ret = 0;
 	unsigned char trigger = 0, sys_nr = 0;
 	struct ap_event ev;
-	char out[AP_JSON_LINE_MAX];
+	char *out;
 	size_t n;
+	PyObject *res;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#|$KKLIIIIIIibbIIy#I", kwlist, &name,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#|$KKLIIIIIIibbIIy#IKz#", kwlist, &name,
 					 &name_len, &comm, &comm_len, &seq, &ts, &wall_off, &pid,
 					 &tid, &ppid, &uid, &cpu, &mode, &ret, &trigger, &sys_nr,
-					 &flags, &oflags, &path, &path_len, &mnt_ns))
+					 &flags, &oflags, &path, &path_len, &mnt_ns, &cgroup_id, &cgf,
+					 &cgf_len))
 		return NULL;
 	if (name_len < 1 || name_len > AP_NAME_KEEP || memchr(name, 0, (size_t)name_len))
 		return ap_raise(EINVAL, "%s", "name must be 1..255 bytes without NUL");
@@ -496,14 +669,53 @@ static PyObject *core_format_event(PyObject *Py_UNUSED(m), PyObject *args, PyObj
 	ev.flags = flags;
 	ev.open_flags = oflags;
 	ev.mnt_ns = mnt_ns;
+	ev.cgroup_id = cgroup_id;
 	ev.name_len = (ap_u16)name_len;
 	memcpy(ev.name, name, (size_t)name_len);
 	memcpy(ev.comm, comm, (size_t)comm_len);
 	/* as the kernel writes it: at the end of the field */
 	ev.path_len = (ap_u16)path_len;
 	memcpy(ev.path + (AP_PATH_CAP - path_len), path, (size_t)path_len);
-	n = ap_format_event(out, &ev, wall_off);
-	return PyBytes_FromStringAndSize(out, (Py_ssize_t)n);
+	out = malloc(AP_JSON_LINE_MAX + (size_t)cgf_len);
+	if (!out)
+		return PyErr_NoMemory();
+	n = ap_format_event_cg(out, &ev, wall_off, cgf, (size_t)cgf_len);
+	res = PyBytes_FromStringAndSize(out, (Py_ssize_t)n);
+	free(out);
+	return res;
+}
+
+/* format_cgroup(path, runtime=None, container_id=None) -> bytes: the cgroup
+ * fields as cgroup_set stores them, for format_event's cgroup_fields */
+static PyObject *core_format_cgroup(PyObject *Py_UNUSED(m), PyObject *args)
+{
+	const char *path, *rt = NULL, *cid = NULL;
+	Py_ssize_t path_len = 0, rt_len = 0, cid_len = 0;
+	PyObject *res;
+	size_t len;
+	char *frag;
+
+	if (!PyArg_ParseTuple(args, "z#|z#z#", &path, &path_len, &rt, &rt_len, &cid, &cid_len))
+		return NULL;
+	frag = cg_fields_from(path, path_len, rt, rt_len, cid, cid_len, &len);
+	if (!frag)
+		return NULL;
+	res = PyBytes_FromStringAndSize(frag, (Py_ssize_t)len);
+	free(frag);
+	return res;
+}
+
+/* fs_magic(fd) -> int: the magic number of the file system fd is on (fstatfs) */
+static PyObject *core_fs_magic(PyObject *Py_UNUSED(m), PyObject *args)
+{
+	struct statfs st;
+	int fd;
+
+	if (!PyArg_ParseTuple(args, "i", &fd))
+		return NULL;
+	if (fstatfs(fd, &st))
+		return PyErr_SetFromErrno(PyExc_OSError);
+	return PyLong_FromUnsignedLong((unsigned long)st.f_type);
 }
 
 static PyObject *core_libbpf_log(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
@@ -542,9 +754,13 @@ static PyMethodDef core_methods[] = {
 	  "an RCU grace period via membarrier(GLOBAL); False if unsupported" },
 	{ "format_event", (PyCFunction)(void (*)(void))core_format_event, METH_VARARGS | METH_KEYWORDS,
 	  "format_event(name, comm, *, seq=0, ts_ns=0, wall_offset_ns=0, pid=0, tid=0, ppid=0, uid=0, "
-	  "cpu=0, mode=0, ret=0, trigger=0, syscall=0, flags=0, open_flags=0, path=b'', mnt_ns=0) "
-	  "-> bytes: one record "
+	  "cpu=0, mode=0, ret=0, trigger=0, syscall=0, flags=0, open_flags=0, path=b'', mnt_ns=0, "
+	  "cgroup_id=0, cgroup_fields=None) -> bytes: one record "
 	  "through the drain's JSON formatter" },
+	{ "format_cgroup", core_format_cgroup, METH_VARARGS,
+	  "format_cgroup(path, runtime=None, container_id=None) -> bytes: the cgroup fields" },
+	{ "fs_magic", core_fs_magic, METH_VARARGS,
+	  "fs_magic(fd) -> int: the magic number of fd's file system (fstatfs)" },
 	{ "libbpf_log", core_libbpf_log, METH_NOARGS, "libbpf's last messages" },
 	{ "set_verbose", core_set_verbose, METH_VARARGS, "print libbpf debug output" },
 	{ NULL, NULL, 0, NULL },
@@ -573,6 +789,7 @@ PyMODINIT_FUNC PyInit__core(void)
 	PyModule_AddIntConstant(m, "EVENT_SIZE", sizeof(struct ap_event));
 	PyModule_AddIntConstant(m, "NAME_KEEP", AP_NAME_KEEP);
 	PyModule_AddIntConstant(m, "PATH_CAP", AP_PATH_CAP);
+	PyModule_AddIntConstant(m, "CGROUP_PATH_MAX", AP_CG_PATH_MAX);
 	PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH);
 	return m;
 }

@@ -4,7 +4,7 @@
 
 The same load, the same record, the usual BCC way: a RAW_TRACEPOINT_PROBE on
 sys_enter (the tracepoint the project's load program hooks), filtered on
-getppid's syscall number, fills a 848-byte record (the layout of struct ap_event in
+getppid's syscall number, fills a 856-byte record (the layout of struct ap_event in
 include/event.h) in a BPF ring buffer, and a Python callback decodes each
 record with ctypes, encodes it with the json module and writes it as one line
 to a file, as a BCC tool would.
@@ -59,7 +59,7 @@ AP_EV_PATH_TRUNCATED = 0x4
 AP_COMM_LEN = 16
 AP_NAME_CAP = 256
 AP_PATH_CAP = 512
-AP_EVENT_SIZE = 80 + AP_NAME_CAP + AP_PATH_CAP
+AP_EVENT_SIZE = 88 + AP_NAME_CAP + AP_PATH_CAP
 
 
 class Event(ctypes.Structure):
@@ -85,6 +85,7 @@ class Event(ctypes.Structure):
         ("mnt_ns", ctypes.c_uint32),
         ("path_len", ctypes.c_uint16),
         ("pad0", ctypes.c_uint16),
+        ("cgroup_id", ctypes.c_uint64),
         ("comm", ctypes.c_char * AP_COMM_LEN),
         ("name", ctypes.c_char * AP_NAME_CAP),
         ("path", ctypes.c_char * AP_PATH_CAP),  # the path is its last path_len bytes
@@ -181,6 +182,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     ev->mnt_ns = 0;
     ev->path_len = 0;  /* no path: path[] is never read */
     ev->pad0 = 0;
+    ev->cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(ev->comm, sizeof(ev->comm));
     /* Reserved memory is not zeroed: clear the whole name, then "getppid". */
     __builtin_memset(ev->name, 0, sizeof(ev->name));
@@ -393,6 +395,7 @@ def consume(b: Any, out: TextIO, duration: float, ready_file: str | None) -> dic
                 "truncated": bool(flags & AP_EV_TRUNCATED),
                 "path_truncated": bool(flags & AP_EV_PATH_TRUNCATED),
                 "mnt_ns": ev.mnt_ns,
+                "cgroup_id": ev.cgroup_id,
                 "name": name,
                 "path": path,
             }
