@@ -11,7 +11,7 @@
 #include "evq.h"
 
 #define AP_ROOT_MAGIC 0x6170697065617270ULL /* "praepipa" */
-#define AP_ROOT_VERSION 1
+#define AP_ROOT_VERSION 2
 
 /* Kernel-side filters: an event that does not pass is not produced at all
  * (it takes no sequence number). */
@@ -31,8 +31,17 @@ struct ap_root {
 	ap_u64 ready_ns; /* monotonic time the producers were enabled */
 	struct ap_filter filter;
 	struct evq evq;
+	/* The data-structure space (include/ds/space.h: allocator, epochs,
+	 * directory of instances) laid out after the queue's slots, in pages of
+	 * this same arena; what a process attaching through the pins reads to
+	 * find it. ds_pages 0: no space. */
+	ap_u64 ds_first_page;
+	ap_u64 ds_pages;
+	ap_u64 creator_pid;
 };
 
 #define AP_ROOT() ARENA_AT(struct ap_root, ARENA_ROOT_OFFSET)
+
+_Static_assert(sizeof(struct ap_root) <= ARENA_PAGE_SIZE, "the root fits its page");
 
 #endif /* AP_ROOT_H */

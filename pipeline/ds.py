@@ -1,7 +1,10 @@
 """The arena data structures (include/ds) from Python, through pipeline._ds.DsArena.
 
 An `Arena` loads the kernel-side programs (bpf/ds_ops.bpf.c) with an arena of its
-own, or attaches to one another process pinned (`Arena.attach`). `Structure`s are
+own, attaches to one another process pinned (`Arena.attach`: a data-structure arena's
+pins or a running pipeline's), or is the data-structure space of a capture session's
+arena in the session's own process (`Arena.of_session`): one arena holds the event
+queue and the structures, and a process maps one arena. `Structure`s are
 instances in it, operated on in batches: buffers of u64 keys and values in
 (array('Q'), bytes, memoryview, or any sequence of ints), result codes and returned
 keys/values out. One Python call runs a whole batch in C with the GIL released, so
@@ -174,14 +177,22 @@ class Arena:
     """An arena with a data-structure space: owned (loads the programs) or attached to pins."""
 
     def __init__(self, pages: int = 32768, *, pool_pages: int = 4, poison: bool = False,
-                 _pinned: str | None = None) -> None:
+                 _pinned: str | None = None, _session: object | None = None) -> None:
         self._core = _ds.DsArena(pages=pages, pinned=_pinned, pool_pages=pool_pages,
-                                   poison=poison)
+                                   poison=poison, session=_session)
 
     @classmethod
     def attach(cls, pin_dir: str) -> Arena:
-        """Map the arena another process pinned under pin_dir (same address, own contexts)."""
+        """Map the arena another process pinned under pin_dir (same address, own contexts):
+        a data-structure arena's pins, or a running pipeline's run directory."""
         return cls(_pinned=pin_dir)
+
+    @classmethod
+    def of_session(cls, session: object) -> Arena:
+        """The data-structure space of a capture session's arena (pipeline._core.Session),
+        in the session's process: its mapping and kernel programs, no second arena. It
+        closes with the session: after Session.close() every call raises ValueError."""
+        return cls(_session=session)
 
     def create(self, kind: str | int, capacity: int = 0, name: str | None = None) -> Structure:
         addr, type_id = self._core.create(kind, capacity, name)

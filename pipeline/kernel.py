@@ -10,9 +10,13 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import KernelError, PrivilegeError
 from .pins import RunDir
+
+if TYPE_CHECKING:
+    from .ds import Arena
 
 # Capability bits (linux/capability.h).
 CAP_SYS_ADMIN = 21
@@ -110,6 +114,7 @@ class Kernel:
         except _core.CoreError as e:
             raise KernelError(str(e.args[1] if len(e.args) > 1 else e)) from None
         self.pin_path: str | None = None
+        self._arena: Arena | None = None
 
     def attach(self, trigger: str) -> Attached:
         core = self._core
@@ -150,6 +155,21 @@ class Kernel:
         self.pin_path = run.path
         return run.path
 
+    def arena(self) -> Arena:
+        """The data-structure space beside the event queue, in this process (one per
+        session: the sinks, the pool's parent and the run share it)."""
+        if self._arena is None:
+            from .ds import Arena
+
+            try:
+                self._arena = Arena.of_session(self.session)
+            except self._core.CoreError as e:
+                raise KernelError(str(e.args[1] if len(e.args) > 1 else e)) from None
+        return self._arena
+
     def close(self) -> None:
+        if self._arena is not None:
+            self._arena.close()
+            self._arena = None
         with contextlib.suppress(Exception):
             self.session.close()

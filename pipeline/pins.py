@@ -26,10 +26,11 @@ BPF_FS_MAGIC = 0xCAFE4A11
 DEFAULT_ROOT = "/sys/fs/bpf/arena-pipeline"
 RUN_DIR_MODE = 0o700
 
-# What the C extension pins in a run directory: the pipeline's session
-# (session.c) pins "arena" and "burst"; a data-structure arena (ds.c, the
-# stress runner) pins "arena", one "ds_run_NAME" program per structure and
-# "ds_trim" (giving free pages back to the kernel).
+# What the C extension pins in a run directory: a data-structure arena (ds.c,
+# the stress runner) pins "arena", one "ds_run_NAME" program per structure and
+# "ds_trim" (giving free pages back to the kernel); the pipeline's session
+# (session.c) pins the same, since its arena holds a data-structure space
+# beside the event queue, and "burst".
 SESSION_PINS = frozenset({"arena", "burst"})
 DS_PINS = frozenset({"ds_trim"})
 

@@ -14,7 +14,7 @@ import orjson
 
 from .cgroups import Cgroups
 from .config import Config
-from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SINKS_FAILED
+from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SINKS_FAILED, KernelError
 from .kernel import Kernel, check_kernel, ensure_mounts
 from .log import RESULT, get
 from .pins import PinRoot, RunDir
@@ -62,10 +62,26 @@ def final_stats(kernel: Kernel, reader: Reader,
         "queue_high_water": int(st["high_water"]),
         "queue_capacity": int(st["capacity"]),
         "arena_resident_bytes": int(st["arena_resident_bytes"]),
+        "arena": arena_stats(kernel, st),
         "wakeups": int(st["wakeups"]),
         "sleeps": reader.stats.sleeps,
         "batches": reader.stats.batches,
     }
+
+
+def arena_stats(kernel: Kernel, st: dict[str, int]) -> dict[str, int]:
+    """How the one arena's pages are used: the queue (root and slots) and the
+    data-structure space beside it, with its allocator's counters."""
+    out = {"pages": int(st["arena_pages"]), "queue_pages": int(st["arena_queue_pages"]),
+           "ds_pages": int(st["arena_ds_pages"])}
+    try:
+        heap = kernel.arena().heap_stats()
+    except (KernelError, ValueError):
+        return out  # the session is closed or has no space: its share of the figures only
+    for key in ("pages_populated", "pages_in_use", "bytes_in_use", "free_pages", "pool_pages",
+                "pages_returned", "failures"):
+        out[f"ds_{key}"] = int(heap[key])
+    return out
 
 
 def exit_status(reader: Reader) -> int:
@@ -106,6 +122,9 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
         run_dir = pins.make_run_dir()
         kernel.pin(run_dir)
         cgroups = Cgroups.open(kernel.session)
+        arena = kernel.arena()
+        for s in sinks:
+            s.use_arena(arena)
         reader = Reader(kernel.session, sinks, batch=cfg.batch, spin_us=cfg.spin_us,
                         max_events=cfg.max_events, cgroups=cgroups)
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -429,7 +429,7 @@ static PyObject *Session_stats(SessionObject *self, PyObject *Py_UNUSED(ignored)
 	head = arena_atomic_load(&q->head, ARENA_ACQUIRE);
 	tail = arena_atomic_load(&q->tail, ARENA_ACQUIRE);
 	return Py_BuildValue(
-		"{sKsKsKsKsKsKsKsKsKsKsK}",
+		"{sKsKsKsKsKsKsKsKsKsKsKsKsK}",
 		"produced", (unsigned long long)arena_atomic_load(&q->seq, ARENA_ACQUIRE),
 		"consumed", (unsigned long long)head,
 		"queued", (unsigned long long)(tail - head),
@@ -440,6 +440,8 @@ static PyObject *Session_stats(SessionObject *self, PyObject *Py_UNUSED(ignored)
 		"wakeups", (unsigned long long)arena_atomic_load(&q->wakeups, ARENA_RELAXED),
 		"capacity", (unsigned long long)q->capacity,
 		"arena_pages", (unsigned long long)self->s.arena_pages,
+		"arena_queue_pages", (unsigned long long)self->s.queue_pages,
+		"arena_ds_pages", (unsigned long long)(self->s.arena_pages - self->s.ds_first_page),
 		"arena_resident_bytes", (unsigned long long)ap_session_resident_bytes(&self->s));
 }
 
@@ -527,6 +529,24 @@ static PyObject *Session_burst(SessionObject *self, PyObject *args)
 	return run_burst_fd(ap_session_burst_fd(&self->s), total, per_call);
 }
 
+/* ds_share() -> capsule: the data-structure space and programs of this
+ * session's arena, for pipeline._ds.DsArena(session=...) (dsshare.h). Waits
+ * until the ds_ops programs are loaded. */
+static PyObject *Session_ds_share(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	char err[AP_ERR_LEN];
+	int ret;
+
+	if (!session_ready(self))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	ret = ap_session_ds(&self->s, err, sizeof(err));
+	Py_END_ALLOW_THREADS
+	if (ret)
+		return ap_raise(ret, "%s", err);
+	return PyCapsule_New(&self->s.share, AP_DS_SHARE_CAPSULE, NULL);
+}
+
 static PyObject *Session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (self->open)
@@ -575,6 +595,8 @@ static PyMethodDef Session_methods[] = {
 	{ "unpin", (PyCFunction)Session_unpin, METH_NOARGS, "remove the pins" },
 	{ "burst", (PyCFunction)Session_burst, METH_VARARGS,
 	  "burst(total, per_call=4096) -> (published, dropped)" },
+	{ "ds_share", (PyCFunction)Session_ds_share, METH_NOARGS,
+	  "the data-structure space of this arena, for pipeline._ds.DsArena(session=...)" },
 	{ "close", (PyCFunction)Session_close, METH_NOARGS, "unload everything" },
 	{ NULL, NULL, 0, NULL },
 };

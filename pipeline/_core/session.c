@@ -20,8 +20,15 @@
 #include <bpf/libbpf.h>
 
 #include "burst.h"
+#include "dsops.h"
 #include "lsm.skel.h"
 #include "producer.skel.h"
+
+/* Pages a session's data-structure space needs at least: its header, the
+ * kernel CPUs' page pools and room to work. */
+#define AP_SESSION_DS_MIN_PAGES (DS_SPACE_HDR_PAGES + 16)
+/* Pages each kernel CPU keeps in its pool for non-sleepable allocations. */
+#define AP_SESSION_DS_POOL_PAGES 4
 
 /* ---- open: load the producer object, map the arena, lay out the root ---- */
 
@@ -50,6 +57,70 @@ static int map_arena(struct ap_session *s, char *err, size_t errlen)
 	return 0;
 }
 
+/* The space over every page after the queue's slots; the kernel CPUs' page
+ * pools are filled now, from userspace. */
+static int layout_ds(struct ap_session *s, char *err, size_t errlen)
+{
+	int cpus = libbpf_num_possible_cpus();
+	uint64_t npages = s->arena_pages - s->ds_first_page;
+
+	s->sp = ds_space_init(s->ds_first_page, npages, cpus > 0 ? (ap_u32)cpus : 1,
+			      AP_SESSION_DS_POOL_PAGES, 0);
+	if (!s->sp)
+		return ap_fail(err, errlen, EINVAL,
+			    "cannot lay out the data-structure space over pages %llu..%llu of the arena",
+			    (unsigned long long)s->ds_first_page, (unsigned long long)s->arena_pages);
+	s->root->ds_first_page = s->ds_first_page;
+	s->root->ds_pages = npages;
+	s->root->creator_pid = (ap_u64)getpid();
+	s->share.version = AP_DS_SHARE_VERSION;
+	s->share.pages = s->arena_pages;
+	s->share.sp = s->sp;
+	s->share.creator_pid = (uint64_t)getpid();
+	s->share.trim_fd = -1;
+	for (int t = 0; t < DS_TYPES_END; t++)
+		s->share.prog_fd[t] = -1;
+	return 0;
+}
+
+/* The ds_ops programs into the producer's arena map (a thread of its own:
+ * its verification takes about as long as the producer's). */
+static void *load_ds_ops(void *arg)
+{
+	struct ap_session *s = arg;
+
+	s->ds_ret = ap_ds_ops_load_shared(&s->ds, bpf_map__fd(s->prod->maps.arena), s->ds_err,
+					  sizeof(s->ds_err));
+	return NULL;
+}
+
+static void join_ds_loader(struct ap_session *s)
+{
+	if (!s->ds_loading)
+		return;
+	pthread_join(s->ds_loader, NULL);
+	s->ds_loading = 0;
+	if (s->ds_ret || !s->sp)
+		return;
+	for (int t = 0; t < DS_TYPES_END; t++)
+		s->share.prog_fd[t] = ap_ds_ops_prog_fd(s->ds, (uint32_t)t);
+	s->share.trim_fd = bpf_program__fd(s->ds->progs.ds_trim);
+	s->share.kernel_ops = &s->ds->bss->kernel_ops;
+	s->share.kernel_fails = &s->ds->bss->kernel_fails;
+	s->share.kernel_batches = &s->ds->bss->kernel_batches;
+	s->share.alive = 1;
+}
+
+int ap_session_ds(struct ap_session *s, char *err, size_t errlen)
+{
+	join_ds_loader(s);
+	if (s->ds_ret)
+		return ap_fail(err, errlen, s->ds_ret, "%s", s->ds_err);
+	if (!s->share.alive)
+		return ap_fail(err, errlen, ENOENT, "the session has no data-structure space");
+	return 0;
+}
+
 /* The doorbell's records carry nothing: being woken is the message. */
 static int bell_record(void *ctx, void *data, size_t size)
 {
@@ -72,12 +143,20 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 			    (unsigned long long)queue_capacity);
 	slot_pages = pages_for(queue_capacity * sizeof(struct evq_slot));
 	s->queue_pages = 1 + slot_pages;
-	if (arena_pages < 2 + slot_pages)
+	/* page 0 the NULL guard, page 1 the root, the slots, then the space */
+	s->ds_first_page = 2 + slot_pages;
+	if (arena_pages < s->ds_first_page + AP_SESSION_DS_MIN_PAGES)
 		return ap_fail(err, errlen, EINVAL,
-			    "arena of %llu pages is too small for a queue of %llu events (needs %llu): raise --arena-pages or lower --queue-capacity",
+			    "arena of %llu pages is too small for a queue of %llu events and the data-structure space (needs %llu): raise --arena-pages or lower --queue-capacity",
 			    (unsigned long long)arena_pages, (unsigned long long)queue_capacity,
-			    (unsigned long long)(2 + slot_pages));
+			    (unsigned long long)(s->ds_first_page + AP_SESSION_DS_MIN_PAGES));
 	s->arena_pages = arena_pages;
+	/* libbpf maps an arena at its map_extra with MAP_FIXED, which would
+	 * silently replace another arena this process has there */
+	if (ap_arena_base_free(arena_pages))
+		return ap_fail(err, errlen, EBUSY,
+			    "address %#llx is already mapped in this process (a pipeline.ds Arena of its own?): one arena per process; use the session's (pipeline.ds.Arena.of_session)",
+			    (unsigned long long)ARENA_BASE);
 
 	s->prod = producer_bpf__open();
 	if (!s->prod)
@@ -109,6 +188,16 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 		return ret;
 	}
 
+	/* the kernel-side data-structure programs load meanwhile */
+	s->ds_ret = pthread_create(&s->ds_loader, NULL, load_ds_ops, s);
+	if (s->ds_ret) {
+		s->ds_ret = -s->ds_ret;
+		snprintf(s->ds_err, sizeof(s->ds_err), "cannot start loading the ds_ops programs: %s",
+			 strerror(-s->ds_ret));
+	} else {
+		s->ds_loading = 1;
+	}
+
 	/* The root and the slots are written here first, so userspace faults
 	 * their pages in; the kernel side then finds them present. */
 	s->root = (struct ap_root *)(uintptr_t)(ARENA_BASE + ARENA_ROOT_OFFSET);
@@ -118,6 +207,11 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	s->root->arena_pages = arena_pages;
 	s->q = &s->root->evq;
 	evq_init(s->q, slots, queue_capacity);
+	ret = layout_ds(s, err, errlen);
+	if (ret) {
+		ap_session_close(s);
+		return ret;
+	}
 	arena_atomic_store(&s->root->magic, AP_ROOT_MAGIC, ARENA_RELEASE);
 
 	s->bell = ring_buffer__new(bpf_map__fd(s->prod->maps.doorbell), bell_record, NULL, NULL);
@@ -281,6 +375,11 @@ int ap_session_pin(struct ap_session *s, const char *dir, char *err, size_t errl
 
 	if (strlen(dir) >= sizeof(s->pin_dir))
 		return ap_fail(err, errlen, ENAMETOOLONG, "pin directory name too long: %s", dir);
+	/* the data-structure programs are pinned too, under the names a
+	 * DsArena attaches by: wait for them first */
+	ret = ap_session_ds(s, err, errlen);
+	if (ret)
+		return ret;
 	if (mkdir(dir, 0700) && errno != EEXIST)
 		return ap_fail(err, errlen, errno, "cannot create %s: %s", dir, strerror(errno));
 	snprintf(s->pin_dir, sizeof(s->pin_dir), "%s", dir);
@@ -290,6 +389,17 @@ int ap_session_pin(struct ap_session *s, const char *dir, char *err, size_t errl
 	if (!ret) {
 		snprintf(path, sizeof(path), "%s/burst", dir);
 		ret = bpf_program__pin(s->prod->progs.burst, path);
+	}
+#define PIN_DS(id, name)                                                       \
+	if (!ret) {                                                            \
+		snprintf(path, sizeof(path), "%s/ds_run_" #name, dir);         \
+		ret = bpf_program__pin(s->ds->progs.ds_run_##name, path);      \
+	}
+	DS_REGISTRY(PIN_DS)
+#undef PIN_DS
+	if (!ret) {
+		snprintf(path, sizeof(path), "%s/ds_trim", dir);
+		ret = bpf_program__pin(s->ds->progs.ds_trim, path);
 	}
 	if (ret) {
 		ret = -errno;
@@ -310,14 +420,29 @@ void ap_session_unpin(struct ap_session *s)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/burst", s->pin_dir);
 	unlink(path);
+#define UNPIN_DS(id, name)                                                     \
+	snprintf(path, sizeof(path), "%s/ds_run_" #name, s->pin_dir);          \
+	unlink(path);
+	DS_REGISTRY(UNPIN_DS)
+#undef UNPIN_DS
+	snprintf(path, sizeof(path), "%s/ds_trim", s->pin_dir);
+	unlink(path);
 	rmdir(s->pin_dir);
 	s->pinned = 0;
 }
 
 void ap_session_close(struct ap_session *s)
 {
+	join_ds_loader(s);
+	/* a bound DsArena checks this before it touches the arena again */
+	s->share.alive = 0;
 	ap_session_detach(s);
 	ap_session_unpin(s);
+	if (s->ds) {
+		ds_ops_bpf__destroy(s->ds); /* a reused arena: left mapped */
+		s->ds = NULL;
+	}
+	s->sp = NULL;
 	if (s->bell) {
 		ring_buffer__free(s->bell);
 		s->bell = NULL;

@@ -7,7 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include "root.h"
+#include "dsshare.h"
 
 #define AP_ERR_LEN 512
 
@@ -29,11 +32,26 @@ struct ap_session {
 	int active;
 	int pinned;
 	char pin_dir[256];
+	/* The data-structure space beside the queue, and the ds_ops programs
+	 * (ds_run_NAME, ds_trim) loaded into this same arena by a thread of
+	 * their own while the rest of the start-up goes on: ap_session_ds()
+	 * waits for it. */
+	uint64_t ds_first_page;
+	struct ds_space *sp;
+	struct ds_ops_bpf *ds;
+	pthread_t ds_loader;
+	int ds_loading;
+	int ds_ret;
+	char ds_err[AP_ERR_LEN];
+	struct ap_ds_share share;
 };
 
 /* All return 0 or a negative errno, with a one-line message in err. */
 int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_capacity,
 		    char *err, size_t errlen);
+/* Waits for the ds_ops programs; 0 with s->share complete (and alive), or
+ * the load's negative errno with its message in err. */
+int ap_session_ds(struct ap_session *s, char *err, size_t errlen);
 int ap_session_attach_lsm(struct ap_session *s, char *err, size_t errlen);
 int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen);
 int ap_session_attach_getppid(struct ap_session *s, char *err, size_t errlen);

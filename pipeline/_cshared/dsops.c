@@ -33,7 +33,7 @@ int ap_ds_ops_load(struct ds_ops_bpf **out, uint64_t pages, char *err, size_t er
 	*out = NULL;
 	if (ap_arena_base_free(pages))
 		return ap_fail(err, errlen, EBUSY,
-			       "address %#llx is already mapped in this process (a Session's arena?): one arena per process",
+			       "address %#llx is already mapped in this process (a Session's arena?): one arena per process; in a process with a pipeline session use its arena, pipeline.ds.Arena.of_session(session)",
 			       (unsigned long long)ARENA_BASE);
 	skel = ds_ops_bpf__open();
 	if (!skel)
@@ -51,6 +51,31 @@ int ap_ds_ops_load(struct ds_ops_bpf **out, uint64_t pages, char *err, size_t er
 		ds_ops_bpf__destroy(skel);
 		return ap_fail(err, errlen, EFAULT, "the BPF arena is mapped at %p, not at %#llx", base,
 			       (unsigned long long)ARENA_BASE);
+	}
+	*out = skel;
+	return 0;
+}
+
+int ap_ds_ops_load_shared(struct ds_ops_bpf **out, int arena_fd, char *err, size_t errlen)
+{
+	struct ds_ops_bpf *skel;
+	int ret;
+
+	*out = NULL;
+	skel = ds_ops_bpf__open();
+	if (!skel)
+		return ap_fail(err, errlen, errno, "cannot open the ds_ops BPF object: %s", strerror(errno));
+	/* takes the map's size and flags from the fd; libbpf neither creates
+	 * nor maps a reused arena, so destroying this object later leaves the
+	 * owner's mapping alone */
+	ret = bpf_map__reuse_fd(skel->maps.arena, arena_fd);
+	if (!ret)
+		ret = ds_ops_bpf__load(skel);
+	if (ret) {
+		ds_ops_bpf__destroy(skel);
+		return ap_fail(err, errlen, ret,
+			       "loading the ds_ops BPF programs into the session's arena failed (%s)",
+			       strerror(ret < 0 ? -ret : ret));
 	}
 	*out = skel;
 	return 0;

@@ -28,6 +28,12 @@ int ap_arena_base_free(uint64_t pages);
  * 0 with *out set, or a negative errno with a one-line message in err. */
 int ap_ds_ops_load(struct ds_ops_bpf **out, uint64_t pages, char *err, size_t errlen);
 
+/* Opens and loads ds_ops into an arena map another object created and mapped
+ * already (arena_fd: a capture session's), so that its programs work on that
+ * arena. Returns 0 with *out set, or a negative errno with a one-line message
+ * in err. */
+int ap_ds_ops_load_shared(struct ds_ops_bpf **out, int arena_fd, char *err, size_t errlen);
+
 /* The loaded ds_run_NAME program of a registered type, or -1. */
 int ap_ds_ops_prog_fd(struct ds_ops_bpf *skel, uint32_t type);
 

@@ -7,7 +7,10 @@
  * root page and the data-structure space (ds.h). Another process (a pool
  * worker started with 'spawn') opens the pins instead: it maps the same map
  * at the same address, so every pointer in the arena is valid as is, and
- * runs kernel batches through the pinned programs.
+ * runs kernel batches through the pinned programs. The pins may be a capture
+ * session's: its arena holds the event queue and a space beside it (root.h).
+ * In the process that holds a capture session, a DsArena is bound to the
+ * session (dsshare.h): no mapping and no programs of its own, the session's.
  *
  * Every Python thread that operates gets its own struct ds_ctx (its own
  * epoch record and heap slot, ds_user_attach) on first use, kept in a
@@ -38,6 +41,8 @@
 #include "dsops.h"
 #include "runloop.h"
 #include "ds/trim.h"
+#include "dsshare.h"
+#include "root.h"
 
 #define ERR_LEN 512
 /* ops per bpf_prog_test_run_opts call: a long kernel loop is not preempted
@@ -57,8 +62,12 @@ typedef struct {
 	int own_prog_fds;        /* attached: prog_fd[] are ours to close */
 	int trim_fd;             /* ds_trim, -1 when the pins lack it */
 	uint64_t pages;
-	struct ap_ds_root *root;
+	uint64_t creator_pid;
 	struct ds_space *sp;
+	/* bound to a capture session: its share and the session object, whose
+	 * reference keeps the share's memory */
+	struct ap_ds_share *share;
+	PyObject *session;
 	uint64_t gen; /* tells this arena's thread contexts from a closed one's */
 	int open;
 	int pinned;
@@ -77,6 +86,10 @@ static int arena_ready(DsArenaObject *self)
 {
 	if (!self->open) {
 		PyErr_SetString(PyExc_ValueError, "the arena is closed");
+		return 0;
+	}
+	if (self->share && !self->share->alive) {
+		PyErr_SetString(PyExc_ValueError, "the arena is closed: its pipeline session was closed");
 		return 0;
 	}
 	return 1;
@@ -179,6 +192,7 @@ static void unpin_files(const char *dir);
 
 static int open_owner(DsArenaObject *self, uint64_t pages, unsigned int pool_pages, int poison, char *err)
 {
+	struct ap_ds_root *root;
 	unsigned int t;
 	int ret, i;
 
@@ -194,24 +208,50 @@ static int open_owner(DsArenaObject *self, uint64_t pages, unsigned int pool_pag
 	if (!self->sp)
 		return ap_fail(err, ERR_LEN, EINVAL, "cannot lay out a data-structure space over %llu pages",
 			       (unsigned long long)pages);
-	self->root = (struct ap_ds_root *)ARENA_PAGE_ADDR(AP_DS_ROOT_PAGE);
-	self->root->version = 1;
-	self->root->arena_pages = pages;
-	self->root->space_first_page = AP_DS_SPACE_FIRST;
-	self->root->space_pages = pages - AP_DS_SPACE_FIRST;
-	self->root->creator_pid = (uint64_t)getpid();
+	root = (struct ap_ds_root *)ARENA_PAGE_ADDR(AP_DS_ROOT_PAGE);
+	root->version = 1;
+	root->arena_pages = pages;
+	root->space_first_page = AP_DS_SPACE_FIRST;
+	root->space_pages = pages - AP_DS_SPACE_FIRST;
+	root->creator_pid = (uint64_t)getpid();
+	self->creator_pid = root->creator_pid;
 	/* published last: an attacher that sees the magic sees the rest */
-	arena_atomic_store(&self->root->magic, AP_DS_ROOT_MAGIC, ARENA_RELEASE);
+	arena_atomic_store(&root->magic, AP_DS_ROOT_MAGIC, ARENA_RELEASE);
 	self->pages = pages;
 	return 0;
 }
 
 /* ---- attached: map the pinned arena, open the pinned programs ---- */
 
+/* Where the space starts in a mapped arena: a data-structure arena's root
+ * (ds.h) or a capture session's (root.h), whose space follows the queue. */
+static int find_space(DsArenaObject *self, uint64_t *first)
+{
+	const struct ap_ds_root *dr = (const struct ap_ds_root *)ARENA_PAGE_ADDR(AP_DS_ROOT_PAGE);
+	const struct ap_root *pr = (const struct ap_root *)(uintptr_t)(ARENA_BASE + ARENA_ROOT_OFFSET);
+	uint64_t magic = arena_atomic_load(&dr->magic, ARENA_ACQUIRE), npages;
+
+	if (magic == AP_DS_ROOT_MAGIC) {
+		*first = dr->space_first_page;
+		npages = dr->space_pages;
+		self->creator_pid = dr->creator_pid;
+	} else if (magic == AP_ROOT_MAGIC && pr->version >= 2) {
+		*first = pr->ds_first_page;
+		npages = pr->ds_pages;
+		self->creator_pid = pr->creator_pid;
+	} else {
+		return -EINVAL;
+	}
+	if (!npages || *first < AP_DS_SPACE_FIRST || *first > self->pages || npages > self->pages - *first)
+		return -EINVAL;
+	return 0;
+}
+
 static int open_pinned(DsArenaObject *self, const char *dir, char *err)
 {
 	struct bpf_map_info info;
 	__u32 len = sizeof(info);
+	uint64_t first;
 	char path[320];
 	void *p;
 	int ret;
@@ -248,13 +288,12 @@ static int open_pinned(DsArenaObject *self, const char *dir, char *err)
 		return ret;
 	}
 	self->pages = info.max_entries;
-	self->root = (struct ap_ds_root *)ARENA_PAGE_ADDR(AP_DS_ROOT_PAGE);
-	if (arena_atomic_load(&self->root->magic, ARENA_ACQUIRE) != AP_DS_ROOT_MAGIC ||
-	    self->root->space_first_page + self->root->space_pages > self->pages) {
+	ret = find_space(self, &first);
+	if (ret) {
 		snprintf(err, ERR_LEN, "the arena pinned at %s holds no data-structure space", path);
-		return -EINVAL;
+		return ret;
 	}
-	self->sp = ds_space_at_page(self->root->space_first_page);
+	self->sp = ds_space_at_page(first);
 	if (arena_atomic_load(&self->sp->magic, ARENA_ACQUIRE) != DS_SPACE_MAGIC) {
 		snprintf(err, ERR_LEN, "the data-structure space in %s is not laid out", path);
 		return -EINVAL;
@@ -281,10 +320,17 @@ static void release(DsArenaObject *self)
 		unpin_files(self->pin_dir);
 	self->pinned = 0;
 	if (self->open && tls_gen == self->gen) {
-		ds_user_detach(&tls_ctx);
+		/* a closed session's arena is unmapped: nothing to give back */
+		if (!self->share || self->share->alive)
+			ds_user_detach(&tls_ctx);
 		tls_gen = 0;
 	}
-	if (self->skel) {
+	if (self->share) {
+		/* the session's mapping and programs: the session releases them */
+		self->share = NULL;
+		Py_CLEAR(self->session);
+		self->pages = 0;
+	} else if (self->skel) {
 		ds_ops_bpf__destroy(self->skel); /* unmaps the arena */
 		self->skel = NULL;
 	} else if (self->pages && self->map_fd >= 0) {
@@ -306,21 +352,62 @@ static void release(DsArenaObject *self)
 	self->map_fd = -1;
 	self->pages = 0;
 	self->sp = NULL;
-	self->root = NULL;
+	self->creator_pid = 0;
 	self->open = 0;
+}
+
+/* ---- bound: the space of a capture session's arena, in its own process ---- */
+
+static int bind_session(DsArenaObject *self, PyObject *session)
+{
+	PyObject *cap = PyObject_CallMethod(session, "ds_share", NULL);
+	struct ap_ds_share *sh;
+	int i;
+
+	if (!cap)
+		return -1;
+	sh = PyCapsule_GetPointer(cap, AP_DS_SHARE_CAPSULE);
+	Py_DECREF(cap);
+	if (!sh)
+		return -1;
+	if (sh->version != AP_DS_SHARE_VERSION || !sh->alive || !sh->sp) {
+		ap_raise(EINVAL, "%s", "the session offers no data-structure space this module can use (rebuild both modules)");
+		return -1;
+	}
+	self->share = sh;
+	Py_INCREF(session);
+	self->session = session;
+	self->sp = sh->sp;
+	self->pages = sh->pages;
+	self->creator_pid = sh->creator_pid;
+	for (i = 0; i < DS_TYPES_END; i++)
+		self->prog_fd[i] = sh->prog_fd[i];
+	self->trim_fd = sh->trim_fd;
+	self->gen = next_gen++;
+	self->open = 1;
+	mapped_arena = self;
+	return 0;
 }
 
 static int DsArena_init(DsArenaObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = { "pages", "pinned", "pool_pages", "poison", NULL };
+	static char *kwlist[] = { "pages", "pinned", "pool_pages", "poison", "session", NULL };
 	unsigned long long pages = 32768;
+	PyObject *session = NULL;
 	const char *pinned = NULL;
 	unsigned int pool_pages = 4;
 	int poison = 0, ret, i;
 	char err[ERR_LEN] = "";
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|KzIp", kwlist, &pages, &pinned, &pool_pages, &poison))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|KzIpO", kwlist, &pages, &pinned, &pool_pages, &poison,
+					 &session))
 		return -1;
+	if (session == Py_None)
+		session = NULL;
+	if (session && pinned) {
+		ap_raise(EINVAL, "%s", "an arena is bound to a session or attached to pins, not both");
+		return -1;
+	}
 	if (self->open)
 		release(self);
 	self->map_fd = -1;
@@ -332,6 +419,8 @@ static int DsArena_init(DsArenaObject *self, PyObject *args, PyObject *kw)
 			   (unsigned long long)ARENA_BASE);
 		return -1;
 	}
+	if (session)
+		return bind_session(self, session);
 	if (!pinned && (pages < AP_DS_SPACE_FIRST + DS_SPACE_HDR_PAGES + 16 || pages > (1ULL << 20))) {
 		ap_raise(EINVAL, "arena pages must be between %llu and %llu",
 			   (unsigned long long)(AP_DS_SPACE_FIRST + DS_SPACE_HDR_PAGES + 16), 1ULL << 20);
@@ -1160,6 +1249,10 @@ static PyObject *DsArena_kernel_totals(DsArenaObject *self, PyObject *Py_UNUSED(
 {
 	if (!arena_ready(self))
 		return NULL;
+	if (self->share)
+		return Py_BuildValue("{sKsKsK}", "kernel_ops", (unsigned long long)*self->share->kernel_ops,
+				     "kernel_fails", (unsigned long long)*self->share->kernel_fails, "kernel_batches",
+				     (unsigned long long)*self->share->kernel_batches);
 	if (!self->skel)
 		return ap_raise(ENOENT, "kernel totals are kept by the process that loaded the programs");
 	return Py_BuildValue("{sKsKsK}", "kernel_ops", (unsigned long long)self->skel->bss->kernel_ops, "kernel_fails",
@@ -1171,11 +1264,11 @@ static PyObject *DsArena_info(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (!arena_ready(self))
 		return NULL;
-	return Py_BuildValue("{sKsKsKsKsKsO}", "base", (unsigned long long)ARENA_BASE, "pages",
+	return Py_BuildValue("{sKsKsKsKsKsOsO}", "base", (unsigned long long)ARENA_BASE, "pages",
 			     (unsigned long long)self->pages, "space_first_page",
 			     (unsigned long long)self->sp->first_page, "space_pages", (unsigned long long)self->sp->npages,
-			     "creator_pid", (unsigned long long)self->root->creator_pid, "owner",
-			     self->skel ? Py_True : Py_False);
+			     "creator_pid", (unsigned long long)self->creator_pid, "owner",
+			     self->skel ? Py_True : Py_False, "session", self->share ? Py_True : Py_False);
 }
 
 /* ---- pins ---- */
@@ -1205,6 +1298,8 @@ static PyObject *DsArena_pin(DsArenaObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "s", &dir) || !arena_ready(self))
 		return NULL;
+	if (self->share)
+		return ap_raise(EPERM, "%s", "a session's arena is pinned by the session (its run directory holds the data-structure programs too)");
 	if (!self->skel)
 		return ap_raise(EPERM, "only the process that loaded the arena pins it");
 	if (self->pinned)
@@ -1286,7 +1381,7 @@ static PyTypeObject DsArenaType = {
 	.tp_init = (initproc)DsArena_init,
 	.tp_dealloc = (destructor)DsArena_dealloc,
 	.tp_methods = DsArena_methods,
-	.tp_doc = "DsArena(pages=32768, pinned=None, pool_pages=4, poison=False): the data-structure arena",
+	.tp_doc = "DsArena(pages=32768, pinned=None, pool_pages=4, poison=False, session=None): the data-structure arena",
 };
 
 /* ds_meta() -> [dict]: the registry (include/ds/registry.h) */

@@ -199,6 +199,13 @@ class Sink(abc.ABC):
         pick another implementation (jsonl's output "-") overrides it."""
         return cls(**options)
 
+    def use_arena(self, arena: Any) -> None:
+        """The run's data-structure space (a pipeline.ds.Arena in the arena that holds the
+        event queue), given once the kernel side is loaded, before the first batch, and
+        usable until close() returns: a sink may keep structures there and look things up
+        without a system call. Ignored by default."""
+        del arena
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Open or connect; raise SinkError (one line) if the destination is unusable."""
