@@ -25,6 +25,7 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 from .ds import Arena, Op, Result, Structure
+from .pins import check_run_dir
 
 # the worker process's arena, attached once by the initializer
 _ARENA: Arena | None = None
@@ -273,6 +274,14 @@ class Pool:
         self.stop = ctx.Event()
         self._ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                        initializer=_attach, initargs=(pin_dir, self.stop))
+
+    @classmethod
+    def for_run(cls, run_dir: str, workers: int) -> Pool:
+        """Workers on a running pipeline's arena (its queue and its data-structure space):
+        run_dir, the run's pin directory PIN_DIR/<pid>, is checked the way `burst
+        --pin-dir` is (pipeline.pins.check_run_dir: a root-owned 0700 run directory under a
+        safe pin root, holding only this program's pins) before any worker opens it."""
+        return cls(check_run_dir(run_dir, "ds_trim"), workers)
 
     def warm(self, n: int) -> None:
         """Start and attach every worker now, so that run time is not start-up time."""

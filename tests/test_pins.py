@@ -31,6 +31,7 @@ from conftest import (
 )
 from hypothesis import given
 from hypothesis import strategies as hs
+from pipeline.ds import registry
 
 pytestmark = needs_root
 
@@ -251,7 +252,10 @@ def test_stale_clean_up_removes_only_what_a_dead_run_left(pin_root: Path, bpf_sc
     first.proc.kill()  # SIGKILL: its pins stay
     first.wait()
     stale = pin_root / str(first.proc.pid)
-    assert sorted(os.listdir(stale)) == ["arena", "burst"]
+    # the arena (queue and data-structure space), the burst program, and the
+    # data-structure programs a pool worker attaches by
+    assert set(os.listdir(stale)) == {"arena", "burst", "ds_trim",
+                                      *(f"ds_run_{m.name}" for m in registry())}
     staging = bpf_scratch("staging")
     as_nobody("mkdir", "-m", "0777", str(staging))
     d1, d2, d3, d4, d5 = (dead_pid(k) for k in range(1, 6))
@@ -372,7 +376,9 @@ def test_live_runs_finds_a_running_pipeline_by_its_pins(pin_root: Path) -> None:
     try:
         with PinRoot.open(str(pin_root), create=False) as root:
             assert root.live_runs("burst") == [f"{pin_root}/{pl.proc.pid}"]
-            assert root.live_runs("ds_run_hash") == []
+            # its arena holds the data-structure space: it pins the programs too
+            assert root.live_runs("ds_run_hash") == [f"{pin_root}/{pl.proc.pid}"]
+            assert root.live_runs("ds_run_nosuch") == []
     finally:
         assert pl.stop() == 0
     with PinRoot.open(str(pin_root), create=False) as root:
