@@ -195,6 +195,14 @@ for i in range(int(sys.argv[3])):
 """
 
 
+def run_pin_names() -> set[str]:
+    """What a pipeline run pins in its directory: its arena (the queue and the
+    data-structure space), the burst program and the data-structure programs."""
+    from pipeline.ds import registry
+
+    return {"arena", "burst", "ds_trim", *(f"ds_run_{m.name}" for m in registry())}
+
+
 def create_files(work: Path, tag: str, n: int) -> None:
     """n files named TAG-000000 ... in work, created by a child process."""
     subprocess.run([sys.executable, "-c", _CREATOR, str(work), tag, str(n)], check=True)

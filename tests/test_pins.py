@@ -26,12 +26,12 @@ from conftest import (
     assert_one_line,
     needs_root,
     remove_tree,
+    run_pin_names,
     run_pipeline,
     wait_for,
 )
 from hypothesis import given
 from hypothesis import strategies as hs
-from pipeline.ds import registry
 
 pytestmark = needs_root
 
@@ -254,8 +254,7 @@ def test_stale_clean_up_removes_only_what_a_dead_run_left(pin_root: Path, bpf_sc
     stale = pin_root / str(first.proc.pid)
     # the arena (queue and data-structure space), the burst program, and the
     # data-structure programs a pool worker attaches by
-    assert set(os.listdir(stale)) == {"arena", "burst", "ds_trim",
-                                      *(f"ds_run_{m.name}" for m in registry())}
+    assert set(os.listdir(stale)) == run_pin_names()
     staging = bpf_scratch("staging")
     as_nobody("mkdir", "-m", "0777", str(staging))
     d1, d2, d3, d4, d5 = (dead_pid(k) for k in range(1, 6))
