@@ -50,6 +50,7 @@ static int map_arena(struct ap_session *s, char *err, size_t errlen)
 		if (base == MAP_FAILED)
 			return ap_fail(err, errlen, errno, "cannot map the BPF arena at %#llx: %s",
 				    (unsigned long long)ARENA_BASE, strerror(errno));
+		s->mapped_here = 1;
 	}
 	if ((uint64_t)(uintptr_t)base != ARENA_BASE)
 		return ap_fail(err, errlen, EFAULT, "the BPF arena is mapped at %p, not at %#llx",
@@ -83,15 +84,31 @@ static int layout_ds(struct ap_session *s, char *err, size_t errlen)
 	return 0;
 }
 
-/* The ds_ops programs into the producer's arena map (a thread of its own:
- * its verification takes about as long as the producer's). */
+/* The ds_ops programs into the session's arena map (a thread of its own:
+ * their verification takes about as long as the producer's). */
 static void *load_ds_ops(void *arg)
 {
 	struct ap_session *s = arg;
 
-	s->ds_ret = ap_ds_ops_load_shared(&s->ds, bpf_map__fd(s->prod->maps.arena), s->ds_err,
-					  sizeof(s->ds_err));
+	s->ds_ret = ap_ds_ops_load_shared(&s->ds, s->arena_fd, s->ds_err, sizeof(s->ds_err));
 	return NULL;
+}
+
+/* Making the arena map or loading the producer failed (ret: -errno): undo
+ * and say why in the terms the user can act on. */
+static int load_failed(struct ap_session *s, int ret, char *err, size_t errlen)
+{
+	ap_session_close(s);
+	if (ret == -ENOSYS)
+		return ap_fail(err, errlen, ret,
+			    "this kernel has no bpf() system call (CONFIG_BPF_SYSCALL is off, or a seccomp policy blocks it): BPF is unavailable here");
+	if (ret == -EPERM || ret == -EACCES)
+		return ap_fail(err, errlen, ret,
+			    "loading BPF programs was refused (%s): run as root or with CAP_BPF and CAP_PERFMON",
+			    strerror(-ret));
+	return ap_fail(err, errlen, ret,
+		    "loading the BPF programs failed (%s): this kernel needs BPF arena support (Linux >= 6.9, BPF_MAP_TYPE_ARENA)",
+		    strerror(-ret));
 }
 
 static void join_ds_loader(struct ap_session *s)
@@ -138,6 +155,7 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	int ret;
 
 	memset(s, 0, sizeof(*s));
+	s->arena_fd = -1;
 	if (queue_capacity < 2 || (queue_capacity & (queue_capacity - 1)))
 		return ap_fail(err, errlen, EINVAL, "queue capacity %llu is not a power of two >= 2",
 			    (unsigned long long)queue_capacity);
@@ -158,37 +176,17 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 			    "address %#llx is already mapped in this process (a pipeline.ds Arena of its own?): one arena per process; use the session's (pipeline.ds.Arena.of_session)",
 			    (unsigned long long)ARENA_BASE);
 
-	s->prod = producer_bpf__open();
-	if (!s->prod)
-		return ap_fail(err, errlen, errno, "cannot open the BPF object: %s", strerror(errno));
-	bpf_map__set_max_entries(s->prod->maps.arena, (uint32_t)arena_pages);
-	/* the benchmark's load source is attached only when asked for */
-	bpf_program__set_autoattach(s->prod->progs.bench_getppid, false);
-	s->prod->rodata->bench_syscall_nr = SYS_getppid;
-	ret = producer_bpf__load(s->prod);
-	if (ret) {
-		ret = -errno;
-		producer_bpf__destroy(s->prod);
-		s->prod = NULL;
-		if (ret == -ENOSYS)
-			return ap_fail(err, errlen, ret,
-				    "this kernel has no bpf() system call (CONFIG_BPF_SYSCALL is off, or a seccomp policy blocks it): BPF is unavailable here");
-		if (ret == -EPERM || ret == -EACCES)
-			return ap_fail(err, errlen, ret,
-				    "loading BPF programs was refused (%s): run as root or with CAP_BPF and CAP_PERFMON",
-				    strerror(-ret));
-		return ap_fail(err, errlen, ret,
-			    "loading the BPF programs failed (%s): this kernel needs BPF arena support (Linux >= 6.9, BPF_MAP_TYPE_ARENA)",
-			    strerror(-ret));
-	}
-	ret = map_arena(s, err, errlen);
-	if (ret) {
-		producer_bpf__destroy(s->prod);
-		s->prod = NULL;
-		return ret;
-	}
+	/* The arena map is made first, so the producer and the ds_ops programs
+	 * can load into it at the same time (each takes about as long to
+	 * verify): the data-structure programs load on a thread of their own
+	 * while the producer loads and the session lays out the arena. */
+	{
+		LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_MMAPABLE, .map_extra = ARENA_BASE);
 
-	/* the kernel-side data-structure programs load meanwhile */
+		s->arena_fd = bpf_map_create(BPF_MAP_TYPE_ARENA, "arena", 0, 0, (uint32_t)arena_pages, &mo);
+	}
+	if (s->arena_fd < 0)
+		return load_failed(s, -errno, err, errlen);
 	s->ds_ret = pthread_create(&s->ds_loader, NULL, load_ds_ops, s);
 	if (s->ds_ret) {
 		s->ds_ret = -s->ds_ret;
@@ -196,6 +194,26 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 			 strerror(-s->ds_ret));
 	} else {
 		s->ds_loading = 1;
+	}
+
+	s->prod = producer_bpf__open();
+	if (!s->prod) {
+		ret = -errno;
+		ap_session_close(s);
+		return ap_fail(err, errlen, ret, "cannot open the BPF object: %s", strerror(-ret));
+	}
+	/* the benchmark's load source is attached only when asked for */
+	bpf_program__set_autoattach(s->prod->progs.bench_getppid, false);
+	s->prod->rodata->bench_syscall_nr = SYS_getppid;
+	ret = bpf_map__reuse_fd(s->prod->maps.arena, s->arena_fd);
+	if (!ret)
+		ret = producer_bpf__load(s->prod);
+	if (ret)
+		return load_failed(s, -errno, err, errlen);
+	ret = map_arena(s, err, errlen);
+	if (ret) {
+		ap_session_close(s);
+		return ret;
 	}
 
 	/* The root and the slots are written here first, so userspace faults
@@ -450,6 +468,14 @@ void ap_session_close(struct ap_session *s)
 	if (s->prod) {
 		producer_bpf__destroy(s->prod);
 		s->prod = NULL;
+	}
+	if (s->mapped_here) {
+		munmap((void *)ARENA_BASE, s->arena_pages * ARENA_PAGE_SIZE);
+		s->mapped_here = 0;
+	}
+	if (s->arena_fd >= 0) {
+		close(s->arena_fd);
+		s->arena_fd = -1;
 	}
 	s->root = NULL;
 	s->q = NULL;

@@ -27,6 +27,8 @@ struct ap_session {
 	struct ring_buffer *bell;
 	struct ap_root *root;
 	struct evq *q;
+	int arena_fd;    /* the arena map, made here so every object reuses it */
+	int mapped_here; /* mapped by the session, not by libbpf */
 	uint64_t arena_pages;
 	uint64_t queue_pages; /* pages the root and the queue use, from page 1 */
 	int active;
