@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PipelineProc, StartPipeline, needs_root, parse_jsonl
+from conftest import (
+    PipelineProc,
+    StartPipeline,
+    assert_one_line,
+    needs_root,
+    parse_jsonl,
+    remove_tree,
+    run_pipeline,
+)
 
 pytestmark = needs_root
 
@@ -196,3 +205,42 @@ def test_pool_workers_attached_through_the_pins(
     assert sorted(map(tuple, got["others"]["pool"])) == [(k, k) for k in sorted(want)]
     assert got["events"] == got["found"] == 2000
     _check_accounting(final)
+
+
+def test_a_queue_that_leaves_the_space_too_few_pages_is_refused(pin_root: Path) -> None:
+    from pipeline import _core
+
+    # the queue alone fits; the space's header and working pages (25) do not
+    line = assert_one_line(run_pipeline("--trigger", "none", "--arena-pages", "64",
+                                        "--queue-capacity", "256", "--pin-dir", str(pin_root)),
+                           "too small", "data-structure space",
+                           "raise --arena-pages or lower --queue-capacity")
+    slot_pages = -(-256 * (_core.EVENT_SIZE + 8) // 4096)
+    m = re.search(r"needs (\d+)", line)
+    assert m and int(m.group(1)) == 2 + slot_pages + 25, line
+    # exactly that many pages: the run starts, and stops as asked
+    res = run_pipeline("--trigger", "none", "--arena-pages", m.group(1), "--queue-capacity",
+                       "256", "--duration", "0.2", "--pin-dir", str(pin_root))
+    assert res.returncode == 0, res.stderr
+    arena = json.loads(res.stderr.split("pipeline: final ", 1)[1])["arena"]
+    assert (arena["pages"], arena["ds_pages"]) == (int(m.group(1)), 25)
+
+
+def test_pool_refuses_a_run_directory_a_user_planted() -> None:
+    from pipeline.errors import ConfigError
+    from pipeline.pool import Pool
+
+    # /sys/fs/bpf is sticky and world-writable: user nobody makes a look-alike of a run
+    # directory, named by a live pid, with "arena" a link to a file of root's
+    planted = Path(f"/sys/fs/bpf/ap-test-planted-{os.getpid()}-{time.monotonic_ns()}")
+    run = planted / str(os.getpid())
+    try:
+        for cmd in (["mkdir", "-m", "0755", str(planted)], ["mkdir", "-m", "0700", str(run)],
+                    ["ln", "-s", "/etc/shadow", str(run / "arena")]):
+            subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd],
+                           check=True, env={"PATH": os.environ["PATH"]})
+        with pytest.raises(ConfigError, match="owned by uid 65534, not root"):
+            Pool.for_run(str(run), 1)
+        assert os.readlink(run / "arena") == "/etc/shadow"  # left as it was
+    finally:
+        remove_tree(planted)
