@@ -9,6 +9,7 @@
 #include "arena/arena.h"
 #include "event.h"
 #include "evq.h"
+#include "proc.h"
 
 #define AP_ROOT_MAGIC 0x6170697065617270ULL /* "praepipa" */
 #define AP_ROOT_VERSION 2
@@ -38,6 +39,8 @@ struct ap_root {
 	ap_u64 ds_first_page;
 	ap_u64 ds_pages;
 	ap_u64 creator_pid;
+	/* the process table (proc.h), kept by bpf/proctab.bpf.c when attached */
+	struct ap_proc_counts proc;
 };
 
 #define AP_ROOT() ARENA_AT(struct ap_root, ARENA_ROOT_OFFSET)

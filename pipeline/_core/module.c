@@ -529,6 +529,39 @@ static PyObject *Session_burst(SessionObject *self, PyObject *args)
 	return run_burst_fd(ap_session_burst_fd(&self->s), total, per_call);
 }
 
+/* attach_proctab() -> int: the process table's hash instance, kept by the
+ * scheduler's tracepoints from now on (include/proc.h) */
+static PyObject *Session_attach_proctab(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	char err[AP_ERR_LEN];
+	uint64_t table = 0;
+	int ret;
+
+	if (!session_ready(self))
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	ret = ap_session_attach_proctab(&self->s, &table, err, sizeof(err));
+	Py_END_ALLOW_THREADS
+	if (ret)
+		return ap_raise(ret, "%s", err);
+	return PyLong_FromUnsignedLongLong(table);
+}
+
+/* proc_counts() -> dict: what the process table's tracepoints did */
+static PyObject *Session_proc_counts(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	struct ap_proc_counts *p;
+
+	if (!session_ready(self))
+		return NULL;
+	p = &self->s.root->proc;
+	return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "table", (unsigned long long)p->table, "forks",
+			     (unsigned long long)p->forks, "execs", (unsigned long long)p->execs, "exits",
+			     (unsigned long long)p->exits, "nomem", (unsigned long long)p->nomem, "stale",
+			     (unsigned long long)p->stale, "missing", (unsigned long long)p->missing, "busy",
+			     (unsigned long long)p->busy);
+}
+
 /* ds_share() -> capsule: the data-structure space and programs of this
  * session's arena, for pipeline._ds.DsArena(session=...) (dsshare.h). Waits
  * until the ds_ops programs are loaded. */
@@ -595,6 +628,10 @@ static PyMethodDef Session_methods[] = {
 	{ "unpin", (PyCFunction)Session_unpin, METH_NOARGS, "remove the pins" },
 	{ "burst", (PyCFunction)Session_burst, METH_VARARGS,
 	  "burst(total, per_call=4096) -> (published, dropped)" },
+	{ "attach_proctab", (PyCFunction)Session_attach_proctab, METH_NOARGS,
+	  "attach_proctab() -> address of the process table's hash, kept by the kernel from now on" },
+	{ "proc_counts", (PyCFunction)Session_proc_counts, METH_NOARGS,
+	  "what the process table's tracepoints did" },
 	{ "ds_share", (PyCFunction)Session_ds_share, METH_NOARGS,
 	  "the data-structure space of this arena, for pipeline._ds.DsArena(session=...)" },
 	{ "close", (PyCFunction)Session_close, METH_NOARGS, "unload everything" },

@@ -23,6 +23,7 @@
 #include "dsops.h"
 #include "lsm.skel.h"
 #include "producer.skel.h"
+#include "proctab.skel.h"
 
 /* Pages a session's data-structure space needs at least: its header, the
  * kernel CPUs' page pools and room to work. */
@@ -309,6 +310,54 @@ int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen)
 	return 0;
 }
 
+/* Buckets of the process table's hash: a few thousand tasks fit with short chains. */
+#define AP_PROCTAB_BUCKETS 8192
+
+int ap_session_attach_proctab(struct ap_session *s, uint64_t *table, char *err, size_t errlen)
+{
+	struct ds_config cfg = { .capacity = AP_PROCTAB_BUCKETS };
+	struct ds_ctx c;
+	ap_u64 addr;
+	int ret, r = DS_OK;
+
+	if (s->proctab) {
+		*table = s->root->proc.table;
+		return 0;
+	}
+	ret = ap_session_ds(s, err, errlen);
+	if (ret)
+		return ret;
+	if (ds_user_attach(s->sp, &c) != DS_OK)
+		return ap_fail(err, errlen, EAGAIN, "no epoch record is free in the arena's space");
+	addr = ds_create(s->sp, &c, DS_TYPE_hash, &cfg, "proc", &r);
+	ds_user_detach(&c);
+	if (!addr)
+		return ap_fail(err, errlen, r == DS_NOMEM ? ENOMEM : EINVAL,
+			    "cannot create the process table in the arena (%s): raise --arena-pages",
+			    r == DS_NOMEM ? "out of pages" : "bad configuration");
+	s->proctab = proctab_bpf__open();
+	if (!s->proctab)
+		return ap_fail(err, errlen, errno, "cannot open the process-table BPF object: %s",
+			    strerror(errno));
+	ret = bpf_map__reuse_fd(s->proctab->maps.arena, s->arena_fd);
+	if (!ret)
+		ret = proctab_bpf__load(s->proctab);
+	if (!ret) {
+		/* named before the programs can run */
+		arena_atomic_store(&s->root->proc.table, addr, ARENA_RELEASE);
+		ret = proctab_bpf__attach(s->proctab);
+	}
+	if (ret) {
+		ret = -errno;
+		proctab_bpf__destroy(s->proctab);
+		s->proctab = NULL;
+		return ap_fail(err, errlen, ret,
+			    "cannot load or attach the scheduler's process tracepoints (%s)", strerror(-ret));
+	}
+	*table = addr;
+	return 0;
+}
+
 int ap_session_attach_getppid(struct ap_session *s, char *err, size_t errlen)
 {
 	s->prod->links.bench_getppid = bpf_program__attach(s->prod->progs.bench_getppid);
@@ -375,6 +424,10 @@ static void detach_skeleton(struct bpf_object_skeleton *skel)
 
 void ap_session_detach(struct ap_session *s)
 {
+	if (s->proctab) {
+		proctab_bpf__destroy(s->proctab);
+		s->proctab = NULL;
+	}
 	if (s->lsm) {
 		lsm_bpf__destroy(s->lsm);
 		s->lsm = NULL;

@@ -46,6 +46,7 @@ struct ap_session {
 	int ds_ret;
 	char ds_err[AP_ERR_LEN];
 	struct ap_ds_share share;
+	struct proctab_bpf *proctab; /* the process table's tracepoints, when attached */
 };
 
 /* All return 0 or a negative errno, with a one-line message in err. */
@@ -57,6 +58,10 @@ int ap_session_ds(struct ap_session *s, char *err, size_t errlen);
 int ap_session_attach_lsm(struct ap_session *s, char *err, size_t errlen);
 int ap_session_attach_tracepoint(struct ap_session *s, char *err, size_t errlen);
 int ap_session_attach_getppid(struct ap_session *s, char *err, size_t errlen);
+/* The process table (include/proc.h): creates its hash in the space, loads
+ * the scheduler tracepoints into the arena and attaches them. *table gets
+ * the hash instance's address. */
+int ap_session_attach_proctab(struct ap_session *s, uint64_t *table, char *err, size_t errlen);
 void ap_session_set_filter(struct ap_session *s, uint32_t pid, const char *comm,
 			   uint32_t ignore_pid);
 void ap_session_enable(struct ap_session *s, int on);

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The process table's kernel side (include/proc.h): the scheduler's process
+ * tracepoints keep an arena hash of pid -> struct ap_proc current.
+ *   fork: a new entry, from the pools (these programs never sleep: every
+ *         allocation is ARENA_NOSLEEP_ONLY, an empty pool is counted);
+ *   exec: the entry's comm, under its sequence word;
+ *   exit: the key deleted and the entry retired through the epochs, so a
+ *         reader still holding it reads valid memory until it leaves.
+ * The loader makes this object reuse the session's arena map and attaches it
+ * once the root names the table (root->proc.table).
+ */
+#define ARENA_NOSLEEP_ONLY 1
+#include "common.bpf.h"
+#include "arena_map.bpf.h"
+#include "ds/registry.h"
+#include "root.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* The hash operations, each verified once as a global function. */
+__attribute__((noinline)) int ap_proc_insert(struct ds_ctx *c, __u64 ds, __u64 key, __u64 val)
+{
+	if (!c)
+		return DS_INVALID;
+	return ds_hash_insert(c, ARENA_PTR(struct ds_hash, ds), key, val);
+}
+
+__attribute__((noinline)) int ap_proc_delete(struct ds_ctx *c, __u64 ds, __u64 key, __u64 *val)
+{
+	if (!c || !val)
+		return DS_INVALID;
+	return ds_hash_delete(c, ARENA_PTR(struct ds_hash, ds), key, val);
+}
+
+__attribute__((noinline)) int ap_proc_search(struct ds_ctx *c, __u64 ds, __u64 key, __u64 *val)
+{
+	if (!c || !val)
+		return DS_INVALID;
+	return ds_hash_search(c, ARENA_PTR(struct ds_hash, ds), key, val);
+}
+
+/* The table and a context on its space, entered; NULL when there is no
+ * table or the CPU's epoch record is busy (counted). */
+static __always_inline struct ap_root __arena *proc_enter(struct ds_ctx *c)
+{
+	struct ap_root __arena *root = AP_ROOT();
+	struct ds_head __arena *h;
+	__u64 table;
+
+	arena_use_map();
+	if (root->magic != AP_ROOT_MAGIC)
+		return NULL;
+	table = root->proc.table;
+	if (!table)
+		return NULL;
+	h = ARENA_PTR(struct ds_head, table);
+	if (ds_head_check(h, DS_TYPE_hash))
+		return NULL;
+	c->heap = ARENA_PTR(struct arena_heap, h->heap);
+	c->ebr = ARENA_PTR(struct ebr_domain, h->ebr);
+	c->rec = ebr_cpu_record(c->ebr);
+	c->rng = 1;
+	c->flags = ARENA_NOSLEEP;
+	c->side = DS_SIDE_KERNEL;
+	c->held = 0;
+	if (ds_enter(c)) {
+		__sync_fetch_and_add(&root->proc.busy, 1);
+		return NULL;
+	}
+	return root;
+}
+
+static __always_inline void copy_comm(struct ap_proc __arena *e, struct task_struct *t)
+{
+	__u64 __arena *d = (__u64 __arena *)e->comm;
+
+	arena_store_once(&d[0], *(__u64 *)&t->comm[0]);
+	arena_store_once(&d[1], *(__u64 *)&t->comm[8]);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct ap_root __arena *root;
+	struct ap_proc __arena *e;
+	struct ds_ctx c;
+	__u64 old = 0, key = child->pid;
+	int r;
+
+	root = proc_enter(&c);
+	if (!root)
+		return 0;
+	e = (struct ap_proc __arena *)arena_heap_alloc(c.heap, sizeof(struct ap_proc), ARENA_NOSLEEP);
+	if (!e) {
+		__sync_fetch_and_add(&root->proc.nomem, 1);
+		goto out;
+	}
+	arena_store_once(&e->seq, 0);
+	e->pid = child->pid;
+	e->tgid = child->tgid;
+	e->ppid = child->real_parent->tgid;
+	e->flags = 0;
+	e->start_ns = child->start_time;
+	e->uid = child->cred->uid.val;
+	e->euid = child->cred->euid.val;
+	e->gid = child->cred->gid.val;
+	e->mnt_ns = child->nsproxy->mnt_ns->ns.inum;
+	e->pid_ns = child->nsproxy->pid_ns_for_children->ns.inum;
+	/* a child starts in its parent's cgroup */
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->execs = 0;
+	copy_comm(e, child);
+	r = ap_proc_insert(&c, root->proc.table, key, ARENA_ADDR(e));
+	if (r == DS_EXISTS) {
+		/* the pid's last task left no exit behind: its entry goes */
+		__sync_fetch_and_add(&root->proc.stale, 1);
+		if (ap_proc_delete(&c, root->proc.table, key, &old) == DS_OK && old)
+			ds_retire(&c, ARENA_PTR(void, old));
+		r = ap_proc_insert(&c, root->proc.table, key, ARENA_ADDR(e));
+	}
+	if (r == DS_OK) {
+		__sync_fetch_and_add(&root->proc.forks, 1);
+	} else {
+		arena_free(e);
+		__sync_fetch_and_add(&root->proc.nomem, 1);
+	}
+out:
+	ds_exit(&c);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct ap_root __arena *root;
+	struct ap_proc __arena *e;
+	struct ds_ctx c;
+	__u64 addr = 0;
+
+	root = proc_enter(&c);
+	if (!root)
+		return 0;
+	if (ap_proc_search(&c, root->proc.table, p->pid, &addr) != DS_OK || !addr) {
+		__sync_fetch_and_add(&root->proc.missing, 1);
+		goto out;
+	}
+	e = ARENA_PTR(struct ap_proc, addr);
+	/* odd while rewritten; the fetch-and-adds are full barriers */
+	__sync_fetch_and_add(&e->seq, 1);
+	copy_comm(e, p);
+	e->euid = p->cred->euid.val;
+	e->execs += 1;
+	__sync_fetch_and_add(&e->seq, 1);
+	__sync_fetch_and_add(&root->proc.execs, 1);
+out:
+	ds_exit(&c);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(proc_exit, struct task_struct *p)
+{
+	struct ap_root __arena *root;
+	struct ds_ctx c;
+	__u64 addr = 0;
+
+	root = proc_enter(&c);
+	if (!root)
+		return 0;
+	if (ap_proc_delete(&c, root->proc.table, p->pid, &addr) == DS_OK && addr) {
+		ds_retire(&c, ARENA_PTR(void, addr));
+		__sync_fetch_and_add(&root->proc.exits, 1);
+	} else {
+		__sync_fetch_and_add(&root->proc.missing, 1);
+	}
+	ds_exit(&c);
+	return 0;
+}

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The process table: one entry per task (thread or process), in the run's
+ * data-structure space, found through a registered `hash` keyed by the task's
+ * pid (its value is the entry's address). The kernel keeps it current
+ * (bpf/proctab.bpf.c: insert on fork, update on exec, delete on exit with the
+ * entry retired through the epochs); readers in any process that maps the
+ * arena read entries in place.
+ */
+#ifndef AP_PROC_H
+#define AP_PROC_H
+
+#include "arena/arena.h"
+
+#define AP_PROC_COMM_LEN 16
+
+/* entry flags */
+#define AP_PROC_SEEDED 1u /* inserted from /proc at start, not seen forking */
+
+struct ap_proc {
+	/* even while the entry is stable, odd while exec rewrites it: a reader
+	 * copies the entry and keeps the copy if seq was even and unchanged */
+	ap_u64 seq;
+	ap_u32 pid;
+	ap_u32 tgid;
+	ap_u32 ppid; /* the parent process's tgid */
+	ap_u32 flags;
+	ap_u64 start_ns; /* the task's start, CLOCK_MONOTONIC */
+	ap_u32 uid;
+	ap_u32 euid;
+	ap_u32 gid;
+	ap_u32 mnt_ns; /* inode numbers of its namespaces */
+	ap_u64 cgroup_id;
+	ap_u32 pid_ns;
+	ap_u32 execs; /* exec()s seen since the entry was made */
+	char comm[AP_PROC_COMM_LEN];
+};
+
+/* What the kernel side did, in the root (root.h), for statistics. */
+struct ap_proc_counts {
+	ap_u64 table;    /* the hash instance's address, 0: no table */
+	ap_u64 forks;    /* entries inserted */
+	ap_u64 execs;    /* entries updated */
+	ap_u64 exits;    /* entries deleted and retired */
+	ap_u64 nomem;    /* a fork whose entry or node found no memory: not in the table */
+	ap_u64 stale;    /* a fork that found its pid still in the table (an exit missed) */
+	ap_u64 missing;  /* an exec or exit of a task not in the table */
+	ap_u64 busy;     /* the CPU's epoch record was busy: nothing done */
+};
+
+#endif /* AP_PROC_H */
