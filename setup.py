@@ -49,7 +49,8 @@ core = extension("pipeline._core", sources(
     CORE / "cgtable.c",
     SHARED / "coreutil.c", SHARED / "dsops.c"), CORE)
 ds = extension("pipeline._ds", sources(
-    DS / "module.c", DS / "ds.c", DS / "runloop.c", SHARED / "coreutil.c", SHARED / "dsops.c"), DS)
+    DS / "module.c", DS / "ds.c", DS / "runloop.c", DS / "proctab.c", SHARED / "coreutil.c",
+    SHARED / "dsops.c"), DS)
 native = extension("pipeline.bench._native", sources(
     NATIVE / "module.c", NATIVE / "dsbench.c", NATIVE / "transport.c", CORE / "session.c",
     SHARED / "coreutil.c", SHARED / "dsops.c"), NATIVE, CORE)

@@ -42,6 +42,7 @@
 #include "runloop.h"
 #include "ds/trim.h"
 #include "dsshare.h"
+#include "proctab.h"
 #include "root.h"
 
 #define ERR_LEN 512
@@ -1271,6 +1272,77 @@ static PyObject *DsArena_info(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
 			     self->skel ? Py_True : Py_False, "session", self->share ? Py_True : Py_False);
 }
 
+/* ---- the process table (include/proc.h) ---- */
+
+#define PROC_SNAPSHOT_MAX (1ULL << 22)
+
+/* proc_seed(table, entries) -> (inserted, present, nomem): entries are packed
+ * struct ap_proc, each inserted under its pid and flagged as seeded */
+static PyObject *DsArena_proc_seed(DsArenaObject *self, PyObject *args)
+{
+	unsigned long long table;
+	struct ap_proc_seeded st = { 0 };
+	struct ds_ctx *c;
+	Py_buffer b;
+	int busy = 0;
+
+	if (!PyArg_ParseTuple(args, "Ky*", &table, &b))
+		return NULL;
+	if (!arena_ready(self) || check_instance(self, table, DS_TYPE_hash) || !(c = thread_ctx(self))) {
+		PyBuffer_Release(&b);
+		return NULL;
+	}
+	if (b.len % (Py_ssize_t)sizeof(struct ap_proc)) {
+		PyBuffer_Release(&b);
+		return ap_raise(EINVAL, "entries must be whole %zu-byte records", sizeof(struct ap_proc));
+	}
+	Py_BEGIN_ALLOW_THREADS
+	if (ds_enter(c)) {
+		busy = 1;
+	} else {
+		ap_proc_seed(c, table, b.buf, (size_t)b.len / sizeof(struct ap_proc), &st);
+		ds_exit(c);
+	}
+	Py_END_ALLOW_THREADS
+	PyBuffer_Release(&b);
+	if (busy)
+		return ap_raise(EBUSY, "%s", "this thread's epoch record is busy");
+	return Py_BuildValue("(KKK)", (unsigned long long)st.inserted, (unsigned long long)st.present,
+			     (unsigned long long)st.nomem);
+}
+
+/* proc_snapshot(table, cap=65536) -> bytes: the live entries, packed */
+static PyObject *DsArena_proc_snapshot(DsArenaObject *self, PyObject *args)
+{
+	unsigned long long table, cap = 65536;
+	struct ap_proc *out;
+	struct ds_ctx *c;
+	PyObject *res;
+	long n = -1;
+
+	if (!PyArg_ParseTuple(args, "K|K", &table, &cap) || !arena_ready(self) ||
+	    check_instance(self, table, DS_TYPE_hash) || !(c = thread_ctx(self)))
+		return NULL;
+	if (!cap || cap > PROC_SNAPSHOT_MAX)
+		return ap_raise(EINVAL, "cap must be 1 to %llu entries", PROC_SNAPSHOT_MAX);
+	out = malloc(cap * sizeof(*out));
+	if (!out)
+		return PyErr_NoMemory();
+	Py_BEGIN_ALLOW_THREADS
+	if (!ds_enter(c)) {
+		n = ap_proc_snapshot(c, table, out, cap);
+		ds_exit(c);
+	}
+	Py_END_ALLOW_THREADS
+	if (n < 0) {
+		free(out);
+		return ap_raise(EIO, "%s", "cannot walk the process table (epoch record busy, or no memory)");
+	}
+	res = PyBytes_FromStringAndSize((const char *)out, n * (Py_ssize_t)sizeof(*out));
+	free(out);
+	return res;
+}
+
 /* ---- pins ---- */
 
 static void unpin_files(const char *dir)
@@ -1367,6 +1439,10 @@ static PyMethodDef DsArena_methods[] = {
 	  "synchronize(max_tries=100000) -> True once everything retired is freed" },
 	{ "kernel_totals", (PyCFunction)DsArena_kernel_totals, METH_NOARGS, "the kernel programs' counters" },
 	{ "info", (PyCFunction)DsArena_info, METH_NOARGS, "where the arena and the space are" },
+	{ "proc_seed", (PyCFunction)DsArena_proc_seed, METH_VARARGS,
+	  "proc_seed(table, entries) -> (inserted, present, nomem): seed the process table" },
+	{ "proc_snapshot", (PyCFunction)DsArena_proc_snapshot, METH_VARARGS,
+	  "proc_snapshot(table, cap=65536) -> bytes: the live process table's entries" },
 	{ "pin", (PyCFunction)DsArena_pin, METH_VARARGS, "pin(dir): pin the arena and the kernel programs" },
 	{ "unpin", (PyCFunction)DsArena_unpin, METH_NOARGS, "remove the pins" },
 	{ "close", (PyCFunction)DsArena_close, METH_NOARGS, "unmap and unload" },
@@ -1509,6 +1585,8 @@ int ap_ds_add_to_module(PyObject *m)
 	static const struct ap_named consts[] = {
 		{ "DS_BATCH_MAX", DS_BATCH_MAX },
 		{ "DS_ARENA_BASE_PAGES", AP_DS_SPACE_FIRST },
+		{ "PROC_ENTRY_SIZE", sizeof(struct ap_proc) },
+		{ "PROC_SEEDED", AP_PROC_SEEDED },
 	};
 	PyObject *f;
 	size_t i;

@@ -1,0 +1,165 @@
+"""The process table (include/proc.h) from Python: its entries, seeding it from /proc,
+and reading it back.
+
+The kernel keeps the table (bpf/proctab.bpf.c): a hash named "proc" in the run's
+data-structure space, pid -> entry. Tasks that existed before the tracepoints were
+attached are read from /proc and inserted by worker processes attached to the run's
+arena (seed, pool_seed): batched inserts in C, each entry flagged as seeded. A
+snapshot copies every live entry inside an epoch section, each under its sequence
+word, so it is consistent entry by entry.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import _ds
+from .ds import Arena
+
+TABLE = "proc"  # the hash's name in the space
+# struct ap_proc: seq, pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns,
+# cgroup_id, pid_ns, execs, comm
+ENTRY = struct.Struct("<QIIIIQIIIIQII16s")
+assert ENTRY.size == _ds.PROC_ENTRY_SIZE, "include/proc.h and this codec disagree"
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    tgid: int
+    ppid: int
+    flags: int
+    start_ns: int
+    uid: int
+    euid: int
+    gid: int
+    mnt_ns: int
+    cgroup_id: int
+    pid_ns: int
+    execs: int
+    comm: bytes
+
+    @property
+    def seeded(self) -> bool:
+        return bool(self.flags & _ds.PROC_SEEDED)
+
+    def pack(self) -> bytes:
+        return ENTRY.pack(0, self.pid, self.tgid, self.ppid, self.flags, self.start_ns, self.uid,
+                          self.euid, self.gid, self.mnt_ns, self.cgroup_id, self.pid_ns,
+                          self.execs, self.comm)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["comm"] = self.comm.decode("utf-8", "replace")
+        d["seeded"] = self.seeded
+        return d
+
+
+def unpack(raw: bytes) -> list[Proc]:
+    out = []
+    for (_, pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns, cgroup_id, pid_ns, execs,
+         comm) in ENTRY.iter_unpack(raw):
+        out.append(Proc(pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns, cgroup_id,
+                        pid_ns, execs, comm.split(b"\0", 1)[0]))
+    return out
+
+
+def snapshot(arena: Arena, cap: int = 1 << 16) -> list[Proc]:
+    """Every live entry of the arena's process table, by pid."""
+    table = arena.lookup(TABLE)
+    return sorted(unpack(arena._core.proc_snapshot(table.address, cap)), key=lambda p: p.pid)
+
+
+# ---- seeding from /proc ----
+
+def _ns_inode(pid: int, ns: str) -> int:
+    try:
+        return os.stat(f"/proc/{pid}/ns/{ns}").st_ino
+    except OSError:
+        return 0
+
+
+def _cgroup_id(pid: int) -> int:
+    """The task's cgroup v2 id: the inode of its directory under /sys/fs/cgroup."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return os.stat("/sys/fs/cgroup" + line[3:].rstrip("\n")).st_ino
+    except OSError:
+        pass
+    return 0
+
+
+def _status(tid_dir: str) -> dict[str, list[str]]:
+    with open(f"{tid_dir}/status") as f:
+        return {k: v.split() for k, _, v in (line.partition(":") for line in f)}
+
+
+def read_task(pid: int, tid: int) -> Proc | None:
+    """One task as /proc shows it, or None when it is gone (or unreadable)."""
+    d = f"/proc/{pid}/task/{tid}"
+    try:
+        st = _status(d)
+        with open(f"{d}/stat", "rb") as f:
+            stat = f.read()
+        with open(f"{d}/comm", "rb") as f:
+            comm = f.read().rstrip(b"\n")[:15]
+    except (OSError, ValueError):
+        return None
+    # fields after the comm's closing parenthesis: state is field 3, starttime field 22
+    rest = stat[stat.rfind(b")") + 2:].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    start_ns = int(rest[19]) * 1_000_000_000 // ticks
+    return Proc(pid=tid, tgid=int(st["Tgid"][0]), ppid=int(st["PPid"][0]), flags=0,
+                start_ns=start_ns, uid=int(st["Uid"][0]), euid=int(st["Uid"][1]),
+                gid=int(st["Gid"][0]), mnt_ns=_ns_inode(pid, "mnt"), cgroup_id=_cgroup_id(pid),
+                pid_ns=_ns_inode(pid, "pid"), execs=0, comm=comm)
+
+
+def tasks() -> Iterator[tuple[int, int]]:
+    """(pid, tid) of every task /proc lists now."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                tids = os.listdir(f"/proc/{name}/task")
+            except OSError:
+                continue
+            for t in tids:
+                if t.isdigit():
+                    yield int(name), int(t)
+
+
+def seed(arena: Arena, pairs: Iterable[tuple[int, int]]) -> tuple[int, int, int]:
+    """Insert these tasks from /proc, in one C batch: (inserted, present, nomem). A task the
+    kernel has inserted since (it forked after the tracepoints were attached) is left as
+    the kernel wrote it."""
+    found = [p for p in (read_task(pid, tid) for pid, tid in pairs) if p is not None]
+    table = arena.lookup(TABLE)
+    return arena._core.proc_seed(table.address, b"".join(p.pack() for p in found))
+
+
+def seed_chunk(pairs: list[tuple[int, int]]) -> tuple[int, int, int]:
+    """A pool worker's share of the seeding (pipeline.pool: attached to the run's pins)."""
+    from . import pool
+
+    assert pool._ARENA is not None, "worker not attached"
+    return seed(pool._ARENA, pairs)
+
+
+def pool_seed(run_dir: str, workers: int = 2) -> tuple[int, int, int]:
+    """Seed the run's table from /proc with worker processes attached through its pins."""
+    from .pool import Pool
+
+    todo = list(tasks())
+    chunks = [todo[i::workers] for i in range(workers)]
+    totals = [0, 0, 0]
+    with Pool.for_run(run_dir, workers) as p:
+        for f in [p.submit(seed_chunk, c) for c in chunks if c]:
+            for i, v in enumerate(f.result()):
+                totals[i] += v
+    return totals[0], totals[1], totals[2]
