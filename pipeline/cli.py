@@ -48,6 +48,7 @@ COMMANDS: dict[str, Command] = {
                      ".bench.cli"),
     "consume": Command("read the nats sink's stream back as JSON lines on stdout", ".consume"),
     "linearize": Command("check a recorded history for linearizability", ".linearize_cmd"),
+    "ps": Command("print a running pipeline's process table, read from its arena", ".ps_cmd"),
 }
 DEFAULT_COMMAND = "run"
 # Flags of the top-level parser itself; anything else before a command belongs to `run`.

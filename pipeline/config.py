@@ -29,6 +29,7 @@ class Config:
     filter_comm: str = ""
     filter_pid: int = 0
     ignore_self: bool = True  # never report the pipeline's own file creations
+    process_table: bool = False  # keep the process table in the arena (include/proc.h)
     stats: float = 0.0  # seconds between --stats lines on stderr; 0: final only
     queue_capacity: int = 65536  # events; a power of two
     arena_pages: int = 32768  # 4 KiB pages the arena may use

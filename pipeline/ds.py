@@ -316,6 +316,11 @@ class Structure:
                            out=pairs(r["out"]) if r["out"] is not None else [],
                            history=r["history"] or b"")
 
+    def refill(self) -> Result:
+        """Fill the kernel CPUs' page pools of this structure's heap (a sleepable kernel
+        batch): what non-sleepable programs allocate from."""
+        return Result(self.arena._core.refill(self.address, self.meta.id))
+
     def verify(self, *, kernel: bool = False) -> Verify:
         return Verify(*self.arena._core.verify(self.address, self.meta.id, kernel))
 

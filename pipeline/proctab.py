@@ -11,6 +11,7 @@ word, so it is consistent entry by entry.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -72,6 +73,20 @@ def snapshot(arena: Arena, cap: int = 1 << 16) -> list[Proc]:
     """Every live entry of the arena's process table, by pid."""
     table = arena.lookup(TABLE)
     return sorted(unpack(arena._core.proc_snapshot(table.address, cap)), key=lambda p: p.pid)
+
+
+# The tracepoints never sleep, so they allocate from per-CPU page pools that only a
+# sleepable program can fill: a fork burst between two refills that empties a pool is
+# counted (nomem), not waited for.
+REFILL_EVERY = 0.1  # seconds
+
+
+async def keep_pools_filled(arena: Arena, every: float = REFILL_EVERY) -> None:
+    """Refill the kernel CPUs' page pools of the table's heap every `every` seconds."""
+    table = arena.lookup(TABLE)
+    while True:
+        table.refill()
+        await asyncio.sleep(every)
 
 
 # ---- seeding from /proc ----

@@ -54,7 +54,7 @@ def final_stats(kernel: Kernel, reader: Reader,
     }
     if reader.stats.left_in_queue:
         dropped["left_in_queue"] = reader.stats.left_in_queue
-    return {
+    out: dict[str, Any] = {
         "produced": int(st["produced"]),
         "read": reader.stats.read,
         "dropped": dropped,
@@ -67,6 +67,11 @@ def final_stats(kernel: Kernel, reader: Reader,
         "sleeps": reader.stats.sleeps,
         "batches": reader.stats.batches,
     }
+    with contextlib.suppress(ValueError):
+        counts = kernel.session.proc_counts()
+        if counts["table"]:
+            out["process_table"] = {k: v for k, v in counts.items() if k != "table"}
+    return out
 
 
 def arena_stats(kernel: Kernel, st: dict[str, int]) -> dict[str, int]:
@@ -102,6 +107,23 @@ async def _periodic_stats(kernel: Kernel, reader: Reader, every: float) -> None:
         _print_stats("stats", final_stats(kernel, reader))
 
 
+async def _process_table(kernel: Kernel, run_dir: RunDir) -> asyncio.Future[None]:
+    """Attach the process table's tracepoints, then seed it from /proc with a pool of
+    workers attached through the run's pins (tasks that fork from now on are the
+    kernel's). Returns the task that keeps the tracepoints' page pools filled."""
+    from . import _core
+    from .proctab import keep_pools_filled, pool_seed
+
+    try:
+        kernel.session.attach_proctab()
+    except _core.CoreError as e:
+        raise KernelError(str(e.args[1] if len(e.args) > 1 else e)) from None
+    seeded = await asyncio.get_running_loop().run_in_executor(None, pool_seed, run_dir.path)
+    log.info("process table: %d tasks seeded from /proc (%d already in it, %d without memory)",
+             *seeded)
+    return asyncio.ensure_future(keep_pools_filled(kernel.arena()))
+
+
 async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
                metrics: Endpoint | None = None) -> int:
     loop = asyncio.get_running_loop()
@@ -109,6 +131,7 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
     kernel: Kernel | None = None
     run_dir: RunDir | None = None
     cgroups: Cgroups | None = None
+    refiller: asyncio.Future[None] | None = None
     try:
         for s in sinks:
             await s.start()
@@ -125,6 +148,8 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
         arena = kernel.arena()
         for s in sinks:
             s.use_arena(arena)
+        if cfg.process_table:
+            refiller = await _process_table(kernel, run_dir)
         reader = Reader(kernel.session, sinks, batch=cfg.batch, spin_us=cfg.spin_us,
                         max_events=cfg.max_events, cgroups=cgroups)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -148,6 +173,8 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
                         "counted as dropped at the sinks)")
         # stop producing, then take what is already in the queue
         kernel.session.detach()
+        if refiller:
+            refiller.cancel()
         await reader.drain_rest()
         if ticker:
             ticker.cancel()
@@ -162,6 +189,8 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
         log.error("%s", e)
         return EXIT_BAD_INPUT
     finally:
+        if refiller:
+            refiller.cancel()
         if metrics:
             await metrics.close()
         for s in started:

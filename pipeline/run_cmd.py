@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _number(cap, "--filter-pid", "PID", "only this process (in kernel; 0: every process)")
     cap.add_argument("--no-ignore-self", dest="ignore_self", action="store_false",
                      default=None, help="also report files the pipeline itself creates")
+    cap.add_argument("--process-table", action="store_true", default=None,
+                     help="keep a table of every task in the arena (scheduler tracepoints, "
+                          "seeded from /proc); `ps` prints it")
     _number(cap, "--duration", "SECONDS", "stop after this long (0: run until a signal)")
     _number(cap, "--max-events", "N", "stop after N events (0: no limit)")
     sinks = p.add_argument_group("sinks", "every event goes to every sink; a sink's own "
@@ -91,7 +94,7 @@ def make_config(args: argparse.Namespace) -> Config:
         load_file(args.config, cfg)
     for key in ("trigger", "duration", "max_events", "filter_comm", "filter_pid", "ignore_self",
                 "stats", "queue_capacity", "arena_pages", "batch", "spin_us", "pin_dir",
-                "verbose", "metrics", "metrics_bpf_stats", "metrics_linger"):
+                "verbose", "metrics", "metrics_bpf_stats", "metrics_linger", "process_table"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)

@@ -816,6 +816,22 @@ static int kernel_command(DsArenaObject *self, struct ds_batch *b)
 	return 0;
 }
 
+/* refill(ds, type) -> result: fill the kernel CPUs' page pools of ds's heap from
+ * a sleepable kernel batch, for the non-sleepable programs that allocate */
+static PyObject *DsArena_refill(DsArenaObject *self, PyObject *args)
+{
+	unsigned long long ds;
+	unsigned int type;
+	struct ds_batch b;
+
+	if (!PyArg_ParseTuple(args, "KI", &ds, &type) || !arena_ready(self) || check_instance(self, ds, type))
+		return NULL;
+	ap_ds_batch_cmd(&b, ds, type, DS_CMD_REFILL);
+	if (kernel_command(self, &b))
+		return NULL;
+	return PyLong_FromLong(b.status);
+}
+
 /* verify(ds, type, kernel=False) -> (result, count, keysum, valsum, where) */
 static PyObject *DsArena_verify(DsArenaObject *self, PyObject *args, PyObject *kw)
 {
@@ -1439,6 +1455,8 @@ static PyMethodDef DsArena_methods[] = {
 	  "synchronize(max_tries=100000) -> True once everything retired is freed" },
 	{ "kernel_totals", (PyCFunction)DsArena_kernel_totals, METH_NOARGS, "the kernel programs' counters" },
 	{ "info", (PyCFunction)DsArena_info, METH_NOARGS, "where the arena and the space are" },
+	{ "refill", (PyCFunction)DsArena_refill, METH_VARARGS,
+	  "refill(ds, type) -> result: fill the kernel CPUs' page pools (a sleepable kernel batch)" },
 	{ "proc_seed", (PyCFunction)DsArena_proc_seed, METH_VARARGS,
 	  "proc_seed(table, entries) -> (inserted, present, nomem): seed the process table" },
 	{ "proc_snapshot", (PyCFunction)DsArena_proc_snapshot, METH_VARARGS,

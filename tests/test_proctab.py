@@ -1,0 +1,187 @@
+"""The process table: kept by the kernel's scheduler tracepoints in the run's arena,
+seeded from /proc, read back in place (in the session's process, and by `ps` from
+another process through the pins). Real processes throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import StartPipeline, assert_one_line, needs_root, run_pipeline
+
+pytestmark = needs_root
+
+# a three-level tree of exec'd binaries: sh -> sh -> sleep, each waiting for its child
+TREE = "exec sh -c 'sleep 30 & echo $! > \"$0\"; wait' \"$0\""
+
+
+@pytest.fixture
+def table() -> Iterator[tuple[Any, Any]]:
+    from pipeline import _core
+    from pipeline.ds import Arena
+
+    s = _core.Session(arena_pages=8192, queue_capacity=1024)
+    s.attach_proctab()
+    a = Arena.of_session(s)
+    try:
+        yield s, a
+    finally:
+        a.close()
+        s.close()
+
+
+def _procs(a: Any) -> dict[int, Any]:
+    from pipeline import proctab
+
+    return {p.pid: p for p in proctab.snapshot(a)}
+
+
+def _wait_for_pid(path: Path) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        time.sleep(0.02)
+    raise AssertionError("the tree did not start")
+
+
+def test_kernel_keeps_forks_execs_and_exits(table: tuple[Any, Any], tmp_path: Path) -> None:
+    s, a = table
+    leaf_file = tmp_path / "leaf"
+    top = subprocess.Popen(["sh", "-c", TREE, str(leaf_file)])
+    try:
+        leaf = _wait_for_pid(leaf_file)
+        procs = _procs(a)
+        t, leaf_e = procs[top.pid], procs[leaf]
+        mid = leaf_e.ppid
+        # top: forked by us, exec'd sh then exec'd sh again ("exec sh -c ...")
+        assert (t.ppid, t.tgid, t.comm, t.execs, t.seeded) == (os.getpid(), top.pid, b"sh", 2,
+                                                               False)
+        # the exec replaced the process: mid is top itself, and the leaf its child
+        assert mid == top.pid
+        assert (leaf_e.comm, leaf_e.execs, leaf_e.tgid, leaf_e.seeded) == (b"sleep", 1, leaf,
+                                                                            False)
+        assert leaf_e.mnt_ns == os.stat(f"/proc/{leaf}/ns/mnt").st_ino
+        assert leaf_e.pid_ns == os.stat(f"/proc/{leaf}/ns/pid").st_ino
+        assert (leaf_e.uid, leaf_e.euid, leaf_e.gid) == (os.getuid(), os.geteuid(), os.getgid())
+    finally:
+        top.kill()
+        top.wait()
+    os.kill(leaf, 9)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and {top.pid, leaf} & set(_procs(a)):
+        time.sleep(0.05)
+    assert not {top.pid, leaf} & set(_procs(a))
+    c = s.proc_counts()
+    assert c["forks"] >= 2 and c["execs"] >= 3 and c["exits"] >= 2 and c["busy"] == 0
+
+
+def test_seeded_process_and_its_exit(tmp_path: Path) -> None:
+    from pipeline import _core, proctab
+    from pipeline.ds import Arena
+
+    before = subprocess.Popen(["sleep", "30"])  # exists before the table
+    s = _core.Session(arena_pages=8192, queue_capacity=1024)
+    try:
+        s.attach_proctab()
+        a = Arena.of_session(s)
+        inserted, _present, nomem = proctab.seed(a, proctab.tasks())
+        assert inserted > 0 and nomem == 0
+        e = _procs(a)[before.pid]
+        assert e.seeded and (e.ppid, e.comm, e.tgid) == (os.getpid(), b"sleep", before.pid)
+        with open(f"/proc/{before.pid}/cgroup") as f:
+            cg = next(ln for ln in f if ln.startswith("0::"))[3:].strip()
+        assert e.cgroup_id == os.stat("/sys/fs/cgroup" + cg).st_ino
+        # seeding again changes nothing: every live task is there already
+        again = proctab.seed(a, [(before.pid, before.pid)])
+        assert again == (0, 1, 0)
+        exits = s.proc_counts()["exits"]
+        before.kill()
+        before.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and before.pid in _procs(a):
+            time.sleep(0.05)
+        assert before.pid not in _procs(a)
+        assert s.proc_counts()["exits"] > exits
+        a.close()
+    finally:
+        if before.poll() is None:
+            before.kill()
+        s.close()
+
+
+def test_memory_is_reclaimed_over_many_short_lived_processes(table: tuple[Any, Any]) -> None:
+    s, a = table
+    stop = threading.Event()
+
+    def refill() -> None:  # what a run's refill task does
+        t = a.lookup("proc")
+        while not stop.is_set():
+            t.refill()
+            time.sleep(0.02)
+
+    r = threading.Thread(target=refill, daemon=True)
+    r.start()
+    pids = []
+    try:
+        for _ in range(3000):
+            p = subprocess.Popen(["/bin/true"])
+            p.wait()
+            pids.append(p.pid)
+    finally:
+        stop.set()
+        r.join()
+    c = s.proc_counts()
+    assert c["nomem"] == 0 and c["busy"] == 0 and c["forks"] >= 3000 and c["exits"] >= 3000
+    assert not set(pids) & set(_procs(a))
+    # everything the exits retired is freed once the epochs move on
+    assert a.synchronize()
+    ep = a.epoch_stats()
+    assert ep["pending"] == 0 and ep["freed"] == ep["retired"] >= 3000 * 2
+    # the live table is all the heap still holds of the churn: far below its size
+    assert a.heap_stats()["pages_in_use"] < 64
+
+
+def test_ps_reads_a_running_pipelines_table(pipeline_proc: StartPipeline,
+                                            pin_root: Path) -> None:
+    pre = subprocess.Popen(["sleep", "60"])
+    try:
+        pl = pipeline_proc("--trigger", "none", "--process-table", "--pin-dir", str(pin_root))
+        assert any("seeded from /proc" in ln for ln in pl.lines), pl.stderr()
+        late = subprocess.Popen(["sleep", "60"])
+        time.sleep(0.2)
+        run = str(pin_root / str(pl.proc.pid))
+        out = subprocess.run([sys.executable, "-m", "pipeline", "ps", "--pin-dir", run,
+                              "--format", "json"], capture_output=True, text=True, check=True)
+        procs = {p["pid"]: p for p in json.loads(out.stdout)}
+        assert procs[pre.pid]["seeded"] and procs[pre.pid]["comm"] == "sleep"
+        assert not procs[late.pid]["seeded"] and procs[late.pid]["comm"] == "sleep"
+        assert procs[late.pid]["ppid"] == os.getpid() == procs[pre.pid]["ppid"]
+        assert procs[pl.proc.pid]["tgid"] == pl.proc.pid
+        text = subprocess.run([sys.executable, "-m", "pipeline", "ps", "--pin-dir", run],
+                              capture_output=True, text=True, check=True).stdout
+        assert any(ln.split()[0] == str(late.pid) and ln.split()[-1] == "sleep"
+                   for ln in text.splitlines()[1:])
+        late.kill()
+        late.wait()
+        assert pl.stop() == 0
+        final = pl.final()["process_table"]
+        assert final["nomem"] == 0 and final["forks"] >= 1 and final["exits"] >= 1
+    finally:
+        pre.kill()
+        pre.wait()
+
+
+def test_ps_of_a_run_without_a_table_is_one_line(pipeline_proc: StartPipeline,
+                                                 pin_root: Path) -> None:
+    pl = pipeline_proc("--trigger", "none", "--pin-dir", str(pin_root))
+    assert_one_line(run_pipeline("ps", "--pin-dir", str(pin_root / str(pl.proc.pid))),
+                    "keeps no process table", "--process-table")
