@@ -47,6 +47,7 @@ def extension(name: str, srcs: list[str], own: Path, *more_dirs: Path) -> Extens
 core = extension("pipeline._core", sources(
     CORE / "module.c", CORE / "session.c", CORE / "jsonfmt.c", CORE / "libbpflog.c",
     CORE / "cgtable.c",
+    CORE / "procfmt.c",
     SHARED / "coreutil.c", SHARED / "dsops.c"), CORE)
 ds = extension("pipeline._ds", sources(
     DS / "module.c", DS / "ds.c", DS / "runloop.c", DS / "proctab.c", SHARED / "coreutil.c",

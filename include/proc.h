@@ -48,4 +48,31 @@ struct ap_proc_counts {
 	ap_u64 busy;     /* the CPU's epoch record was busy: nothing done */
 };
 
+#if !ARENA_IS_BPF
+#include <string.h>
+
+#include "arena/atomics.h"
+
+/* A copy of the entry at addr when it is stable and still pid's; the caller
+ * is inside an epoch section, so the memory is not freed meanwhile. Returns
+ * 1 with *dst filled, 0 when the entry changed hands or kept changing. */
+static inline int ap_proc_read(ap_u64 addr, ap_u64 pid, struct ap_proc *dst)
+{
+	const struct ap_proc *e = (const struct ap_proc *)addr;
+	int tries;
+
+	for (tries = 0; tries < 64; tries++) {
+		ap_u64 s0 = arena_atomic_load(&e->seq, ARENA_ACQUIRE);
+
+		if (s0 & 1)
+			continue;
+		memcpy(dst, e, sizeof(*dst));
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (arena_atomic_load(&e->seq, ARENA_RELAXED) == s0)
+			return dst->pid == pid;
+	}
+	return 0;
+}
+#endif
+
 #endif /* AP_PROC_H */

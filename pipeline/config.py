@@ -30,6 +30,7 @@ class Config:
     filter_pid: int = 0
     ignore_self: bool = True  # never report the pipeline's own file creations
     process_table: bool = False  # keep the process table in the arena (include/proc.h)
+    ancestors: int = 0  # levels of ancestors each event lists from the table; 0: no context
     stats: float = 0.0  # seconds between --stats lines on stderr; 0: final only
     queue_capacity: int = 65536  # events; a power of two
     arena_pages: int = 32768  # 4 KiB pages the arena may use
@@ -59,6 +60,9 @@ class Config:
                 raise ConfigError(f"{key} {problem}, not {shown(value)}; fix {flag} or {key} in "
                                   "the config file")
         _check_text("filter_comm", self.filter_comm)
+        if self.ancestors and not self.process_table:
+            raise ConfigError("ancestors needs the process table: add --process-table (or "
+                              "process_table = true), or leave ancestors at 0")
         if len(self.filter_comm.encode()) > 15:
             raise ConfigError(f"filter_comm {shown(self.filter_comm)} is longer than 15 bytes, "
                               "the kernel's comm length")

@@ -96,6 +96,7 @@ PIPELINE: dict[str, Range] = {
     "batch": Range(int, 1, 65536, "events"),
     "spin_us": Range(int, 0, 1_000_000, "microseconds"),
     "metrics_linger": Range(float, 0, 3600, "seconds"),
+    "ancestors": Range(int, 0, 64, "levels"),
 }
 
 # ---- the built-in sinks' options (used as their Option checks) ----

@@ -150,6 +150,8 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
             s.use_arena(arena)
         if cfg.process_table:
             refiller = await _process_table(kernel, run_dir)
+            if cfg.ancestors:
+                kernel.session.set_ancestors(cfg.ancestors)
         reader = Reader(kernel.session, sinks, batch=cfg.batch, spin_us=cfg.spin_us,
                         max_events=cfg.max_events, cgroups=cgroups)
         for sig in (signal.SIGINT, signal.SIGTERM):

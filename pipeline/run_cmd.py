@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cap.add_argument("--process-table", action="store_true", default=None,
                      help="keep a table of every task in the arena (scheduler tracepoints, "
                           "seeded from /proc); `ps` prints it")
+    _number(cap, "--ancestors", "N", "with --process-table: each event says whether the table "
+            "knows its task, its parent's comm, and its ancestors up to N levels (0: none of it)")
     _number(cap, "--duration", "SECONDS", "stop after this long (0: run until a signal)")
     _number(cap, "--max-events", "N", "stop after N events (0: no limit)")
     sinks = p.add_argument_group("sinks", "every event goes to every sink; a sink's own "
@@ -94,7 +96,8 @@ def make_config(args: argparse.Namespace) -> Config:
         load_file(args.config, cfg)
     for key in ("trigger", "duration", "max_events", "filter_comm", "filter_pid", "ignore_self",
                 "stats", "queue_capacity", "arena_pages", "batch", "spin_us", "pin_dir",
-                "verbose", "metrics", "metrics_bpf_stats", "metrics_linger", "process_table"):
+                "verbose", "metrics", "metrics_bpf_stats", "metrics_linger", "process_table",
+                "ancestors"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)

@@ -185,3 +185,100 @@ def test_ps_of_a_run_without_a_table_is_one_line(pipeline_proc: StartPipeline,
     pl = pipeline_proc("--trigger", "none", "--pin-dir", str(pin_root))
     assert_one_line(run_pipeline("ps", "--pin-dir", str(pin_root / str(pl.proc.pid))),
                     "keeps no process table", "--process-table")
+
+
+# a process that names itself, creates a file, and stays until told to go
+_CREATOR = r"""
+import os, sys
+with open("/proc/self/comm", "w") as f:
+    f.write("apanc")
+os.close(os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o600))
+sys.stdin.read()
+"""
+
+
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().rstrip("\n")
+
+
+def _chain(pid: int) -> list[int]:
+    """pid's ancestors as /proc shows them, up to pid 1."""
+    out = []
+    while pid:
+        out.append(pid)
+        if pid == 1:
+            break
+        with open(f"/proc/{pid}/status") as f:
+            pid = int(next(ln for ln in f if ln.startswith("PPid:")).split()[1])
+    return out
+
+
+@pytest.mark.parametrize("depth", [3, 64])
+def test_events_carry_their_process_context(depth: int, tmp_path: Path) -> None:
+    from pipeline import _core, proctab
+    from pipeline.ds import Arena
+
+    s = _core.Session(arena_pages=8192, queue_capacity=1024)
+    try:
+        s.attach_proctab()
+        a = Arena.of_session(s)
+        proctab.seed(a, proctab.tasks())  # this process and its ancestors
+        s.set_ancestors(depth)
+        s.set_filter(comm="apanc")
+        s.attach("tracepoint")
+        s.enable(True)
+        target = tmp_path / "f"
+        sh = subprocess.Popen(["sh", "-c", '"$0" -c "$1" "$2"; true', sys.executable, _CREATOR,
+                               str(target)], stdin=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while not target.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)
+            data, n = s.drain_json(100)  # while the creator and its shell still run
+        finally:
+            assert sh.stdin is not None
+            sh.stdin.close()
+            sh.wait()
+        a.close()
+    finally:
+        s.close()
+    (ev,) = [json.loads(ln) for ln in data.splitlines()]
+    assert n == 1 and ev["comm"] == "apanc" and ev["ppid"] == sh.pid
+    assert (ev["proc"], ev["parent_comm"]) == ("known", "sh")
+    # the shell, this process, its parent...: as /proc shows them, ending at pid 1
+    want = [{"pid": p, "comm": "sh" if p == sh.pid else _comm(p)}
+            for p in [sh.pid, *_chain(os.getpid())]][:depth]
+    assert ev["ancestors"] == want
+    if depth == 64:  # deeper than the tree: the list ends at pid 1
+        assert ev["ancestors"][-1]["pid"] == 1
+
+
+def test_context_of_a_task_gone_before_the_drain_is_missing(tmp_path: Path) -> None:
+    from pipeline import _core
+
+    s = _core.Session(arena_pages=8192, queue_capacity=1024)
+    try:
+        s.attach_proctab()
+        s.set_ancestors(4)
+        s.set_filter(comm="apanc")
+        s.attach("tracepoint")
+        s.enable(True)
+        sh = subprocess.Popen(["sh", "-c", '"$0" -c "$1" "$2"; true', sys.executable, _CREATOR,
+                               str(tmp_path / "f")], stdin=subprocess.DEVNULL)
+        sh.wait()  # both gone: their exits took them out of the table
+        exits = s.proc_counts()["exits"]
+        data, _ = s.drain_json(100)
+    finally:
+        s.close()
+    (ev,) = [json.loads(ln) for ln in data.splitlines()]
+    # never guessed: the task and its parent are marked, nothing else is said
+    assert ev["proc"] == "missing" and "parent_comm" not in ev
+    assert ev["ancestors"] == [{"pid": sh.pid, "missing": True}]
+    assert exits >= 2
+
+
+def test_ancestors_need_the_process_table() -> None:
+    assert_one_line(run_pipeline("--ancestors", "2", "--trigger", "none"),
+                    "ancestors needs the process table", "--process-table")

@@ -132,6 +132,13 @@ static inline size_t utf8_seq_len(const unsigned char *s, size_t n)
 
 static const char hexdigits[] = "0123456789abcdef";
 
+static char *put_str(char *p, const unsigned char *s, size_t n, int *valid);
+
+char *ap_json_put_str(char *p, const unsigned char *s, size_t n, int *valid)
+{
+	return put_str(p, s, n, valid);
+}
+
 /* A JSON string body; returns the end, sets *valid to 0 on bad UTF-8. */
 static char *put_str(char *p, const unsigned char *s, size_t n, int *valid)
 {

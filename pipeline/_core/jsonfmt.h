@@ -37,6 +37,11 @@ size_t ap_format_cgroup_fields(char *out, const unsigned char *path, size_t path
 			       const char *runtime, size_t runtime_len, const char *cid,
 			       size_t cid_len);
 
+/* The body of a JSON string for n bytes (the record's rules: valid UTF-8 as
+ * is, control characters escaped, each bad byte as U+FFFD with *valid set to
+ * 0); at most 6 bytes out per byte in. Returns the end. */
+char *ap_json_put_str(char *p, const unsigned char *s, size_t n, int *valid);
+
 const char *ap_trigger_name(unsigned trigger);
 const char *ap_syscall_name(unsigned syscall);
 

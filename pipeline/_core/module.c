@@ -23,6 +23,7 @@
 #include "coreutil.h"
 #include "jsonfmt.h"
 #include "libbpflog.h"
+#include "procfmt.h"
 #include "session.h"
 
 /* Batches are bounded so one drain call never holds the loop for long. */
@@ -41,7 +42,16 @@ typedef struct {
 	int cg_on;
 	int draining; /* the GIL is released over cg: no change meanwhile */
 	uint64_t cg_miss;
+	struct ap_procfmt pf; /* each event's process context, when asked for */
 } SessionObject;
+
+/* Before the session unmaps the arena: the drain's epoch record goes back. */
+static void procfmt_release(SessionObject *self)
+{
+	if (self->pf.attached && self->open)
+		ds_user_detach(&self->pf.c);
+	memset(&self->pf, 0, sizeof(self->pf));
+}
 
 static int session_ready(SessionObject *self)
 {
@@ -61,6 +71,7 @@ static int Session_init(SessionObject *self, PyObject *args, PyObject *kw)
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|KK", kwlist, &pages, &cap))
 		return -1;
+	procfmt_release(self);
 	if (self->open)
 		ap_session_close(&self->s);
 	self->open = 0;
@@ -77,6 +88,7 @@ static int Session_init(SessionObject *self, PyObject *args, PyObject *kw)
 
 static void Session_dealloc(SessionObject *self)
 {
+	procfmt_release(self);
 	if (self->open)
 		ap_session_close(&self->s);
 	free(self->buf);
@@ -202,7 +214,20 @@ struct format_ctx {
 	char *out;
 	size_t used;
 	int64_t wall_off;
+	struct ap_procfmt *pf; /* add the process context, or NULL */
 };
+
+/* The record of n bytes just written at f->used, with the process context
+ * (procfmt.h) before its closing "}\n" when asked for; returns its length. */
+static size_t with_context(struct format_ctx *f, size_t n, const struct ap_event *ev)
+{
+	if (!f->pf)
+		return n;
+	n -= 2;
+	n += ap_procfmt_fields(f->pf, f->out + f->used + n, ev);
+	memcpy(f->out + f->used + n, "}\n", 2);
+	return n + 2;
+}
 
 /* A record that carries no cgroup id (none of the kernel's producers
  * writes 0; the root cgroup is 1) has no cgroup to look up. */
@@ -238,7 +263,8 @@ static uint64_t drain_cg(SessionObject *self, uint64_t max, struct format_ctx *f
 			}
 			last_id = id;
 		}
-		f->used += ap_format_event_cg(f->out + f->used, rec, f->wall_off, frag, frag_len);
+		f->used += with_context(f, ap_format_event_cg(f->out + f->used, rec, f->wall_off, frag,
+								 frag_len), rec);
 		head = evq_ring_consumed(q, head, ++n);
 	}
 	evq_ring_consume_done(q, head, n);
@@ -249,7 +275,7 @@ static void format_one(const struct ap_event *ev, void *ctx)
 {
 	struct format_ctx *f = ctx;
 
-	f->used += ap_format_event(f->out + f->used, ev, f->wall_off);
+	f->used += with_context(f, ap_format_event(f->out + f->used, ev, f->wall_off), ev);
 }
 
 /*
@@ -269,7 +295,8 @@ static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
 		return NULL;
 	if (max == 0 || max > MAX_BATCH)
 		max = MAX_BATCH;
-	line_max = AP_JSON_LINE_MAX + (self->cg_on ? self->cg.longest + sizeof(cg_none) : 0);
+	line_max = AP_JSON_LINE_MAX + (self->cg_on ? self->cg.longest + sizeof(cg_none) : 0) +
+		   (self->pf.table ? AP_PROCFMT_MAX : 0);
 	if (self->buf_cap < max * line_max) {
 		char *nb = realloc(self->buf, max * line_max);
 
@@ -281,13 +308,19 @@ static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
 	f.out = self->buf;
 	f.used = 0;
 	f.wall_off = wall_off;
+	f.pf = NULL;
 	self->cg_miss = 0;
 	self->draining = 1;
 	Py_BEGIN_ALLOW_THREADS
+	/* one epoch section for the batch: no table entry it reads is freed meanwhile */
+	if (self->pf.table && ap_procfmt_begin(&self->pf) == 0)
+		f.pf = &self->pf;
 	if (self->cg_on)
 		n = drain_cg(self, max, &f);
 	else
 		n = evq_consume(self->s.q, max, format_one, &f);
+	if (f.pf)
+		ap_procfmt_end(&self->pf);
 	Py_END_ALLOW_THREADS
 	self->draining = 0;
 	PyObject *data = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)f.used);
@@ -562,6 +595,29 @@ static PyObject *Session_proc_counts(SessionObject *self, PyObject *Py_UNUSED(ig
 			     (unsigned long long)p->busy);
 }
 
+/* set_ancestors(depth): from now on every drained event carries its process
+ * context from the process table (attach_proctab first): "proc", "parent_comm",
+ * "ancestors" up to depth levels */
+static PyObject *Session_set_ancestors(SessionObject *self, PyObject *args)
+{
+	unsigned int depth;
+
+	if (!PyArg_ParseTuple(args, "I", &depth) || !session_ready(self))
+		return NULL;
+	if (depth > AP_ANCESTORS_MAX)
+		return ap_raise(EINVAL, "ancestors must be 0 to %d levels", AP_ANCESTORS_MAX);
+	if (!self->s.root->proc.table)
+		return ap_raise(ENOENT, "%s", "the session keeps no process table: attach_proctab() first");
+	if (!self->pf.attached) {
+		if (ds_user_attach(self->s.sp, &self->pf.c) != DS_OK)
+			return ap_raise(EAGAIN, "%s", "no epoch record is free in the arena's space");
+		self->pf.attached = 1;
+	}
+	self->pf.depth = depth;
+	self->pf.table = self->s.root->proc.table;
+	Py_RETURN_NONE;
+}
+
 /* ds_share() -> capsule: the data-structure space and programs of this
  * session's arena, for pipeline._ds.DsArena(session=...) (dsshare.h). Waits
  * until the ds_ops programs are loaded. */
@@ -582,6 +638,7 @@ static PyObject *Session_ds_share(SessionObject *self, PyObject *Py_UNUSED(ignor
 
 static PyObject *Session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
+	procfmt_release(self);
 	if (self->open)
 		ap_session_close(&self->s);
 	self->open = 0;
@@ -630,6 +687,8 @@ static PyMethodDef Session_methods[] = {
 	  "burst(total, per_call=4096) -> (published, dropped)" },
 	{ "attach_proctab", (PyCFunction)Session_attach_proctab, METH_NOARGS,
 	  "attach_proctab() -> address of the process table's hash, kept by the kernel from now on" },
+	{ "set_ancestors", (PyCFunction)Session_set_ancestors, METH_VARARGS,
+	  "set_ancestors(depth): each drained event carries its process context from the table" },
 	{ "proc_counts", (PyCFunction)Session_proc_counts, METH_NOARGS,
 	  "what the process table's tracepoints did" },
 	{ "ds_share", (PyCFunction)Session_ds_share, METH_NOARGS,

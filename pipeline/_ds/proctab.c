@@ -36,25 +36,6 @@ void ap_proc_seed(struct ds_ctx *c, uint64_t table, const struct ap_proc *in, si
 	}
 }
 
-/* A copy of the entry at addr when it is stable and still the pid's. */
-static int read_entry(uint64_t addr, uint64_t pid, struct ap_proc *dst)
-{
-	const struct ap_proc *e = (const struct ap_proc *)addr;
-	int tries;
-
-	for (tries = 0; tries < 64; tries++) {
-		ap_u64 s0 = arena_atomic_load(&e->seq, ARENA_ACQUIRE);
-
-		if (s0 & 1)
-			continue;
-		memcpy(dst, e, sizeof(*dst));
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (arena_atomic_load(&e->seq, ARENA_RELAXED) == s0)
-			return dst->pid == pid;
-	}
-	return 0;
-}
-
 long ap_proc_snapshot(struct ds_ctx *c, uint64_t table, struct ap_proc *out, size_t cap)
 {
 	struct ds_kv *kv = malloc(cap * sizeof(*kv));
@@ -68,7 +49,7 @@ long ap_proc_snapshot(struct ds_ctx *c, uint64_t table, struct ap_proc *out, siz
 		return -1;
 	}
 	for (i = 0; i < n; i++)
-		if (kv[i].val && read_entry(kv[i].val, kv[i].key, &out[got]))
+		if (kv[i].val && ap_proc_read(kv[i].val, kv[i].key, &out[got]))
 			got++;
 	free(kv);
 	return got;

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The process context of an event, from the process table (include/proc.h),
+ * added by the drain while it formats a batch: hash searches in the arena,
+ * no system call. One epoch section covers the whole batch.
+ */
+#ifndef AP_PROCFMT_H
+#define AP_PROCFMT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "ds/space.h"
+
+#define AP_ANCESTORS_MAX 64
+/* bytes the fields may add to a line: each ancestor's pid and escaped comm */
+#define AP_PROCFMT_MAX (64 + AP_COMM_LEN * 6 + AP_ANCESTORS_MAX * (48 + AP_COMM_LEN * 6))
+
+struct ap_procfmt {
+	struct ds_ctx c;
+	uint64_t table; /* the hash instance, 0: off */
+	uint32_t depth; /* ancestors listed at most */
+	int attached;
+};
+
+/* Enter / leave the batch's epoch section; begin returns 0 when the batch
+ * may look things up. */
+int ap_procfmt_begin(struct ap_procfmt *pf);
+void ap_procfmt_end(struct ap_procfmt *pf);
+
+/* Writes `,"proc":...,"parent_comm":...,"ancestors":[...]` at out for ev;
+ * returns the bytes (at most AP_PROCFMT_MAX). */
+size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event *ev);
+
+#endif
