@@ -282,3 +282,27 @@ def test_context_of_a_task_gone_before_the_drain_is_missing(tmp_path: Path) -> N
 def test_ancestors_need_the_process_table() -> None:
     assert_one_line(run_pipeline("--ancestors", "2", "--trigger", "none"),
                     "ancestors needs the process table", "--process-table")
+
+
+def test_a_run_gives_context_and_cgroup_side_by_side(pipeline_proc: StartPipeline,
+                                                     tmp_path: Path, pin_root: Path) -> None:
+    out = tmp_path / "ev.jsonl"
+    pl = pipeline_proc("--trigger", "tracepoint", "--process-table", "--ancestors", "2",
+                       "--filter-comm", "apanc", "--sink", "jsonl", "--output", str(out),
+                       "--pin-dir", str(pin_root))
+    sh = subprocess.Popen(["sh", "-c", '"$0" -c "$1" "$2"; true', sys.executable, _CREATOR,
+                           str(tmp_path / "f")], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (out.exists() and out.read_text()):
+            time.sleep(0.05)
+    finally:
+        assert sh.stdin is not None
+        sh.stdin.close()
+        sh.wait()
+    assert pl.stop() == 0
+    (ev,) = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert (ev["proc"], ev["parent_comm"]) == ("known", "sh")
+    assert ev["ancestors"] == [{"pid": sh.pid, "comm": "sh"},
+                               {"pid": os.getpid(), "comm": _comm(os.getpid())}]
+    assert "cgroup_id" in ev and "cgroup" in ev
