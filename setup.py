@@ -48,6 +48,7 @@ core = extension("pipeline._core", sources(
     CORE / "module.c", CORE / "session.c", CORE / "jsonfmt.c", CORE / "libbpflog.c",
     CORE / "cgtable.c",
     CORE / "procfmt.c",
+    CORE / "cgfh.c",
     SHARED / "coreutil.c", SHARED / "dsops.c"), CORE)
 ds = extension("pipeline._ds", sources(
     DS / "module.c", DS / "ds.c", DS / "runloop.c", DS / "proctab.c", SHARED / "coreutil.c",

@@ -3,7 +3,8 @@
 The kernel puts the task's cgroup v2 id in every record (`cgroup_id`). On cgroup v2 that id
 is the inode number of the cgroup's directory in the cgroup2 file system, and ids are never
 given twice (64-bit kernfs ids), so a tree walk that maps inode numbers to paths names
-every cgroup that exists when it runs. Here:
+every cgroup that exists when it runs, and a file handle holding the id opens that
+one cgroup directly. Here:
 
 - `find_mount` finds the cgroup2 mount in /proc/self/mountinfo (at /sys/fs/cgroup on a
   unified host, /sys/fs/cgroup/unified on a hybrid one), and `open_mount` opens it without
@@ -12,10 +13,14 @@ every cgroup that exists when it runs. Here:
   mount, and returns id -> path (the path as /proc/PID/cgroup shows it);
 - `container_of` recognises the container runtimes' cgroup layouts in a path;
 - `Cgroups` keeps the drain's table (pipeline/_core/cgtable.h) filled: the C drain stops
-  at a record whose id the table lacks, `resolve` puts that id in (from the last walk, or
-  after a new walk: at most one per `min_interval` seconds), then the drain goes on. An id
-  that a walk made after its event does not find belonged to a cgroup that is gone: it is
-  reported as unknown (`"cgroup": null`), never guessed.
+  at a record whose id the table lacks, `resolve` puts that id in, then the drain goes on.
+  The id is opened by its file handle and its path verified (pipeline/_core/cgfh.h): no
+  walk, no wait, so a user creating cgroups nonstop costs a few system calls per new
+  cgroup. An id that no longer opens belonged to a cgroup that is gone, and one whose path
+  does not check out is counted: both are reported as unknown (`"cgroup": null`), never
+  guessed. Only where handles are refused does it walk the whole tree instead (`scan`, at
+  most one walk per `min_interval` seconds). The table is bounded (cgtable.h): an id it
+  evicted is looked up again.
 """
 
 from __future__ import annotations
@@ -228,8 +233,25 @@ def container_of(path: bytes) -> tuple[str, str] | None:
 # ---- keeping the drain's table ----
 
 
+@dataclass
+class Counters:
+    """What resolving has done since start (all monotonic)."""
+
+    lookups: int = 0  # ids opened by handle (pipeline/_core/cgfh.h)
+    found: int = 0  # ... whose path was verified
+    gone: int = 0  # ... whose cgroup no longer exists: reported unknown
+    unverified: int = 0  # ... opened but with a path that did not check out: unknown
+    walks: int = 0  # full walks of the tree (only without handle lookups)
+
+
 class Cgroups:
-    """Fills the session's cgroup table on the drain's demand (module docstring)."""
+    """Fills the session's cgroup table on the drain's demand (module docstring).
+
+    `direct`: each missed id is opened by its file handle and its path verified
+    (`_core.cgroup_lookup`), one id at a time, without a walk and without waiting. Only
+    when the kernel or the mount refuses handles (EPERM without CAP_DAC_READ_SEARCH,
+    EOPNOTSUPP, ENOSYS) does it fall back to whole-tree walks, at most one per
+    `min_interval` seconds."""
 
     def __init__(self, session: Any, mount: Mount | None, root_fd: int | None,
                  min_interval: float = MIN_INTERVAL) -> None:
@@ -237,15 +259,21 @@ class Cgroups:
         self.mount = mount
         self.root_fd = root_fd
         self.min_interval = min_interval
-        self.paths: dict[int, bytes] = {}
-        self.in_table: set[int] = set()
+        self.paths: dict[int, bytes] = {}  # the last walk's, in the fallback only
         self.last_walk = -float("inf")
-        self.walks = 0
+        self.counters = Counters()
+        self.direct = False
+
+    @property
+    def walks(self) -> int:
+        return self.counters.walks
 
     @classmethod
-    def open(cls, session: Any) -> Cgroups:
-        """Find and open the cgroup2 mount and walk it once. Without a usable mount every
-        event's cgroup is unknown (one warning says why)."""
+    def open(cls, session: Any, direct: bool = True) -> Cgroups:
+        """Find and open the cgroup2 mount; try a handle lookup of the mount's own root,
+        and walk the tree once only when that is refused (direct=False: always walk,
+        the fallback's behaviour). Without a usable mount every event's cgroup is unknown
+        (one warning says why)."""
         mount, fd = None, None
         try:
             mount = find_mount()
@@ -257,9 +285,24 @@ class Cgroups:
                         "on /sys/fs/cgroup, to have them)", e)
             mount, fd = None, None
         self = cls(session, mount, fd)
-        self.walk()
+        if fd is not None and direct:
+            self.direct = self._probe(fd)
+        if not self.direct:
+            self.walk()
         session.cgroup_resolve(True)
         return self
+
+    def _probe(self, fd: int) -> bool:
+        from . import _core
+
+        status, _, err = _core.cgroup_lookup(fd, os.fstat(fd).st_ino)
+        if status == _core.CG_FOUND:
+            return True
+        log.warning("cgroups cannot be opened by id (%s): new cgroups are found by walking "
+                    "the cgroup2 tree, at most one walk per %g s (run as root, with "
+                    "CAP_DAC_READ_SEARCH, on Linux 5.5 or later, to look each up directly)",
+                    os.strerror(err) if err else f"status {status}", self.min_interval)
+        return False
 
     def close(self) -> None:
         if self.root_fd is not None:
@@ -267,32 +310,56 @@ class Cgroups:
             self.root_fd = None
 
     def walk(self) -> None:
-        """A new walk; the table forgets the ids the walk did not find (their cgroups are
-        gone: a later record of theirs is resolved again, as unknown)."""
+        """A new walk (the fallback): id -> path of every cgroup there now."""
         self.last_walk = time.monotonic()
-        self.walks += 1
+        self.counters.walks += 1
         if self.root_fd is None or self.mount is None:
             return
         self.paths = scan(self.root_fd, self.mount.root)
-        for cid in [c for c in self.in_table if c not in self.paths]:
-            self.session.cgroup_drop(cid)
-            self.in_table.discard(cid)
 
-    def _put(self, cid: int) -> None:
-        path = self.paths.get(cid)
+    def _full(self, rel: bytes) -> bytes:
+        assert self.mount is not None
+        root = self.mount.root
+        if not rel:
+            return root
+        return (root.rstrip(b"/") if root != b"/" else b"") + rel
+
+    def lookup(self, cid: int) -> bytes | None:
+        """The verified path of cid by its handle, or None (gone or unverified: counted)."""
+        from . import _core
+
+        assert self.root_fd is not None
+        c = self.counters
+        c.lookups += 1
+        status, rel, err = _core.cgroup_lookup(self.root_fd, cid)
+        if status == _core.CG_FOUND and rel is not None:
+            c.found += 1
+            return self._full(rel)
+        if status == _core.CG_GONE:
+            c.gone += 1
+        else:
+            c.unverified += 1
+            log.debug("cgroup id %d opened but its path is unverified: %s", cid,
+                      os.strerror(err) if err else f"status {status}")
+        return None
+
+    def _put(self, cid: int, path: bytes | None) -> None:
         if path is not None and len(path) > PATH_MAX:
             path = None
         hit = container_of(path) if path is not None else None
         runtime, container = hit if hit else (None, None)
         self.session.cgroup_set(cid, path, runtime, container)
-        self.in_table.add(cid)
 
     async def resolve(self, cid: int) -> None:
-        """Put cid in the table: known from the last walk, else after a walk that starts
-        now or, when the last one was under min_interval ago, once that has passed."""
+        """Put cid in the table. Direct: looked up now, never waiting. Fallback: known from
+        the last walk, else after a walk that starts now or, when the last one was under
+        min_interval ago, once that has passed."""
+        if self.direct and self.root_fd is not None:
+            self._put(cid, self.lookup(cid))
+            return
         if cid not in self.paths and self.root_fd is not None:
             wait = self.last_walk + self.min_interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self.walk()
-        self._put(cid)
+        self._put(cid, self.paths.get(cid))

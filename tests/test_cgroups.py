@@ -167,10 +167,12 @@ def test_a_process_in_another_mount_namespace(cg_base: Path, jsonl_run: Path,
 
 
 @needs_cgroup2
-def test_a_removed_cgroup_is_unknown(cg_base: Path, tmp_path: Path) -> None:
-    """A cgroup gone before any walk saw it: its events keep the id the kernel gave them and
-    say unknown; a cgroup still there beside it is named. The drain stops at each id its
-    table lacks until resolve() has put it in."""
+@pytest.mark.parametrize("direct", [True, False], ids=["handle", "walk"])
+def test_a_removed_cgroup_is_unknown(cg_base: Path, tmp_path: Path, direct: bool) -> None:
+    """A cgroup gone before the pipeline looked it up: its events keep the id the kernel
+    gave them and say unknown; a cgroup still there beside it is named. The drain stops at
+    each id its table lacks until resolve() has put it in, by handle or (the fallback
+    where handles are refused) from a walk of the tree."""
     s = _core.Session(arena_pages=4096, queue_capacity=1024)
     try:
         s.attach("tracepoint")
@@ -183,9 +185,11 @@ def test_a_removed_cgroup_is_unknown(cg_base: Path, tmp_path: Path) -> None:
         in_cgroup(gone, tmp_path, "in-gone")
         in_cgroup(kept, tmp_path, "in-kept")
         gone.rmdir()
-        cgroups = Cgroups.open(s)
+        cgroups = Cgroups.open(s, direct=direct)
         try:
-            assert gone_id not in cgroups.paths and kept_id in cgroups.paths
+            assert cgroups.direct == direct
+            if not direct:
+                assert gone_id not in cgroups.paths and kept_id in cgroups.paths
 
             async def drain() -> list[dict[str, Any]]:
                 got: list[dict[str, Any]] = []
@@ -201,6 +205,7 @@ def test_a_removed_cgroup_is_unknown(cg_base: Path, tmp_path: Path) -> None:
 
             evs = {os.path.basename(e["name"]): e
                    for e in asyncio.run(asyncio.wait_for(drain(), 10))}
+            assert (cgroups.counters.walks == 0) == direct
         finally:
             cgroups.close()
         assert cg_fields(evs["in-gone"]) == (gone_id, None, None, None)

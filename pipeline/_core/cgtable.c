@@ -20,6 +20,8 @@ void ap_cg_clear(struct ap_cgtab *t)
 		t->slots[i] = (struct ap_cg_entry){ 0 };
 	}
 	t->count = 0;
+	t->bytes = 0;
+	t->hand = 0;
 }
 
 void ap_cg_free(struct ap_cgtab *t)
@@ -38,15 +40,17 @@ static inline size_t slot_of(const struct ap_cgtab *t, uint64_t id)
 	return (size_t)id & (t->cap - 1);
 }
 
-const struct ap_cg_entry *ap_cg_get(const struct ap_cgtab *t, uint64_t id)
+const struct ap_cg_entry *ap_cg_get(struct ap_cgtab *t, uint64_t id)
 {
 	if (!t->cap || !id)
 		return NULL;
 	for (size_t i = slot_of(t, id);; i = (i + 1) & (t->cap - 1)) {
-		const struct ap_cg_entry *e = &t->slots[i];
+		struct ap_cg_entry *e = &t->slots[i];
 
-		if (e->id == id)
+		if (e->id == id) {
+			e->seen = 1;
 			return e;
+		}
 		if (!e->id)
 			return NULL;
 	}
@@ -75,36 +79,54 @@ static int grow(struct ap_cgtab *t)
 	return 0;
 }
 
+/* Removes the first entry at or after the hand not seen since the hand last
+ * passed it, clearing the marks it passes: ends within two turns. A removal
+ * shifts later entries back into the hand's slot, so the hand stays. */
+static void evict_one(struct ap_cgtab *t)
+{
+	for (;;) {
+		struct ap_cg_entry *e;
+
+		t->hand &= t->cap - 1;
+		e = &t->slots[t->hand];
+		if (e->id && !e->seen) {
+			ap_cg_drop(t, e->id);
+			t->evicted++;
+			return;
+		}
+		e->seen = 0;
+		t->hand++;
+	}
+}
+
 int ap_cg_put(struct ap_cgtab *t, uint64_t id, const char *frag, size_t len)
 {
 	char *copy;
 	size_t i;
 
-	if (!id)
+	if (!id || len > AP_CG_MAX_BYTES)
 		return EINVAL;
 	copy = malloc(len ? len : 1);
 	if (!copy)
 		return ENOMEM;
 	memcpy(copy, frag, len);
-	if (!ap_cg_get(t, id)) {
-		if (t->count >= AP_CG_MAX_ENTRIES)
-			ap_cg_clear(t);
-		/* at most half full: probe runs stay short */
-		if ((t->count + 1) * 2 > t->cap && grow(t)) {
-			free(copy);
-			return ENOMEM;
-		}
+	/* replacing an entry frees its bytes first */
+	ap_cg_drop(t, id);
+	while (t->count && (t->count >= AP_CG_MAX_ENTRIES || t->bytes + len > AP_CG_MAX_BYTES))
+		evict_one(t);
+	/* at most half full: probe runs stay short */
+	if ((t->count + 1) * 2 > t->cap && grow(t)) {
+		free(copy);
+		return ENOMEM;
 	}
-	for (i = slot_of(t, id); t->slots[i].id && t->slots[i].id != id; i = (i + 1) & (t->cap - 1))
+	for (i = slot_of(t, id); t->slots[i].id; i = (i + 1) & (t->cap - 1))
 		;
-	if (t->slots[i].id) {
-		free(t->slots[i].frag);
-	} else {
-		t->slots[i].id = id;
-		t->count++;
-	}
+	t->slots[i].id = id;
+	t->slots[i].seen = 0;
+	t->count++;
 	t->slots[i].frag = copy;
 	t->slots[i].len = len;
+	t->bytes += len;
 	if (len > t->longest)
 		t->longest = len;
 	return 0;
@@ -120,6 +142,7 @@ int ap_cg_drop(struct ap_cgtab *t, uint64_t id)
 		if (!t->slots[i].id)
 			return 0;
 	free(t->slots[i].frag);
+	t->bytes -= t->slots[i].len;
 	t->count--;
 	/* shift later members of the run back over the hole when their home
 	 * slot does not lie (cyclically) between the hole and them */

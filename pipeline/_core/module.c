@@ -19,6 +19,7 @@
 
 #include <bpf/bpf.h>
 
+#include "cgfh.h"
 #include "cgtable.h"
 #include "coreutil.h"
 #include "jsonfmt.h"
@@ -423,6 +424,11 @@ static PyObject *Session_cgroup_count(SessionObject *self, PyObject *Py_UNUSED(i
 	return PyLong_FromSize_t(self->cg.count);
 }
 
+static PyObject *Session_cgroup_evicted(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return PyLong_FromUnsignedLongLong(self->cg.evicted);
+}
+
 static PyObject *Session_cgroup_miss(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
 	return PyLong_FromUnsignedLongLong(self->cg_miss);
@@ -672,6 +678,8 @@ static PyMethodDef Session_methods[] = {
 	  "cgroup_drop(id) -> bool: forget an id" },
 	{ "cgroup_clear", (PyCFunction)Session_cgroup_clear, METH_NOARGS, "forget every id" },
 	{ "cgroup_count", (PyCFunction)Session_cgroup_count, METH_NOARGS, "ids in the table" },
+	{ "cgroup_evicted", (PyCFunction)Session_cgroup_evicted, METH_NOARGS,
+	  "ids the full table has evicted (cgtable.h)" },
 	{ "cgroup_miss", (PyCFunction)Session_cgroup_miss, METH_NOARGS,
 	  "the cgroup id that stopped the last drain_json, 0 when none did" },
 	{ "drain_discard", (PyCFunction)Session_drain_discard, METH_VARARGS,
@@ -877,6 +885,8 @@ static PyMethodDef core_methods[] = {
 	  "through the drain's JSON formatter" },
 	{ "format_cgroup", core_format_cgroup, METH_VARARGS,
 	  "format_cgroup(path, runtime=None, container_id=None) -> bytes: the cgroup fields" },
+	{ "cgroup_lookup", ap_py_cgroup_lookup, METH_VARARGS,
+	  "cgroup_lookup(mount_fd, id) -> (status, path or None, errno): one cgroup by id (cgfh.h)" },
 	{ "fs_magic", core_fs_magic, METH_VARARGS,
 	  "fs_magic(fd) -> int: the magic number of fd's file system (fstatfs)" },
 	{ "libbpf_log", core_libbpf_log, METH_NOARGS, "libbpf's last messages" },
@@ -909,5 +919,10 @@ PyMODINIT_FUNC PyInit__core(void)
 	PyModule_AddIntConstant(m, "PATH_CAP", AP_PATH_CAP);
 	PyModule_AddIntConstant(m, "CGROUP_PATH_MAX", AP_CG_PATH_MAX);
 	PyModule_AddIntConstant(m, "MAX_BATCH", MAX_BATCH);
+	PyModule_AddIntConstant(m, "CG_FOUND", AP_CG_FOUND);
+	PyModule_AddIntConstant(m, "CG_GONE", AP_CG_GONE);
+	PyModule_AddIntConstant(m, "CG_UNVERIFIED", AP_CG_UNVERIFIED);
+	PyModule_AddIntConstant(m, "CG_UNSUPPORTED", AP_CG_UNSUPPORTED);
+	PyModule_AddIntConstant(m, "CGROUP_TABLE_MAX", AP_CG_MAX_ENTRIES);
 	return m;
 }
