@@ -31,7 +31,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from .log import get
 
@@ -269,7 +269,7 @@ class Cgroups:
         return self.counters.walks
 
     @classmethod
-    def open(cls, session: Any, direct: bool = True) -> Cgroups:
+    def open(cls, session: Any, direct: bool = True) -> Self:
         """Find and open the cgroup2 mount; try a handle lookup of the mount's own root,
         and walk the tree once only when that is refused (direct=False: always walk,
         the fallback's behaviour). Without a usable mount every event's cgroup is unknown
