@@ -26,7 +26,7 @@ import pytest
 from conftest import needs_root, parse_jsonl
 
 from pipeline import _core
-from pipeline.cgroups import Cgroups, find_mount
+from pipeline.cgroups import MAX_DEPTH, Cgroups, find_mount
 
 pytestmark = needs_root
 
@@ -232,7 +232,8 @@ def test_names_a_user_may_choose(cg_base: Path, tmp_path: Path) -> None:
 
 @needs_cgroup2
 def test_lookup_of_ids_that_name_no_cgroup(cg_base: Path) -> None:
-    """The mount's root, a directory's id, an id no cgroup ever had, and a removed one."""
+    """The mount's root, a cgroup, a removed one, an id no cgroup ever had, and the
+    depth bound."""
     assert _MOUNT is not None
     fd = os.open(_MOUNT.point, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -246,6 +247,16 @@ def test_lookup_of_ids_that_name_no_cgroup(cg_base: Path) -> None:
         cg.rmdir()
         assert _core.cgroup_lookup(fd, cid) == (_core.CG_GONE, None, errno.ESTALE)
         assert _core.cgroup_lookup(fd, (1 << 62) + 5)[0] == _core.CG_GONE
+        # as deep as the walk goes, and one deeper: that one is not named
+        top = cg_base / "deep"
+        deep = top.joinpath(*["d"] * (MAX_DEPTH - len(rel.split(b"/")) + 1))
+        deep.mkdir(parents=True)
+        want = b"/" + os.fsencode(os.path.relpath(deep, os.fsdecode(_MOUNT.point)))
+        assert want.count(b"/") == MAX_DEPTH
+        assert _core.cgroup_lookup(fd, os.stat(deep).st_ino) == (_core.CG_FOUND, want, 0)
+        (deep / "d").mkdir()
+        assert _core.cgroup_lookup(fd, os.stat(deep / "d").st_ino) == (
+            _core.CG_UNVERIFIED, None, errno.ELOOP)
     finally:
         os.close(fd)
 

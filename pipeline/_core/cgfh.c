@@ -14,6 +14,11 @@
 /* kernfs's handle type (include/linux/exportfs.h): 8 bytes, the node id */
 #define FILEID_KERNFS 0xfe
 
+/* Deeper cgroups are not named (their events say unknown), as the walk's
+ * bound (pipeline/cgroups.py MAX_DEPTH): it also bounds what verifying one
+ * path costs, however deep a user nests cgroups. */
+#define MAX_DEPTH 64
+
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 #define WALK_FLAGS (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 
@@ -54,7 +59,7 @@ static int verify(int mount_fd, const char *rel, size_t len, dev_t dev, uint64_t
 {
 	char name[NAME_MAX + 1];
 	struct stat st;
-	size_t i = 0;
+	size_t i = 0, depth = 0;
 	int fd = fcntl(mount_fd, F_DUPFD_CLOEXEC, 0), ret = 0;
 
 	if (fd < 0)
@@ -65,6 +70,10 @@ static int verify(int mount_fd, const char *rel, size_t len, dev_t dev, uint64_t
 
 		if (rel[i] != '/') {
 			ret = EINVAL;
+			break;
+		}
+		if (++depth > MAX_DEPTH) {
+			ret = ELOOP;
 			break;
 		}
 		for (j = ++i; j < len && rel[j] != '/'; j++)
