@@ -304,6 +304,14 @@ class Cgroups:
                     os.strerror(err) if err else f"status {status}", self.min_interval)
         return False
 
+    def stats(self) -> dict[str, Any]:
+        """For the run's statistics: how ids were resolved, and the table's size."""
+        c = self.counters
+        return {"mode": "handle" if self.direct else "walk", "lookups": c.lookups,
+                "found": c.found, "gone": c.gone, "unverified": c.unverified,
+                "walks": c.walks, "table": self.session.cgroup_count(),
+                "evicted": self.session.cgroup_evicted()}
+
     def close(self) -> None:
         if self.root_fd is not None:
             os.close(self.root_fd)

@@ -67,6 +67,8 @@ def final_stats(kernel: Kernel, reader: Reader,
         "sleeps": reader.stats.sleeps,
         "batches": reader.stats.batches,
     }
+    if reader.cgroups is not None:
+        out["cgroups"] = reader.cgroups.stats()
     with contextlib.suppress(ValueError):
         counts = kernel.session.proc_counts()
         if counts["table"]:

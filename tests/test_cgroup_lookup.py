@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import needs_root, parse_jsonl
+from conftest import StartPipeline, needs_root, parse_jsonl, read_jsonl, wait_for
 
 from pipeline import _core
 from pipeline.cgroups import MAX_DEPTH, Cgroups, find_mount
@@ -312,3 +312,35 @@ def test_the_table_is_bounded_in_bytes() -> None:
         assert s.cgroup_evicted() == n - s.cgroup_count()
     finally:
         s.close()
+
+
+@needs_cgroup2
+def test_a_run_reports_how_cgroups_were_resolved(cg_base: Path, tmp_path: Path,
+                                                 pin_root: Path,
+                                                 pipeline_proc: StartPipeline) -> None:
+    """The pipeline's final statistics: handle lookups, no walk, and the table's size."""
+    out = tmp_path / "ev.jsonl"
+    pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--trigger", "tracepoint",
+                       "--pin-dir", str(pin_root))
+    work = tmp_path / "w"
+    work.mkdir()
+    comm = f"apcg-{secrets.token_hex(4)}"
+    for i in range(3):
+        cg = cg_base / f"r{i}"
+        cg.mkdir()
+        res = subprocess.run([sys.executable, "-c", ONE, str(cg), str(work / f"f{i}"), comm],
+                             capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+
+    def mine() -> dict[str, Any]:
+        return {os.path.basename(e["name"]): e["cgroup"] for e in read_jsonl(out)
+                if os.path.dirname(e["name"]) == str(work)} if out.exists() else {}
+
+    wait_for(lambda: len(mine()) == 3, 10, "the three events")
+    assert mine() == {f"f{i}": os.fsdecode(expected_path(cg_base / f"r{i}")) for i in range(3)}
+    assert pl.stop() == 0
+    cg = pl.final()["cgroups"]
+    # other processes on the machine add lookups of their own: at least these three
+    assert cg["mode"] == "handle" and cg["walks"] == 0 and cg["lookups"] >= 3
+    assert cg["lookups"] == cg["found"] + cg["gone"] + cg["unverified"]
+    assert 3 <= cg["table"] <= _core.CGROUP_TABLE_MAX and cg["evicted"] == 0
