@@ -17,7 +17,7 @@
  *
  * Our structures are reached through their headers with a context that
  * holds its role for the run (ds_role_attach), and ds_enter/ds_exit
- * brackets, exactly as a batch runs them.
+ * brackets for the types that need them, exactly as ds_exec runs them.
  */
 #ifndef RACE_CONTENDERS_H
 #define RACE_CONTENDERS_H
@@ -56,6 +56,9 @@ static inline void race_die(const char *what)
 
 static struct ds_space *o_sp;
 static ap_u64 o_d;
+/* the instance's type retires nodes: its operations run in epoch sections
+ * (ds_type_needs_section), as ds_exec runs them */
+static int o_sections;
 
 static inline void o_create(ap_u32 type, ap_u64 cap)
 {
@@ -68,6 +71,7 @@ static inline void o_create(ap_u32 type, ap_u64 cap)
 	o_d = ds_create(o_sp, &c, type, &cfg, NULL, &err);
 	if (!o_d)
 		race_die("create");
+	o_sections = ds_type_needs_section(type);
 	ds_user_detach(&c);
 }
 
@@ -92,13 +96,14 @@ static inline void o_tfini(struct tctx *t)
 
 static inline void o_enter(struct tctx *t)
 {
-	if (ds_enter(&t->c))
+	if (o_sections && ds_enter(&t->c))
 		race_die("enter");
 }
 
 static inline void o_exit(struct tctx *t)
 {
-	ds_exit(&t->c);
+	if (o_sections)
+		ds_exit(&t->c);
 }
 
 #define OURS_QUEUE(name)                                                                              \

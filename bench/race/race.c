@@ -11,10 +11,15 @@
  * exit 1. Rounds alternate the contenders (rotated order) and report the
  * median and the range.
  *
- * Usage: race [--quick] [--rounds N] [--only NAME,...] [--json FILE|-]
+ * Usage: race [--quick] [--rounds N] [--only NAME,...] [--workload W] [--ops N]
+ *             [--json FILE|-]
  *   --quick    small runs, 2 rounds (the test suite's smoke run)
  *   --rounds   rounds per contender (>= 1; default 5)
  *   --only     structures to race: spsc, mpmc, msqueue, stack, hash, skiplist
+ *   --workload one workload only: st, pc, mix or scan
+ *   --ops      operations per run, every workload (1000 to 10^9): two runs
+ *              that differ only in --ops, counted under callgrind, give the
+ *              instructions per operation without the set-up's
  *   --json     write the figures as one JSON object (- for stdout, the
  *              table then goes to stderr)
  * Exit: 0; 1 a check failed; 2 bad arguments or no arena (needs root).
@@ -873,14 +878,15 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 static void usage(void)
 {
 	fprintf(stderr, "usage: race [--quick] [--rounds N] [--only spsc,mpmc,msqueue,stack,hash,skiplist] "
-			"[--json FILE|-]\n");
+			"[--workload st|pc|mix|scan] [--ops N] [--json FILE|-]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	const char *only = NULL, *json = NULL;
-	int rounds = 5, quick = 0, i, rd, failed = 0;
+	int rounds = 5, quick = 0, i, rd, failed = 0, only_wl = -1;
+	ap_u64 ops = 0;
 	FILE *jf = NULL, *tf = stdout;
 
 	for (i = 1; i < argc; i++) {
@@ -897,6 +903,23 @@ int main(int argc, char **argv)
 			rounds = (int)n;
 		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
 			only = argv[++i];
+		} else if (!strcmp(argv[i], "--workload") && i + 1 < argc) {
+			for (only_wl = 0; only_wl <= WL_SCAN && strcmp(wl_key[only_wl], argv[i + 1]); only_wl++)
+				;
+			if (only_wl > WL_SCAN) {
+				fprintf(stderr, "race: --workload takes st, pc, mix or scan, not %s\n", argv[i + 1]);
+				return 2;
+			}
+			i++;
+		} else if (!strcmp(argv[i], "--ops") && i + 1 < argc) {
+			char *end;
+			unsigned long long n = strtoull(argv[++i], &end, 10);
+
+			if (*end || n < 1000 || n > 1000000000ULL) {
+				fprintf(stderr, "race: --ops takes 1000 to 1000000000, not %s\n", argv[i]);
+				return 2;
+			}
+			ops = n;
 		} else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
 			json = argv[++i];
 		} else {
@@ -909,6 +932,8 @@ int main(int argc, char **argv)
 		if (rounds == 5)
 			rounds = 2;
 	}
+	if (ops)
+		sz = (struct sizes){ops, ops, ops, ops, ops};
 	if (only) {
 		static const char *const known[] = {"spsc", "mpmc", "msqueue", "stack", "hash", "skiplist"};
 		char *copy = strdup(only), *tok, *save = NULL;
@@ -944,7 +969,7 @@ int main(int argc, char **argv)
 		if (!wanted(only, c->structure))
 			continue;
 		for (wl = 0; wl <= WL_SCAN; wl++) {
-			if (!(c->wl_mask & (1 << wl)))
+			if (!(c->wl_mask & (1 << wl)) || (only_wl >= 0 && wl != only_wl))
 				continue;
 			for (m = 0; m < (c->ours == 1 ? 2 : 1); m++) {
 				struct row *r = &rows[nrows++];

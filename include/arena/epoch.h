@@ -424,6 +424,8 @@ static __always_inline void ebr_retire(struct ebr_domain __arena *d, struct ebr_
 	ap_u64 __arena *list = &r->limbo[tag % EBR_LISTS];
 	ap_u64 head = arena_atomic_load(list, ARENA_RELAXED);
 
+#if ARENA_IS_BPF
+	/* a CPU record: tasks interleaving on the CPU may push at once */
 	while (can_loop) {
 		ap_u64 seen;
 
@@ -433,6 +435,16 @@ static __always_inline void ebr_retire(struct ebr_domain __arena *d, struct ebr_
 			break;
 		head = seen;
 	}
+#else
+	/* A user record has one writer, its owner thread, and no drain can
+	 * take this list meanwhile: a drain empties the list of tag G + 2
+	 * while its drainer, active in epoch G, keeps the epoch from reaching
+	 * G + 2, and this thread, inside its section, read tag <= G + 1 (the
+	 * header comment). So a release store publishes the node, and no
+	 * compare-and-swap is needed. */
+	arena_atomic_store(&o->link, head, ARENA_RELAXED);
+	arena_atomic_store(list, ARENA_ADDR(obj), ARENA_RELEASE);
+#endif
 #if ARENA_IS_BPF
 	/* a CPU record: tasks interleaving on the CPU share it */
 	if ((arena_atomic_add(&r->retired, 1, ARENA_RELAXED) & (EBR_ADVANCE_EVERY - 1)) ==

@@ -510,6 +510,9 @@ static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_arg
 	ap_u64 i, t0 = arena_now_ns(), ns, total;
 	ap_u32 k;
 	int in_cs = 0, busy = 0;
+	/* a constant per case of ds_exec: the types that retire nothing run
+	 * without sections */
+	const int need_cs = ds_type_needs_section(type);
 
 	ds_role_batch_start(c);
 	for (i = 0; i < n; i++) {
@@ -517,7 +520,7 @@ static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_arg
 		ap_u64 ok = 0, ov = 0;
 		int res;
 
-		if (!in_cs) {
+		if (need_cs && !in_cs) {
 			if (ds_enter(c)) {
 				busy = 1;
 				break;
@@ -535,7 +538,7 @@ static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_arg
 		count[op]++;
 		if (res != DS_OK)
 			fails[op]++;
-		if ((i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1) {
+		if (in_cs && (i & (DS_BATCH_CS_OPS - 1)) == DS_BATCH_CS_OPS - 1) {
 			ds_exit(c);
 			in_cs = 0;
 		}

@@ -83,59 +83,83 @@ static __always_inline int ds_spsc_init(struct ds_ctx *c, struct ds_spsc __arena
 	return DS_OK;
 }
 
-/* enqueue (the producer). The read-only words are read once, before any
- * store into a slot (which the compiler must assume may alias them). */
-static __always_inline int ds_spsc_insert(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 val)
+/*
+ * The operations split in two: the ring's part (ds_spsc_push_held,
+ * ds_spsc_pop_held), for a context that holds the role, and the claim
+ * around it for one that does not. A holder's operation is then one load
+ * and one compare more than the ring's own work (ds_role_held), with
+ * nothing to give back after it.
+ *
+ * enqueue, by the producer. The read-only words are read before any store
+ * into a slot (which the compiler must assume may alias them).
+ */
+static __always_inline int ds_spsc_push_held(struct ds_spsc __arena *d, ap_u64 key, ap_u64 val)
 {
 	ap_u64 mask = d->mask, slots = d->slots, tail, seen;
 	struct ds_kv __arena *s;
-	int how = ds_role_begin(c, &d->roles, DS_ROLE_PRODUCER);
 
-	if (how < 0)
-		return DS_BUSY;
 	tail = arena_atomic_load(&d->ptail, ARENA_RELAXED);
 	seen = arena_atomic_load(&d->pcache, ARENA_RELAXED);
 	if (tail - seen > mask) {
 		seen = arena_atomic_load(&d->chead, ARENA_ACQUIRE);
 		arena_atomic_store(&d->pcache, seen, ARENA_RELAXED);
-		if (tail - seen > mask) {
-			ds_role_end(&d->roles, DS_ROLE_PRODUCER, how);
+		if (tail - seen > mask)
 			return DS_FULL;
-		}
 	}
 	s = ARENA_PTR(struct ds_kv, slots + (tail & mask) * sizeof(struct ds_kv));
 	s->key = key;
 	s->val = val;
 	arena_atomic_store(&d->ptail, tail + 1, ARENA_RELEASE);
-	ds_role_end(&d->roles, DS_ROLE_PRODUCER, how);
 	return DS_OK;
 }
 
-/* dequeue (the consumer) */
-static __always_inline int ds_spsc_pop(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 *key, ap_u64 *val)
+/* dequeue, by the consumer */
+static __always_inline int ds_spsc_pop_held(struct ds_spsc __arena *d, ap_u64 *key, ap_u64 *val)
 {
 	ap_u64 mask = d->mask, slots = d->slots, head, seen;
 	struct ds_kv __arena *s;
-	int how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
 
-	if (how < 0)
-		return DS_BUSY;
 	head = arena_atomic_load(&d->chead, ARENA_RELAXED);
 	seen = arena_atomic_load(&d->ccache, ARENA_RELAXED);
 	if (head == seen) {
 		seen = arena_atomic_load(&d->ptail, ARENA_ACQUIRE);
 		arena_atomic_store(&d->ccache, seen, ARENA_RELAXED);
-		if (head == seen) {
-			ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
+		if (head == seen)
 			return DS_NOT_FOUND;
-		}
 	}
 	s = ARENA_PTR(struct ds_kv, slots + (head & mask) * sizeof(struct ds_kv));
 	*key = s->key;
 	*val = s->val;
 	arena_atomic_store(&d->chead, head + 1, ARENA_RELEASE);
-	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
 	return DS_OK;
+}
+
+static __always_inline int ds_spsc_insert(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 val)
+{
+	int how, res;
+
+	if (ds_role_likely(ds_role_held(c, &d->roles, DS_ROLE_PRODUCER)))
+		return ds_spsc_push_held(d, key, val);
+	how = ds_role_begin_slow(c, &d->roles, DS_ROLE_PRODUCER);
+	if (how < 0)
+		return DS_BUSY;
+	res = ds_spsc_push_held(d, key, val);
+	ds_role_end(&d->roles, DS_ROLE_PRODUCER, how);
+	return res;
+}
+
+static __always_inline int ds_spsc_pop(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 *key, ap_u64 *val)
+{
+	int how, res;
+
+	if (ds_role_likely(ds_role_held(c, &d->roles, DS_ROLE_CONSUMER)))
+		return ds_spsc_pop_held(d, key, val);
+	how = ds_role_begin_slow(c, &d->roles, DS_ROLE_CONSUMER);
+	if (how < 0)
+		return DS_BUSY;
+	res = ds_spsc_pop_held(d, key, val);
+	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
+	return res;
 }
 
 static __always_inline int ds_spsc_delete(struct ds_ctx *c, struct ds_spsc __arena *d, ap_u64 key, ap_u64 *val)

@@ -151,6 +151,18 @@ static inline const struct ds_meta *ds_meta_of(ap_u32 type)
 	return &ds_meta_table[type];
 }
 
+/*
+ * Whether operations of the type must run inside an epoch critical section:
+ * only the types that retire nodes (DS_F_RECLAIM). The others never free
+ * what a concurrent operation may still read (a bounded array; mpsc frees a
+ * popped node at once, see ds_mpsc.h), so their batches leave out the
+ * section's two atomic read-modify-writes. An unknown type: yes.
+ */
+static inline int ds_type_needs_section(ap_u32 type)
+{
+	return type >= DS_TYPES_END || !ds_meta_table[type].name || (ds_meta_table[type].flags & DS_F_RECLAIM);
+}
+
 static inline const struct ds_meta *ds_meta_by_name(const char *name)
 {
 	ap_u32 i;

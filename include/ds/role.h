@@ -149,6 +149,25 @@ static __always_inline int ds_role_begin_slow(struct ds_ctx *c, struct ds_roles 
 }
 
 /*
+ * 1 when the context holds role which of rs, attached or kept by its batch:
+ * the operation needs no claim. One load of c->held and one compare: the
+ * held word XOR (rs | the role's bit) has no bit left but the other role's
+ * and DS_HELD_KEEP exactly when the base is rs and the bit is set (a role
+ * pair is cache-line aligned: its address has no low bits).
+ */
+/* the branch a holder takes, laid out as the straight line */
+#define ds_role_likely(x) __builtin_expect(!!(x), 1)
+
+static __always_inline int ds_role_held(struct ds_ctx *c, struct ds_roles __arena *rs, ap_u32 which)
+{
+	ap_u64 bit = 1ULL << (which & 1), other = bit ^ (DS_HELD_PRODUCER | DS_HELD_CONSUMER);
+
+	/* + for |: the address has no low bits, and an addition folds into
+	 * the address computation */
+	return ((c->held ^ (ARENA_ADDR(rs) + bit)) & ~(DS_HELD_KEEP | other)) == 0;
+}
+
+/*
  * Before an operation that needs role which: 1 when the context holds it
  * (nothing to give back after the operation), 0 when it was claimed for
  * this operation only (ds_role_end gives it back), -1 when it is taken
@@ -156,9 +175,7 @@ static __always_inline int ds_role_begin_slow(struct ds_ctx *c, struct ds_roles 
  */
 static __always_inline int ds_role_begin(struct ds_ctx *c, struct ds_roles __arena *rs, ap_u32 which)
 {
-	ap_u64 held = c->held;
-
-	if ((held & ~DS_HELD_BITS) == ARENA_ADDR(rs) && (held & (1ULL << (which & 1))))
+	if (ds_role_likely(ds_role_held(c, rs, which)))
 		return 1;
 	return ds_role_begin_slow(c, rs, which);
 }

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Instructions per operation of each race contender, counted by callgrind.
+
+Wall-clock figures on a shared machine move with its load; instruction
+counts do not. Each contender's single-thread run is counted twice under
+callgrind, with --ops N1 and --ops N2 operations; the difference divided by
+N2 - N1 is what one more iteration costs (a push+pop pair for the queues,
+an insert+search+delete for the keyed structures), set-up and checks of the
+end state cancelling out. The loop's own bookkeeping and exactness checks
+are in the figure for every contender alike.
+
+Usage: bench/race/opcount.py [--race build/race] [--only spsc,mpmc,...]
+Needs valgrind and root (the arena is a BPF map).
+"""
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+N1, N2 = 100_000, 600_000
+
+
+def counts(race: str, only: str, ops: int) -> list[int]:
+    """Ir of each child (one per contender row, in row order) of one race run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.%p")
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", race,
+               "--only", only, "--workload", "st", "--ops", str(ops), "--rounds", "1"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(f"opcount: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        files = sorted(glob.glob(os.path.join(tmp, "cg.*")), key=lambda p: int(p.rsplit(".", 1)[1]))
+        irs = []
+        for path in files[1:]:  # the first is the parent
+            with open(path) as f:
+                m = re.search(r"^summary: (\d+)", f.read(), re.M)
+            irs.append(int(m.group(1)) if m else 0)
+        return irs
+
+
+def rows(race: str, only: str) -> list[str]:
+    """Row labels, in the order the first round runs them."""
+    r = subprocess.run([race, "--only", only, "--workload", "st", "--ops", "1000", "--rounds", "1"],
+                       capture_output=True, text=True, check=True)
+    out = []
+    for line in r.stdout.splitlines():
+        m = re.match(r"^(\S+)\s+1 thread\s+(.+?)\s+(arena|plain|heap)\s", line)
+        if m:
+            out.append(f"{m.group(1)} {m.group(2).strip()} ({m.group(3)})")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--race", default="build/race")
+    ap.add_argument("--only", default="spsc,mpmc,msqueue,stack,hash,skiplist")
+    a = ap.parse_args()
+    for s in a.only.split(","):
+        labels = rows(a.race, s)
+        lo, hi = counts(a.race, s, N1), counts(a.race, s, N2)
+        for label, x, y in zip(labels, lo, hi):
+            print(f"{label:40s} {(y - x) / (N2 - N1):8.1f} instructions per iteration")
+
+
+if __name__ == "__main__":
+    main()
