@@ -595,10 +595,10 @@ struct contender {
 #define ST_MIX ((1 << WL_ST) | (1 << WL_MIX))
 
 static const struct contender contenders[] = {
-	{"spsc", ST_PC, "spsc", 1, q_o_spsc_run, "role held per attach (ds_role_attach); 16-byte slots", ""},
+	{"spsc", ST_PC, "spsc", 1, q_o_spsc_run, "role held per attach (ds_role_attach), checked per operation (one load and compare); 16-byte slots", ""},
 	{"spsc", ST_PC, "ck_ring spsc", 0, q_ckrs_run, "CK_RING_PROTOTYPE, 16-byte slots",
 	 "no role check: a second producer or consumer is not refused"},
-	{"mpmc", ST_PC, "mpmc", 1, q_o_mpmc_run, "Vyukov bounded, 16-byte cells; no reclamation needed", ""},
+	{"mpmc", ST_PC, "mpmc", 1, q_o_mpmc_run, "Vyukov bounded, 32-byte cells (sequence, key, value, pad); no reclamation needed", ""},
 	{"mpmc", ST_PC, "ck_ring mpmc", 0, q_ckrm_run, "CK_RING_PROTOTYPE, 16-byte slots", ""},
 	{"msqueue", ST_PC, "msqueue", 1, q_o_msqueue_run, "epoch reclamation (epoch.h), arena heap", ""},
 	{"msqueue", ST_PC, "ck_fifo_mpmc", 0, q_ckf_run, "ck_epoch reclamation, malloc", ""},

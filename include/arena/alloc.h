@@ -849,19 +849,24 @@ static __always_inline void arena_heap_free_large(struct arena_heap __arena *h, 
 }
 
 /*
- * Free an object from any heap, allocated by either side. Returns 0, or -1
- * for a pointer that is not a live object (double free, foreign pointer):
- * refused and counted, nothing is changed.
+ * A free in three steps, so that a run of objects of one page can give its
+ * count back at once (ebr_drain_record):
+ *   arena_free_mark   checks that p is a live object and marks it dead;
+ *   arena_page_put    takes n marked objects off their page's count;
+ *   arena_free_count  adds them to the caller's slot statistics.
  */
-static __always_inline int arena_free_body(void __arena *p)
+
+/* 0 with the object's page, heap, size and the page state read after the
+ * mark; -1 for a pointer that is not a live object (double free, foreign
+ * pointer): refused and counted, nothing is changed. */
+static __always_inline int arena_free_mark(void __arena *p, struct arena_page __arena **pgp,
+					   struct arena_heap __arena **hp, ap_u64 *sizep, ap_u64 *sp)
 {
 	ap_u64 a = ARENA_ADDR(p), tag, size, s;
 	struct arena_obj __arena *o;
 	struct arena_page __arena *pg;
 	struct arena_heap __arena *h;
 
-	if (!a)
-		return 0;
 	if ((a & (ARENA_OBJ_ALIGN - 1)) || a < ARENA_BASE + ARENA_PAGE_SIZE)
 		return -1;
 	o = arena_obj_of(p);
@@ -894,36 +899,69 @@ static __always_inline int arena_free_body(void __arena *p)
 	}
 	/* before the page's count drops: from then on the page may be reused */
 	arena_asan_poison(a, size);
+	*pgp = pg;
+	*hp = h;
+	*sizep = size;
+	*sp = s;
+	return 0;
+}
 
-	if (s & ARENA_PS_LARGE) {
-		arena_heap_free_large(h, pg);
-	} else {
-		while (can_loop) {
-			ap_u64 ns, seen;
+/* n marked small objects of pg are gone (s: its state, as last read); the
+ * page is free once its count is zero and it is no longer a slot's current
+ * page. 0, or -1 when the count holds fewer (counted as a bad free). */
+static __always_inline int arena_page_put(struct arena_heap __arena *h, struct arena_page __arena *pg, ap_u64 s,
+					  ap_u64 n)
+{
+	while (can_loop) {
+		ap_u64 ns, seen;
 
-			if (ARENA_PS_CNT(s) == 0) {
-				arena_atomic_inc(&h->bad_frees, ARENA_RELAXED);
-				return -1;
-			}
-			ns = s - ARENA_PS_CNT_ONE;
-			if (ARENA_PS_CNT(s) == 1 && !(s & ARENA_PS_ACTIVE))
-				ns |= ARENA_PS_FREE;
-			seen = arena_atomic_cmpxchg(&pg->state, s, ns, ARENA_ACQ_REL);
-			if (seen == s) {
-				if (ns & ARENA_PS_FREE)
-					arena_heap_release_page(h, pg);
-				break;
-			}
-			s = seen;
+		if (ARENA_PS_CNT(s) < n) {
+			arena_atomic_inc(&h->bad_frees, ARENA_RELAXED);
+			return -1;
 		}
+		ns = s - n * ARENA_PS_CNT_ONE;
+		if (ARENA_PS_CNT(s) == n && !(s & ARENA_PS_ACTIVE))
+			ns |= ARENA_PS_FREE;
+		seen = arena_atomic_cmpxchg(&pg->state, s, ns, ARENA_ACQ_REL);
+		if (seen == s) {
+			if (ns & ARENA_PS_FREE)
+				arena_heap_release_page(h, pg);
+			return 0;
+		}
+		s = seen;
 	}
-	{
-		int owned;
-		struct arena_heap_slot __arena *slot = arena_heap_my_slot(h, &owned);
+	return 0;
+}
 
-		arena_stat_add(&slot->frees, 1, owned);
-		arena_stat_add(&slot->bytes_freed, size, owned);
-	}
+static __always_inline void arena_free_count(struct arena_heap __arena *h, ap_u64 n, ap_u64 bytes)
+{
+	int owned;
+	struct arena_heap_slot __arena *slot = arena_heap_my_slot(h, &owned);
+
+	arena_stat_add(&slot->frees, n, owned);
+	arena_stat_add(&slot->bytes_freed, bytes, owned);
+}
+
+/*
+ * Free an object from any heap, allocated by either side. Returns 0, or -1
+ * for a pointer that is not a live object (double free, foreign pointer):
+ * refused and counted, nothing is changed.
+ */
+static __always_inline int arena_free_body(void __arena *p)
+{
+	struct arena_page __arena *pg;
+	struct arena_heap __arena *h;
+	ap_u64 size, s;
+
+	if (!ARENA_ADDR(p))
+		return 0;
+	if (arena_free_mark(p, &pg, &h, &size, &s))
+		return -1;
+	if (s & ARENA_PS_LARGE)
+		arena_heap_free_large(h, pg);
+	else if (arena_page_put(h, pg, s, 1))
+		return -1;
+	arena_free_count(h, 1, size);
 	return 0;
 }
 

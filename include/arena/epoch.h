@@ -333,6 +333,7 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 	if (!arena_atomic_load(&r->limbo[list], ARENA_RELAXED))
 		return 0;
 	obj = arena_atomic_exchange(&r->limbo[list], 0, ARENA_ACQ_REL);
+#if ARENA_IS_BPF
 	while (obj && can_loop) {
 		ap_u64 next = arena_atomic_load(&arena_obj_of(ARENA_PTR(void, obj))->link, ARENA_RELAXED);
 
@@ -342,6 +343,45 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 	}
 	if (obj)
 		arena_atomic_inc(&d->drain_lost, ARENA_RELAXED);
+#else
+	{
+		/* objects retired one after another mostly share a page: a run
+		 * of one page gives its count back with one compare-and-swap
+		 * (arena_page_put) instead of one per object */
+		struct arena_page *run = NULL;
+		struct arena_heap *rh = NULL;
+		ap_u64 rn = 0, rbytes = 0;
+
+		(void)d;
+		while (obj) {
+			ap_u64 next = arena_atomic_load(&arena_obj_of(ARENA_PTR(void, obj))->link, ARENA_RELAXED);
+			struct arena_page *pg;
+			struct arena_heap *h;
+			ap_u64 size, s;
+
+			if (!arena_free_mark(ARENA_PTR(void, obj), &pg, &h, &size, &s)) {
+				if (s & ARENA_PS_LARGE) {
+					arena_heap_free_large(h, pg);
+					arena_free_count(h, 1, size);
+				} else {
+					if (pg != run && run) {
+						if (!arena_page_put(rh, run, arena_atomic_load(&run->state, ARENA_ACQUIRE), rn))
+							arena_free_count(rh, rn, rbytes);
+						rn = rbytes = 0;
+					}
+					run = pg;
+					rh = h;
+					rn++;
+					rbytes += size;
+				}
+			}
+			freed++;
+			obj = next;
+		}
+		if (run && !arena_page_put(rh, run, arena_atomic_load(&run->state, ARENA_ACQUIRE), rn))
+			arena_free_count(rh, rn, rbytes);
+	}
+#endif
 	return freed;
 }
 

@@ -26,6 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = ROOT / "build" / "race"
 SOURCES = [ROOT / "bench" / "race" / "race.c", ROOT / "bench" / "race" / "contenders.h"]
+# the structures' headers are compiled into it too
+HEADER_DIR = ROOT / "include"
 STRUCTURES = ("spsc", "mpmc", "msqueue", "stack", "hash", "skiplist")
 
 
@@ -41,7 +43,8 @@ def _stale() -> bool:
     if not BINARY.exists():
         return True
     built = BINARY.stat().st_mtime
-    return any(s.stat().st_mtime > built for s in SOURCES if s.exists())
+    sources = [*SOURCES, *HEADER_DIR.rglob("*.h")]
+    return any(s.stat().st_mtime > built for s in sources if s.exists())
 
 
 def ensure_built() -> Path:

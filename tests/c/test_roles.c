@@ -4,6 +4,9 @@
  *   - a role held by one context (attached, or kept by a batch) refuses a
  *     second producer or consumer, by a bare operation and by a batch,
  *     until it is given back; a batch gives back what it claimed;
+ *   - holding a role lets a context's operations through for that role of
+ *     that instance only: not for the other role, nor for the same role of
+ *     another instance, attached or inside a batch;
  *   - a role held by a process killed with SIGKILL is reported dead and
  *     taken over by the next claim, which counts it; a live holder, even
  *     a stopped one, never is.
@@ -117,6 +120,50 @@ static void second_refused(ap_u32 type, ap_u32 which)
 	ds_user_detach(&b);
 }
 
+/*
+ * What a held role lets through (ds_role_held): a holds spsc d1's producer
+ * role; b holds d1's consumer role and d2's producer role is held by c. a's
+ * pop on d1 and push on d2 must claim, and are refused; a's push on d1 runs.
+ * The same inside a batch, whose held word also carries DS_HELD_KEEP.
+ */
+static void held_is_exact(void)
+{
+	struct ds_ctx a, b, c;
+	ap_u64 d1, d2, k, v, done;
+
+	REQUIRE(ds_user_attach(sp, &a) == DS_OK && ds_user_attach(sp, &b) == DS_OK &&
+		ds_user_attach(sp, &c) == DS_OK, "attach");
+	d1 = create(&a, DS_TYPE_spsc);
+	d2 = create(&a, DS_TYPE_spsc);
+	CHECK(op1(&a, DS_TYPE_spsc, d1, DS_OP_INSERT, 5, NULL, NULL) == DS_OK, "fill d1");
+	CHECK(ds_role_attach(&a, DS_TYPE_spsc, d1, DS_ROLE_PRODUCER) == DS_OK, "a: d1 producer");
+	CHECK(ds_role_attach(&b, DS_TYPE_spsc, d1, DS_ROLE_CONSUMER) == DS_OK, "b: d1 consumer");
+	CHECK(ds_role_attach(&c, DS_TYPE_spsc, d2, DS_ROLE_PRODUCER) == DS_OK, "c: d2 producer");
+
+	CHECK(op1(&a, DS_TYPE_spsc, d1, DS_OP_POP, 0, &k, &v) == DS_BUSY,
+	      "the producer's pop went past the consumer's role");
+	CHECK(op1(&a, DS_TYPE_spsc, d2, DS_OP_INSERT, 6, NULL, NULL) == DS_BUSY,
+	      "d1's producer pushed into d2, whose producer role is held");
+	CHECK(op1(&a, DS_TYPE_spsc, d1, DS_OP_INSERT, 7, NULL, NULL) == DS_OK, "a's own push");
+	CHECK(batch(&a, DS_TYPE_spsc, d1, DS_OP_POP, 2, &done) == DS_BUSY,
+	      "the producer's pop batch went past the consumer's role");
+	CHECK(batch(&a, DS_TYPE_spsc, d2, DS_OP_INSERT, 2, &done) == DS_BUSY,
+	      "d1's producer's batch pushed into d2");
+	/* b, attached to d1's consumer role only, takes d2's consumer role for
+	 * a batch: its held word points at d1, so d2 needs a claim of its own */
+	CHECK(batch(&b, DS_TYPE_spsc, d2, DS_OP_POP, 1, &done) == DS_NOT_FOUND && done == 1,
+	      "b's pop batch on empty d2");
+	CHECK(owner_of(DS_TYPE_spsc, d2, DS_ROLE_CONSUMER) == 0, "d2's consumer role kept after b's batch");
+	CHECK(op1(&b, DS_TYPE_spsc, d1, DS_OP_POP, 0, &k, &v) == DS_OK && k == 5, "b's pop -> key %llu",
+	      (unsigned long long)k);
+	ds_role_detach(&a);
+	ds_role_detach(&b);
+	ds_role_detach(&c);
+	ds_user_detach(&a);
+	ds_user_detach(&b);
+	ds_user_detach(&c);
+}
+
 static void not_enforced(void)
 {
 	struct ds_ctx a;
@@ -215,6 +262,7 @@ int main(void)
 		second_refused(types[t], DS_ROLE_CONSUMER);
 		dead_holder(types[t], DS_ROLE_CONSUMER);
 	}
+	held_is_exact();
 	not_enforced();
 	return t_done("test_roles");
 }
