@@ -5,7 +5,9 @@
  * until it leaves its critical section, and sees it freed after; readers
  * racing writers never read a poisoned node; a participant that dies
  * inside a critical section (a killed process) is expired and stops
- * blocking reclamation.
+ * blocking reclamation; objects retired in any order of their pages
+ * (runs of one page, pages interleaved, a large object among them) are
+ * all freed, and their pages given back, once the epoch has moved on.
  */
 #include <signal.h>
 #include <sys/wait.h>
@@ -254,6 +256,49 @@ static void test_dead_participant(void)
 	close(hold[1]);
 }
 
+/* ---- a drain frees runs of one page with one count each ---- */
+
+#define DRAIN_OBJS 24
+
+static void test_drain_runs(void)
+{
+	struct arena_heap_stats st0, st;
+	struct ds_ctx c;
+	void *obj[DRAIN_OBJS], *large;
+	/* page after page in runs of three, then two pages interleaved, then
+	 * one object at a time from pages far apart */
+	static const int order[DRAIN_OBJS] = {0, 1, 2, 3, 4, 5, 6, 9, 7, 10, 8, 11,
+					      12, 23, 15, 20, 13, 18, 16, 21, 14, 19, 17, 22};
+	int i;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	arena_heap_get_stats(&sp->heap, &st0);
+	/* three 1000-byte objects fill a page */
+	for (i = 0; i < DRAIN_OBJS; i++)
+		REQUIRE((obj[i] = arena_heap_alloc(&sp->heap, 1000, 0)) != NULL, "alloc %d", i);
+	REQUIRE((large = arena_heap_alloc(&sp->heap, 3 * ARENA_PAGE_SIZE, 0)) != NULL, "alloc large");
+	REQUIRE(ds_enter(&c) == DS_OK, "enter");
+	for (i = 0; i < DRAIN_OBJS; i++) {
+		ds_retire(&c, obj[order[i]]);
+		if (i == DRAIN_OBJS / 2)
+			ds_retire(&c, large);
+	}
+	ds_exit(&c);
+	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "synchronize");
+	arena_heap_get_stats(&sp->heap, &st);
+	CHECK(st.frees - st0.frees == DRAIN_OBJS + 1, "%llu frees of %d retired", (unsigned long long)(st.frees - st0.frees),
+	      DRAIN_OBJS + 1);
+	CHECK(st.bad_frees == st0.bad_frees, "%llu bad frees", (unsigned long long)(st.bad_frees - st0.bad_frees));
+	CHECK(st.bytes_in_use == st0.bytes_in_use, "bytes in use %llu, %llu before",
+	      (unsigned long long)st.bytes_in_use, (unsigned long long)st0.bytes_in_use);
+	/* every page but the slot's current one is free again */
+	CHECK(st.pages_in_use <= st0.pages_in_use + 1, "pages in use %llu, %llu before",
+	      (unsigned long long)st.pages_in_use, (unsigned long long)st0.pages_in_use);
+	for (i = 0; i < DRAIN_OBJS; i++)
+		CHECK(arena_obj_size(obj[i]) == 0, "object %d still live", i);
+	ds_user_detach(&c);
+}
+
 int main(void)
 {
 	struct ds_ctx c;
@@ -270,5 +315,6 @@ int main(void)
 	test_dead_participant();
 	test_hold_across_delete();
 	test_readers_writers();
+	test_drain_runs();
 	return t_done("test_epoch");
 }
