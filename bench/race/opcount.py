@@ -25,14 +25,17 @@ import tempfile
 N1, N2 = 100_000, 600_000
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def atomic_addrs(obj: str) -> frozenset[int]:
     """Addresses of the atomic read-modify-write instructions in an object."""
     r = subprocess.run(["objdump", "-d", "--no-show-raw-insn", obj], capture_output=True, text=True)
     out = set()
     for line in r.stdout.splitlines():
         m = re.match(r"^\s+([0-9a-f]+):\s+(.*)$", line)
-        if m and (m.group(2).startswith("lock ") or (m.group(2).startswith("xchg") and "(" in m.group(2))):
+        if not m:
+            continue
+        ins = m.group(2)
+        if ins.startswith("lock ") or (ins.startswith("xchg") and "(" in ins):
             out.add(int(m.group(1), 16))
     return frozenset(out)
 
@@ -79,8 +82,8 @@ def counts(race: str, only: str, ops: int) -> list[tuple[int, int]]:
     """(Ir, atomics) of each child (one per contender row, in row order) of one race run."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.%p")
-        cmd = ["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}", race,
-               "--only", only, "--workload", "st", "--ops", str(ops), "--rounds", "1"]
+        cmd = ["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}",
+               race, "--only", only, "--workload", "st", "--ops", str(ops), "--rounds", "1"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             sys.exit(f"opcount: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
@@ -108,7 +111,7 @@ def main() -> None:
     for s in a.only.split(","):
         labels = rows(a.race, s)
         lo, hi = counts(a.race, s, N1), counts(a.race, s, N2)
-        for label, x, y in zip(labels, lo, hi):
+        for label, x, y in zip(labels, lo, hi, strict=True):
             print(f"{label:40s} {(y[0] - x[0]) / (N2 - N1):8.1f} instructions, "
                   f"{(y[1] - x[1]) / (N2 - N1):5.2f} atomic RMWs per iteration")
 
