@@ -4,7 +4,7 @@
  * tracepoints keep an arena hash of pid -> struct ap_proc current.
  *   fork: a new entry, from the pools (these programs never sleep: every
  *         allocation is ARENA_NOSLEEP_ONLY, an empty pool is counted);
- *   exec: the entry's comm, under its sequence word;
+ *   exec: the entry's comm and executable path, under its sequence word;
  *   exit: the key deleted and the entry retired through the epochs, so a
  *         reader still holding it reads valid memory until it leaves.
  * The loader makes this object reuse the session's arena map and attaches it
@@ -15,8 +15,68 @@
 #include "arena_map.bpf.h"
 #include "ds/registry.h"
 #include "root.h"
+#include "path.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
+
+_Static_assert(AP_PROC_EXE_CAP == AP_PATH_CAP, "exe[] holds what the path walker writes");
+
+/* The path walker writes into an event record (helpers cannot write into the
+ * arena, and the record does not fit on the stack); the entry gets a copy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ap_scratch);
+} proc_scratch SEC(".maps");
+
+/* The path of file, walked into the CPU's scratch record; NULL when there is
+ * no file or no scratch. */
+static __always_inline struct ap_event *exe_walk(struct file *f)
+{
+	__u32 zero = 0;
+	struct ap_event *ev;
+
+	if (!f)
+		return NULL;
+	ev = bpf_map_lookup_elem(&proc_scratch, &zero);
+	if (!ev)
+		return NULL;
+	ev->path_len = 0;
+	ev->flags = 0;
+	ap_path_walk(ev, f->f_path.dentry, f->f_path.mnt);
+	return ev;
+}
+
+/* The walked path (or none) into the entry: all of exe[], right-aligned as
+ * the walker left it, word by word. */
+static __always_inline void exe_store(struct ap_proc __arena *e, struct ap_event *ev)
+{
+	__u64 __arena *d = (__u64 __arena *)e->exe;
+	__u32 i;
+
+	if (!ev) {
+		e->exe_len = 0;
+		e->flags &= ~AP_PROC_EXE_TRUNCATED;
+		return;
+	}
+	for (i = 0; i < AP_PROC_EXE_CAP / 8; i++)
+		d[i] = *(__u64 *)&ev->path[i * 8];
+	e->exe_len = ev->path_len;
+	if (ev->flags & AP_EV_PATH_TRUNCATED)
+		e->flags |= AP_PROC_EXE_TRUNCATED;
+	else
+		e->flags &= ~AP_PROC_EXE_TRUNCATED;
+}
+
+static __always_inline struct file *task_exe(struct task_struct *t)
+{
+	struct mm_struct *mm = t->mm;
+
+	if (!mm)
+		return NULL; /* a kernel thread */
+	return mm->exe_file;
+}
 
 /* The hash operations, each verified once as a global function. */
 __attribute__((noinline)) int ap_proc_insert(struct ds_ctx *c, __u64 ds, __u64 key, __u64 val)
@@ -111,6 +171,7 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->execs = 0;
 	copy_comm(e, child);
+	exe_store(e, exe_walk(task_exe(child)));
 	r = ap_proc_insert(&c, root->proc.table, key, ARENA_ADDR(e));
 	if (r == DS_EXISTS) {
 		/* the pid's last task left no exit behind: its entry goes */
@@ -135,12 +196,15 @@ int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binpr
 {
 	struct ap_root __arena *root;
 	struct ap_proc __arena *e;
+	struct ap_event *ev;
 	struct ds_ctx c;
 	__u64 addr = 0;
 
 	root = proc_enter(&c);
 	if (!root)
 		return 0;
+	/* walked before the entry is marked busy, so readers retry briefly */
+	ev = exe_walk(bprm->file);
 	if (ap_proc_search(&c, root->proc.table, p->pid, &addr) != DS_OK || !addr) {
 		__sync_fetch_and_add(&root->proc.missing, 1);
 		goto out;
@@ -149,6 +213,7 @@ int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	/* odd while rewritten; the fetch-and-adds are full barriers */
 	__sync_fetch_and_add(&e->seq, 1);
 	copy_comm(e, p);
+	exe_store(e, ev);
 	e->euid = p->cred->euid.val;
 	e->execs += 1;
 	__sync_fetch_and_add(&e->seq, 1);

@@ -13,9 +13,16 @@
 #include "arena/arena.h"
 
 #define AP_PROC_COMM_LEN 16
+/* The executable's path, as the events' path field (include/event.h): the
+ * path ends at the end of exe[], exe_len bytes long; one that does not fit
+ * keeps its last components (a true suffix starting with '/') and the entry
+ * is flagged AP_PROC_EXE_TRUNCATED. exe_len 0: no executable (a kernel
+ * thread) or none known. */
+#define AP_PROC_EXE_CAP 512
 
 /* entry flags */
 #define AP_PROC_SEEDED 1u /* inserted from /proc at start, not seen forking */
+#define AP_PROC_EXE_TRUNCATED 2u /* exe: only its last exe_len bytes are known */
 
 struct ap_proc {
 	/* even while the entry is stable, odd while exec rewrites it: a reader
@@ -34,6 +41,9 @@ struct ap_proc {
 	ap_u32 pid_ns;
 	ap_u32 execs; /* exec()s seen since the entry was made */
 	char comm[AP_PROC_COMM_LEN];
+	ap_u32 exe_len;
+	ap_u32 exe_pad;
+	char exe[AP_PROC_EXE_CAP];
 };
 
 /* What the kernel side did, in the root (root.h), for statistics. */

@@ -52,6 +52,8 @@ def ds_meta() -> list[dict[str, Any]]: ...
 
 PROC_ENTRY_SIZE: int
 PROC_SEEDED: int
+PROC_EXE_TRUNCATED: int
+PROC_EXE_CAP: int
 
 class DsArena:
     def __init__(self, pages: int = ..., pinned: str | None = ..., pool_pages: int = ...,

@@ -23,8 +23,8 @@ from .ds import Arena
 
 TABLE = "proc"  # the hash's name in the space
 # struct ap_proc: seq, pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns,
-# cgroup_id, pid_ns, execs, comm
-ENTRY = struct.Struct("<QIIIIQIIIIQII16s")
+# cgroup_id, pid_ns, execs, comm, exe_len, pad, exe (the path ends at the end of the field)
+ENTRY = struct.Struct(f"<QIIIIQIIIIQII16sII{_ds.PROC_EXE_CAP}s")
 assert ENTRY.size == _ds.PROC_ENTRY_SIZE, "include/proc.h and this codec disagree"
 
 
@@ -43,19 +43,28 @@ class Proc:
     pid_ns: int
     execs: int
     comm: bytes
+    exe: bytes = b""  # the executable's path; its last bytes only when exe_truncated
 
     @property
     def seeded(self) -> bool:
         return bool(self.flags & _ds.PROC_SEEDED)
 
+    @property
+    def exe_truncated(self) -> bool:
+        return bool(self.flags & _ds.PROC_EXE_TRUNCATED)
+
     def pack(self) -> bytes:
+        exe = self.exe[-_ds.PROC_EXE_CAP:]
         return ENTRY.pack(0, self.pid, self.tgid, self.ppid, self.flags, self.start_ns, self.uid,
                           self.euid, self.gid, self.mnt_ns, self.cgroup_id, self.pid_ns,
-                          self.execs, self.comm)
+                          self.execs, self.comm, len(exe), 0,
+                          exe.rjust(_ds.PROC_EXE_CAP, b"\0"))
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["comm"] = self.comm.decode("utf-8", "replace")
+        d["exe"] = self.exe.decode("utf-8", "surrogateescape")
+        d["exe_truncated"] = self.exe_truncated
         d["seeded"] = self.seeded
         return d
 
@@ -63,9 +72,11 @@ class Proc:
 def unpack(raw: bytes) -> list[Proc]:
     out = []
     for (_, pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns, cgroup_id, pid_ns, execs,
-         comm) in ENTRY.iter_unpack(raw):
+         comm, exe_len, _, exe) in ENTRY.iter_unpack(raw):
+        n = min(exe_len, _ds.PROC_EXE_CAP)
         out.append(Proc(pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns, cgroup_id,
-                        pid_ns, execs, comm.split(b"\0", 1)[0]))
+                        pid_ns, execs, comm.split(b"\0", 1)[0],
+                        exe[_ds.PROC_EXE_CAP - n:] if n else b""))
     return out
 
 
@@ -115,6 +126,23 @@ def _status(tid_dir: str) -> dict[str, list[str]]:
         return {k: v.split() for k, _, v in (line.partition(":") for line in f)}
 
 
+def read_exe(pid: int) -> tuple[bytes, int]:
+    """The process's executable path and the flag for it: readlink only (the link's text,
+    nothing behind it is opened or followed). A path longer than the entry holds keeps
+    its last components, starting at a '/', flagged truncated; none (a kernel thread, a
+    process gone, or not permitted): empty."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe".encode())
+    except OSError:
+        return b"", 0
+    cap = _ds.PROC_EXE_CAP
+    if len(exe) <= cap:
+        return exe, 0
+    tail = exe[-cap:]
+    cut = tail.find(b"/")
+    return (tail[cut:] if cut >= 0 else b""), _ds.PROC_EXE_TRUNCATED
+
+
 def read_task(pid: int, tid: int) -> Proc | None:
     """One task as /proc shows it, or None when it is gone (or unreadable)."""
     d = f"/proc/{pid}/task/{tid}"
@@ -130,10 +158,11 @@ def read_task(pid: int, tid: int) -> Proc | None:
     rest = stat[stat.rfind(b")") + 2:].split()
     ticks = os.sysconf("SC_CLK_TCK")
     start_ns = int(rest[19]) * 1_000_000_000 // ticks
-    return Proc(pid=tid, tgid=int(st["Tgid"][0]), ppid=int(st["PPid"][0]), flags=0,
+    exe, exe_flags = read_exe(pid)
+    return Proc(pid=tid, tgid=int(st["Tgid"][0]), ppid=int(st["PPid"][0]), flags=exe_flags,
                 start_ns=start_ns, uid=int(st["Uid"][0]), euid=int(st["Uid"][1]),
                 gid=int(st["Gid"][0]), mnt_ns=_ns_inode(pid, "mnt"), cgroup_id=_cgroup_id(pid),
-                pid_ns=_ns_inode(pid, "pid"), execs=0, comm=comm)
+                pid_ns=_ns_inode(pid, "pid"), execs=0, comm=comm, exe=exe)
 
 
 def tasks() -> Iterator[tuple[int, int]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -168,7 +169,9 @@ def test_ps_reads_a_running_pipelines_table(pipeline_proc: StartPipeline,
         assert procs[pl.proc.pid]["tgid"] == pl.proc.pid
         text = subprocess.run([sys.executable, "-m", "pipeline", "ps", "--pin-dir", run],
                               capture_output=True, text=True, check=True).stdout
-        assert any(ln.split()[0] == str(late.pid) and ln.split()[-1] == "sleep"
+        sleep_exe = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
+        assert procs[late.pid]["exe"] == sleep_exe == procs[pre.pid]["exe"]
+        assert any(ln.split()[0] == str(late.pid) and ln.split()[-2:] == ["sleep", sleep_exe]
                    for ln in text.splitlines()[1:])
         late.kill()
         late.wait()
@@ -200,6 +203,25 @@ sys.stdin.read()
 def _comm(pid: int) -> str:
     with open(f"/proc/{pid}/comm") as f:
         return f.read().rstrip("\n")
+
+
+def _exe(pid: int) -> str | None:
+    """pid's executable as /proc names it (the link's text), None for none."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+# the shell's executable: the kernel and /proc name the file, past any links to it
+_SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
+
+
+def _anc(pid: int, comm: str, exe: str | None = None) -> dict[str, Any]:
+    """An ancestor as the context lists it; its exe from /proc unless given."""
+    exe = exe or _exe(pid)
+    return ({"pid": pid, "comm": comm, "exe": exe, "exe_truncated": False} if exe is not None
+            else {"pid": pid, "comm": comm, "exe": None})
 
 
 def _chain(pid: int) -> list[int]:
@@ -248,8 +270,8 @@ def test_events_carry_their_process_context(depth: int, tmp_path: Path) -> None:
     assert n == 1 and ev["comm"] == "apanc" and ev["ppid"] == sh.pid
     assert (ev["proc"], ev["parent_comm"]) == ("known", "sh")
     # the shell, this process, its parent...: as /proc shows them, ending at pid 1
-    want = [{"pid": p, "comm": "sh" if p == sh.pid else _comm(p)}
-            for p in [sh.pid, *_chain(os.getpid())]][:depth]
+    want = [_anc(sh.pid, "sh", _SH), *(_anc(p, _comm(p)) for p in _chain(os.getpid()))]
+    want = want[:depth]
     assert ev["ancestors"] == want
     if depth == 64:  # deeper than the tree: the list ends at pid 1
         assert ev["ancestors"][-1]["pid"] == 1
@@ -303,6 +325,6 @@ def test_a_run_gives_context_and_cgroup_side_by_side(pipeline_proc: StartPipelin
     assert pl.stop() == 0
     (ev,) = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert (ev["proc"], ev["parent_comm"]) == ("known", "sh")
-    assert ev["ancestors"] == [{"pid": sh.pid, "comm": "sh"},
-                               {"pid": os.getpid(), "comm": _comm(os.getpid())}]
+    assert ev["ancestors"] == [_anc(sh.pid, "sh", _SH), _anc(os.getpid(), _comm(os.getpid()))]
+    assert (ev["exe"], ev["parent_exe"]) == (os.path.realpath(sys.executable), _SH)
     assert "cgroup_id" in ev and "cgroup" in ev

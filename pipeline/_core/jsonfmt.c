@@ -184,6 +184,13 @@ static char *put_str(char *p, const unsigned char *s, size_t n, int *valid)
 	return p;
 }
 
+static char *put_b64(char *p, const unsigned char *s, size_t n);
+
+char *ap_json_put_b64(char *p, const unsigned char *s, size_t n)
+{
+	return put_b64(p, s, n);
+}
+
 static const char b64digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 static char *put_b64(char *p, const unsigned char *s, size_t n)

@@ -42,6 +42,9 @@ size_t ap_format_cgroup_fields(char *out, const unsigned char *path, size_t path
  * 0); at most 6 bytes out per byte in. Returns the end. */
 char *ap_json_put_str(char *p, const unsigned char *s, size_t n, int *valid);
 
+/* n bytes as base64 (the *_b64 fields), at most 4 * ((n + 2) / 3) bytes out. */
+char *ap_json_put_b64(char *p, const unsigned char *s, size_t n);
+
 const char *ap_trigger_name(unsigned trigger);
 const char *ap_syscall_name(unsigned syscall);
 

@@ -29,6 +29,8 @@
 
 /* Batches are bounded so one drain call never holds the loop for long. */
 #define MAX_BATCH 65536
+/* the most a drain's output buffer is sized for, in bytes */
+#define DRAIN_BUF_MAX ((size_t)64 << 20)
 
 
 typedef struct {
@@ -297,7 +299,11 @@ static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
 	if (max == 0 || max > MAX_BATCH)
 		max = MAX_BATCH;
 	line_max = AP_JSON_LINE_MAX + (self->cg_on ? self->cg.longest + sizeof(cg_none) : 0) +
-		   (self->pf.table ? AP_PROCFMT_MAX : 0);
+		   (self->pf.table ? AP_PROCFMT_LINE(self->pf.depth) : 0);
+	/* deep ancestry makes the worst-case line long: fewer records per
+	 * batch keep the buffer bounded (the rest wait for the next drain) */
+	if (max * line_max > DRAIN_BUF_MAX && max > DRAIN_BUF_MAX / line_max)
+		max = DRAIN_BUF_MAX / line_max ? DRAIN_BUF_MAX / line_max : 1;
 	if (self->buf_cap < max * line_max) {
 		char *nb = realloc(self->buf, max * line_max);
 

@@ -39,6 +39,32 @@ static char *put_comm(char *p, const struct ap_proc *e)
 	return p;
 }
 
+/* `,"<key>":"<path>"` (or null when the entry holds none), `<key>_b64` beside
+ * it when the path is not valid UTF-8, `<key>_truncated` when only its last
+ * components are known: the record's rules for path. */
+static char *put_exe(char *p, const char *key, const struct ap_proc *e)
+{
+	uint32_t len = e->exe_len <= AP_PROC_EXE_CAP ? e->exe_len : 0;
+	const unsigned char *s = (const unsigned char *)e->exe + AP_PROC_EXE_CAP - len;
+	int valid = 1;
+
+	if (!len) {
+		p += sprintf(p, ",\"%s\":null", key);
+		return p;
+	}
+	p += sprintf(p, ",\"%s\":\"", key);
+	p = ap_json_put_str(p, s, len, &valid);
+	*p++ = '"';
+	if (!valid) {
+		p += sprintf(p, ",\"%s_b64\":\"", key);
+		p = ap_json_put_b64(p, s, len);
+		*p++ = '"';
+	}
+	p += sprintf(p, ",\"%s_truncated\":%s", key,
+		     e->flags & AP_PROC_EXE_TRUNCATED ? "true" : "false");
+	return p;
+}
+
 size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event *ev)
 {
 	struct ap_proc e;
@@ -47,10 +73,16 @@ size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event
 	uint32_t n;
 
 	/* the creating task itself: known to the table, or not (never guessed) */
-	p += sprintf(p, ",\"proc\":\"%s\"", lookup(pf, ev->tid, &e) ? "known" : "missing");
+	if (lookup(pf, ev->tid, &e)) {
+		p += sprintf(p, ",\"proc\":\"known\"");
+		p = put_exe(p, "exe", &e);
+	} else {
+		p += sprintf(p, ",\"proc\":\"missing\"");
+	}
 	if (ev->ppid && lookup(pf, ev->ppid, &e)) {
 		p += sprintf(p, ",\"parent_comm\":");
 		p = put_comm(p, &e);
+		p = put_exe(p, "parent_exe", &e);
 	}
 	/* the parent, its parent, ...: up to depth, ending at pid 1 or at the
 	 * first process the table does not know, which is marked as missing */
@@ -64,6 +96,7 @@ size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event
 		}
 		p += sprintf(p, "{\"pid\":%llu,\"comm\":", (unsigned long long)pid);
 		p = put_comm(p, &e);
+		p = put_exe(p, "exe", &e);
 		*p++ = '}';
 		if (pid == 1)
 			break;

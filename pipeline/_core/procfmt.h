@@ -12,10 +12,19 @@
 
 #include "event.h"
 #include "ds/space.h"
+#include "proc.h"
 
 #define AP_ANCESTORS_MAX 64
-/* bytes the fields may add to a line: each ancestor's pid and escaped comm */
-#define AP_PROCFMT_MAX (64 + AP_COMM_LEN * 6 + AP_ANCESTORS_MAX * (48 + AP_COMM_LEN * 6))
+/* bytes an executable's fields may take: name, escaped path, its base64 and
+ * the truncation flag */
+#define AP_PROCFMT_EXE_MAX (96 + AP_PROC_EXE_CAP * 6 + (AP_PROC_EXE_CAP + 2) / 3 * 4)
+/* bytes the fields may add to a line with `depth` ancestors: the process's
+ * and its parent's exe and parent_comm, each ancestor's pid, escaped comm
+ * and exe */
+#define AP_PROCFMT_LINE(depth)                                                                 \
+	(96 + AP_COMM_LEN * 6 + 2 * AP_PROCFMT_EXE_MAX +                                       \
+	 (size_t)(depth) * (48 + AP_COMM_LEN * 6 + AP_PROCFMT_EXE_MAX))
+#define AP_PROCFMT_MAX AP_PROCFMT_LINE(AP_ANCESTORS_MAX)
 
 struct ap_procfmt {
 	struct ds_ctx c;
@@ -29,8 +38,9 @@ struct ap_procfmt {
 int ap_procfmt_begin(struct ap_procfmt *pf);
 void ap_procfmt_end(struct ap_procfmt *pf);
 
-/* Writes `,"proc":...,"parent_comm":...,"ancestors":[...]` at out for ev;
- * returns the bytes (at most AP_PROCFMT_MAX). */
+/* Writes `,"proc":...,"exe":...,"parent_comm":...,"parent_exe":...,
+ * "ancestors":[...]` at out for ev; returns the bytes (at most
+ * AP_PROCFMT_LINE(pf->depth)). */
 size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event *ev);
 
 #endif

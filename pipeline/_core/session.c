@@ -28,8 +28,10 @@
 /* Pages a session's data-structure space needs at least: its header, the
  * kernel CPUs' page pools and room to work. */
 #define AP_SESSION_DS_MIN_PAGES (DS_SPACE_HDR_PAGES + 16)
-/* Pages each kernel CPU keeps in its pool for non-sleepable allocations. */
-#define AP_SESSION_DS_POOL_PAGES 4
+/* Pages each kernel CPU keeps in its pool for non-sleepable allocations: a
+ * process-table entry (include/proc.h) with its path takes ~600 bytes, so
+ * ~90 forks per CPU between two refills. */
+#define AP_SESSION_DS_POOL_PAGES 16
 
 /* ---- open: load the producer object, map the arena, lay out the root ---- */
 

@@ -1605,6 +1605,8 @@ int ap_ds_add_to_module(PyObject *m)
 		{ "DS_ARENA_BASE_PAGES", AP_DS_SPACE_FIRST },
 		{ "PROC_ENTRY_SIZE", sizeof(struct ap_proc) },
 		{ "PROC_SEEDED", AP_PROC_SEEDED },
+		{ "PROC_EXE_TRUNCATED", AP_PROC_EXE_TRUNCATED },
+		{ "PROC_EXE_CAP", AP_PROC_EXE_CAP },
 	};
 	PyObject *f;
 	size_t i;

@@ -1,0 +1,141 @@
+"""The executable's path in the process table: written by the kernel at fork and exec
+(the dentry/mount walk of the events' paths), by seeding from /proc/PID/exe (readlink),
+and given for the event's process, its parent and each ancestor. Real processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import needs_root
+from test_proctab import _CREATOR, _SH, _anc, _comm, _procs
+
+pytestmark = needs_root
+
+# the path's bytes are not UTF-8 and hold a quote and a space: the JSON rules of `path`
+MID_NAME = 'ap exe"\udcffmid'
+
+
+def _copy(src: str, dst: Path) -> Path:
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o755)
+    return dst
+
+
+def _session() -> Any:
+    from pipeline import _core
+
+    s = _core.Session(arena_pages=8192, queue_capacity=1024)
+    s.attach_proctab()
+    return s
+
+
+def _wait(path: Path) -> None:
+    deadline = time.monotonic() + 20
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists(), "the creator did not run"
+
+
+def test_exe_of_an_exec_tree_in_the_table_and_the_events(tmp_path: Path) -> None:
+    from pipeline import proctab
+    from pipeline.ds import Arena
+
+    mid = _copy(_SH, tmp_path / MID_NAME)
+    mid_b = os.fsencode(mid)
+    target = tmp_path / "f"
+    s = _session()
+    try:
+        a = Arena.of_session(s)
+        proctab.seed(a, proctab.tasks())  # this process and its ancestors
+        s.set_ancestors(3)
+        s.set_filter(comm="apanc")
+        s.attach("tracepoint")
+        s.enable(True)
+        # sh -> the copied shell -> python (the creator): three exec'd binaries
+        top = subprocess.Popen(["sh", "-c", '"$0" -c "$1" "$2" "$3" "$4"; true', str(mid),
+                                '"$0" -c "$1" "$2"; true', sys.executable, _CREATOR,
+                                str(target)], stdin=subprocess.PIPE)
+        try:
+            _wait(target)
+            time.sleep(0.1)
+            data, n = s.drain_json(100)  # while the whole tree still runs
+            procs = _procs(a)
+        finally:
+            assert top.stdin is not None
+            top.stdin.close()
+            top.wait()
+        a.close()
+    finally:
+        s.close()
+    (ev,) = [json.loads(ln) for ln in data.splitlines()]
+    leaf, mid_pid = ev["pid"], ev["ppid"]
+    py = os.path.realpath(sys.executable)
+    assert n == 1 and procs[mid_pid].ppid == top.pid
+    # the table: each entry names the file its last exec ran, whole
+    assert [(procs[p].exe, procs[p].exe_truncated) for p in (leaf, mid_pid, top.pid)] == [
+        (os.fsencode(py), False), (mid_b, False), (os.fsencode(_SH), False)]
+    # the event: its process, its parent (not UTF-8: shown with U+FFFD, exact in _b64)
+    shown = mid_b.decode("utf-8", "replace")
+    assert (ev["proc"], ev["exe"], ev["exe_truncated"]) == ("known", py, False)
+    assert "exe_b64" not in ev
+    assert (ev["parent_exe"], ev["parent_exe_truncated"]) == (shown, False)
+    assert base64.b64decode(ev["parent_exe_b64"]) == mid_b
+    assert ev["ancestors"] == [
+        {"pid": mid_pid, "comm": os.fsencode(MID_NAME)[:15].decode("utf-8", "replace"),
+         "exe": shown, "exe_b64": base64.b64encode(mid_b).decode(), "exe_truncated": False},
+        _anc(top.pid, "sh", _SH),
+        _anc(os.getpid(), _comm(os.getpid())),
+    ]
+
+
+def test_exe_of_seeded_and_forked_processes_long_paths_flagged(tmp_path: Path) -> None:
+    from pipeline import _ds, proctab
+    from pipeline.ds import Arena
+
+    sleep = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
+    named = _copy(sleep, tmp_path / "ap-seeded-sleep")
+    deep = tmp_path
+    for c in "abc":
+        deep = deep / (c * 200)
+    deep.mkdir(parents=True)
+    far = _copy(sleep, deep / "ap-deep-sleep")
+    full = os.fsencode(far)
+    assert len(full) > _ds.PROC_EXE_CAP
+    early = [subprocess.Popen([str(named), "60"]), subprocess.Popen([str(far), "60"])]
+    late: subprocess.Popen[bytes] | None = None
+    s = _session()
+    try:
+        a = Arena.of_session(s)
+        proctab.seed(a, proctab.tasks())
+        late = subprocess.Popen([str(far), "60"])  # forked and exec'd under the tracepoints
+        deadline = time.monotonic() + 10
+        procs = _procs(a)
+        while time.monotonic() < deadline and (late.pid not in procs or
+                                               procs[late.pid].execs == 0):
+            time.sleep(0.02)
+            procs = _procs(a)
+        a.close()
+    finally:
+        s.close()
+        for p in [*early, *([late] if late else [])]:
+            p.kill()
+            p.wait()
+    assert late is not None
+    e_named, e_far, e_late = procs[early[0].pid], procs[early[1].pid], procs[late.pid]
+    assert (e_named.seeded, e_named.exe, e_named.exe_truncated) == (True, os.fsencode(named),
+                                                                    False)
+    # too long for the entry: its last components, starting at a '/', flagged; never a
+    # silently shortened path, and the kernel's walk and the seeding agree on the cut
+    want = full[-_ds.PROC_EXE_CAP:]
+    want = want[want.index(b"/"):]
+    assert (e_far.seeded, e_far.exe, e_far.exe_truncated) == (True, want, True)
+    assert (e_late.seeded, e_late.execs, e_late.exe, e_late.exe_truncated) == (False, 1, want,
+                                                                               True)
