@@ -6,7 +6,10 @@
  *         allocation is ARENA_NOSLEEP_ONLY, an empty pool is counted);
  *   exec: the entry's comm and executable path, under its sequence word;
  *   exit: the key deleted and the entry retired through the epochs, so a
- *         reader still holding it reads valid memory until it leaves.
+ *         reader still holding it reads valid memory until it leaves; while
+ *         a reader formats events with their process context (keep), the
+ *         entry is marked exited and handed to that reader instead, which
+ *         deletes it once no queued event can need it (include/proc.h).
  * The loader makes this object reuse the session's arena map and attaches it
  * once the root names the table (root->proc.table).
  */
@@ -174,10 +177,19 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 	exe_store(e, exe_walk(task_exe(child)));
 	r = ap_proc_insert(&c, root->proc.table, key, ARENA_ADDR(e));
 	if (r == DS_EXISTS) {
-		/* the pid's last task left no exit behind: its entry goes */
-		__sync_fetch_and_add(&root->proc.stale, 1);
-		if (ap_proc_delete(&c, root->proc.table, key, &old) == DS_OK && old)
-			ds_retire(&c, ARENA_PTR(void, old));
+		if (ap_proc_delete(&c, root->proc.table, key, &old) == DS_OK && old) {
+			struct ap_proc __arena *o = ARENA_PTR(struct ap_proc, old);
+
+			if (o->flags & AP_PROC_EXITED) {
+				/* an exited entry the reader still holds: it leaves
+				 * the key here, the reader retires it */
+				__sync_fetch_and_add(&root->proc.reused, 1);
+			} else {
+				/* the pid's last task left no exit behind */
+				__sync_fetch_and_add(&root->proc.stale, 1);
+				ds_retire(&c, ARENA_PTR(void, old));
+			}
+		}
 		r = ap_proc_insert(&c, root->proc.table, key, ARENA_ADDR(e));
 	}
 	if (r == DS_OK) {
@@ -223,6 +235,33 @@ out:
 	return 0;
 }
 
+/* Mark e exited and push it onto the reader's list: 1. -1 when it was
+ * marked already (this task's entry was never made; the pid's entry is an
+ * older task's, which the reader holds): nothing to do. 0 when the push kept
+ * losing races: the caller deletes it at once. */
+static __always_inline int keep_exited(struct ap_root __arena *root, struct ap_proc __arena *e)
+{
+	__u64 top, seen, addr = ARENA_ADDR(e);
+	int i;
+
+	if (e->flags & AP_PROC_EXITED)
+		return -1;
+	__sync_fetch_and_add(&e->seq, 1);
+	e->flags |= AP_PROC_EXITED;
+	e->exit_ns = bpf_ktime_get_ns();
+	/* after the full barrier: every ticket taken before the exit is below */
+	e->exit_mark = arena_atomic_load(&root->evq.tail, ARENA_ACQUIRE);
+	__sync_fetch_and_add(&e->seq, 1);
+	for (i = 0; i < 64 && arena_can_loop; i++) {
+		top = arena_atomic_load(&root->proc.exited, ARENA_ACQUIRE);
+		arena_store_once(&e->exit_next, top);
+		seen = arena_atomic_cmpxchg(&root->proc.exited, top, addr, ARENA_ACQ_REL);
+		if (seen == top)
+			return 1;
+	}
+	return 0;
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(proc_exit, struct task_struct *p)
 {
@@ -233,12 +272,23 @@ int BPF_PROG(proc_exit, struct task_struct *p)
 	root = proc_enter(&c);
 	if (!root)
 		return 0;
+	if (root->proc.keep &&
+	    ap_proc_search(&c, root->proc.table, p->pid, &addr) == DS_OK && addr) {
+		int k = keep_exited(root, ARENA_PTR(struct ap_proc, addr));
+
+		if (k) {
+			__sync_fetch_and_add(k > 0 ? &root->proc.exits : &root->proc.missing, 1);
+			goto out;
+		}
+	}
+	addr = 0;
 	if (ap_proc_delete(&c, root->proc.table, p->pid, &addr) == DS_OK && addr) {
 		ds_retire(&c, ARENA_PTR(void, addr));
 		__sync_fetch_and_add(&root->proc.exits, 1);
 	} else {
 		__sync_fetch_and_add(&root->proc.missing, 1);
 	}
+out:
 	ds_exit(&c);
 	return 0;
 }

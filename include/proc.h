@@ -23,6 +23,7 @@
 /* entry flags */
 #define AP_PROC_SEEDED 1u /* inserted from /proc at start, not seen forking */
 #define AP_PROC_EXE_TRUNCATED 2u /* exe: only its last exe_len bytes are known */
+#define AP_PROC_EXITED 4u /* the task has exited: kept for the reader (below) */
 
 struct ap_proc {
 	/* even while the entry is stable, odd while exec rewrites it: a reader
@@ -43,6 +44,13 @@ struct ap_proc {
 	char comm[AP_PROC_COMM_LEN];
 	ap_u32 exe_len;
 	ap_u32 exe_pad;
+	/* Set at exit while a reader keeps exited entries (ap_proc_counts.keep):
+	 * when (CLOCK_MONOTONIC), the queue's tail then (every event reserved
+	 * before the exit has a smaller ticket) and the link of the exited list
+	 * the reader takes them from. */
+	ap_u64 exit_ns;
+	ap_u64 exit_mark;
+	ap_u64 exit_next;
 	char exe[AP_PROC_EXE_CAP];
 };
 
@@ -56,6 +64,15 @@ struct ap_proc_counts {
 	ap_u64 stale;    /* a fork that found its pid still in the table (an exit missed) */
 	ap_u64 missing;  /* an exec or exit of a task not in the table */
 	ap_u64 busy;     /* the CPU's epoch record was busy: nothing done */
+	/* Set by a reader that formats events with their process context: an
+	 * exit then marks the entry AP_PROC_EXITED and pushes it onto `exited`
+	 * (a stack of entries linked by exit_next) instead of deleting it; the
+	 * reader deletes and retires each once it has drained every event
+	 * reserved before the exit (its head reached exit_mark). */
+	ap_u64 keep;
+	ap_u64 exited;   /* the stack's top entry, 0: empty */
+	ap_u64 reused;   /* a fork whose pid was an exited entry's: the entry left the key */
+	ap_u64 reaped;   /* exited entries the reader deleted and retired */
 };
 
 #if !ARENA_IS_BPF

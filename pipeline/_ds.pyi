@@ -54,6 +54,7 @@ PROC_ENTRY_SIZE: int
 PROC_SEEDED: int
 PROC_EXE_TRUNCATED: int
 PROC_EXE_CAP: int
+PROC_EXITED: int
 
 class DsArena:
     def __init__(self, pages: int = ..., pinned: str | None = ..., pool_pages: int = ...,

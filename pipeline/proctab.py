@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,8 +23,9 @@ from .ds import Arena
 
 TABLE = "proc"  # the hash's name in the space
 # struct ap_proc: seq, pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns,
-# cgroup_id, pid_ns, execs, comm, exe_len, pad, exe (the path ends at the end of the field)
-ENTRY = struct.Struct(f"<QIIIIQIIIIQII16sII{_ds.PROC_EXE_CAP}s")
+# cgroup_id, pid_ns, execs, comm, exe_len, pad, exit_ns, exit_mark, exit_next, exe (the path
+# ends at the end of the field)
+ENTRY = struct.Struct(f"<QIIIIQIIIIQII16sIIQQQ{_ds.PROC_EXE_CAP}s")
 assert ENTRY.size == _ds.PROC_ENTRY_SIZE, "include/proc.h and this codec disagree"
 
 
@@ -44,10 +45,15 @@ class Proc:
     execs: int
     comm: bytes
     exe: bytes = b""  # the executable's path; its last bytes only when exe_truncated
+    exit_ns: int = 0  # CLOCK_MONOTONIC, when exited (kept until the reader is past it)
 
     @property
     def seeded(self) -> bool:
         return bool(self.flags & _ds.PROC_SEEDED)
+
+    @property
+    def exited(self) -> bool:
+        return bool(self.flags & _ds.PROC_EXITED)
 
     @property
     def exe_truncated(self) -> bool:
@@ -57,7 +63,7 @@ class Proc:
         exe = self.exe[-_ds.PROC_EXE_CAP:]
         return ENTRY.pack(0, self.pid, self.tgid, self.ppid, self.flags, self.start_ns, self.uid,
                           self.euid, self.gid, self.mnt_ns, self.cgroup_id, self.pid_ns,
-                          self.execs, self.comm, len(exe), 0,
+                          self.execs, self.comm, len(exe), 0, 0, 0, 0,
                           exe.rjust(_ds.PROC_EXE_CAP, b"\0"))
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,17 +72,18 @@ class Proc:
         d["exe"] = self.exe.decode("utf-8", "surrogateescape")
         d["exe_truncated"] = self.exe_truncated
         d["seeded"] = self.seeded
+        d["exited"] = self.exited
         return d
 
 
 def unpack(raw: bytes) -> list[Proc]:
     out = []
     for (_, pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns, cgroup_id, pid_ns, execs,
-         comm, exe_len, _, exe) in ENTRY.iter_unpack(raw):
+         comm, exe_len, _, exit_ns, _, _, exe) in ENTRY.iter_unpack(raw):
         n = min(exe_len, _ds.PROC_EXE_CAP)
         out.append(Proc(pid, tgid, ppid, flags, start_ns, uid, euid, gid, mnt_ns, cgroup_id,
                         pid_ns, execs, comm.split(b"\0", 1)[0],
-                        exe[_ds.PROC_EXE_CAP - n:] if n else b""))
+                        exe[_ds.PROC_EXE_CAP - n:] if n else b"", exit_ns))
     return out
 
 
@@ -92,11 +99,16 @@ def snapshot(arena: Arena, cap: int = 1 << 16) -> list[Proc]:
 REFILL_EVERY = 0.1  # seconds
 
 
-async def keep_pools_filled(arena: Arena, every: float = REFILL_EVERY) -> None:
-    """Refill the kernel CPUs' page pools of the table's heap every `every` seconds."""
+async def keep_pools_filled(arena: Arena, every: float = REFILL_EVERY,
+                            reap: Callable[[], int] | None = None) -> None:
+    """Refill the kernel CPUs' page pools of the table's heap every `every` seconds, and
+    reap the exited entries no queued event needs (reap: the session's proc_reap), so
+    they do not wait for the next event while the queue is idle."""
     table = arena.lookup(TABLE)
     while True:
         table.refill()
+        if reap is not None:
+            reap()
         await asyncio.sleep(every)
 
 

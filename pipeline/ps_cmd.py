@@ -54,10 +54,10 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps([p.as_dict() for p in procs]))
         return 0
     print(f"{'PID':>8} {'TGID':>8} {'PPID':>8} {'UID':>6} {'EUID':>6} {'CGROUP':>8} "
-          f"{'EXECS':>5} {'SEEDED':>6}  {'COMM':<16} EXE")
+          f"{'EXECS':>5} {'SEEDED':>6} {'EXITED':>6}  {'COMM':<16} EXE")
     for p in procs:
         print(f"{p.pid:>8} {p.tgid:>8} {p.ppid:>8} {p.uid:>6} {p.euid:>6} {p.cgroup_id:>8} "
-              f"{p.execs:>5} {'yes' if p.seeded else 'no':>6}  "
+              f"{p.execs:>5} {'yes' if p.seeded else 'no':>6} {'yes' if p.exited else 'no':>6}  "
               f"{p.comm.decode('utf-8', 'replace'):<16} "
               f"{'...' if p.exe_truncated else ''}{p.exe.decode('utf-8', 'replace')}")
     return 0

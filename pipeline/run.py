@@ -123,7 +123,8 @@ async def _process_table(kernel: Kernel, run_dir: RunDir) -> asyncio.Future[None
     seeded = await asyncio.get_running_loop().run_in_executor(None, pool_seed, run_dir.path)
     log.info("process table: %d tasks seeded from /proc (%d already in it, %d without memory)",
              *seeded)
-    return asyncio.ensure_future(keep_pools_filled(kernel.arena()))
+    return asyncio.ensure_future(keep_pools_filled(kernel.arena(),
+                                                   reap=kernel.session.proc_reap))
 
 
 async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,

@@ -139,3 +139,93 @@ def test_exe_of_seeded_and_forked_processes_long_paths_flagged(tmp_path: Path) -
     assert (e_far.seeded, e_far.exe, e_far.exe_truncated) == (True, want, True)
     assert (e_late.seeded, e_late.execs, e_late.exe, e_late.exe_truncated) == (False, 1, want,
                                                                                True)
+
+
+def test_exited_entries_are_kept_until_drained_then_none_left(tmp_path: Path) -> None:
+    """3,000 short-lived processes that each create a file: every entry stays, exited,
+    until the reader has formatted its event; after the drain the table holds none of
+    them and everything retired is freed."""
+    import threading
+
+    from pipeline import _core
+    from pipeline.ds import Arena
+
+    touch = os.path.realpath(shutil.which("touch") or "/bin/touch")
+    s = _core.Session(arena_pages=8192, queue_capacity=4096)
+    try:
+        s.attach_proctab()
+        s.set_ancestors(1)
+        s.set_filter(comm="touch")
+        s.attach("tracepoint")
+        s.enable(True)
+        a = Arena.of_session(s)
+        stop = threading.Event()
+
+        def refill() -> None:  # what a run's refill task does
+            t = a.lookup("proc")
+            while not stop.is_set():
+                t.refill()
+                time.sleep(0.02)
+
+        r = threading.Thread(target=refill, daemon=True)
+        r.start()
+        pids = []
+        try:
+            for i in range(3000):
+                p = subprocess.Popen([touch, str(tmp_path / str(i))])
+                p.wait()
+                pids.append(p.pid)
+        finally:
+            stop.set()
+            r.join()
+        held = _procs(a)
+        events: list[dict[str, Any]] = []
+        while True:
+            data, n = s.drain_json(4096)
+            if not n:
+                break
+            events += [json.loads(ln) for ln in data.splitlines()]
+        after = _procs(a)
+        c = s.proc_counts()
+        assert a.synchronize()
+        ep = a.epoch_stats()
+        pages = a.heap_stats()["pages_in_use"]
+        a.close()
+    finally:
+        s.close()
+    assert c["nomem"] == 0 and c["busy"] == 0
+    # before the drain: every one of them there, marked exited
+    assert all(held[p].exited and held[p].exe == os.fsencode(touch) for p in pids)
+    # each event named its process as exited, with its executable
+    mine = {e["pid"]: e for e in events if e["pid"] in set(pids)}
+    assert sorted(mine) == sorted(pids)
+    assert {(e["proc"], e["exe"]) for e in mine.values()} == {("exited", touch)}
+    # after it: none left, and what was retired is freed
+    assert not set(pids) & set(after)
+    assert c["reaped"] >= 3000
+    assert ep["pending"] == 0 and ep["freed"] == ep["retired"]
+    assert pages < 64
+
+
+def test_an_idle_queue_does_not_hold_exited_entries() -> None:
+    """No event waits in the queue: proc_reap (the run's timer) takes the exited entries
+    out without a drain."""
+    from pipeline.ds import Arena
+
+    s = _session()
+    try:
+        s.set_ancestors(0)
+        a = Arena.of_session(s)
+        pids = []
+        for _ in range(20):
+            p = subprocess.Popen(["/bin/true"])
+            p.wait()
+            pids.append(p.pid)
+        held = _procs(a)
+        reaped = s.proc_reap()
+        after = _procs(a)
+        a.close()
+    finally:
+        s.close()
+    assert all(held[p].exited for p in pids)
+    assert reaped >= 20 and not set(pids) & set(after)

@@ -277,8 +277,9 @@ def test_events_carry_their_process_context(depth: int, tmp_path: Path) -> None:
         assert ev["ancestors"][-1]["pid"] == 1
 
 
-def test_context_of_a_task_gone_before_the_drain_is_missing(tmp_path: Path) -> None:
+def test_context_of_a_task_gone_before_the_drain_is_exited(tmp_path: Path) -> None:
     from pipeline import _core
+    from pipeline.ds import Arena
 
     s = _core.Session(arena_pages=8192, queue_capacity=1024)
     try:
@@ -287,18 +288,31 @@ def test_context_of_a_task_gone_before_the_drain_is_missing(tmp_path: Path) -> N
         s.set_filter(comm="apanc")
         s.attach("tracepoint")
         s.enable(True)
+        a = Arena.of_session(s)
         sh = subprocess.Popen(["sh", "-c", '"$0" -c "$1" "$2"; true', sys.executable, _CREATOR,
                                str(tmp_path / "f")], stdin=subprocess.DEVNULL)
-        sh.wait()  # both gone: their exits took them out of the table
-        exits = s.proc_counts()["exits"]
+        sh.wait()  # both gone before the reader formats the event
+        kept = _procs(a)
         data, _ = s.drain_json(100)
+        s.drain_json(100)  # nothing more: the entries are reaped
+        after = _procs(a)
+        c = s.proc_counts()
+        a.close()
     finally:
         s.close()
     (ev,) = [json.loads(ln) for ln in data.splitlines()]
-    # never guessed: the task and its parent are marked, nothing else is said
-    assert ev["proc"] == "missing" and "parent_comm" not in ev
-    assert ev["ancestors"] == [{"pid": sh.pid, "missing": True}]
-    assert exits >= 2
+    creator = ev["pid"]
+    # kept, marked exited, until the reader had formatted the event
+    assert kept[creator].exited and kept[sh.pid].exited and kept[creator].exit_ns > 0
+    # never guessed: what the table knew of them, said to be exited; this process was
+    # not seeded, so the list ends there
+    assert (ev["proc"], ev["exe"], ev["exe_truncated"]) == (
+        "exited", os.path.realpath(sys.executable), False)
+    assert (ev["parent_comm"], ev["parent_exe"], ev["parent_exited"]) == ("sh", _SH, True)
+    assert ev["ancestors"] == [{**_anc(sh.pid, "sh", _SH), "exited": True},
+                               {"pid": os.getpid(), "missing": True}]
+    assert not {creator, sh.pid} & set(after)
+    assert c["reaped"] >= 2 and c["exits"] >= 2
 
 
 def test_ancestors_need_the_process_table() -> None:

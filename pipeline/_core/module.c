@@ -51,8 +51,11 @@ typedef struct {
 /* Before the session unmaps the arena: the drain's epoch record goes back. */
 static void procfmt_release(SessionObject *self)
 {
-	if (self->pf.attached && self->open)
+	if (self->pf.attached && self->open) {
+		/* exits delete at once again: nobody would reap */
+		__atomic_store_n(&self->s.root->proc.keep, 0, __ATOMIC_RELEASE);
 		ds_user_detach(&self->pf.c);
+	}
 	memset(&self->pf, 0, sizeof(self->pf));
 }
 
@@ -328,6 +331,8 @@ static PyObject *Session_drain_json(SessionObject *self, PyObject *args)
 		n = evq_consume(self->s.q, max, format_one, &f);
 	if (f.pf)
 		ap_procfmt_end(&self->pf);
+	/* exited entries the events drained so far were the last to need */
+	ap_procfmt_reap(&self->pf, self->s.q->head);
 	Py_END_ALLOW_THREADS
 	self->draining = 0;
 	PyObject *data = PyBytes_FromStringAndSize(self->buf, (Py_ssize_t)f.used);
@@ -600,11 +605,26 @@ static PyObject *Session_proc_counts(SessionObject *self, PyObject *Py_UNUSED(ig
 	if (!session_ready(self))
 		return NULL;
 	p = &self->s.root->proc;
-	return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "table", (unsigned long long)p->table, "forks",
-			     (unsigned long long)p->forks, "execs", (unsigned long long)p->execs, "exits",
-			     (unsigned long long)p->exits, "nomem", (unsigned long long)p->nomem, "stale",
-			     (unsigned long long)p->stale, "missing", (unsigned long long)p->missing, "busy",
-			     (unsigned long long)p->busy);
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsK}", "table", (unsigned long long)p->table,
+			     "forks", (unsigned long long)p->forks, "execs", (unsigned long long)p->execs,
+			     "exits", (unsigned long long)p->exits, "nomem", (unsigned long long)p->nomem,
+			     "stale", (unsigned long long)p->stale, "missing",
+			     (unsigned long long)p->missing, "busy", (unsigned long long)p->busy,
+			     "reused", (unsigned long long)p->reused, "reaped",
+			     (unsigned long long)p->reaped, "exited_pending",
+			     (unsigned long long)self->pf.npending);
+}
+
+/* proc_reap() -> int: what a drain does after its batch, without one: the
+ * exited entries no queued event can need are deleted and retired (the
+ * run calls it on a timer, so entries do not wait for the next event) */
+static PyObject *Session_proc_reap(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!session_ready(self))
+		return NULL;
+	if (self->draining)
+		return PyLong_FromLong(0); /* the drain reaps when it ends */
+	return PyLong_FromUnsignedLongLong(ap_procfmt_reap(&self->pf, self->s.q->head));
 }
 
 /* set_ancestors(depth): from now on every drained event carries its process
@@ -627,6 +647,9 @@ static PyObject *Session_set_ancestors(SessionObject *self, PyObject *args)
 	}
 	self->pf.depth = depth;
 	self->pf.table = self->s.root->proc.table;
+	self->pf.counts = (struct ap_proc_counts *)&self->s.root->proc;
+	/* from now on exits leave their entries to this reader */
+	__atomic_store_n(&self->s.root->proc.keep, 1, __ATOMIC_RELEASE);
 	Py_RETURN_NONE;
 }
 
@@ -703,6 +726,8 @@ static PyMethodDef Session_methods[] = {
 	  "attach_proctab() -> address of the process table's hash, kept by the kernel from now on" },
 	{ "set_ancestors", (PyCFunction)Session_set_ancestors, METH_VARARGS,
 	  "set_ancestors(depth): each drained event carries its process context from the table" },
+	{ "proc_reap", (PyCFunction)Session_proc_reap, METH_NOARGS,
+	  "delete and retire the exited entries no queued event can need" },
 	{ "proc_counts", (PyCFunction)Session_proc_counts, METH_NOARGS,
 	  "what the process table's tracepoints did" },
 	{ "ds_share", (PyCFunction)Session_ds_share, METH_NOARGS,

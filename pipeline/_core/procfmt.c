@@ -74,7 +74,7 @@ size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event
 
 	/* the creating task itself: known to the table, or not (never guessed) */
 	if (lookup(pf, ev->tid, &e)) {
-		p += sprintf(p, ",\"proc\":\"known\"");
+		p += sprintf(p, ",\"proc\":\"%s\"", e.flags & AP_PROC_EXITED ? "exited" : "known");
 		p = put_exe(p, "exe", &e);
 	} else {
 		p += sprintf(p, ",\"proc\":\"missing\"");
@@ -83,6 +83,7 @@ size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event
 		p += sprintf(p, ",\"parent_comm\":");
 		p = put_comm(p, &e);
 		p = put_exe(p, "parent_exe", &e);
+		p += sprintf(p, ",\"parent_exited\":%s", e.flags & AP_PROC_EXITED ? "true" : "false");
 	}
 	/* the parent, its parent, ...: up to depth, ending at pid 1 or at the
 	 * first process the table does not know, which is marked as missing */
@@ -97,6 +98,8 @@ size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event
 		p += sprintf(p, "{\"pid\":%llu,\"comm\":", (unsigned long long)pid);
 		p = put_comm(p, &e);
 		p = put_exe(p, "exe", &e);
+		if (e.flags & AP_PROC_EXITED)
+			p += sprintf(p, ",\"exited\":true");
 		*p++ = '}';
 		if (pid == 1)
 			break;
@@ -104,4 +107,59 @@ size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event
 	}
 	*p++ = ']';
 	return (size_t)(p - out);
+}
+
+/* e leaves the table (unless a fork already took its pid over) and is
+ * retired: the caller is inside an epoch section. */
+static void reap_one(struct ap_procfmt *pf, struct ap_proc *e)
+{
+	struct ds_hash *h = (struct ds_hash *)pf->table;
+	ap_u64 addr = 0, got = 0;
+
+	if (ds_hash_search(&pf->c, h, e->pid, &addr) == DS_OK && addr == (ap_u64)e &&
+	    ds_hash_delete(&pf->c, h, e->pid, &got) == DS_OK && got && got != (ap_u64)e) {
+		/* a fork replaced e between the search and the delete: its
+		 * entry goes back; if yet another took the pid meanwhile, the
+		 * one taken out is nobody's and goes too */
+		if (ds_hash_insert(&pf->c, h, e->pid, got) != DS_OK)
+			ds_retire(&pf->c, (void *)got);
+	}
+	ds_retire(&pf->c, e);
+}
+
+uint64_t ap_procfmt_reap(struct ap_procfmt *pf, uint64_t head)
+{
+	uint64_t top, *link, n = 0;
+
+	if (!pf->table || !pf->attached || !pf->counts)
+		return 0;
+	if (ds_enter(&pf->c) != DS_OK)
+		return 0;
+	/* take the whole stack: the kernel only pushes, so no ABA */
+	top = __atomic_exchange_n(&pf->counts->exited, 0, __ATOMIC_ACQ_REL);
+	while (top) {
+		struct ap_proc *e = (struct ap_proc *)top;
+
+		top = e->exit_next;
+		e->exit_next = pf->pending;
+		pf->pending = (uint64_t)e;
+		pf->npending++;
+	}
+	link = &pf->pending;
+	while (*link) {
+		struct ap_proc *e = (struct ap_proc *)*link;
+
+		if (e->exit_mark <= head) {
+			*link = e->exit_next;
+			reap_one(pf, e);
+			pf->npending--;
+			n++;
+		} else {
+			link = &e->exit_next;
+		}
+	}
+	ds_exit(&pf->c);
+	if (n)
+		__atomic_fetch_add(&pf->counts->reaped, n, __ATOMIC_RELAXED);
+	return n;
 }

@@ -31,6 +31,12 @@ struct ap_procfmt {
 	uint64_t table; /* the hash instance, 0: off */
 	uint32_t depth; /* ancestors listed at most */
 	int attached;
+	/* the table's counters in the root: keep, the exited stack, reaped */
+	struct ap_proc_counts *counts;
+	/* exited entries taken from the stack and not reaped yet, linked by
+	 * exit_next (the reader owns that link once it took them) */
+	uint64_t pending;
+	uint64_t npending;
 };
 
 /* Enter / leave the batch's epoch section; begin returns 0 when the batch
@@ -42,5 +48,11 @@ void ap_procfmt_end(struct ap_procfmt *pf);
  * "ancestors":[...]` at out for ev; returns the bytes (at most
  * AP_PROCFMT_LINE(pf->depth)). */
 size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event *ev);
+
+/* Delete and retire every exited entry no queued event can need any more:
+ * those whose exit_mark is at most head, the queue's consumer position
+ * after a drain (every event reserved before their exit is formatted).
+ * Returns how many. */
+uint64_t ap_procfmt_reap(struct ap_procfmt *pf, uint64_t head);
 
 #endif

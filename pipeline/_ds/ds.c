@@ -1607,6 +1607,7 @@ int ap_ds_add_to_module(PyObject *m)
 		{ "PROC_SEEDED", AP_PROC_SEEDED },
 		{ "PROC_EXE_TRUNCATED", AP_PROC_EXE_TRUNCATED },
 		{ "PROC_EXE_CAP", AP_PROC_EXE_CAP },
+		{ "PROC_EXITED", AP_PROC_EXITED },
 	};
 	PyObject *f;
 	size_t i;
