@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import pytest
+from helpers.cgroup_dirs import cg_base  # noqa: F401  (a fixture the cgroup tests share)
 
 ROOT = Path(__file__).resolve().parent.parent
 

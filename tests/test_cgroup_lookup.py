@@ -24,17 +24,13 @@ from typing import Any
 
 import pytest
 from conftest import StartPipeline, needs_root, parse_jsonl, read_jsonl, wait_for
+from helpers.cgroup_dirs import MOUNT, needs_cgroup2
 
 from pipeline import _core
-from pipeline.cgroups import MAX_DEPTH, Cgroups, find_mount
+from pipeline.cgroups import MAX_DEPTH, Cgroups
 
 pytestmark = needs_root
 
-_MOUNT = find_mount()
-# CI's fresh root (a chroot) mounts this machine's /sys, cgroup2 included: the mount
-# descriptor is opened from the chroot's view and the handle opens work there (both links
-# in /proc/self/fd are read from the same root), so this skips only with no cgroup2 at all.
-needs_cgroup2 = pytest.mark.skipif(_MOUNT is None, reason="no cgroup2 file system is mounted")
 
 BURST = 2000
 
@@ -79,26 +75,6 @@ os.close(os.open(sys.argv[2], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 """
 
 
-def rmdir_tree(d: Path) -> None:
-    if not d.is_dir():
-        return
-    for child in d.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            rmdir_tree(child)
-    d.rmdir()
-
-
-@pytest.fixture
-def cg_base() -> Iterator[Path]:
-    assert _MOUNT is not None
-    base = Path(os.fsdecode(_MOUNT.point)) / f"ap-lookup-{os.getpid()}-{secrets.token_hex(4)}"
-    base.mkdir()
-    try:
-        yield base
-    finally:
-        rmdir_tree(base)
-
-
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A directory the unprivileged user can create files in."""
@@ -111,9 +87,9 @@ def shared_dir() -> Iterator[Path]:
 
 
 def expected_path(cg: Path) -> bytes:
-    assert _MOUNT is not None
-    rel = os.path.relpath(cg, os.fsdecode(_MOUNT.point))
-    return _MOUNT.root.rstrip(b"/") + b"/" + os.fsencode(rel)
+    assert MOUNT is not None
+    rel = os.path.relpath(cg, os.fsdecode(MOUNT.point))
+    return MOUNT.root.rstrip(b"/") + b"/" + os.fsencode(rel)
 
 
 def open_session(comm: str) -> Any:
@@ -234,15 +210,15 @@ def test_names_a_user_may_choose(cg_base: Path, tmp_path: Path) -> None:
 def test_lookup_of_ids_that_name_no_cgroup(cg_base: Path) -> None:
     """The mount's root, a cgroup, a removed one, an id no cgroup ever had, and the
     depth bound."""
-    assert _MOUNT is not None
-    fd = os.open(_MOUNT.point, os.O_RDONLY | os.O_DIRECTORY)
+    assert MOUNT is not None
+    fd = os.open(MOUNT.point, os.O_RDONLY | os.O_DIRECTORY)
     try:
         root_id = os.fstat(fd).st_ino
         assert _core.cgroup_lookup(fd, root_id) == (_core.CG_FOUND, b"", 0)
         cg = cg_base / "here"
         cg.mkdir()
         cid = os.stat(cg).st_ino
-        rel = b"/" + os.fsencode(os.path.relpath(cg, os.fsdecode(_MOUNT.point)))
+        rel = b"/" + os.fsencode(os.path.relpath(cg, os.fsdecode(MOUNT.point)))
         assert _core.cgroup_lookup(fd, cid) == (_core.CG_FOUND, rel, 0)
         cg.rmdir()
         assert _core.cgroup_lookup(fd, cid) == (_core.CG_GONE, None, errno.ESTALE)
@@ -251,7 +227,7 @@ def test_lookup_of_ids_that_name_no_cgroup(cg_base: Path) -> None:
         top = cg_base / "deep"
         deep = top.joinpath(*["d"] * (MAX_DEPTH - len(rel.split(b"/")) + 1))
         deep.mkdir(parents=True)
-        want = b"/" + os.fsencode(os.path.relpath(deep, os.fsdecode(_MOUNT.point)))
+        want = b"/" + os.fsencode(os.path.relpath(deep, os.fsdecode(MOUNT.point)))
         assert want.count(b"/") == MAX_DEPTH
         assert _core.cgroup_lookup(fd, os.stat(deep).st_ino) == (_core.CG_FOUND, want, 0)
         (deep / "d").mkdir()

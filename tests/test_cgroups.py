@@ -18,16 +18,13 @@ from typing import Any
 
 import pytest
 from conftest import StartPipeline, needs_root, parse_jsonl, read_jsonl, wait_for
+from helpers.cgroup_dirs import MOUNT, needs_cgroup2
 
 from pipeline import _core
-from pipeline.cgroups import Cgroups, find_mount
+from pipeline.cgroups import Cgroups
 
 pytestmark = needs_root
 
-_MOUNT = find_mount()
-# CI's fresh root (a chroot) sees the host's /sys, cgroup2 mount included, so this skips
-# only on a host with no cgroup2 mounted at all.
-needs_cgroup2 = pytest.mark.skipif(_MOUNT is None, reason="no cgroup2 file system is mounted")
 
 # Moves itself into the cgroup directory argv[1] (an O_WRONLY open: no O_CREAT, so the move
 # itself is no event), creates the files argv[3:] in directory argv[2], and prints its pid,
@@ -46,27 +43,6 @@ print(json.dumps({"pid": os.getpid(), "cgroup": cg.decode("utf-8", "surrogateesc
 """
 
 
-def rmdir_tree(d: Path) -> None:
-    """Remove a cgroup directory and its children (cgroup directories go with rmdir only)."""
-    if not d.is_dir():
-        return
-    for child in d.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            rmdir_tree(child)
-    d.rmdir()
-
-
-@pytest.fixture
-def cg_base() -> Iterator[Path]:
-    assert _MOUNT is not None
-    base = Path(os.fsdecode(_MOUNT.point)) / f"ap-test-{os.getpid()}-{secrets.token_hex(4)}"
-    base.mkdir()
-    try:
-        yield base
-    finally:
-        rmdir_tree(base)
-
-
 def in_cgroup(cg: Path, work: Path, *names: str, pre: tuple[str, ...] = ()) -> dict[str, Any]:
     res = subprocess.run([*pre, sys.executable, "-c", CHILD, str(cg), str(work), *names],
                          capture_output=True, text=True, timeout=30)
@@ -77,9 +53,9 @@ def in_cgroup(cg: Path, work: Path, *names: str, pre: tuple[str, ...] = ()) -> d
 
 def expected_path(cg: Path) -> str:
     """The cgroup's path from the mount's root, as /proc/PID/cgroup gives it."""
-    assert _MOUNT is not None
-    rel = os.path.relpath(cg, os.fsdecode(_MOUNT.point))
-    root = os.fsdecode(_MOUNT.root).rstrip("/")
+    assert MOUNT is not None
+    rel = os.path.relpath(cg, os.fsdecode(MOUNT.point))
+    root = os.fsdecode(MOUNT.root).rstrip("/")
     return f"{root}/{rel}"
 
 
@@ -216,11 +192,11 @@ def test_a_removed_cgroup_is_unknown(cg_base: Path, tmp_path: Path, direct: bool
 
 def own_cgroup_ino() -> int:
     """The inode number of this process's cgroup directory (the kernel's id for it)."""
-    assert _MOUNT is not None
+    assert MOUNT is not None
     with open("/proc/self/cgroup", "rb") as f:
         path = next(ln[3:] for ln in f.read().splitlines() if ln.startswith(b"0::"))
-    rel = path[len(_MOUNT.root.rstrip(b"/")):].lstrip(b"/")
-    return os.stat(os.path.join(_MOUNT.point, rel)).st_ino
+    rel = path[len(MOUNT.root.rstrip(b"/")):].lstrip(b"/")
+    return os.stat(os.path.join(MOUNT.point, rel)).st_ino
 
 
 @needs_cgroup2

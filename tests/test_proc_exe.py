@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import needs_root
+from helpers.proc_churn import churn
 from test_proctab import _CREATOR, _SH, _anc, _comm, _procs
 
 pytestmark = needs_root
@@ -145,7 +146,6 @@ def test_exited_entries_are_kept_until_drained_then_none_left(tmp_path: Path) ->
     """3,000 short-lived processes that each create a file: every entry stays, exited,
     until the reader has formatted its event; after the drain the table holds none of
     them and everything retired is freed."""
-    import threading
 
     from pipeline import _core
     from pipeline.ds import Arena
@@ -159,25 +159,7 @@ def test_exited_entries_are_kept_until_drained_then_none_left(tmp_path: Path) ->
         s.attach("tracepoint")
         s.enable(True)
         a = Arena.of_session(s)
-        stop = threading.Event()
-
-        def refill() -> None:  # what a run's refill task does
-            t = a.lookup("proc")
-            while not stop.is_set():
-                t.refill()
-                time.sleep(0.02)
-
-        r = threading.Thread(target=refill, daemon=True)
-        r.start()
-        pids = []
-        try:
-            for i in range(3000):
-                p = subprocess.Popen([touch, str(tmp_path / str(i))])
-                p.wait()
-                pids.append(p.pid)
-        finally:
-            stop.set()
-            r.join()
+        pids = churn(a, lambda i: [touch, str(tmp_path / str(i))], 3000)
         held = _procs(a)
         events: list[dict[str, Any]] = []
         while True:

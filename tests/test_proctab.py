@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import StartPipeline, assert_one_line, needs_root, run_pipeline
+from helpers.proc_churn import churn
 
 pytestmark = needs_root
 
@@ -121,25 +121,7 @@ def test_seeded_process_and_its_exit(tmp_path: Path) -> None:
 
 def test_memory_is_reclaimed_over_many_short_lived_processes(table: tuple[Any, Any]) -> None:
     s, a = table
-    stop = threading.Event()
-
-    def refill() -> None:  # what a run's refill task does
-        t = a.lookup("proc")
-        while not stop.is_set():
-            t.refill()
-            time.sleep(0.02)
-
-    r = threading.Thread(target=refill, daemon=True)
-    r.start()
-    pids = []
-    try:
-        for _ in range(3000):
-            p = subprocess.Popen(["/bin/true"])
-            p.wait()
-            pids.append(p.pid)
-    finally:
-        stop.set()
-        r.join()
+    pids = churn(a, lambda _: ["/bin/true"], 3000)
     c = s.proc_counts()
     assert c["nomem"] == 0 and c["busy"] == 0 and c["forks"] >= 3000 and c["exits"] >= 3000
     assert not set(pids) & set(_procs(a))
