@@ -394,3 +394,18 @@ def same_path_seen_by_kernel(got: str | bytes, want: str | bytes) -> bool:
         return True
     sep = b"/" if isinstance(want, bytes) else "/"
     return CHROOTED and got.endswith(want) and got[:-len(want)].startswith(sep)  # type: ignore[arg-type]
+
+
+def inside_chroot(got: Any, want: Any) -> Any:
+    """want where got is want behind the chroot's location (same_path_seen_by_kernel),
+    else got: lets a test compare whole structures holding paths the kernel wrote."""
+    if isinstance(got, (str, bytes)) and type(got) is type(want) and got != want:
+        return want if same_path_seen_by_kernel(got, want) else got
+    return got
+
+
+def exes_inside_chroot(got: list[dict[str, Any]], want: list[dict[str, Any]]
+                       ) -> list[dict[str, Any]]:
+    """A context's ancestors with each exe passed through inside_chroot against want's."""
+    return [dict(g, exe=inside_chroot(g["exe"], w.get("exe"))) if "exe" in g else g
+            for g, w in zip(got, want, strict=False)] + got[len(want):]
