@@ -12,9 +12,9 @@
  * pop     one record, in ticket order, by the holder of the consumer role
  *         (role.h: claimed once per batch or attach; DS_BUSY for another
  *         consumer): the ring has one consumer, and the role makes that so
- *         whichever side calls. DS_NOT_FOUND when the
- *         slot at head is not published (empty, or its producer is between
- *         reserve and publish).
+ *         whichever side calls. DS_NOT_FOUND when the ring is
+ *         empty; DS_BUSY when the slot at head is reserved and not yet
+ *         published (its producer is between reserve and publish).
  * search, delete: DS_INVALID.
  *
  * Progress: producers never wait (a bounded number of compare-and-swap
@@ -112,6 +112,11 @@ static __always_inline int ds_evq_pop(struct ds_ctx *c, struct ds_evq __arena *d
 		*val = rec->val;
 		evq_kv_release(&d->q, head + 1);
 		res = DS_OK;
+	} else if (arena_atomic_load(&d->q.tail, ARENA_ACQUIRE) != head) {
+		/* A producer holds the ticket at head and has not published it:
+		 * later tickets may be published already, so the ring is not
+		 * empty and "empty" would not be linearizable. Retry. */
+		res = DS_BUSY;
 	}
 	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
 	return res;
