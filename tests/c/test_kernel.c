@@ -512,7 +512,7 @@ static void *q_side(struct t_thread *t)
 		if (role - QPROD - 1 >= s->user_consumers)
 			goto out;
 		while (__atomic_load_n(&s->popped, __ATOMIC_RELAXED) < total && !q_stop(s)) {
-			ap_u64 k, v;
+			ap_u64 k = 0, v = 0;
 			int r;
 
 			ds_enter(&c);
