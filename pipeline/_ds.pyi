@@ -72,6 +72,8 @@ class DsArena:
                    stop_on_fail: bool = ..., collect: bool = ...,
                    per_call: int = ..., history: bool = ..., agent: int = ...,
                    val_key: bool = ...) -> dict[str, Any]: ...
+    def kernel_buffers(self, per_call: int = ..., collect: bool = ...,
+                       history: bool = ...) -> None: ...
     def run_loop(self, ds: int, type: int, control: Any, slot: int, *, role: int = ...,
                  ops: int = ..., mix: tuple[int, int, int] = ..., key_lo: int = ...,
                  keys: int = ..., theta: float = ..., seed: int = ..., producer: int = ...,

@@ -316,6 +316,13 @@ class Structure:
                            out=pairs(r["out"]) if r["out"] is not None else [],
                            history=r["history"] or b"")
 
+    def kernel_buffers(self, *, collect: bool = False, history: bool = False,
+                       per_call: int = 4096) -> None:
+        """Take the calling thread's arena buffers for run_kernel now (OSError ENOMEM when
+        the arena has no room), so that its later batches never need room the structure
+        may have used up by then."""
+        self.arena._core.kernel_buffers(per_call, collect, history)
+
     def refill(self) -> Result:
         """Fill the kernel CPUs' page pools of this structure's heap (a sleepable kernel
         batch): what non-sleepable programs allocate from."""

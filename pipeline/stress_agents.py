@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
@@ -225,16 +226,23 @@ class KernelAgent(threading.Thread):
     Started before the run, it waits for go: the kernel agents start with the user
     workers' loops, not a thread start-up later."""
 
-    def __init__(self, name: str, fn: Any, *args: Any) -> None:
+    def __init__(self, name: str, fn: Any, *args: Any,
+                 prepare: Callable[[], None] | None = None) -> None:
         super().__init__(daemon=True, name=name)
-        self._fn, self._args = fn, args
+        self._fn, self._args, self._prepare = fn, args, prepare
         self.result: Any = None
         self.error: BaseException | None = None
         self.progress = [0]
+        self.ready = threading.Event()  # prepared (or failed to)
         self.go = threading.Event()
 
     def run(self) -> None:
         try:
+            try:
+                if self._prepare is not None:
+                    self._prepare()
+            finally:
+                self.ready.set()
             self.go.wait()
             self.result = self._fn(*self._args, self.progress)
         except BaseException as e:  # re-raised by join_result

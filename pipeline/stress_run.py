@@ -235,6 +235,7 @@ def _drive(cfg: StressConfig, arena: Arena, s: Structure, pin_dir: str,
                                                                           stop, drain)
         for agent in out.kernel:
             agent.start()
+        _kernel_ready(out.kernel)
         ctl[CTL_GO] = 1
         for agent in out.kernel:
             agent.go.set()
@@ -253,6 +254,7 @@ def _drive(cfg: StressConfig, arena: Arena, s: Structure, pin_dir: str,
     finally:
         for w in workers:
             w.proc.join(5)
+    _kernel_failed(out.kernel)
     if not keyed:
         _final_drain(cfg, arena, s, ctl, slots, out)
     out.control = array("Q", ctl)
@@ -288,6 +290,27 @@ def _wait_ready(workers: list[Worker]) -> None:
         time.sleep(0.005)
 
 
+def _kernel_ready(agents: list[KernelAgent]) -> None:
+    """Every kernel thread has its buffers, or the run cannot start: the arena is too
+    small for them (the structure's prefill took the room)."""
+    for a in agents:
+        a.ready.wait()
+    for i, a in enumerate(agents):
+        if a.error is not None:  # the agents left waiting for go are daemon threads
+            if isinstance(a.error, OSError) and a.error.errno == errno.ENOMEM:
+                raise ConfigError(f"stress: kernel thread {i + 1}: {a.error.strerror}; "
+                                  "raise --pages or lower --prefill")
+            raise KernelError(f"stress: kernel thread {i + 1}: {a.error}")
+
+
+def _kernel_failed(agents: list[KernelAgent]) -> None:
+    """A kernel thread that raised ends the run with its reason, not with checks that
+    would read its missing result."""
+    for i, a in enumerate(agents):
+        if a.error is not None:
+            raise KernelError(f"stress: kernel thread {i + 1}: {a.error}")
+
+
 def records_history(cfg: StressConfig) -> bool:
     return bool(cfg.check_linearizability or cfg.history)
 
@@ -303,6 +326,12 @@ def _kernel_agents(cfg: StressConfig, s: Structure, deadline: float, stop: threa
     max_ops = cfg.operations or 10**12
     recording = records_history(cfg)
 
+    def buffers(collect: bool) -> Callable[[], None] | None:
+        """The agent thread's arena buffers, taken before the run fills the arena."""
+        if not (collect or recording):
+            return None
+        return lambda: s.kernel_buffers(collect=collect, history=recording)
+
     def hist(i: int) -> KernelHistory | None:
         if not recording:
             return None
@@ -317,18 +346,20 @@ def _kernel_agents(cfg: StressConfig, s: Structure, deadline: float, stop: threa
                               max_ops, _seed(cfg.seed, 10_000 + i))
             h = hist(i)
             if h is not None:
-                agents.append(KernelAgent(f"kernel-{i + 1}", kernel_shared, s, ktask, stop, h))
+                agents.append(KernelAgent(f"kernel-{i + 1}", kernel_shared, s, ktask, stop, h,
+                                          prepare=buffers(False)))
             else:
                 agents.append(KernelAgent(f"kernel-{i + 1}", kernel_keyed, s, ktask, stop))
             roles.append("keyed")
         return agents, roles, hists
     for i in range(cfg.kernel_threads):
         task = QueueTask(INSTANCE, KERNEL_PRODUCER_BASE + i, cfg.batch, deadline, max_ops)
-        agents.append(KernelAgent(f"kernel-{i + 1}", kernel_producer, s, task, stop, hist(i)))
+        agents.append(KernelAgent(f"kernel-{i + 1}", kernel_producer, s, task, stop, hist(i),
+                                  prepare=buffers(False)))
         roles.append("producer")
     for i in range(cfg.kernel_consumers):
         agents.append(KernelAgent(f"kernel-c{i + 1}", kernel_consumer, s, cfg.batch, drain,
-                                  hist(cfg.kernel_threads + i)))
+                                  hist(cfg.kernel_threads + i), prepare=buffers(True)))
         roles.append("consumer")
     return agents, roles, hists
 

@@ -170,3 +170,34 @@ def test_key_counters_per_thread_or_shared(own: bool, monkeypatch: pytest.Monkey
     assert out.net == want
     assert sum(want) == len(out.final_items)
     assert all(keyed(out)["invariants"].values())
+
+
+@pytest.mark.parametrize("structure", ["msqueue", "stack"])
+def test_recording_kernel_agents_in_a_full_arena(tmp_path: Path, structure: str) -> None:
+    """The arena fills up under recording kernel producers and a kernel consumer: their
+    pushes that find no memory are counted NOMEM, every agent ends cleanly, the history
+    still covers every operation and passes the checker (the kernel threads take their
+    history buffers before the run, while the arena has room)."""
+    r, recs = _run(structure, "-t", "2", "-k", "2", "--kernel-consumers", "1", "--pages", "300",
+                   "-o", "2000000", hist=tmp_path / "h.bin")
+    kern = r["per_kernel_thread"]
+    assert [k["role"] for k in kern] == ["producer", "producer", "consumer"]
+    nomem = r["total"]["failures"]["insert"]["NOMEM"]
+    assert nomem > 0, r["total"]
+    assert sum(k["failures"].get("insert", {}).get("NOMEM", 0) for k in kern) > 0, kern
+    per = _by_agent(recs)
+    assert [k["history_records"] for k in kern] == [per[KERNEL | i] for i in range(3)]
+    assert [k["ops"] for k in kern] == [per[KERNEL | i] for i in range(3)]
+    assert r["memory"]["allocation_failures"] >= nomem
+
+
+def test_no_room_for_kernel_history_buffers_is_one_line() -> None:
+    """A prefill that leaves no room for a recording kernel thread's history buffer stops
+    the run before it starts: one line naming the fix, exit 2, no traceback."""
+    res = stress("hash", "-t", "1", "-k", "1", "--pages", "100", "--keys", "8000",
+                 "--prefill", "0.7", "-o", "1000", "--check-linearizability")
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "kernel thread 1" in lines[0] and "history records" in lines[0]
+    assert "raise --pages" in lines[0]

@@ -155,6 +155,7 @@ static struct ds_hist_rec *kernel_hist(DsArenaObject *self, uint64_t cap)
 		return tls_khist;
 	if (tls_khist)
 		arena_free(tls_khist);
+	cap = cap < KERNEL_PER_CALL_DEFAULT ? KERNEL_PER_CALL_DEFAULT : cap;
 	tls_khist = arena_heap_alloc(&self->sp->heap, cap * sizeof(struct ds_hist_rec), 0);
 	tls_khist_cap = tls_khist ? cap : 0;
 	return tls_khist;
@@ -702,6 +703,32 @@ static PyObject *u64_list(const uint64_t *v, int n)
 }
 
 /*
+ * kernel_buffers(per_call=4096, collect=False, history=False)
+ * Takes the calling thread's arena buffers that run_kernel hands to the
+ * kernel (collected pairs, history records) for batches of up to per_call
+ * operations, so that a thread can claim them while the arena still has room
+ * and never has to grow them later in an arena that its structure has
+ * filled. Raises ENOMEM when the arena cannot hold them.
+ */
+static PyObject *DsArena_kernel_buffers(DsArenaObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = { "per_call", "collect", "history", NULL };
+	unsigned long long per_call = KERNEL_PER_CALL_DEFAULT;
+	int collect = 0, history = 0;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|Kpp", kwlist, &per_call, &collect, &history) ||
+	    !arena_ready(self))
+		return NULL;
+	if (!per_call || per_call > KERNEL_PER_CALL_MAX)
+		return ap_raise(EINVAL, "per_call must be 1 to %d operations", KERNEL_PER_CALL_MAX);
+	if (collect && !kernel_out(self, per_call))
+		return ap_raise(ENOMEM, "the arena has no room for %llu collected pairs", per_call);
+	if (history && !kernel_hist(self, per_call))
+		return ap_raise(ENOMEM, "the arena has no room for %llu history records", per_call);
+	Py_RETURN_NONE;
+}
+
+/*
  * run_kernel(ds, type, count, mix=(1, 0, 0, 0), key_lo=0, key_span=1,
  *            seq=False, seed=1, val_base=0, stop_on_fail=False,
  *            collect=False, per_call=4096, history=False, agent=0,
@@ -756,7 +783,7 @@ static PyObject *DsArena_run_kernel(DsArenaObject *self, PyObject *args, PyObjec
 		k.hist_cap = count;
 		k.agent = agent;
 		k.hist = malloc(count * sizeof(struct ds_hist_rec));
-		k.arena_hist = kernel_hist(self, per_call < count ? per_call : count);
+		k.arena_hist = kernel_hist(self, per_call);
 		if (!k.hist || !k.arena_hist) {
 			free(k.hist);
 			free(k.out);
@@ -1437,6 +1464,9 @@ static PyMethodDef DsArena_methods[] = {
 	{ "run_kernel", (PyCFunction)(void (*)(void))DsArena_run_kernel, METH_VARARGS | METH_KEYWORDS,
 	  "run_kernel(ds, type, count, mix=(1,0,0,0), key_lo=0, key_span=1, seq=False, seed=1, val_base=0, "
 	  "stop_on_fail=False, collect=False, per_call=4096, history=False, agent=0, val_key=False) -> dict" },
+	{ "kernel_buffers", (PyCFunction)(void (*)(void))DsArena_kernel_buffers, METH_VARARGS | METH_KEYWORDS,
+	  "kernel_buffers(per_call=4096, collect=False, history=False) -> None: the calling thread's "
+	  "arena buffers for run_kernel, taken now (ENOMEM when the arena has no room)" },
 	{ "run_loop", (PyCFunction)(void (*)(void))DsArena_run_loop, METH_VARARGS | METH_KEYWORDS,
 	  "run_loop(ds, type, control, slot, *, role=0, ops=0, mix=(1,0,0), key_lo=1, keys=1, theta=0.0, "
 	  "seed=1, producer=0, net=None, agent=0, sample_shift=6, sample_cap=65536, hist_cap=0, net_own=False) -> dict "
