@@ -27,6 +27,7 @@ from conftest import StartPipeline, needs_root, parse_jsonl, read_jsonl, wait_fo
 from helpers.cgroup_dirs import MOUNT, needs_cgroup2
 
 from pipeline import _core
+from pipeline.bench.cgroup_burst import BURSTER
 from pipeline.cgroups import MAX_DEPTH, Cgroups
 
 pytestmark = needs_root
@@ -34,33 +35,6 @@ pytestmark = needs_root
 
 BURST = 2000
 
-# Run as the unprivileged user inside the delegated cgroup argv[1]: for each i, makes the
-# cgroup c<i>, forks a child that moves itself there and creates the file f<i> in argv[2]
-# holding its /proc/self/cgroup path, and waits for it.
-BURSTER = r"""
-import os, sys
-base, work, n, comm = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-for i in range(n):
-    cg = os.path.join(base, f"c{i}")
-    os.mkdir(cg)
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open("/proc/self/comm", os.O_WRONLY)
-        os.write(fd, comm.encode())
-        os.close(fd)
-        fd = os.open(os.path.join(cg, "cgroup.procs"), os.O_WRONLY)
-        os.write(fd, b"0")
-        os.close(fd)
-        with open("/proc/self/cgroup", "rb") as f:
-            line = [ln[3:] for ln in f.read().splitlines() if ln.startswith(b"0::")][0]
-        fd = os.open(os.path.join(work, f"f{i}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        os.write(fd, line)
-        os.close(fd)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    if status:
-        sys.exit(f"child {i} failed: {status}")
-"""
 
 # Moves itself into argv[1] and creates argv[2], named argv[3].
 ONE = r"""

@@ -19,8 +19,10 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,12 @@ from typing import Any
 from .. import _core
 from ..cgroups import Cgroups, find_mount
 
-PRODUCER = r"""
+# Run as an unprivileged user inside the delegated cgroup argv[1]: for each i, makes the
+# cgroup c<i>, forks a child that moves itself there and creates the file f<i> in argv[2]
+# holding its /proc/self/cgroup path, and waits for it.
+BURSTER = r"""
 import os, sys
-base, n, comm = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+base, work, n, comm = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 for i in range(n):
     cg = os.path.join(base, f"c{i}")
     os.mkdir(cg)
@@ -42,10 +47,15 @@ for i in range(n):
         fd = os.open(os.path.join(cg, "cgroup.procs"), os.O_WRONLY)
         os.write(fd, b"0")
         os.close(fd)
-        os.close(os.open(f"/tmp/{comm}-{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.unlink(f"/tmp/{comm}-{i}")
+        with open("/proc/self/cgroup", "rb") as f:
+            line = [ln[3:] for ln in f.read().splitlines() if ln.startswith(b"0::")][0]
+        fd = os.open(os.path.join(work, f"f{i}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.write(fd, line)
+        os.close(fd)
         os._exit(0)
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    if status:
+        sys.exit(f"child {i} failed: {status}")
 """
 
 
@@ -94,6 +104,8 @@ def run(events: int, tree: int, mode: str, queue: int) -> dict[str, Any]:
     base.mkdir()
     deleg = base / "deleg"
     deleg.mkdir()
+    work = Path(tempfile.mkdtemp(prefix="ap-bench-cg-"))  # the children's files
+    os.chown(work, 65534, 65534)
     try:
         for p in (deleg, deleg / "cgroup.procs"):
             os.chown(p, 65534, 65534)
@@ -112,7 +124,7 @@ def run(events: int, tree: int, mode: str, queue: int) -> dict[str, Any]:
                 producer = subprocess.Popen(
                     ["sh", "-c", f'echo $$ > "{deleg}/cgroup.procs" && exec "$@"', "sh",
                      "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                     sys.executable, "-c", PRODUCER, str(deleg), str(events), comm])
+                     sys.executable, "-c", BURSTER, str(deleg), str(work), str(events), comm])
                 got = asyncio.run(drain(s, cg, producer, events))
                 elapsed = time.monotonic() - t0
                 producer.wait()
@@ -129,6 +141,7 @@ def run(events: int, tree: int, mode: str, queue: int) -> dict[str, Any]:
             s.close()
     finally:
         rmdir_tree(base)
+        shutil.rmtree(work)
 
 
 def main(argv: list[str] | None = None) -> int:
