@@ -6,7 +6,6 @@ stall; addresses that are bad or taken."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import socket
@@ -27,6 +26,8 @@ from conftest import (
     run_pipeline,
     wait_for,
 )
+from helpers import creator
+from helpers.creator import create
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -37,23 +38,10 @@ from pipeline.metrics_http import MAX_CLIENTS
 pytestmark = needs_root
 
 P = "arena_pipeline_"
-# creates argv[4] files in argv[2] named argv[3]-NNNNNN, as a process named argv[1]
-CREATOR = r"""
-import ctypes, os, sys
-ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME: the run's filter
-d = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
-for i in range(int(sys.argv[4])):
-    os.close(os.open(f"{sys.argv[3]}-{i:06d}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=d))
-"""
-_comms = itertools.count()
 
 
 def new_comm() -> str:
-    return f"apm{os.getpid() % 100000}x{next(_comms)}"
-
-
-def create(comm: str, work: Path, tag: str, n: int) -> None:
-    subprocess.run(["/usr/bin/python3", "-c", CREATOR, comm, str(work), tag, str(n)], check=True)
+    return creator.new_comm("apm")
 
 
 def free_port() -> int:

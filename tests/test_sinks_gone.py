@@ -6,7 +6,6 @@ the run's own files changed."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, needs_root, parse_line, wait_for
+from helpers import creator
+from helpers.creator import create
 from pki import Pki, make_pki, needs_openssl
 from untouched import Sandbox
 
@@ -29,22 +30,9 @@ pytestmark = needs_root
 HELPERS = Path(__file__).resolve().parent / "helpers"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
-CREATOR = r"""
-import ctypes, os, sys
-ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME: the run's filter
-d = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
-for i in range(int(sys.argv[4])):
-    os.close(os.open(f"{sys.argv[3]}-{i:06d}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=d))
-"""
-_comms = itertools.count()
-
 
 def new_comm() -> str:
-    return f"apg{os.getpid() % 100000}x{next(_comms)}"
-
-
-def create(comm: str, work: Path, tag: str, n: int) -> None:
-    subprocess.run(["/usr/bin/python3", "-c", CREATOR, comm, str(work), tag, str(n)], check=True)
+    return creator.new_comm("apg")
 
 
 class Bg:
