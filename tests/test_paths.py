@@ -91,7 +91,8 @@ class Capture:
 
     def _inside(self, e: dict[str, Any]) -> dict[str, Any]:
         got = exact_path(e)
-        if not self.prefix or e["path_truncated"] or not got.startswith(self.prefix + b"/"):
+        # a flagged path cut at the front is a suffix: it does not start with the prefix
+        if not self.prefix or not got.startswith(self.prefix + b"/"):
             return e
         inner = got[len(self.prefix):]
         e = dict(e, path=inner.decode("utf-8", "replace"))
