@@ -49,6 +49,7 @@ core = extension("pipeline._core", sources(
     CORE / "cgtable.c",
     CORE / "procfmt.c",
     CORE / "cgfh.c",
+    CORE / "filtergen.c",
     SHARED / "coreutil.c", SHARED / "dsops.c"), CORE)
 ds = extension("pipeline._ds", sources(
     DS / "module.c", DS / "ds.c", DS / "runloop.c", DS / "proctab.c", SHARED / "coreutil.c",

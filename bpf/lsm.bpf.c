@@ -7,6 +7,7 @@
 #include "common.bpf.h"
 #include "producer.bpf.h"
 #include "path.bpf.h"
+#include "filter.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -47,6 +48,7 @@ static __always_inline int emit_dentry(struct dentry *dentry, __u32 mode, __u32 
 {
 	struct ap_root __arena *root = ap_root_enabled();
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct ap_filter_state fst;
 	struct vfsmount *mnt;
 	struct ap_scratch *sc;
 	struct ap_event *ev;
@@ -63,7 +65,7 @@ static __always_inline int emit_dentry(struct dentry *dentry, __u32 mode, __u32 
 	id = bpf_get_current_pid_tgid();
 	__builtin_memset(ev, 0, sizeof(struct ap_event_head));
 	ap_fill_task((struct ap_event_head *)ev, task, id, AP_TRIGGER_LSM, true);
-	if (!ap_filter_pass(root, ev->pid, ev->comm))
+	if (!ap_filter_pass(root, ev->pid, ev->comm) || !ap_filter_begin(root, ev, &fst))
 		return 0;
 	ev->syscall = syscall;
 	ev->mode = mode;
@@ -82,6 +84,8 @@ static __always_inline int emit_dentry(struct dentry *dentry, __u32 mode, __u32 
 		ev->flags |= AP_EV_PATH_TRUNCATED;
 		ev->mnt_ns = 0;
 	}
+	if (!ap_filter_end(root, ev, &fst))
+		return 0;
 	ap_emit(root, ev, EVQ_PUBLISH_FENCED); /* lsm.s: sleepable */
 	return 0;
 }

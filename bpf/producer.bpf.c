@@ -13,6 +13,7 @@
 #include "common.bpf.h"
 #include "producer.bpf.h"
 #include "path.bpf.h"
+#include "filter.bpf.h"
 #include "burst.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -146,6 +147,7 @@ static __always_inline int on_exit(long ret, __u32 syscall, bool is_open)
 {
 	struct task_struct *task;
 	struct ap_root __arena *root;
+	struct ap_filter_state fst;
 	struct ap_scratch *sc;
 	struct ap_event *ev;
 	struct call_args a;
@@ -168,6 +170,8 @@ static __always_inline int on_exit(long ret, __u32 syscall, bool is_open)
 	if (!ap_filter_pass(root, id >> 32, ev->comm))
 		return 0;
 	ap_fill_task((struct ap_event_head *)ev, task, id, AP_TRIGGER_TRACEPOINT, true);
+	if (!ap_filter_begin(root, ev, &fst))
+		return 0;
 	ev->syscall = syscall;
 	ev->mode = a.mode;
 	ev->open_flags = a.open_flags;
@@ -175,9 +179,11 @@ static __always_inline int on_exit(long ret, __u32 syscall, bool is_open)
 	ev->flags = a.open_flags & AP_O_EXCL ? AP_EV_EXCL : 0;
 	ev->mnt_ns = 0;
 	ev->path_len = 0;
-	ev->pad0 = 0;
+	ev->filter_gen = 0;
 	read_name(ev, a.path);
 	resolve_path(ev, task, &a, ret, is_open);
+	if (!ap_filter_end(root, ev, &fst))
+		return 0;
 	ap_emit(root, ev, EVQ_PUBLISH_RCU);
 	return 0;
 }

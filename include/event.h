@@ -56,6 +56,7 @@ enum ap_syscall {
 #define AP_EV_TRUNCATED 0x1      /* name longer than AP_NAME_KEEP: cut */
 #define AP_EV_EXCL 0x2           /* O_EXCL was set: the call created the file */
 #define AP_EV_PATH_TRUNCATED 0x4 /* path: only its last path_len bytes are known */
+#define AP_EV_FILTER_GEN 0x8     /* filter_gen holds the generation that judged it */
 
 /* The record's fields up to and including name: every record has them. A
  * producer without a path (the burst generator, the getppid load) builds
@@ -78,7 +79,7 @@ enum ap_syscall {
 	ap_u32 open_flags; /* O_* flags of open calls */                                 \
 	ap_u32 mnt_ns;     /* mount namespace the path starts in (its inode number) */  \
 	ap_u16 path_len;   /* bytes of path, at the end of path[] */                     \
-	ap_u16 pad0;                                                                     \
+	ap_u16 filter_gen; /* filter generation that judged it, mod 65536 (filter.h) */ \
 	ap_u64 cgroup_id;  /* cgroup v2 id of the task (its directory's inode number) */ \
 	char comm[AP_COMM_LEN];                                                          \
 	char name[AP_NAME_CAP];

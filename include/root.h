@@ -9,10 +9,11 @@
 #include "arena/arena.h"
 #include "event.h"
 #include "evq.h"
+#include "filter.h"
 #include "proc.h"
 
 #define AP_ROOT_MAGIC 0x6170697065617270ULL /* "praepipa" */
-#define AP_ROOT_VERSION 2
+#define AP_ROOT_VERSION 3
 
 /* Kernel-side filters: an event that does not pass is not produced at all
  * (it takes no sequence number). */
@@ -41,6 +42,16 @@ struct ap_root {
 	ap_u64 creator_pid;
 	/* the process table (proc.h), kept by bpf/proctab.bpf.c when attached */
 	struct ap_proc_counts proc;
+	/* The path, uid and cgroup filters (include/filter.h): filter_seq
+	 * counts half-steps (2g: generation g in force; odd: the next one is
+	 * being written), filter_tabs is the arena address of the two tables,
+	 * filter_seed the per-run seed of the prefix hash; filter_unjudged
+	 * counts events emitted unjudged because the tables changed under them
+	 * AP_FILTER_MAX_RETRIES times. */
+	ap_u64 filter_seq;
+	ap_u64 filter_tabs;
+	ap_u64 filter_seed;
+	ap_u64 filter_unjudged;
 };
 
 #define AP_ROOT() ARENA_AT(struct ap_root, ARENA_ROOT_OFFSET)

@@ -324,6 +324,11 @@ size_t ap_format_event_cg(char *out, const struct ap_event *ev, int64_t wall_off
 	p = put_u64(p, ev->mnt_ns);
 	p = PUT(p, ",\"cgroup_id\":");
 	p = put_u64(p, ev->cgroup_id);
+	/* only in runs that published filters: the generation that judged it */
+	if (ev->flags & AP_EV_FILTER_GEN) {
+		p = PUT(p, ",\"filter_gen\":");
+		p = put_u64(p, ev->filter_gen);
+	}
 	if (cg_fields)
 		p = put_lit(p, cg_fields, cg_len);
 	p = PUT(p, ",\"name\":\"");

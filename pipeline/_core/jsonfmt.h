@@ -13,7 +13,7 @@
  * line with cgroup fields (ap_format_event_cg) is longer by their length. */
 #define AP_JSON_LINE_MAX                                                                   \
 	(AP_NAME_CAP * 6 + AP_NAME_CAP * 4 / 3 + 8 + AP_PATH_CAP * 6 + AP_PATH_CAP * 4 / 3 + 8 + \
-	 AP_COMM_LEN * 10 + 832)
+	 AP_COMM_LEN * 10 + 864)
 
 /* Upper bound of ap_format_cgroup_fields' output. */
 #define AP_CG_FIELDS_MAX(path_len, runtime_len, cid_len) \

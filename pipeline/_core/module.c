@@ -22,6 +22,7 @@
 #include "cgfh.h"
 #include "cgtable.h"
 #include "coreutil.h"
+#include "filtergen.h"
 #include "jsonfmt.h"
 #include "libbpflog.h"
 #include "procfmt.h"
@@ -144,6 +145,104 @@ static PyObject *Session_set_filter(SessionObject *self, PyObject *args, PyObjec
 		return ap_raise(EINVAL, "%s", "comm filter must be at most 15 bytes, without NUL");
 	ap_session_set_filter(&self->s, pid, comm, ignore);
 	Py_RETURN_NONE;
+}
+
+/* The prefixes of a list of bytes objects into ps (at most cap). */
+static int filter_prefixes(PyObject *seq, struct ap_filter_prefix *ps, size_t cap, size_t *n)
+{
+	Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+
+	if ((size_t)len > cap) {
+		PyErr_Format(PyExc_ValueError, "at most %zu prefixes of each kind", cap);
+		return -1;
+	}
+	for (Py_ssize_t i = 0; i < len; i++) {
+		PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+		char *b;
+		Py_ssize_t blen;
+
+		if (PyBytes_AsStringAndSize(o, &b, &blen))
+			return -1;
+		ps[i].bytes = (const unsigned char *)b;
+		ps[i].len = (size_t)blen;
+	}
+	*n = (size_t)len;
+	return 0;
+}
+
+/* set_filters(include, exclude, uids, cgroups) -> generation: the path
+ * prefixes (bytes), uids (ints) and cgroups ((id, level) pairs) as the next
+ * generation of the kernel-evaluated filters; arena stores only. */
+static PyObject *Session_set_filters(SessionObject *self, PyObject *args)
+{
+	PyObject *inc, *exc, *uids, *cgs, *fi = NULL, *fe = NULL, *fu = NULL, *fc = NULL;
+	PyObject *res = NULL;
+	struct ap_filter_prefix pi[AP_FILTER_MAX_PREFIXES], pe[AP_FILTER_MAX_PREFIXES];
+	uint32_t u[AP_FILTER_MAX_UIDS];
+	struct ap_filter_cgroup c[AP_FILTER_MAX_CGROUPS];
+	struct ap_filter_spec sp = { .include = pi, .exclude = pe, .uids = u, .cgroups = c };
+	char err[AP_ERR_LEN];
+	uint64_t gen = 0;
+	int ret;
+
+	if (!PyArg_ParseTuple(args, "OOOO", &inc, &exc, &uids, &cgs) || !session_ready(self))
+		return NULL;
+	fi = PySequence_Fast(inc, "include must be a sequence of bytes");
+	fe = fi ? PySequence_Fast(exc, "exclude must be a sequence of bytes") : NULL;
+	fu = fe ? PySequence_Fast(uids, "uids must be a sequence of ints") : NULL;
+	fc = fu ? PySequence_Fast(cgs, "cgroups must be a sequence of (id, level)") : NULL;
+	if (!fc || filter_prefixes(fi, pi, AP_FILTER_MAX_PREFIXES, &sp.n_include) ||
+	    filter_prefixes(fe, pe, AP_FILTER_MAX_PREFIXES, &sp.n_exclude))
+		goto out;
+	sp.n_uids = (size_t)PySequence_Fast_GET_SIZE(fu);
+	sp.n_cgroups = (size_t)PySequence_Fast_GET_SIZE(fc);
+	if (sp.n_uids > AP_FILTER_MAX_UIDS || sp.n_cgroups > AP_FILTER_MAX_CGROUPS) {
+		PyErr_Format(PyExc_ValueError, "at most %d uids and %d cgroups", AP_FILTER_MAX_UIDS,
+			     AP_FILTER_MAX_CGROUPS);
+		goto out;
+	}
+	for (size_t i = 0; i < sp.n_uids; i++) {
+		unsigned long v = PyLong_AsUnsignedLong(PySequence_Fast_GET_ITEM(fu, (Py_ssize_t)i));
+
+		if (PyErr_Occurred())
+			goto out;
+		if (v >= AP_FILTER_UID_EMPTY) {
+			PyErr_Format(PyExc_ValueError, "uid %lu is out of range", v);
+			goto out;
+		}
+		u[i] = (uint32_t)v;
+	}
+	for (size_t i = 0; i < sp.n_cgroups; i++) {
+		unsigned long long id;
+		unsigned int level;
+
+		if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fc, (Py_ssize_t)i), "KI", &id, &level))
+			goto out;
+		c[i].id = id;
+		c[i].level = level;
+	}
+	ret = ap_filter_publish(self->s.root, &sp, &gen, err, sizeof(err));
+	if (ret)
+		ap_raise(ret, "%s", err);
+	else
+		res = PyLong_FromUnsignedLongLong(gen);
+out:
+	Py_XDECREF(fi);
+	Py_XDECREF(fe);
+	Py_XDECREF(fu);
+	Py_XDECREF(fc);
+	return res;
+}
+
+/* filter_state() -> (generation in force, events emitted unjudged) */
+static PyObject *Session_filter_state(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (!session_ready(self))
+		return NULL;
+	return Py_BuildValue(
+		"(KK)",
+		(unsigned long long)(arena_atomic_load(&self->s.root->filter_seq, ARENA_ACQUIRE) >> 1),
+		(unsigned long long)arena_atomic_load(&self->s.root->filter_unjudged, ARENA_RELAXED));
 }
 
 static PyObject *Session_enable(SessionObject *self, PyObject *args)
@@ -686,6 +785,10 @@ static PyMethodDef Session_methods[] = {
 	{ "detach", (PyCFunction)Session_detach, METH_NOARGS, "detach every producer" },
 	{ "set_filter", (PyCFunction)(void (*)(void))Session_set_filter, METH_VARARGS | METH_KEYWORDS,
 	  "set_filter(pid=0, comm=None, ignore_pid=0): kernel-side filters" },
+	{ "set_filters", (PyCFunction)Session_set_filters, METH_VARARGS,
+	  "set_filters(include, exclude, uids, cgroups) -> generation: publish the next filters" },
+	{ "filter_state", (PyCFunction)Session_filter_state, METH_NOARGS,
+	  "filter_state() -> (generation, unjudged)" },
 	{ "enable", (PyCFunction)Session_enable, METH_VARARGS, "enable(on=True): start producing" },
 	{ "doorbell_fd", (PyCFunction)Session_doorbell_fd, METH_NOARGS,
 	  "the fd that becomes readable when a producer rings" },

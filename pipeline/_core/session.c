@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -163,9 +164,10 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 		return ap_fail(err, errlen, EINVAL, "queue capacity %llu is not a power of two >= 2",
 			    (unsigned long long)queue_capacity);
 	slot_pages = pages_for(queue_capacity * sizeof(struct evq_slot));
-	s->queue_pages = 1 + slot_pages;
-	/* page 0 the NULL guard, page 1 the root, the slots, then the space */
-	s->ds_first_page = 2 + slot_pages;
+	s->queue_pages = 1 + slot_pages + AP_FILTER_PAGES;
+	/* page 0 the NULL guard, page 1 the root, the slots, the two filter
+	 * tables (include/filter.h), then the space */
+	s->ds_first_page = 2 + slot_pages + AP_FILTER_PAGES;
 	if (arena_pages < s->ds_first_page + AP_SESSION_DS_MIN_PAGES)
 		return ap_fail(err, errlen, EINVAL,
 			    "arena of %llu pages is too small for a queue of %llu events and the data-structure space (needs %llu): raise --arena-pages or lower --queue-capacity",
@@ -228,6 +230,15 @@ int ap_session_open(struct ap_session *s, uint64_t arena_pages, uint64_t queue_c
 	s->root->arena_pages = arena_pages;
 	s->q = &s->root->evq;
 	evq_init(s->q, slots, queue_capacity);
+	/* filter_seq 0: no filter table is read until one is published; the
+	 * tables' pages are backed when first written */
+	s->root->filter_tabs = ARENA_BASE + (2 + slot_pages) * ARENA_PAGE_SIZE;
+	if (getrandom(&s->root->filter_seed, sizeof(s->root->filter_seed), 0) !=
+	    (ssize_t)sizeof(s->root->filter_seed)) {
+		ret = -errno;
+		ap_session_close(s);
+		return ap_fail(err, errlen, ret, "cannot seed the filters' hash: %s", strerror(-ret));
+	}
 	ret = layout_ds(s, err, errlen);
 	if (ret) {
 		ap_session_close(s);

@@ -84,7 +84,7 @@ class Event(ctypes.Structure):
         ("open_flags", ctypes.c_uint32),
         ("mnt_ns", ctypes.c_uint32),
         ("path_len", ctypes.c_uint16),
-        ("pad0", ctypes.c_uint16),
+        ("filter_gen", ctypes.c_uint16),
         ("cgroup_id", ctypes.c_uint64),
         ("comm", ctypes.c_char * AP_COMM_LEN),
         ("name", ctypes.c_char * AP_NAME_CAP),
@@ -181,7 +181,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     ev->open_flags = 0;
     ev->mnt_ns = 0;
     ev->path_len = 0;  /* no path: path[] is never read */
-    ev->pad0 = 0;
+    ev->filter_gen = 0;
     ev->cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(ev->comm, sizeof(ev->comm));
     /* Reserved memory is not zeroed: clear the whole name, then "getppid". */
