@@ -42,6 +42,11 @@ class Config:
     metrics_bpf_stats: bool = False  # turn the kernel's BPF run-time statistics on
     metrics_linger: float = 0.0  # seconds the endpoint serves the final figures after the run
     sink_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # filters judged in the kernel and changed on SIGHUP (pipeline/filters.py)
+    include_paths: list[str] = field(default_factory=list)
+    exclude_paths: list[str] = field(default_factory=list)
+    uids: list[int | str] = field(default_factory=list)
+    cgroups: list[str] = field(default_factory=list)
 
     def validate(self) -> Config:
         """Return self if every value is usable, else raise ConfigError naming the key."""
@@ -75,6 +80,9 @@ class Config:
         elif self.metrics_bpf_stats or self.metrics_linger:
             raise ConfigError("metrics_bpf_stats and metrics_linger need a metrics endpoint: "
                               "give --metrics HOST:PORT (or metrics = ...) too")
+        from .filters import validate as validate_filters
+
+        validate_filters(self)
         if self.trigger == "getppid" and not self.filter_pid:
             raise ConfigError("trigger getppid (a benchmark load) needs --filter-pid")
         return self
@@ -102,8 +110,10 @@ def _check_text(key: str, value: str) -> None:
 _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
 }
+_LIST_KEYS = ("include_paths", "exclude_paths", "uids", "cgroups")
 _SCALAR_KEYS: dict[str, tuple[type, ...]] = {
-    f.name: _TYPES[str(f.type)] for f in fields(Config) if f.name not in ("sinks", "sink_options")
+    f.name: _TYPES[str(f.type)] for f in fields(Config)
+    if f.name not in ("sinks", "sink_options", *_LIST_KEYS)
 }
 
 
@@ -169,10 +179,15 @@ def load_file(path: str | Path, cfg: Config) -> Config:
                 raise ConfigError(f"{p}: [sink.NAME] tables hold each sink's options")
             for name, opts in value.items():
                 cfg.sink_options.setdefault(name, {}).update(opts)
+        elif key in _LIST_KEYS:
+            if not isinstance(value, list):
+                raise ConfigError(f"{p}: {key} must be an array, not {type(value).__name__} "
+                                  f"({shown(value)})")
+            setattr(cfg, key, list(value))
         elif key in _SCALAR_KEYS:
             _check_type(key, value, _SCALAR_KEYS[key], str(p))
             setattr(cfg, key, value)
         else:
-            known = ", ".join(sorted([*_SCALAR_KEYS, "sinks", "sink"]))
+            known = ", ".join(sorted([*_SCALAR_KEYS, *_LIST_KEYS, "sinks", "sink"]))
             raise ConfigError(f"{p}: unknown key {shown(key)}; known keys: {known}")
     return cfg

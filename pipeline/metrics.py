@@ -253,6 +253,17 @@ class PipelineCollector(Collector):
         yield _counter("reader_sleeps", "times the reader slept on the doorbell", s["sleeps"])
         yield _counter("doorbell_wakeups", "times a producer rang the sleeping reader",
                        s["wakeups"])
+        if "filters" in s:
+            fs = s["filters"]
+            yield _gauge("filter_generation", "the kernel filters' generation in force",
+                         fs["generation"])
+            yield _counter("filter_reloads", "SIGHUPs that read the config file again",
+                           fs["reloads"])
+            yield _counter("filter_reload_failures", "reloads that kept the filters in force "
+                           "(a file that did not parse, or bad filter values)",
+                           fs["reload_failures"])
+            yield _counter("filter_unjudged_events", "events let through unjudged: the "
+                           "filter tables changed under them too often", fs["unjudged"])
         yield _gauge("bpf_stats_enabled", "1 when the kernel counts BPF programs' run time "
                      "(kernel.bpf_stats_enabled, or metrics_bpf_stats)", int(f.bpf_stats))
         if f.bpf_stats:

@@ -15,6 +15,7 @@ import orjson
 from .cgroups import Cgroups
 from .config import Config
 from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_SINKS_FAILED, KernelError
+from .filters import Filters
 from .kernel import Kernel, check_kernel, ensure_mounts
 from .log import RESULT, get
 from .pins import PinRoot, RunDir
@@ -42,7 +43,8 @@ def build_sinks(cfg: Config) -> list[Sink]:
 
 
 def final_stats(kernel: Kernel, reader: Reader,
-                st: dict[str, int] | None = None) -> dict[str, Any]:
+                st: dict[str, int] | None = None,
+                filters: Filters | None = None) -> dict[str, Any]:
     """The run's statistics; `st`: the session's counters when the caller has read them
     already (reading them walks the arena's pages for its resident size)."""
     if st is None:
@@ -69,6 +71,8 @@ def final_stats(kernel: Kernel, reader: Reader,
     }
     if reader.cgroups is not None:
         out["cgroups"] = reader.cgroups.stats()
+    if filters is not None and (filters.generation or filters.reloads):
+        out["filters"] = filters.stats()
     with contextlib.suppress(ValueError):
         counts = kernel.session.proc_counts()
         if counts["table"]:
@@ -103,10 +107,11 @@ def _print_stats(kind: str, stats: dict[str, Any]) -> None:
     log.log(RESULT, "%s %s", kind, orjson.dumps(stats).decode())
 
 
-async def _periodic_stats(kernel: Kernel, reader: Reader, every: float) -> None:
+async def _periodic_stats(kernel: Kernel, reader: Reader, every: float,
+                          filters: Filters | None = None) -> None:
     while True:
         await asyncio.sleep(every)
-        _print_stats("stats", final_stats(kernel, reader))
+        _print_stats("stats", final_stats(kernel, reader, filters=filters))
 
 
 async def _process_table(kernel: Kernel, run_dir: RunDir) -> asyncio.Future[None]:
@@ -128,7 +133,7 @@ async def _process_table(kernel: Kernel, run_dir: RunDir) -> asyncio.Future[None
 
 
 async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
-               metrics: Endpoint | None = None) -> int:
+               metrics: Endpoint | None = None, filters: Filters | None = None) -> int:
     loop = asyncio.get_running_loop()
     started: list[Sink] = []
     kernel: Kernel | None = None
@@ -144,6 +149,9 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
         log.info("trigger: %s (%s)", attached.trigger, attached.reason)
         kernel.session.set_filter(pid=cfg.filter_pid, comm=cfg.filter_comm or None,
                                   ignore_pid=os.getpid() if cfg.ignore_self else 0)
+        if filters is not None:
+            filters.session = kernel.session
+            filters.start()
         pins.clean_stale(log.warning)
         run_dir = pins.make_run_dir()
         kernel.pin(run_dir)
@@ -159,16 +167,18 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
                         max_events=cfg.max_events, cgroups=cgroups)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, reader.stop)
+        if filters is not None:
+            loop.add_signal_handler(signal.SIGHUP, filters.reload)
         if cfg.duration:
             loop.call_later(cfg.duration, reader.stop)
         if metrics:
-            k, r = kernel, reader
+            k, r, fl = kernel, reader, filters
             await metrics.attach(k.session, sinks, attached.trigger,
-                                 lambda st: final_stats(k, r, st))
+                                 lambda st: final_stats(k, r, st, fl))
         kernel.session.enable(True)
         log.info("ready in %.3fs: sinks %s; pins %s", time.monotonic() - t0,
                  ", ".join(cfg.sinks), kernel.pin_path)
-        ticker = (asyncio.ensure_future(_periodic_stats(kernel, reader, cfg.stats))
+        ticker = (asyncio.ensure_future(_periodic_stats(kernel, reader, cfg.stats, filters))
                   if cfg.stats else None)
         await reader.run()
         if metrics:
@@ -185,7 +195,7 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
             ticker.cancel()
         await reader.close_sinks()
         started.clear()
-        final = final_stats(kernel, reader)
+        final = final_stats(kernel, reader, filters=filters)
         _print_stats("final", final)
         if metrics:
             await metrics.linger(final)
@@ -211,8 +221,23 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
                 log.warning("%s", problem)
 
 
-def run_pipeline(cfg: Config) -> int:
+def _filters(cfg: Config, config_path: str | None,
+             fixed: dict[str, Any] | None) -> Filters:
+    """The run's filters, checked now (a bad value is exit 2 before anything is captured);
+    the session is bound when the kernel side is up."""
+    from .config import load_file
+    from .filters import resolve
+
+    resolve(cfg)
+    file_cfg = load_file(config_path, Config()) if config_path else None
+    return Filters(session=None, cfg=cfg, config_path=config_path, fixed=dict(fixed or {}),
+                   file_cfg=file_cfg)
+
+
+def run_pipeline(cfg: Config, config_path: str | None = None,
+                 fixed_filters: dict[str, Any] | None = None) -> int:
     t0 = time.monotonic()
+    filters = _filters(cfg, config_path, fixed_filters)
     sinks = build_sinks(cfg)
     check_kernel()
     ensure_mounts()
@@ -230,4 +255,4 @@ def run_pipeline(cfg: Config) -> int:
     except ImportError:  # uvloop is optional: plain asyncio works too
         runner = asyncio.run
     with pins:
-        return int(runner(_run(cfg, sinks, pins, t0, metrics)))
+        return int(runner(_run(cfg, sinks, pins, t0, metrics, filters)))

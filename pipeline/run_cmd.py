@@ -44,6 +44,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "seeded from /proc); `ps` prints it")
     _number(cap, "--ancestors", "N", "with --process-table: each event says whether the table "
             "knows its task, its parent's comm, and its ancestors up to N levels (0: none of it)")
+    cap.add_argument("--include-path", action="append", metavar="PREFIX", dest="include_paths",
+                     help="only files under this absolute path (in kernel; repeatable; "
+                          "changed on SIGHUP from the config file unless given here)")
+    cap.add_argument("--exclude-path", action="append", metavar="PREFIX", dest="exclude_paths",
+                     help="no file under this absolute path (in kernel; repeatable)")
+    cap.add_argument("--uid", action="append", metavar="UID", dest="uids",
+                     help="only files created by this uid or user name (in kernel; repeatable)")
+    cap.add_argument("--cgroup", action="append", metavar="PATH", dest="cgroups",
+                     help="only tasks in this cgroup v2 directory or below it (in kernel; "
+                          "repeatable)")
     _number(cap, "--duration", "SECONDS", "stop after this long (0: run until a signal)")
     _number(cap, "--max-events", "N", "stop after N events (0: no limit)")
     sinks = p.add_argument_group("sinks", "every event goes to every sink; a sink's own "
@@ -101,6 +111,9 @@ def make_config(args: argparse.Namespace) -> Config:
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
+    for key in ("include_paths", "exclude_paths", "uids", "cgroups"):
+        if getattr(args, key, None):
+            setattr(cfg, key, list(getattr(args, key)))
     if args.sink:
         cfg.sinks = [n.strip() for s in args.sink for n in s.split(",") if n.strip()]
     sink_flags: dict[str, tuple[str, str]] = args.sink_flags
@@ -162,4 +175,6 @@ def main(args: argparse.Namespace) -> int:
     check_privileges(cfg.trigger, cfg.pin_dir)
     from .run import run_pipeline
 
-    return run_pipeline(cfg)
+    fixed = {k: getattr(cfg, k) for k in ("include_paths", "exclude_paths", "uids", "cgroups")
+             if getattr(args, k, None)}
+    return run_pipeline(cfg, config_path=args.config, fixed_filters=fixed)
