@@ -5,6 +5,7 @@ publishes a generation into the arena, and re-reads the config file on SIGHUP.""
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import pwd
@@ -199,15 +200,17 @@ class Filters:
     published_at: list[tuple[int, int]] = field(default_factory=list)  # (generation, ns)
 
     def publish(self, r: Resolved) -> int:
+        """Publish r as the next generation; logs the CLOCK_MONOTONIC times just before
+        the tables were written and just after the generation was stored (it came into
+        force between them)."""
+        before = time.monotonic_ns()
         g = int(self.session.set_filters(list(r.include), list(r.exclude), list(r.uids),
                                          list(r.cgroups)))
-        now = time.monotonic_ns()
+        after = time.monotonic_ns()
         self.current, self.generation = r, g
-        self.published_at.append((g, now))
-        import json
-
-        log.info("filters: generation %d in force at monotonic %d ns: %s", g, now,
-                 json.dumps(r.describe()))
+        self.published_at.append((g, after))
+        log.info("filters: generation %d in force from between monotonic %d and %d ns: %s",
+                 g, before, after, json.dumps(r.describe()))
         return g
 
     def start(self) -> None:
