@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,148 @@ def test_bad_config_on_sighup_keeps_filter(pipeline_proc: StartPipeline, work: P
     assert list(generations(pl)) == [1]
     assert pl.final()["filters"] == {"generation": 1, "reloads": 3, "reload_failures": 2,
                                      "unjudged": 0}
+
+
+# Creates files in argv[1] named argv[2]-N until the file argv[3] exists, and writes
+# "name t0 t1" per file to argv[4]: the CLOCK_MONOTONIC ns just before and just after
+# the call that created it (the producer judged it in between).
+LOAD = r"""
+import os, sys, time
+d, tag, stop, log = sys.argv[1:5]
+fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+rows = []
+i = 0
+while not os.path.exists(stop):
+    name = f"{tag}-{i:07d}"
+    t0 = time.monotonic_ns()
+    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644, dir_fd=fd))
+    t1 = time.monotonic_ns()
+    rows.append(f"{name} {t0} {t1}\n")
+    i += 1
+with open(log, "w") as f:
+    f.writelines(rows)
+"""
+
+
+def prog_ids(pid: int) -> set[int]:
+    """The ids of the BPF programs the process holds descriptors of."""
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^prog_id:\s+(\d+)", text, re.M)
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
+def passes(f: dict[str, Any], path: str, uid: int) -> bool:
+    """The filter's rule, in Python: prefixes at component boundaries."""
+    def under(p: str) -> bool:
+        return path == p or path.startswith(p + "/")
+
+    return ((not f["include_paths"] or any(under(p) for p in f["include_paths"]))
+            and not any(under(p) for p in f["exclude_paths"])
+            and (not f["uids"] or uid in f["uids"]))
+
+
+def test_filter_changes_under_load(pipeline_proc: StartPipeline, work: Path,
+                                   kprefix: str) -> None:
+    """Four creators (two as root, two as nobody) make files nonstop in four directories
+    while the config changes five times, each applied by SIGHUP. Every event must carry
+    a generation that was in force while its file was being created and pass that
+    generation's filter; every file created wholly within one generation's time is there
+    iff that filter passes it; no sequence number is missing and no file comes twice; the
+    programs are the same ones before and after."""
+    dirs = ["r0", "r1", "n0", "n1"]
+    mkdirs(work, *dirs, "logs")
+    k = kprefix + str(work)
+    steps: list[dict[str, Any]] = [
+        {"include_paths": [f"{k}/r0", f"{k}/n0"], "exclude_paths": [], "uids": []},
+        {"include_paths": [], "exclude_paths": [f"{k}/r0"], "uids": [65534]},
+        {"include_paths": [k], "exclude_paths": [f"{k}/n1", f"{k}/r1"], "uids": []},
+        {"include_paths": [f"{k}/r1"], "exclude_paths": [], "uids": [0]},
+        {"include_paths": [], "exclude_paths": [], "uids": [0, 65534]},
+        {"include_paths": [f"{k}/n1", f"{k}/r0"], "exclude_paths": [], "uids": [65534]},
+    ]
+
+    def toml(f: dict[str, Any]) -> str:
+        def arr(v: list[Any]) -> str:
+            return "[" + ", ".join(f'"{x}"' if isinstance(x, str) else str(x) for x in v) + "]"
+        return "".join(f"{key} = {arr(f[key])}\n" for key in ("include_paths",
+                                                              "exclude_paths", "uids"))
+
+    conf = work / "c.toml"
+    conf.write_text(toml(steps[0]))
+    out = work / "ev.jsonl"
+    pl = pipeline_proc("--trigger", "tracepoint", "--sink", "jsonl", "--output", str(out),
+                       "--config", str(conf), "--queue-capacity", "262144",
+                       "--arena-pages", "65536")
+    before = prog_ids(pl.proc.pid)
+    assert before
+    stop = work / "stop"
+    procs = []
+    for d in dirs:
+        pre = NOBODY if d.startswith("n") else []
+        procs.append(subprocess.Popen([*pre, PY, "-c", LOAD, str(work / d), d, str(stop),
+                                       str(work / "logs" / f"{d}.log")]))
+    try:
+        wait_for(lambda: out.exists() and out.stat().st_size > 0, what="first events")
+        for i, f in enumerate(steps[1:], start=2):
+            time.sleep(0.4)
+            conf.write_text(toml(f))
+            pl.proc.send_signal(1)
+            wait_for(lambda i=i: i in generations(pl), what=f"generation {i}")
+        time.sleep(0.4)
+    finally:
+        stop.touch()
+        for p in procs:
+            p.wait(60)
+    assert all(p.returncode == 0 for p in procs)
+    after = prog_ids(pl.proc.pid)
+    assert after == before
+    last_gen = len(steps)
+    create(work / "r0", "zz-last", pre=tuple(NOBODY))  # passes the last generation
+    wait_for(lambda: any(e["path"].endswith("/r0/zz-last") for e in read_jsonl(out)),
+             what="the last file's event", timeout=60)
+    assert pl.stop() == 0, pl.stderr()
+    final = pl.final()
+    assert final["dropped"]["kernel_queue_full"] == 0 and final["dropped"]["kernel_queue_busy"] == 0
+    assert final["filters"]["unjudged"] == 0
+    evs = read_jsonl(out)
+    assert [e["seq"] for e in evs] == list(range(len(evs)))
+    gens = generations(pl)
+    assert sorted(gens) == list(range(1, last_gen + 1))
+    created: dict[str, tuple[int, int, int]] = {}  # path -> (t0, t1, uid)
+    for d in dirs:
+        for line in (work / "logs" / f"{d}.log").read_text().splitlines():
+            name, t0, t1 = line.split()
+            created[f"{k}/{d}/{name}"] = (int(t0), int(t1), 65534 if d[0] == "n" else 0)
+    seen: dict[str, dict[str, Any]] = {}
+    for e in evs:
+        if e["path"] not in created:
+            continue
+        assert e["path"] not in seen, e
+        seen[e["path"]] = e
+        g = e["filter_gen"]
+        t0, t1, uid = created[e["path"]]
+        assert e["uid"] == uid
+        assert passes(steps[g - 1], e["path"], uid), (g, e["path"])
+        # in force at some time in [t0, t1]: published before t1, replaced after t0
+        assert gens[g][0] <= t1, (g, e["path"])
+        if g < last_gen:
+            assert gens[g + 1][1] >= t0, (g, e["path"])
+    whole = 0
+    for path, (t0, t1, uid) in created.items():
+        for g in range(1, last_gen + 1):
+            start = gens[g][1]
+            end = gens[g + 1][0] if g < last_gen else float("inf")
+            if start <= t0 and t1 <= end:
+                whole += 1
+                assert (path in seen) == passes(steps[g - 1], path, uid), (g, path)
+    # the load ran through every generation
+    assert whole > 1000
+    for g in range(1, last_gen + 1):
+        assert any(e.get("filter_gen") == g for e in seen.values()), g
