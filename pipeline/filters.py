@@ -171,8 +171,8 @@ class Resolved:
         return {"include_paths": [b.decode() for b in self.include],
                 "exclude_paths": [b.decode() for b in self.exclude],
                 "uids": list(self.uids),
-                "cgroups": [{"path": p, "id": c[0]} for p, c in zip(self.cgroup_paths,
-                                                                     self.cgroups)]}
+                "cgroups": [{"path": p, "id": c[0]}
+                            for p, c in zip(self.cgroup_paths, self.cgroups, strict=True)]}
 
 
 def resolve(cfg: Config) -> Resolved:

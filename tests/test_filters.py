@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import (
+from conftest import (
     PipelineProc,
     StartPipeline,
     assert_one_line,
@@ -25,7 +24,7 @@ from tests.conftest import (
     run_pipeline,
     wait_for,
 )
-from tests.helpers.cgroup_dirs import cg_base, needs_cgroup2  # noqa: F401
+from helpers.cgroup_dirs import needs_cgroup2
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
 
@@ -148,7 +147,7 @@ def test_uid(pipeline_proc: StartPipeline, work: Path) -> None:
 
 @needs_cgroup2
 def test_cgroup_and_descendants(pipeline_proc: StartPipeline, work: Path,
-                                cg_base: Path) -> None:  # noqa: F811
+                                cg_base: Path) -> None:
     sel, sub, other = cg_base / "sel", cg_base / "sel" / "sub", cg_base / "other"
     for c in (sel, sub, other):
         c.mkdir()
