@@ -18,6 +18,12 @@ time, and two summaries:
   - `ns_per_call`: all the programs' time in the phase divided by the load's N calls (an
     upper bound: calls made meanwhile by other processes are charged to the load).
 
+`--with-filters` runs the pipeline with every kind of kernel filter in force, none of which
+drops the load's files: `--include-path` the load's directory, `--exclude-path` a
+directory beside it, `--uid 0`; so each creation pays for the uid test and the whole
+path's scan with its lookups (the paths are the kernel's, so run it on a real root, not
+in a chroot).
+
 `measure()` returns the figures as a dict; `python -m pipeline.bench.kcost [--files N]`
 prints them as one JSON object. Needs root. The previous value of the sysctl is put back.
 """
@@ -99,9 +105,11 @@ def _delta(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]
             "ns_per_call": round(total / calls, 1) if calls else 0.0}
 
 
-def measure(files: int = 100_000, queue_capacity: int = 0) -> dict[str, Any]:
+def measure(files: int = 100_000, queue_capacity: int = 0,
+            with_filters: bool = False) -> dict[str, Any]:
     """Start the pipeline, run the load, return the figures (see the module's docstring).
-    queue_capacity: the pipeline's --queue-capacity (0: its default)."""
+    queue_capacity: the pipeline's --queue-capacity (0: its default); with_filters: the
+    kernel filters in force, passing every file of the load."""
     old = STATS_SYSCTL.read_text().strip()
     work = Path(tempfile.mkdtemp(prefix="ap-kcost-"))
     mnt = work / "tmpfs"
@@ -110,10 +118,18 @@ def measure(files: int = 100_000, queue_capacity: int = 0) -> dict[str, Any]:
                    check=True)
     pl: subprocess.Popen[bytes] | None = None
     load: subprocess.Popen[str] | None = None
+    from pipeline import _core
+
+    # held for the whole measure: the kernel counts while any holder or the sysctl asks,
+    # so another process putting the sysctl back meanwhile cannot stop the counting
+    stats_fd = _core.enable_bpf_stats()
     try:
         STATS_SYSCTL.write_text("1\n")
         extra = ["--queue-capacity", str(queue_capacity)] if queue_capacity else []
-        pl = subprocess.Popen([sys.executable, "-m", "pipeline", "-q", "--trigger",
+        if with_filters:
+            extra += ["--include-path", str(mnt), "--exclude-path", str(work / "elsewhere"),
+                      "--uid", "0"]
+        pl = subprocess.Popen([sys.executable, "-m", "pipeline", "--trigger",
                                "tracepoint", "--sink", "stdout", "--stats", "0", *extra],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         load = subprocess.Popen([sys.executable, "-c", LOAD, str(mnt), str(files)],
@@ -121,13 +137,15 @@ def measure(files: int = 100_000, queue_capacity: int = 0) -> dict[str, Any]:
         assert load.stdin is not None and load.stdout is not None
         if load.stdout.readline().strip() != "ready":
             raise RuntimeError("the load process did not start")
-        # the pipeline is attached once its programs hold descriptors and it has settled
-        deadline = time.monotonic() + 30
-        while not prog_stats(pl.pid) and time.monotonic() < deadline:
-            if pl.poll() is not None:
-                raise RuntimeError("the pipeline exited at start")
-            time.sleep(0.1)
-        time.sleep(1.0)
+        # the pipeline produces once it says "ready" (on a loaded machine that can take
+        # seconds after its programs are attached)
+        assert pl.stderr is not None
+        for raw in pl.stderr:
+            if b"ready in" in raw:
+                break
+        else:
+            raise RuntimeError("the pipeline exited at start")
+        time.sleep(0.5)
         phases: dict[str, Any] = {}
         snaps = [prog_stats(pl.pid)]
         for phase, done in (("create", "created"), ("noop", "opened")):
@@ -149,6 +167,7 @@ def measure(files: int = 100_000, queue_capacity: int = 0) -> dict[str, Any]:
         phases["produced"] = final.get("produced")
         phases["files"] = files
         phases["queue_capacity"] = final.get("queue_capacity")
+        phases["with_filters"] = with_filters
         return phases
     finally:
         for p in (load, pl):
@@ -156,6 +175,7 @@ def measure(files: int = 100_000, queue_capacity: int = 0) -> dict[str, Any]:
                 p.kill()
                 p.wait()
         STATS_SYSCTL.write_text(old + "\n")
+        os.close(stats_fd)
         subprocess.run(["umount", str(mnt)], check=False)
         mnt.rmdir()
         work.rmdir()
@@ -168,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="files created (>= 1 and <= 10000000; default 100000)")
     ap.add_argument("--queue-capacity", type=int, default=0,
                     help="the pipeline's --queue-capacity (0: its default)")
+    ap.add_argument("--with-filters", action="store_true",
+                    help="run with --include-path, --exclude-path and --uid in force (every "
+                         "file of the load passes them)")
     args = ap.parse_args(argv)
     if not 1 <= args.files <= 10_000_000:
         sys.stderr.write("kcost: --files must be >= 1 and <= 10000000\n")
@@ -179,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("kcost: needs root (it loads BPF programs and sets a sysctl); "
                          "run it with sudo\n")
         return 2
-    print(json.dumps(measure(args.files, args.queue_capacity)))
+    print(json.dumps(measure(args.files, args.queue_capacity, args.with_filters)))
     return 0
 
 
