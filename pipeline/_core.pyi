@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pipeline._coreerror import CoreError as CoreError
 
 EVENT_SIZE: int
+FILTER_PAGES: int
 NAME_KEEP: int
 PATH_CAP: int
 CGROUP_PATH_MAX: int

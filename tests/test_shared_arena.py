@@ -210,14 +210,15 @@ def test_pool_workers_attached_through_the_pins(
 def test_a_queue_that_leaves_the_space_too_few_pages_is_refused(pin_root: Path) -> None:
     from pipeline import _core
 
-    # the queue alone fits; the space's header and working pages (25) do not
+    # the queue (and the filter tables after its slots) alone fit; the space's header and
+    # working pages (25) do not
     line = assert_one_line(run_pipeline("--trigger", "none", "--arena-pages", "64",
                                         "--queue-capacity", "256", "--pin-dir", str(pin_root)),
                            "too small", "data-structure space",
                            "raise --arena-pages or lower --queue-capacity")
     slot_pages = -(-256 * (_core.EVENT_SIZE + 8) // 4096)
     m = re.search(r"needs (\d+)", line)
-    assert m and int(m.group(1)) == 2 + slot_pages + 25, line
+    assert m and int(m.group(1)) == 2 + slot_pages + _core.FILTER_PAGES + 25, line
     # exactly that many pages: the run starts, and stops as asked
     res = run_pipeline("--trigger", "none", "--arena-pages", m.group(1), "--queue-capacity",
                        "256", "--duration", "0.2", "--pin-dir", str(pin_root))

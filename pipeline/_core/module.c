@@ -1049,6 +1049,7 @@ PyMODINIT_FUNC PyInit__core(void)
 	Py_INCREF(&SessionType);
 	PyModule_AddObject(m, "Session", (PyObject *)&SessionType);
 	PyModule_AddIntConstant(m, "EVENT_SIZE", sizeof(struct ap_event));
+	PyModule_AddIntConstant(m, "FILTER_PAGES", AP_FILTER_PAGES);
 	PyModule_AddIntConstant(m, "NAME_KEEP", AP_NAME_KEEP);
 	PyModule_AddIntConstant(m, "PATH_CAP", AP_PATH_CAP);
 	PyModule_AddIntConstant(m, "CGROUP_PATH_MAX", AP_CG_PATH_MAX);
