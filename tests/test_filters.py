@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from conftest import (
     wait_for,
 )
 from helpers.cgroup_dirs import needs_cgroup2
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
 
@@ -223,8 +226,11 @@ def test_bad_config_on_sighup_keeps_filter(pipeline_proc: StartPipeline, work: P
     conf = work / "c.toml"
     conf.write_text(f'include_paths = ["{k}/a"]\n')
     out = work / "ev.jsonl"
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
     pl = pipeline_proc("--trigger", "tracepoint", "--sink", "jsonl", "--output", str(out),
-                       "--config", str(conf))
+                       "--config", str(conf), "--metrics", f"127.0.0.1:{port}")
     conf.write_text('include_paths = ["relative"]\n')
     pl.proc.send_signal(1)
     wait_for(lambda: any("SIGHUP" in ln for ln in pl.lines), what="the reload's warning")
@@ -234,6 +240,13 @@ def test_bad_config_on_sighup_keeps_filter(pipeline_proc: StartPipeline, work: P
     conf.write_text(f'include_paths = ["{k}/a"]\nbatch = 17\n')
     pl.proc.send_signal(1)
     wait_for(lambda: sum("SIGHUP" in ln for ln in pl.lines) == 4, what="the third reload")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        body = r.read().decode()
+    got = {s.name: s.value for fam in text_string_to_metric_families(body) for s in fam.samples
+           if s.name.startswith("arena_pipeline_filter_")}
+    assert got == {"arena_pipeline_filter_generation": 1, "arena_pipeline_filter_reloads_total": 3,
+                   "arena_pipeline_filter_reload_failures_total": 2,
+                   "arena_pipeline_filter_unjudged_events_total": 0}, got
     create(work / "a", "f")
     create(work / "b", "f")
     create(work / "a", "last")
