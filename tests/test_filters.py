@@ -422,7 +422,7 @@ def test_filter_changes_under_load(pipeline_proc: StartPipeline, work: Path,
 RAPID = r"""
 import json, os, subprocess, sys, threading, time
 from pipeline.kernel import Kernel
-work, seconds = sys.argv[1], float(sys.argv[2])
+work, seconds, kprefix = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 deep = "/".join(["c" * 6] * 55)
 dirs = [os.path.join(work, f"d{i}") for i in range(4)]
 for d in dirs:
@@ -431,7 +431,7 @@ k = Kernel(65536, 262144, False)
 k.attach("tracepoint")
 s = k.session
 s.set_filter(pid=0, comm=None, ignore_pid=os.getpid())
-s.set_filters([dirs[1].encode()], [], [], [])
+s.set_filters([(kprefix + dirs[1]).encode()], [], [], [])
 s.enable(True)
 LOAD = '''
 import os, sys, time
@@ -448,7 +448,7 @@ def writer():
     global pubs
     g = 1
     while not stop:
-        g = s.set_filters([dirs[(g + 1) % 4].encode()], [], [], [])
+        g = s.set_filters([(kprefix + dirs[(g + 1) % 4]).encode()], [], [], [])
         pubs += 1
 t = threading.Thread(target=writer)
 t.start()
@@ -486,14 +486,14 @@ print(json.dumps({"publishes": pubs, "seen": seen, "wrong": wrong, "nogen": noge
 """
 
 
-def test_tables_rewritten_under_a_producer_are_judged_again(work: Path) -> None:
+def test_tables_rewritten_under_a_producer_are_judged_again(work: Path, kprefix: str) -> None:
     """Generations published back to back while files are created: a producer whose table
     is rewritten while it judges must notice (the second read of the generation word) and
     judge again, so every event carries a generation whose filter it passes. Without the
     second read, some tens of events a run come out under the wrong generation here."""
     from conftest import ROOT
 
-    res = subprocess.run([sys.executable, "-c", RAPID, str(work), "3"], cwd=ROOT,
+    res = subprocess.run([sys.executable, "-c", RAPID, str(work), "3", kprefix], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
