@@ -111,6 +111,7 @@ class Reader:
                 await self.cgroups.resolve(miss)
                 if not n:
                     data, n = self._drain_once()
+                    self._emptied = n < limit and not self.session.cgroup_miss()
         return data, n
 
     async def _grace_period(self) -> bool:

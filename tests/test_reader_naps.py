@@ -22,15 +22,17 @@ pytestmark = needs_root
 # The longest nap the configuration allows: a nap the test does not end stays visible.
 LONG_NAP_US = "1000000"
 
-# Creates FIRST, waits for a line on stdin, creates SECOND, waits for another line.
+STATS = "pipeline: stats "
+
+# For each line on stdin, creates the next file and says its name.
 STEPS = r"""
 import os, sys
 d = sys.argv[1]
 fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
 for name in ("first", "second"):
+    sys.stdin.readline()
     os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
     print(name, flush=True)
-    sys.stdin.readline()
 """
 
 
@@ -41,26 +43,32 @@ def test_an_event_that_rings_nothing_is_read_when_the_nap_ends(
     out = tmp_path / "events.jsonl"
     creator = reap(subprocess.Popen([sys.executable, "-c", STEPS, str(work)],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
-    assert creator.stdin is not None and creator.stdout is not None
     pl = pipeline_proc("--sink", "jsonl", "--output", str(out), "--trigger", "tracepoint",
                        "--filter-pid", str(creator.pid), "--nap-us", LONG_NAP_US,
-                       "--pin-dir", str(pin_root))
+                       "--stats", "0.1", "--pin-dir", str(pin_root))
+
+    def reader_slept() -> bool:
+        return any(json.loads(ln[len(STATS):])["sleeps"] >= 1
+                   for ln in list(pl.lines) if ln.startswith(STATS))
 
     def names() -> list[str]:
         return [str(e["name"]) for e in read_jsonl(out)] if out.exists() else []
 
+    def step() -> str:
+        assert creator.stdin is not None and creator.stdout is not None
+        creator.stdin.write("go\n")
+        creator.stdin.flush()
+        return creator.stdout.readline().strip()
+
     # The first event finds the reader asleep and rings; the reader drains that one event
     # (a short batch that emptied the queue) and naps a second, asking for a ring only
     # once the queue holds thousands of events.
-    assert creator.stdout.readline().strip() == "first"
+    wait_for(reader_slept, 30, "the idle reader to sleep on the doorbell")
+    assert step() == "first"
     wait_for(lambda: names() == ["first"], 30, "the first event")
-    creator.stdin.write("go\n")
-    creator.stdin.flush()
     # The second comes during that nap: it rings nothing, and the nap's timer reads it.
-    assert creator.stdout.readline().strip() == "second"
+    assert step() == "second"
     wait_for(lambda: names() == ["first", "second"], 30, "the second event")
-    creator.stdin.write("done\n")
-    creator.stdin.flush()
     assert creator.wait(30) == 0
     assert pl.stop() == 0, pl.stderr()
     final = pl.final()
