@@ -30,8 +30,9 @@
  * sure every producer will see the announcement, and checks the ring once
  * more; a producer publishes its slot and then reads the announcement.
  * Either the consumer sees the slot, or the producer sees the announcement
- * and rings; the exchange on ring_from lets exactly one producer ring. Store-then-load on both
- * sides needs a full barrier between, paid on the cheap side:
+ * and rings; the exchange on ring_from lets exactly one producer ring.
+ * Store-then-load on both sides needs a full barrier between, paid on the
+ * cheap side:
  *   - producers that run inside an RCU read-side section (tracepoint and
  *     other non-sleepable programs: EVQ_PUBLISH_RCU) publish with a plain
  *     release store; the consumer's side of the barrier is an RCU grace
