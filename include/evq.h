@@ -26,12 +26,13 @@
  * event from one thread is never overtaken by its later events, and stores
  * head once per batch to release the slots.
  *
- * Doorbell: a consumer about to sleep sets reader_sleeping, makes sure every
- * producer will see it (below), and checks the ring once more; a producer
- * publishes its slot and then reads reader_sleeping. Either the consumer sees
- * the slot, or the producer sees the flag and rings; the exchange on
- * reader_sleeping lets exactly one producer ring. Store-then-load on both
- * sides needs a full barrier between, paid on the cheap side:
+ * Doorbell: a consumer about to sleep announces it (ring_from, below), makes
+ * sure every producer will see the announcement, and checks the ring once
+ * more; a producer publishes its slot and then reads the announcement.
+ * Either the consumer sees the slot, or the producer sees the announcement
+ * and rings; the exchange on ring_from lets exactly one producer ring.
+ * Store-then-load on both sides needs a full barrier between, paid on the
+ * cheap side:
  *   - producers that run inside an RCU read-side section (tracepoint and
  *     other non-sleepable programs: EVQ_PUBLISH_RCU) publish with a plain
  *     release store; the consumer's side of the barrier is an RCU grace
@@ -44,12 +45,25 @@
  *     of their own (EVQ_PUBLISH_FENCED);
  *   - a sleepable producer that publishes many records in one run (the burst
  *     generator) publishes each with a plain release store and pays one full
- *     barrier and one look at reader_sleeping after the last
+ *     barrier and one look at ring_from after the last
  *     (EVQ_PUBLISH_BATCH, then evq_batch_done()): the last record is then
  *     covered as above, and the earlier ones are visible before it.
  * A full barrier per event would cost the store buffer's drain of the whole
  * record (about a quarter of the producer's time on a getppid load); a grace
  * period per sleep costs nothing on the hot path.
+ *
+ * The announcement is a ticket, ring_from: a producer rings when the ticket
+ * it published is >= ring_from, and EVQ_RING_NEVER (the reader is awake) is
+ * above every ticket. Sleeping sets it to 0: the next event rings. Between
+ * two drains of a steady trickle the reader naps instead: it sets ring_from
+ * to head + threshold - 1 with a plain store and waits on a timer as well as
+ * on the doorbell, so a producer rings only when the queue has filled to the
+ * threshold, and otherwise the timer ends the nap. A nap needs no grace
+ * period: a producer that has not seen the store yet merely does not ring,
+ * and the timer bounds the wait. Without naps a reader that keeps up with a
+ * slow producer either polls continuously or is rung for nearly every event;
+ * a ring costs the producer an interrupt to itself (irq_work) and a wake-up
+ * of the reader's CPU, both exits to the hypervisor on a virtual machine.
  */
 #ifndef AP_EVQ_H
 #define AP_EVQ_H
@@ -61,6 +75,9 @@
 
 /* Lost compare-and-swap races tolerated before an event is dropped as busy. */
 #define EVQ_RESERVE_TRIES 32
+
+/* ring_from while the reader is awake: no ticket reaches it. */
+#define EVQ_RING_NEVER (~(ap_u64)0)
 
 /* Slots are released every so often within a batch, so a long batch does
  * not keep the queue looking full to the producers. */
@@ -103,8 +120,10 @@ struct evq {
 	ap_u64 seq;
 	/* written by the consumer, read by producers */
 	ap_u64 head __arena_cacheline_aligned;
-	/* written by the consumer when it sleeps, by one producer when it rings */
-	ap_u64 reader_sleeping __arena_cacheline_aligned;
+	/* producers ring when they publish a ticket >= ring_from (see
+	 * "Doorbell"); written by the consumer when it naps or sleeps, and by
+	 * the one producer that rings */
+	ap_u64 ring_from __arena_cacheline_aligned;
 	/* counters, written rarely */
 	ap_u64 dropped_full __arena_cacheline_aligned;
 	ap_u64 dropped_busy;
@@ -174,11 +193,14 @@ static __always_inline int evq_ring_reserve(struct evq __arena *r, ap_u64 *ticke
 	return EVQ_DROP_BUSY;
 }
 
-/* The reader sleeps and this producer won the right to ring it. */
-static __always_inline int evq_ring_claim_wakeup(struct evq __arena *r)
+/* The reader waits for ticket and this producer won the right to ring it.
+ * The exchange may take a later announcement than the one loaded (the
+ * reader woke and napped again meanwhile): that rings a nap early, which
+ * costs a drain and nothing else. */
+static __always_inline int evq_ring_claim_wakeup(struct evq __arena *r, ap_u64 ticket)
 {
-	if (arena_atomic_load(&r->reader_sleeping, ARENA_RELAXED) &&
-	    arena_atomic_exchange(&r->reader_sleeping, 0, ARENA_SEQ_CST)) {
+	if (ticket >= arena_atomic_load(&r->ring_from, ARENA_RELAXED) &&
+	    arena_atomic_exchange(&r->ring_from, EVQ_RING_NEVER, ARENA_SEQ_CST) != EVQ_RING_NEVER) {
 		arena_atomic_inc(&r->wakeups, ARENA_RELAXED);
 		return 1;
 	}
@@ -202,15 +224,16 @@ static __always_inline int evq_ring_publish(struct evq __arena *r, ap_u64 ticket
 		if (mode == EVQ_PUBLISH_BATCH)
 			return EVQ_OK;
 	}
-	return evq_ring_claim_wakeup(r) ? EVQ_OK_WAKE : EVQ_OK;
+	return evq_ring_claim_wakeup(r, ticket) ? EVQ_OK_WAKE : EVQ_OK;
 }
 
 /* After the last EVQ_PUBLISH_BATCH record of a run: returns 1 when the
- * caller must ring the doorbell. */
+ * caller must ring the doorbell. The last ticket reserved by anyone stands
+ * for the run's: at least as late, and published or about to be. */
 static __always_inline int evq_ring_batch_done(struct evq __arena *r)
 {
 	arena_memory_barrier();
-	return evq_ring_claim_wakeup(r);
+	return evq_ring_claim_wakeup(r, arena_atomic_load(&r->tail, ARENA_RELAXED) - 1);
 }
 
 /* ---- consumer side (one consumer at a time) ---- */
@@ -243,7 +266,7 @@ static __always_inline int evq_ring_init(struct evq __arena *r, void __arena *sl
 	arena_store_once(&r->tail, 0);
 	arena_store_once(&r->seq, 0);
 	arena_store_once(&r->head, 0);
-	arena_store_once(&r->reader_sleeping, 0);
+	arena_store_once(&r->ring_from, EVQ_RING_NEVER);
 	arena_store_once(&r->dropped_full, 0);
 	arena_store_once(&r->dropped_busy, 0);
 	arena_store_once(&r->high_water, 0);
@@ -288,12 +311,21 @@ static inline void evq_ring_consume_done(struct evq *r, ap_u64 head, ap_u64 n)
  * record between them and call evq_ring_cancel_sleep() if one arrives. */
 static inline void evq_ring_announce_sleep(struct evq *r)
 {
-	arena_atomic_exchange(&r->reader_sleeping, 1, ARENA_SEQ_CST);
+	arena_atomic_exchange(&r->ring_from, 0, ARENA_SEQ_CST);
 }
 
+/* Withdraws a sleep's or a nap's announcement. */
 static inline void evq_ring_cancel_sleep(struct evq *r)
 {
-	arena_atomic_store(&r->reader_sleeping, 0, ARENA_RELAXED);
+	arena_atomic_store(&r->ring_from, EVQ_RING_NEVER, ARENA_RELAXED);
+}
+
+/* A nap: ring once the queue holds threshold (>= 1) records; the caller
+ * waits on the doorbell with a timeout, then calls evq_ring_cancel_sleep(). */
+static inline void evq_ring_nap(struct evq *r, ap_u64 threshold)
+{
+	arena_atomic_store(&r->ring_from, r->head + (threshold ? threshold : 1) - 1,
+			   ARENA_RELAXED);
 }
 
 /* Returns 1 when the caller may sleep on the doorbell, 0 (announcement
@@ -316,7 +348,7 @@ static inline int evq_ring_may_sleep(struct evq *r, ap_u64 slot_size)
  * of type T, in the manner of ck_ring's CK_RING_PROTOTYPE: struct q_slot (a
  * commit word and a T) and q_push, q_reserve, q_publish, q_batch_done,
  * q_peek, q_release, q_init, q_slot_at, and in userspace q_consume and the
- * sleep protocol (q_announce_sleep, q_may_sleep, q_cancel_sleep).
+ * sleep protocol (q_announce_sleep, q_may_sleep, q_cancel_sleep, q_nap).
  *   copy(T __arena *dst, const T *src)   writes a finished record into its
  *                                        slot (plain or volatile stores: no
  *                                        memcpy on arena memory in BPF);
@@ -413,6 +445,11 @@ static inline int evq_ring_may_sleep(struct evq *r, ap_u64 slot_size)
 	static inline void q##_cancel_sleep(struct evq *r)                                       \
 	{                                                                                        \
 		evq_ring_cancel_sleep(r);                                                        \
+	}                                                                                        \
+                                                                                                 \
+	static inline void q##_nap(struct evq *r, ap_u64 threshold)                              \
+	{                                                                                        \
+		evq_ring_nap(r, threshold);                                                      \
 	}                                                                                        \
                                                                                                  \
 	static inline int q##_may_sleep(struct evq *r)                                           \

@@ -36,6 +36,7 @@ class Config:
     arena_pages: int = 32768  # 4 KiB pages the arena may use
     batch: int = 4096  # events per drain call at most
     spin_us: int = 200  # busy-poll window before sleeping on the doorbell
+    nap_us: int = 1000  # wait between drains of a steady trickle; 0: no naps
     pin_dir: str = "/sys/fs/bpf/arena-pipeline"
     verbose: bool = False
     metrics: str = ""  # HOST:PORT of the Prometheus endpoint; "": none

@@ -251,6 +251,8 @@ class PipelineCollector(Collector):
                      f.arena_pages * PAGE_SIZE)
         yield _counter("reader_batches", "batches the reader took off the queue", s["batches"])
         yield _counter("reader_sleeps", "times the reader slept on the doorbell", s["sleeps"])
+        yield _counter("reader_naps", "times the reader napped between the drains of a "
+                       "trickle", s["naps"])
         yield _counter("doorbell_wakeups", "times a producer rang the sleeping reader",
                        s["wakeups"])
         if "filters" in s:

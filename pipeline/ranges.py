@@ -95,6 +95,7 @@ PIPELINE: dict[str, Range] = {
     "arena_pages": Range(int, 64, 1 << 20, "pages"),
     "batch": Range(int, 1, 65536, "events"),
     "spin_us": Range(int, 0, 1_000_000, "microseconds"),
+    "nap_us": Range(int, 0, 1_000_000, "microseconds"),
     "metrics_linger": Range(float, 0, 3600, "seconds"),
     "ancestors": Range(int, 0, 64, "levels"),
 }

@@ -1,6 +1,16 @@
 """The asyncio reader: drains the arena queue in batches through the C
-extension (GIL released), fans each batch out to every sink, and sleeps on the
-doorbell when the queue stays empty past a short spin window."""
+extension (GIL released), fans each batch out to every sink, naps between the
+drains of a steady trickle, and sleeps on the doorbell when the queue stays
+empty past a short spin window.
+
+A nap (after a drain that emptied the queue without filling a batch) waits for
+nap_us on a timer, and for the doorbell, which producers ring only once the
+queue holds a nap threshold of events (a batch, or half the queue if that is
+smaller): a slow, steady producer is read in batches a nap apart, neither
+polled for continuously nor rung for every event, and a burst during a nap
+wakes the reader before the queue can fill. An event waits at most one nap
+(plus the event loop's timer slack, about a millisecond) before its drain
+starts; with the queue idle the reader sleeps, and the first event rings."""
 
 from __future__ import annotations
 
@@ -18,13 +28,14 @@ class ReaderStats:
     read: int = 0  # events taken off the queue
     batches: int = 0
     sleeps: int = 0
+    naps: int = 0
     left_in_queue: int = 0  # events not read because --max-events was reached
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Reader:
     def __init__(self, session: Any, sinks: list[Sink], *, batch: int, spin_us: int,
-                 max_events: int = 0, cgroups: Any = None) -> None:
+                 nap_us: int = 0, max_events: int = 0, cgroups: Any = None) -> None:
         self.session = session
         # pipeline.cgroups.Cgroups: fills the drain's cgroup table when a drain stops
         # at a record whose cgroup it lacks
@@ -32,6 +43,10 @@ class Reader:
         self.sinks = sinks
         self.batch = batch
         self.spin_ns = spin_us * 1000
+        self.nap_s = nap_us / 1e6
+        # producers ring a nap when the queue holds this many events: a batch to read, and
+        # at most half the queue, so that the wake-up has the other half to arrive in
+        self.nap_threshold = max(1, min(batch, int(session.stats()["capacity"]) // 2))
         self.max_events = max_events
         self.stats = ReaderStats()
         self.stopping = asyncio.Event()
@@ -42,6 +57,7 @@ class Reader:
         # CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns) to wall time
         self.wall_offset_ns = time.time_ns() - time.monotonic_ns()
         self._bell = asyncio.Event()
+        self._emptied = False
         self._bell_timeout: float | None = None
         from . import _core
 
@@ -83,14 +99,19 @@ class Reader:
 
     async def _next_batch(self) -> tuple[bytes, int]:
         """_drain_once, and when the drain stopped at a record of a cgroup the table lacks
-        (only a short batch can have), that cgroup put in before the next drain."""
+        (only a short batch can have), that cgroup put in before the next drain. Sets
+        _emptied when the batch is short because the drain found no more records."""
+        limit = self._limit()
         data, n = self._drain_once()
-        if self.cgroups is not None and n < self._limit():
+        self._emptied = n < limit
+        if self.cgroups is not None and n < limit:
             miss = self.session.cgroup_miss()
             if miss:
+                self._emptied = False
                 await self.cgroups.resolve(miss)
                 if not n:
                     data, n = self._drain_once()
+                    self._emptied = n < limit and not self.session.cgroup_miss()
         return data, n
 
     async def _grace_period(self) -> bool:
@@ -114,10 +135,21 @@ class Reader:
         if not await self._grace_period():
             return  # something was published meanwhile
         self.stats.sleeps += 1
+        await self._wait_bell(self._bell_timeout)
+
+    async def _nap(self) -> None:
+        """Wait nap_s, or until the queue holds nap_threshold events (the doorbell)."""
+        self._bell.clear()
+        self.session.nap(self.nap_threshold)
+        self.stats.naps += 1
+        await self._wait_bell(self.nap_s)
+
+    async def _wait_bell(self, timeout: float | None) -> None:
+        """Wait for the doorbell, a stop or the timeout, then withdraw the announcement."""
         bell = asyncio.ensure_future(self._bell.wait())
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
-            await asyncio.wait({bell, stop}, timeout=self._bell_timeout,
+            await asyncio.wait({bell, stop}, timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             bell.cancel()
@@ -152,6 +184,9 @@ class Reader:
             if n:
                 await self._deliver(data, n)
                 self._check_sinks()
+                # a short batch that emptied the queue: a trickle, read a nap apart
+                if self.nap_s and self._emptied and not self.stopping.is_set():
+                    await self._nap()
                 continue
             # Spin window: events often come in bursts; polling briefly is
             # cheaper than a sleep/wakeup round trip. Yield to the loop so

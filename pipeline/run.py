@@ -67,6 +67,7 @@ def final_stats(kernel: Kernel, reader: Reader,
         "arena": arena_stats(kernel, st),
         "wakeups": int(st["wakeups"]),
         "sleeps": reader.stats.sleeps,
+        "naps": reader.stats.naps,
         "batches": reader.stats.batches,
     }
     if reader.cgroups is not None:
@@ -164,7 +165,7 @@ async def _run(cfg: Config, sinks: list[Sink], pins: PinRoot, t0: float,
             if cfg.ancestors:
                 kernel.session.set_ancestors(cfg.ancestors)
         reader = Reader(kernel.session, sinks, batch=cfg.batch, spin_us=cfg.spin_us,
-                        max_events=cfg.max_events, cgroups=cgroups)
+                        nap_us=cfg.nap_us, max_events=cfg.max_events, cgroups=cgroups)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, reader.stop)
         if filters is not None:

@@ -67,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _number(q, "--arena-pages", "N", "arena size in 4 KiB pages")
     _number(q, "--batch", "N", "events per drain at most")
     _number(q, "--spin-us", "US", "busy-poll window before sleeping")
+    _number(q, "--nap-us", "US", "wait between drains of a steady trickle (0: none)")
     q.add_argument("--pin-dir", metavar="DIR", help="bpffs directory for this run's pins")
     out = p.add_argument_group("output", "what the run prints besides the events")
     _number(out, "--stats", "SECONDS", "print counters to stderr every SECONDS (flag alone: 1)",
@@ -105,7 +106,8 @@ def make_config(args: argparse.Namespace) -> Config:
     if args.config:
         load_file(args.config, cfg)
     for key in ("trigger", "duration", "max_events", "filter_comm", "filter_pid", "ignore_self",
-                "stats", "queue_capacity", "arena_pages", "batch", "spin_us", "pin_dir",
+                "stats", "queue_capacity", "arena_pages", "batch", "spin_us", "nap_us",
+                "pin_dir",
                 "verbose", "metrics", "metrics_bpf_stats", "metrics_linger", "process_table",
                 "ancestors"):
         value = getattr(args, key)

@@ -139,7 +139,7 @@ def test_each_contender_captures_every_creation(results: dict[str, Any]) -> None
     files = raw["files_per_round"]
     assert [r["created"] for r in raw["rounds"]["none"]] == [files] * 3
     assert [r["captured"] for r in raw["rounds"]["none"]] == [0] * 3
-    for who in ("pipeline", "bpftrace"):
+    for who in ("pipeline", "pipeline_kernel", "bpftrace"):
         if who not in raw["rounds"]:
             continue
         assert [r["captured"] for r in raw["rounds"][who]] == [files] * 3, who
@@ -249,7 +249,9 @@ def test_createload_refuses_a_directory_not_on_tmpfs(tmp_path: Path) -> None:
     try:
         r = subprocess.run([str(exe), "--dir", str(shm), "--files", "1000"],
                            capture_output=True, text=True, check=True)
-        assert json.loads(r.stdout)["created"] == 1000
+        done = json.loads(r.stdout)
+        assert set(done) == {"created", "seconds", "cpu_seconds"}
+        assert done["created"] == 1000 and done["seconds"] > 0 and done["cpu_seconds"] > 0
         assert list(shm.iterdir()) == []  # removed after the timed loop
     finally:
         shm.rmdir()

@@ -106,6 +106,7 @@ def check_against_final(samples: Samples, final: dict[str, Any], *,
                       ("queue_capacity_events", "queue_capacity"),
                       ("arena_resident_bytes", "arena_resident_bytes"),
                       ("reader_batches_total", "batches"), ("reader_sleeps_total", "sleeps"),
+                      ("reader_naps_total", "naps"),
                       ("doorbell_wakeups_total", "wakeups")):
         assert val(samples, name) == final[key], name
 

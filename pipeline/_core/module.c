@@ -295,6 +295,16 @@ static PyObject *Session_cancel_sleep(SessionObject *self, PyObject *Py_UNUSED(i
 	Py_RETURN_NONE;
 }
 
+static PyObject *Session_nap(SessionObject *self, PyObject *args)
+{
+	unsigned long long threshold;
+
+	if (!PyArg_ParseTuple(args, "K", &threshold) || !session_ready(self))
+		return NULL;
+	evq_nap(self->s.q, threshold);
+	Py_RETURN_NONE;
+}
+
 static PyObject *Session_ready(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
 	if (!session_ready(self))
@@ -799,6 +809,8 @@ static PyMethodDef Session_methods[] = {
 	{ "may_sleep", (PyCFunction)Session_may_sleep, METH_NOARGS,
 	  "after a grace period: True when the queue is still empty and the reader may wait" },
 	{ "cancel_sleep", (PyCFunction)Session_cancel_sleep, METH_NOARGS, "withdraw the announcement" },
+	{ "nap", (PyCFunction)Session_nap, METH_VARARGS,
+	  "nap(threshold): ask producers to ring once the queue holds threshold events (then: a timed wait on the doorbell, cancel_sleep)" },
 	{ "ready", (PyCFunction)Session_ready, METH_NOARGS, "True when a record is ready to drain" },
 	{ "drain_json", (PyCFunction)Session_drain_json, METH_VARARGS,
 	  "drain_json(max_events, wall_offset_ns=0) -> (bytes, count)" },

@@ -26,6 +26,15 @@ static inline double load_now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CPU time this process has used, user and kernel. */
+static inline double load_cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* A decimal integer >= 0 and nothing else: strtoull alone takes "-1" and " 7". */
 static inline int load_parse_u64(const char *s, uint64_t *out)
 {

@@ -4,16 +4,23 @@ build/createload creates (openat O_CREAT|O_EXCL) and closes files on tmpfs in a 
 CPU 0. Each round times it once per contender, one after the other:
   - none:     nothing attached;
   - pipeline: `python -m pipeline --sink jsonl`, filtered on the load's pid, on CPU 1;
+  - pipeline_kernel: the same, with the pipeline stopped (SIGSTOP) while the load runs and
+              a queue that holds every event: what the kernel side alone costs (its programs,
+              the tracepoints, the traced syscall path), with no reader running;
   - bpftrace: a bpftrace script printing the same events as JSON lines from the same
               syscall tracepoints (bpftrace_script.py), filtered alike, on CPU 1.
-While the load runs the kernel counts the run time of every BPF program each tracer holds
-(bpfstats), giving the in-kernel ns per captured event; each tracer's output is counted
-against the files created.
+The load reports its wall-clock time and its own CPU time: other processes that run on its
+CPU meanwhile lengthen the first only, so on a busy machine the second is the tracer's cost
+without the neighbours'. While the load runs the kernel counts the run time of every BPF
+program each tracer holds (bpfstats), giving the in-kernel ns per captured event, and the
+tracer's own CPU time is read from /proc; each tracer's output is counted against the files
+created.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,7 +38,7 @@ from .tools import ROOT, bpf_lsm_missing, bpftool, bpftrace_missing, program
 TITLE = "overhead on the traced workload: file creations with no tracer, the pipeline, bpftrace"
 LOAD_CPU, TRACER_CPU = "0", "1"
 PIN_DIR = "/sys/fs/bpf/arena-pipeline-bench"
-CONTENDERS = ("none", "pipeline", "bpftrace")
+CONTENDERS = ("none", "pipeline", "pipeline_kernel", "bpftrace")
 # the targets the issue sets: the pipeline adds at most 5% to each creation, and at most a
 # tenth of what bpftrace adds
 TARGET_OVERHEAD_PCT = 5.0
@@ -102,10 +109,18 @@ def _stop(p: subprocess.Popen[str]) -> str:
     return err or ""
 
 
-def _start_pipeline(out: Path, pid: int) -> subprocess.Popen[str]:
+def _queue_for(files: int) -> list[str]:
+    """Flags for a queue that holds every event of a round (the reader stopped), and an
+    arena with room for it."""
+    cap = 1 << max(16, (files - 1).bit_length())
+    slot_pages = cap * 1024 // 4096  # a slot is under 1 KiB
+    return ["--queue-capacity", str(cap), "--arena-pages", str(max(32768, slot_pages + 8192))]
+
+
+def _start_pipeline(out: Path, pid: int, extra: list[str]) -> subprocess.Popen[str]:
     p = subprocess.Popen(
         ["taskset", "-c", TRACER_CPU, sys.executable, "-m", "pipeline", "--sink", "jsonl",
-         "--output", str(out), "--filter-pid", str(pid), "--pin-dir", PIN_DIR],
+         "--output", str(out), "--filter-pid", str(pid), "--pin-dir", PIN_DIR, *extra],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert p.stderr is not None
     seen: list[str] = []
@@ -141,6 +156,18 @@ def _start_bpftrace(bt: Path, out: Path, pid: int) -> subprocess.Popen[str]:
     return p
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User and system clock ticks of every thread of process pid so far."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
 def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str, Any]:
     load = _Load(ctx, files, where)
     out = ctx.tmp / f"overhead-{who}.jsonl"
@@ -148,17 +175,24 @@ def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str,
     tracer: subprocess.Popen[str] | None = None
     try:
         if who == "pipeline":
-            tracer = _start_pipeline(out, load.proc.pid)
+            tracer = _start_pipeline(out, load.proc.pid, [])
+        elif who == "pipeline_kernel":
+            tracer = _start_pipeline(out, load.proc.pid, _queue_for(files))
+            os.kill(tracer.pid, signal.SIGSTOP)
         elif who == "bpftrace":
             tracer = _start_bpftrace(bt, out, load.proc.pid)
         # counting only while the load runs: bpftrace, asked to stop while the kernel counts,
         # was seen not to exit here
         with bpfstats.Enabled():
             before = bpfstats.of_pid(tracer.pid) if tracer else {}
+            ticks = _cpu_ticks(tracer.pid) if tracer else 0
             load.go()
             info = load.finish()
+            ticks = _cpu_ticks(tracer.pid) - ticks if tracer else 0
             after = bpfstats.of_pid(tracer.pid) if tracer else {}
         if tracer is not None:
+            if who == "pipeline_kernel":
+                os.kill(tracer.pid, signal.SIGCONT)
             err = _stop(tracer)
             if tracer.returncode not in (0, -signal.SIGINT):
                 raise RuntimeError(f"{who} failed ({tracer.returncode}): {err.strip()[-300:]}")
@@ -171,7 +205,10 @@ def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str,
     captured = _count_lines(out) if tracer else 0
     out.unlink(missing_ok=True)
     return {"created": info["created"], "seconds": info["seconds"],
-            "us_per_file": 1e6 * info["seconds"] / info["created"], "captured": captured,
+            "us_per_file": 1e6 * info["seconds"] / info["created"],
+            "cpu_seconds": info["cpu_seconds"],
+            "cpu_us_per_file": 1e6 * info["cpu_seconds"] / info["created"],
+            "tracer_cpu_seconds": ticks / os.sysconf("SC_CLK_TCK"), "captured": captured,
             "bpf_run_time_ns": st.run_time_ns, "bpf_run_cnt": st.run_cnt,
             "bpf_progs": st.progs}
 
@@ -202,21 +239,34 @@ def run(ctx: Context) -> PartResult:
     return res
 
 
-def _questions(res: PartResult, rounds: dict[str, list[dict[str, Any]]]) -> None:
-    us = {c: [r["us_per_file"] for r in rs] for c, rs in rounds.items()}
-    q = res.question("What does tracing cost each file creation?",
-                     note="time per openat(O_CREAT)+close on tmpfs; overhead against the "
-                          "same round's run with nothing attached")
+def _overheads(q: Question, rounds: dict[str, list[dict[str, Any]]], key: str, what: str,
+               overhead: str) -> None:
+    """Each contender's time per creation (rounds' `key`), its overhead against the same
+    round's run with nothing attached, and the targets on the pipeline's."""
+    us = {c: [r[key] for r in rs] for c, rs in rounds.items()}
     for c in rounds:
-        q.add(f"{c}: time per creation", "us", us[c])
+        q.add(f"{c}: {what}", "us", us[c])
     over = {c: [100.0 * (x - 1.0) for x in ratios(us[c], us["none"])]
             for c in rounds if c != "none"}
     for c, xs in over.items():
-        q.add(f"{c}: overhead", "%", xs,
+        q.add(f"{c}: {overhead}", "%", xs,
               Target("<=", TARGET_OVERHEAD_PCT) if c == "pipeline" else None)
     if "bpftrace" in over:
-        q.add("pipeline overhead / bpftrace overhead", "x",
+        q.add(f"pipeline {overhead} / bpftrace {overhead}", "x",
               ratios(over["pipeline"], over["bpftrace"]), Target("<=", TARGET_VS_BPFTRACE))
+
+
+def _questions(res: PartResult, rounds: dict[str, list[dict[str, Any]]]) -> None:
+    q = res.question("What does tracing cost each file creation?",
+                     note="time per openat(O_CREAT)+close on tmpfs; overhead against the "
+                          "same round's run with nothing attached; pipeline_kernel: the "
+                          "pipeline stopped while the load runs (its kernel side alone)")
+    _overheads(q, rounds, "us_per_file", "time per creation", "overhead")
+    cq = res.question("What does tracing cost the load's own CPU time?",
+                     note="the load's user and kernel CPU time per creation: what other "
+                          "processes on its CPU take meanwhile is left out, what the tracer "
+                          "makes its calls do (programs, tracepoints, interrupts) is in")
+    _overheads(cq, rounds, "cpu_us_per_file", "CPU time per creation", "CPU overhead")
     k = res.question("How much kernel time does each tracer spend per event?",
                      note="run_time_ns of every BPF program the tracer holds, counted by the "
                           "kernel (BPF_ENABLE_STATS) during the load, / events captured")
@@ -225,6 +275,14 @@ def _questions(res: PartResult, rounds: dict[str, list[dict[str, Any]]]) -> None
             continue
         k.add(f"{c}: BPF run time per captured event", "ns",
               [r["bpf_run_time_ns"] / max(r["captured"], 1) for r in rounds[c]])
+    t = res.question("How much CPU does each tracer use per event?",
+                     note="the tracer process's user and system time while the load ran "
+                          "(clock ticks from /proc), / events captured")
+    for c in rounds:
+        if c in ("none", "pipeline_kernel"):
+            continue
+        t.add(f"{c}: tracer CPU per captured event", "us",
+              [1e6 * r["tracer_cpu_seconds"] / max(r["captured"], 1) for r in rounds[c]])
     cap = res.question("Does each tracer capture every creation?",
                        note="events in the tracer's output / files created")
     for c in rounds:
@@ -238,11 +296,14 @@ def plots(res: PartResult) -> list[Plot]:
     from .plots import bars
 
     q: Question = res.questions[0]
-    per = [f for f in q.figures if f.name.endswith("time per creation")]
-    k = res.questions[1].figures
+    per = [f for f in q.figures if f.name.endswith(": time per creation")]
+    cpu = [f for f in res.questions[1].figures if f.name.endswith(": CPU time per creation")]
+    k = res.questions[2].figures
     fig = bars("Cost of tracing file creation (median, min-max whiskers)",
                [("time per creation", "µs per openat+close",
                  [(f.name.split(":")[0], f) for f in per]),
+                ("the load's CPU time per creation", "CPU µs per openat+close",
+                 [(f.name.split(":")[0], f) for f in cpu]),
                 ("in-kernel BPF time", "ns per captured event",
                  [(f.name.split(":")[0], f) for f in k])])
     return [Plot("overhead", fig)]
