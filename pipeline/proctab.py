@@ -219,3 +219,9 @@ def pool_seed(run_dir: str, workers: int = 2) -> tuple[int, int, int]:
             for i, v in enumerate(f.result()):
                 totals[i] += v
     return totals[0], totals[1], totals[2]
+
+
+def counts(arena: Arena) -> dict[str, int]:
+    """The table's counters (include/proc.h, struct ap_proc_counts) as the run's root holds
+    them now, read in place by any process attached to the run's arena."""
+    return arena._core.proc_counts()

@@ -1386,6 +1386,31 @@ static PyObject *DsArena_proc_snapshot(DsArenaObject *self, PyObject *args)
 	return res;
 }
 
+/* proc_counts() -> dict: the process table's counters in a capture session's
+ * root (include/proc.h), read in place: what its tracepoints and its reader
+ * did, for any process attached to the run's arena */
+static PyObject *DsArena_proc_counts(DsArenaObject *self, PyObject *Py_UNUSED(ignored))
+{
+	const struct ap_root *pr = (const struct ap_root *)(uintptr_t)(ARENA_BASE + ARENA_ROOT_OFFSET);
+	const struct ap_proc_counts *p = &pr->proc;
+
+	if (!arena_ready(self))
+		return NULL;
+	if (arena_atomic_load(&pr->magic, ARENA_ACQUIRE) != AP_ROOT_MAGIC || !p->table)
+		return ap_raise(ENOENT, "%s", "this arena is no capture session's with a process table");
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "forks",
+			     (unsigned long long)__atomic_load_n(&p->forks, __ATOMIC_ACQUIRE), "execs",
+			     (unsigned long long)__atomic_load_n(&p->execs, __ATOMIC_ACQUIRE), "exits",
+			     (unsigned long long)__atomic_load_n(&p->exits, __ATOMIC_ACQUIRE), "nomem",
+			     (unsigned long long)__atomic_load_n(&p->nomem, __ATOMIC_ACQUIRE), "stale",
+			     (unsigned long long)__atomic_load_n(&p->stale, __ATOMIC_ACQUIRE), "missing",
+			     (unsigned long long)__atomic_load_n(&p->missing, __ATOMIC_ACQUIRE), "busy",
+			     (unsigned long long)__atomic_load_n(&p->busy, __ATOMIC_ACQUIRE), "reused",
+			     (unsigned long long)__atomic_load_n(&p->reused, __ATOMIC_ACQUIRE), "reaped",
+			     (unsigned long long)__atomic_load_n(&p->reaped, __ATOMIC_ACQUIRE), "keep",
+			     (unsigned long long)__atomic_load_n(&p->keep, __ATOMIC_ACQUIRE));
+}
+
 /* ---- pins ---- */
 
 static void unpin_files(const char *dir)
@@ -1491,6 +1516,8 @@ static PyMethodDef DsArena_methods[] = {
 	  "proc_seed(table, entries) -> (inserted, present, nomem): seed the process table" },
 	{ "proc_snapshot", (PyCFunction)DsArena_proc_snapshot, METH_VARARGS,
 	  "proc_snapshot(table, cap=65536) -> bytes: the live process table's entries" },
+	{ "proc_counts", (PyCFunction)DsArena_proc_counts, METH_NOARGS,
+	  "proc_counts() -> dict: a capture session's process-table counters" },
 	{ "pin", (PyCFunction)DsArena_pin, METH_VARARGS, "pin(dir): pin the arena and the kernel programs" },
 	{ "unpin", (PyCFunction)DsArena_unpin, METH_NOARGS, "remove the pins" },
 	{ "close", (PyCFunction)DsArena_close, METH_NOARGS, "unmap and unload" },
