@@ -81,6 +81,36 @@ static __always_inline struct file *task_exe(struct task_struct *t)
 	return mm->exe_file;
 }
 
+/* The task's cgroup v2 id (its default-hierarchy cgroup's kernfs id, as
+ * bpf_get_current_cgroup_id gives for the current task). */
+static __always_inline __u64 task_cgroup_id(struct task_struct *t)
+{
+	return t->cgroups->dfl_cgrp->kn->id;
+}
+
+/* One writer at a time per entry: seq goes from even to odd by
+ * compare-and-swap (readers retry while it is odd), and back to even at the
+ * end. 0 when another writer kept it odd: the caller leaves the entry. */
+static __always_inline int entry_lock(struct ap_proc __arena *e)
+{
+	__u64 s;
+	int i;
+
+	for (i = 0; i < 64 && arena_can_loop; i++) {
+		s = arena_atomic_load(&e->seq, ARENA_ACQUIRE);
+		if (s & 1)
+			continue;
+		if (arena_atomic_cmpxchg(&e->seq, s, s + 1, ARENA_ACQ_REL) == s)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void entry_unlock(struct ap_proc __arena *e)
+{
+	__sync_fetch_and_add(&e->seq, 1); /* a full barrier: the writes come first */
+}
+
 /* The hash operations, each verified once as a global function. */
 __attribute__((noinline)) int ap_proc_insert(struct ds_ctx *c, __u64 ds, __u64 key, __u64 val)
 {
@@ -102,6 +132,34 @@ __attribute__((noinline)) int ap_proc_search(struct ds_ctx *c, __u64 ds, __u64 k
 		return DS_INVALID;
 	return ds_hash_search(c, ARENA_PTR(struct ds_hash, ds), key, val);
 }
+
+enum { SET_CGROUP, SET_PPID };
+
+/* One field of pid's entry set under its lock: the cgroup id or the parent.
+ * DS_NOT_FOUND when the table does not hold pid, DS_BUSY when another
+ * writer held the entry. */
+__attribute__((noinline)) int ap_proc_set(struct ds_ctx *c, __u64 ds, __u64 pid, __u64 what, __u64 v)
+{
+	struct ap_proc __arena *e;
+	__u64 addr = 0;
+
+	if (!c)
+		return DS_INVALID;
+	if (ds_hash_search(c, ARENA_PTR(struct ds_hash, ds), pid, &addr) != DS_OK || !addr)
+		return DS_NOT_FOUND;
+	e = ARENA_PTR(struct ap_proc, addr);
+	if (!entry_lock(e))
+		return DS_BUSY;
+	if (what == SET_CGROUP)
+		e->cgroup_id = v;
+	else
+		e->ppid = v;
+	entry_unlock(e);
+	return DS_OK;
+}
+
+/* Tasks linked on one list walked: a thread group's threads, a task's children. */
+#define AP_PROC_LIST_MAX 512
 
 /* The table and a context on its space, entered; NULL when there is no
  * table or the CPU's epoch record is busy (counted). */
@@ -170,8 +228,8 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 	e->gid = child->cred->gid.val;
 	e->mnt_ns = child->nsproxy->mnt_ns->ns.inum;
 	e->pid_ns = child->nsproxy->pid_ns_for_children->ns.inum;
-	/* a child starts in its parent's cgroup */
-	e->cgroup_id = bpf_get_current_cgroup_id();
+	/* the child's own: clone3(CLONE_INTO_CGROUP) starts it elsewhere than its parent */
+	e->cgroup_id = task_cgroup_id(child);
 	e->execs = 0;
 	copy_comm(e, child);
 	exe_store(e, exe_walk(task_exe(child)));
@@ -222,13 +280,23 @@ int BPF_PROG(proc_exec, struct task_struct *p, pid_t old_pid, struct linux_binpr
 		goto out;
 	}
 	e = ARENA_PTR(struct ap_proc, addr);
-	/* odd while rewritten; the fetch-and-adds are full barriers */
-	__sync_fetch_and_add(&e->seq, 1);
+	if (!entry_lock(e)) {
+		__sync_fetch_and_add(&root->proc.busy, 1);
+		goto out;
+	}
 	copy_comm(e, p);
 	exe_store(e, ev);
+	/* what an exec may have changed since the fork, or what changed before
+	 * it without an event of its own: set-user-ID and set-group-ID, a new
+	 * mount namespace (unshare(1) then exec), a new parent (reparenting) */
+	e->uid = p->cred->uid.val;
 	e->euid = p->cred->euid.val;
+	e->gid = p->cred->gid.val;
+	e->mnt_ns = p->nsproxy->mnt_ns->ns.inum;
+	e->cgroup_id = task_cgroup_id(p);
+	e->ppid = p->real_parent->tgid;
 	e->execs += 1;
-	__sync_fetch_and_add(&e->seq, 1);
+	entry_unlock(e);
 	__sync_fetch_and_add(&root->proc.execs, 1);
 out:
 	ds_exit(&c);
@@ -246,12 +314,13 @@ static __always_inline int keep_exited(struct ap_root __arena *root, struct ap_p
 
 	if (e->flags & AP_PROC_EXITED)
 		return -1;
-	__sync_fetch_and_add(&e->seq, 1);
+	if (!entry_lock(e))
+		return 0;
 	e->flags |= AP_PROC_EXITED;
 	e->exit_ns = bpf_ktime_get_ns();
-	/* after the full barrier: every ticket taken before the exit is below */
+	/* after the lock's full barrier: every ticket taken before the exit is below */
 	e->exit_mark = arena_atomic_load(&root->evq.tail, ARENA_ACQUIRE);
-	__sync_fetch_and_add(&e->seq, 1);
+	entry_unlock(e);
 	for (i = 0; i < 64 && arena_can_loop; i++) {
 		top = arena_atomic_load(&root->proc.exited, ARENA_ACQUIRE);
 		arena_store_once(&e->exit_next, top);
@@ -262,8 +331,107 @@ static __always_inline int keep_exited(struct ap_root __arena *root, struct ap_p
 	return 0;
 }
 
+/*
+ * A task moved to another cgroup (cgroup.procs, cgroup.threads): this
+ * tracepoint follows a migration that succeeded, once for the task named,
+ * with threadgroup set when its whole thread group moved. Each moved task's
+ * entry takes its cgroup v2 id as the task holds it now (a move in a v1
+ * hierarchy leaves that unchanged).
+ */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(proc_cgroup, struct cgroup *dst, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	struct ap_root __arena *root;
+	struct list_head *head, *pos;
+	struct task_struct *t;
+	struct ds_ctx c;
+	__u64 head_addr;
+	int i;
+
+	root = proc_enter(&c);
+	if (!root)
+		return 0;
+	ap_proc_set(&c, root->proc.table, task->pid, SET_CGROUP, task_cgroup_id(task));
+	if (!threadgroup)
+		goto out;
+	head = &task->signal->thread_head;
+	head_addr = (__u64)head;
+	pos = head->next;
+	for (i = 0; i < AP_PROC_LIST_MAX && (__u64)pos != head_addr && arena_can_loop; i++) {
+		t = bpf_core_cast((void *)((__u64)pos - bpf_core_field_offset(struct task_struct, thread_node)),
+				  struct task_struct);
+		if (t->pid != task->pid)
+			ap_proc_set(&c, root->proc.table, t->pid, SET_CGROUP, task_cgroup_id(t));
+		pos = t->thread_node.next;
+	}
+out:
+	ds_exit(&c);
+	return 0;
+}
+
+/*
+ * The process that will adopt the children of father, whose last thread is
+ * exiting: what the kernel's exit path chooses a moment later (kernel/exit.c,
+ * find_new_reaper), read now, as no tracepoint follows the reparenting: the
+ * nearest ancestor in the same pid namespace that is a child subreaper
+ * (prctl(PR_SET_CHILD_SUBREAPER)) with a thread still alive, else the pid
+ * namespace's init. 0 when father is that init (the namespace ends).
+ */
+static __always_inline __u32 new_parent(struct task_struct *father)
+{
+	struct pid *pid = father->thread_pid;
+	unsigned int level = pid->level;
+	struct pid_namespace *ns = NULL;
+	struct task_struct *r;
+	__u32 reaper;
+	int i;
+
+	if (BPF_CORE_READ_BITFIELD_PROBED(father->signal, has_child_subreaper)) {
+		r = father->real_parent;
+		for (i = 0; i < 64 && arena_can_loop; i++) {
+			if (!r || r->pid == 0 || r->thread_pid->level != level)
+				break;
+			if (BPF_CORE_READ_BITFIELD_PROBED(r->signal, is_child_subreaper) &&
+			    r->signal->live.counter > 0)
+				return r->tgid;
+			r = r->real_parent;
+		}
+	}
+	if (level >= 32)
+		return 0;
+	bpf_probe_read_kernel(&ns, sizeof(ns),
+			      (void *)((__u64)pid + bpf_core_field_offset(struct pid, numbers) +
+				       level * sizeof(struct upid) + bpf_core_field_offset(struct upid, ns)));
+	reaper = BPF_CORE_READ(ns, child_reaper, tgid);
+	return reaper == (__u32)father->tgid ? 0 : reaper;
+}
+
+/* Every child of father (its last thread, exiting) gets its new parent. */
+static __always_inline void reparent_children(struct ds_ctx *c, struct ap_root __arena *root,
+					      struct task_struct *father)
+{
+	struct list_head *head = &father->children, *pos = head->next;
+	__u64 head_addr = (__u64)head;
+	struct task_struct *t;
+	__u32 reaper;
+	int i;
+
+	if ((__u64)pos == head_addr)
+		return; /* no children: nothing to look up */
+	reaper = new_parent(father);
+	if (!reaper)
+		return;
+	for (i = 0; i < AP_PROC_LIST_MAX && (__u64)pos != head_addr && arena_can_loop; i++) {
+		t = bpf_core_cast((void *)((__u64)pos - bpf_core_field_offset(struct task_struct, sibling)),
+				  struct task_struct);
+		ap_proc_set(c, root->proc.table, t->pid, SET_PPID, reaper);
+		pos = t->sibling.next;
+	}
+}
+
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(proc_exit, struct task_struct *p)
+int BPF_PROG(proc_exit, struct task_struct *p, bool group_dead)
 {
 	struct ap_root __arena *root;
 	struct ds_ctx c;
@@ -272,6 +440,10 @@ int BPF_PROG(proc_exit, struct task_struct *p)
 	root = proc_enter(&c);
 	if (!root)
 		return 0;
+	/* while another thread of the group lives, children move to it: their
+	 * parent process (a tgid) stays the same */
+	if (group_dead)
+		reparent_children(&c, root, p);
 	if (root->proc.keep &&
 	    ap_proc_search(&c, root->proc.table, p->pid, &addr) == DS_OK && addr) {
 		int k = keep_exited(root, ARENA_PTR(struct ap_proc, addr));
