@@ -72,6 +72,12 @@ static __always_inline int ds_hash_delete(struct ds_ctx *c, struct ds_hash __are
 	return hm_delete(c, ds_hash_bucket(d, key), key, val);
 }
 
+/* Delete key only while it maps to val (hm_delete_val). */
+static __always_inline int ds_hash_delete_val(struct ds_ctx *c, struct ds_hash __arena *d, ap_u64 key, ap_u64 val)
+{
+	return hm_delete_val(c, ds_hash_bucket(d, key), key, val);
+}
+
 static __always_inline int ds_hash_search(struct ds_ctx *c, struct ds_hash __arena *d, ap_u64 key, ap_u64 *val)
 {
 	(void)c;

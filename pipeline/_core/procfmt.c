@@ -109,21 +109,15 @@ size_t ap_procfmt_fields(struct ap_procfmt *pf, char *out, const struct ap_event
 	return (size_t)(p - out);
 }
 
-/* e leaves the table (unless a fork already took its pid over) and is
- * retired: the caller is inside an epoch section. */
+/* e leaves the table, unless a fork took its pid over (the fork deleted e's
+ * key and inserted its own entry), and is retired: the caller is inside an
+ * epoch section. The key goes only while it still maps to e (one
+ * compare-and-swap, ds_hash_delete_val), so a fork that takes the pid at any
+ * moment keeps its entry: there is no step between a check and the delete
+ * where it could be lost. */
 static void reap_one(struct ap_procfmt *pf, struct ap_proc *e)
 {
-	struct ds_hash *h = (struct ds_hash *)pf->table;
-	ap_u64 addr = 0, got = 0;
-
-	if (ds_hash_search(&pf->c, h, e->pid, &addr) == DS_OK && addr == (ap_u64)e &&
-	    ds_hash_delete(&pf->c, h, e->pid, &got) == DS_OK && got && got != (ap_u64)e) {
-		/* a fork replaced e between the search and the delete: its
-		 * entry goes back; if yet another took the pid meanwhile, the
-		 * one taken out is nobody's and goes too */
-		if (ds_hash_insert(&pf->c, h, e->pid, got) != DS_OK)
-			ds_retire(&pf->c, (void *)got);
-	}
+	ds_hash_delete_val(&pf->c, (struct ds_hash *)pf->table, e->pid, (ap_u64)e);
 	ds_retire(&pf->c, e);
 }
 

@@ -117,6 +117,30 @@ static void unit_keyed(struct ds_ctx *c, const struct ds_meta *m)
 	arena_free(out);
 }
 
+/* ds_hash_delete_val as the process table's reaper uses it: it chose to
+ * delete 5 -> A, and a fork replaced that with 5 -> B before its delete
+ * ran (the interleaving forced, step by step): B stays. */
+static void unit_hash_delete_val(void)
+{
+	struct ds_ctx c;
+	struct ds_hash *h;
+	ap_u64 v = 0;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	h = (struct ds_hash *)create(&c, ds_meta_of(DS_TYPE_hash), 16);
+	ds_enter(&c);
+	CHECK(ds_hash_insert(&c, h, 5, 0xA) == DS_OK, "delete_val: insert");
+	CHECK(ds_hash_delete(&c, h, 5, &v) == DS_OK && v == 0xA, "delete_val: the fork's delete");
+	CHECK(ds_hash_insert(&c, h, 5, 0xB) == DS_OK, "delete_val: the fork's insert");
+	CHECK(ds_hash_delete_val(&c, h, 5, 0xA) == DS_NOT_FOUND, "delete_val: a replaced value is left");
+	CHECK(ds_hash_search(&c, h, 5, &v) == DS_OK && v == 0xB, "delete_val: the new value stays");
+	CHECK(ds_hash_delete_val(&c, h, 6, 0xB) == DS_NOT_FOUND, "delete_val: an absent key");
+	CHECK(ds_hash_delete_val(&c, h, 5, 0xB) == DS_OK, "delete_val: its own value goes");
+	CHECK(ds_hash_search(&c, h, 5, &v) == DS_NOT_FOUND, "delete_val: gone");
+	ds_exit(&c);
+	ds_user_detach(&c);
+}
+
 static void unit_queue(struct ds_ctx *c, const struct ds_meta *m)
 {
 	ap_u64 cap = 64, d = create(c, m, cap), k, v, i, n = 200;
@@ -652,6 +676,7 @@ int main(int argc, char **argv)
 		contended ? " that the contended run takes (multi-producer queues, keyed with reclamation)" : "");
 	if (contended)
 		return t_done("test_ds");
+	unit_hash_delete_val();
 	{
 		/* the space's directory: instances by name */
 		struct ds_ctx c;
