@@ -201,6 +201,32 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(PREFIX + name, doc, value=value)
 
 
+# how a cgroup id lookup by handle ended (pipeline/cgroups.py, Counters): each is exactly one
+CGROUP_LOOKUP_RESULTS = ("found", "gone", "unverified")
+
+
+def _cgroups(cg: dict[str, Any]) -> Iterator[Metric]:
+    """The drain's cgroup table (id -> path) and how its ids were resolved: the final
+    statistics' `cgroups` object."""
+    mode = GaugeMetricFamily(PREFIX + "cgroup_resolve_mode", "1 for how cgroup ids are "
+                             "resolved: handle (each id opened by its file handle) or walk "
+                             "(the cgroup2 tree walked)", labels=["mode"])
+    mode.add_metric([cg["mode"]], 1)
+    yield mode
+    lookups = CounterMetricFamily(PREFIX + "cgroup_lookups", "cgroup ids opened by handle, by "
+                                  "result: found (path verified), gone (the cgroup no longer "
+                                  "exists), unverified (opened, but its path did not check "
+                                  "out)", labels=["result"])
+    for result in CGROUP_LOOKUP_RESULTS:
+        lookups.add_metric([result], cg[result])
+    yield lookups
+    yield _counter("cgroup_walks", "walks of the whole cgroup2 tree (mode walk only)",
+                   cg["walks"])
+    yield _gauge("cgroup_table_entries", "cgroup ids in the drain's table now", cg["table"])
+    yield _counter("cgroup_table_evictions", "ids the full table evicted to make room",
+                   cg["evicted"])
+
+
 class PipelineCollector(Collector):
     """Turns one Figures reading into metric families, named in Prometheus' conventions:
     one prefix, base units (seconds, bytes), `_total` on counters."""
@@ -266,6 +292,8 @@ class PipelineCollector(Collector):
                            fs["reload_failures"])
             yield _counter("filter_unjudged_events", "events let through unjudged: the "
                            "filter tables changed under them too often", fs["unjudged"])
+        if "cgroups" in s:
+            yield from _cgroups(s["cgroups"])
         yield _gauge("bpf_stats_enabled", "1 when the kernel counts BPF programs' run time "
                      "(kernel.bpf_stats_enabled, or metrics_bpf_stats)", int(f.bpf_stats))
         if f.bpf_stats:
