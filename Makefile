@@ -102,6 +102,8 @@ $(BUILD)/loadgen: pipeline/bench/loadgen.c pipeline/bench/loadcommon.h | $(STAMP
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 $(BUILD)/createload: pipeline/bench/createload.c pipeline/bench/loadcommon.h | $(STAMP_SYS)
 	gcc -O2 -Wall -Wextra -Werror -o $@ $<
+$(BUILD)/forkload: pipeline/bench/forkload.c | $(STAMP_SYS)
+	gcc -O2 -Wall -Wextra -Werror -o $@ $<
 
 # The race against Concurrency Kit and liburcu (bench/race/race.c; python -m pipeline.bench.race).
 RACE_LIBS := -lck -lurcu -lurcu-cds -lurcu-common -lbpf -lpthread
@@ -134,7 +136,7 @@ mutants: setup
 mutants-fast: setup
 	$(PY) scripts/mutants.py --fast $(MUTANTS_ARGS)
 
-bench: setup $(BUILD)/loadgen $(BUILD)/createload
+bench: setup $(BUILD)/loadgen $(BUILD)/createload $(BUILD)/forkload
 	bash scripts/setup-bcc.sh >/dev/null
 	$(PY) -m pipeline bench $(ARGS)
 

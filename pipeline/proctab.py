@@ -95,21 +95,41 @@ def snapshot(arena: Arena, cap: int = 1 << 16) -> list[Proc]:
 
 # The tracepoints never sleep, so they allocate from per-CPU page pools that only a
 # sleepable program can fill: a fork burst between two refills that empties a pool is
-# counted (nomem), not waited for.
+# counted (nomem), not waited for. So the refills (and the reaps, which give exited
+# entries' memory back) come every 0.1 s while forks are few, and every 10 ms after a
+# period with a burst (at least FAST_FORKS forks, or any fork without memory); each quiet
+# period doubles the interval back towards 0.1 s.
 REFILL_EVERY = 0.1  # seconds
+REFILL_FASTEST = 0.01  # seconds
+FAST_FORKS = 32  # forks in one period that make the next one shorter
+
+
+def next_interval(interval: float, forks: int, nomem: int, every: float = REFILL_EVERY) -> float:
+    """The wait before the next refill, after a period with `forks` forks and `nomem`
+    forks that found no memory."""
+    if nomem or forks >= FAST_FORKS:
+        return min(REFILL_FASTEST, every)
+    return min(every, interval * 2)
 
 
 async def keep_pools_filled(arena: Arena, every: float = REFILL_EVERY,
                             reap: Callable[[], int] | None = None) -> None:
-    """Refill the kernel CPUs' page pools of the table's heap every `every` seconds, and
-    reap the exited entries no queued event needs (reap: the session's proc_reap), so
-    they do not wait for the next event while the queue is idle."""
+    """Refill the kernel CPUs' page pools of the table's heap, and reap the exited entries
+    no queued event needs (reap: the session's proc_reap), so they do not wait for the
+    next event while the queue is idle: every `every` seconds, more often during fork
+    bursts (next_interval)."""
     table = arena.lookup(TABLE)
+    interval = every
+    last = counts(arena)
     while True:
         table.refill()
         if reap is not None:
             reap()
-        await asyncio.sleep(every)
+        await asyncio.sleep(interval)
+        now = counts(arena)
+        interval = next_interval(interval, now["forks"] - last["forks"],
+                                 now["nomem"] - last["nomem"], every)
+        last = now
 
 
 # ---- seeding from /proc ----

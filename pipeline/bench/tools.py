@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 HERE = Path(__file__).resolve().parent
 # the load programs: build/NAME from pipeline/bench/NAME.c
-PROGRAMS = ("loadgen", "createload")
+PROGRAMS = ("loadgen", "createload", "forkload")
 SHARED_HEADER = "loadcommon.h"  # included by both, beside them
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-Werror")
 

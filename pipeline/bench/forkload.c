@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
- * forkmany N CONC OUT [PROGRAM]: N short-lived child processes, at most CONC
+ * forkload N CONC OUT [PROGRAM]: N short-lived child processes, at most CONC
  * alive (forked and not yet waited for) at once. Each child calls _exit(0)
  * at once, or execs PROGRAM (no arguments) when one is given. Every child's
  * pid is written to OUT as a 32-bit little-endian word, in fork order; the
  * exit status is 0 only when every fork succeeded and every child exited 0.
+ * The process table's churn test and its benchmark (proccost.py) run it.
  * Forking from C keeps the parent's own cost per child small, so a hundred
  * thousand take seconds, not minutes.
  */
@@ -26,7 +27,7 @@ static int reap_one(void)
 		p = waitpid(-1, &st, 0);
 	} while (p < 0 && errno == EINTR);
 	if (p < 0) {
-		perror("forkmany: waitpid");
+		perror("forkload: waitpid");
 		return -1;
 	}
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
@@ -40,18 +41,18 @@ int main(int argc, char **argv)
 	FILE *out;
 
 	if (argc < 4 || argc > 5) {
-		fprintf(stderr, "usage: forkmany N CONC OUT [PROGRAM]\n");
+		fprintf(stderr, "usage: forkload N CONC OUT [PROGRAM]\n");
 		return 2;
 	}
 	n = strtol(argv[1], NULL, 10);
 	conc = strtol(argv[2], NULL, 10);
 	if (n < 1 || conc < 1) {
-		fprintf(stderr, "forkmany: N and CONC must be >= 1\n");
+		fprintf(stderr, "forkload: N and CONC must be >= 1\n");
 		return 2;
 	}
 	pids = calloc((size_t)n, sizeof(*pids));
 	if (!pids) {
-		perror("forkmany: calloc");
+		perror("forkload: calloc");
 		return 1;
 	}
 	for (i = 0; i < n; i++) {
@@ -67,7 +68,7 @@ int main(int argc, char **argv)
 		}
 		p = fork();
 		if (p < 0) {
-			perror("forkmany: fork");
+			perror("forkload: fork");
 			return 1;
 		}
 		if (p == 0) {
@@ -87,12 +88,12 @@ int main(int argc, char **argv)
 	}
 	out = fopen(argv[3], "wb");
 	if (!out || fwrite(pids, sizeof(*pids), (size_t)n, out) != (size_t)n || fclose(out)) {
-		perror("forkmany: writing the pids");
+		perror("forkload: writing the pids");
 		return 1;
 	}
 	free(pids);
 	if (bad) {
-		fprintf(stderr, "forkmany: %ld children did not exit 0\n", bad);
+		fprintf(stderr, "forkload: %ld children did not exit 0\n", bad);
 		return 1;
 	}
 	return 0;
