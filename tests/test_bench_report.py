@@ -24,7 +24,7 @@ pytestmark = needs_root
 
 SCHEMA = ROOT / "pipeline" / "bench" / "results.schema.json"
 PARTS = ("transport", "e2e", "latency", "idle", "startup", "ds", "scaling", "overhead", "race",
-         "nats", "kcost", "linearize")
+         "nats", "kcost", "proccost", "linearize")
 # every plot, and words its axis labels must hold
 PLOTS = {
     "transport": ("M events/s", "contender"),

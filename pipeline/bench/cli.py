@@ -30,7 +30,7 @@ from .tools import program
 SCHEMA_ID = "arena-pipeline-bench-results/1"
 QUICK_ROUNDS = 3
 # the load programs each part runs: built (or their absence reported) before anything starts
-NEEDS = {"e2e": "loadgen", "overhead": "createload"}
+NEEDS = {"e2e": "loadgen", "overhead": "createload", "proccost": "forkload"}
 log = logging.getLogger("pipeline.bench")
 
 

@@ -40,6 +40,7 @@ PARTS: dict[str, str] = {
     "race": ".part_race",
     "nats": ".part_nats",
     "kcost": ".part_kcost",
+    "proccost": ".part_proccost",
     "linearize": ".part_linearize",
 }
 
