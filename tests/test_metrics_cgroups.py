@@ -11,7 +11,8 @@ from pathlib import Path
 
 from conftest import StartPipeline, needs_root
 from helpers.cgroup_dirs import cg_base, needs_cgroup2
-from test_metrics import CREATOR, by_name, final_line, free_port, new_comm, scrape, val, wait_for
+from helpers.creator import CREATOR, new_comm
+from test_metrics import by_name, final_line, free_port, scrape, val, wait_for
 
 pytestmark = [needs_root, needs_cgroup2]
 __all__ = ["cg_base"]  # the fixture, used by name
@@ -19,7 +20,7 @@ __all__ = ["cg_base"]  # the fixture, used by name
 
 def test_cgroup_counters_are_scraped(pipeline_proc: StartPipeline, pin_root: Path,
                                      tmp_path: Path, cg_base: Path) -> None:
-    comm, port, n = new_comm(), free_port(), 3
+    comm, port, n = new_comm("apc"), free_port(), 3
     work, out = tmp_path / "work", tmp_path / "ev.jsonl"
     work.mkdir()
     cg = cg_base / "m"
