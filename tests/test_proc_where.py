@@ -36,6 +36,11 @@ def wait_for(pred: Any, what: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+# a process with a second thread, both waiting
+THREADED = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); " \
+    "time.sleep(60)"
+
+
 def ns_inode(pid: int | str, ns: str) -> int:
     return os.stat(f"/proc/{pid}/ns/{ns}").st_ino
 
@@ -47,15 +52,18 @@ def test_cgroup_and_mount_namespace_of_an_entry(pipeline_proc: StartPipeline, pi
     moved_to.mkdir()
     self_moved.mkdir()
     pl = pipeline_proc("--trigger", "none", "--process-table", "--pin-dir", str(pin_root))
-    # forked in the test's cgroup, then moved by another process: no exec, no fork
-    moved = subprocess.Popen(["sleep", "60"])
+    # forked in the test's cgroup with a second thread, then moved as a whole by another
+    # process (cgroup.procs): no exec, no fork
+    moved = subprocess.Popen(["/usr/bin/python3", "-c", THREADED])
     # moves itself, then execs unshare, which makes a new mount namespace and execs sleep;
     # the propagation stays as it is, since a chroot's "/" (CI) is no mount to change
     script = ('echo $$ > "$0/cgroup.procs" && '
               'exec unshare -m --propagation unchanged sleep 60')
     inner = subprocess.Popen(["sh", "-c", script, str(self_moved)])
     try:
-        wait_for(lambda: ps(pin_root, pl.proc.pid).get(moved.pid), "the sleeper's entry")
+        wait_for(lambda: len(os.listdir(f"/proc/{moved.pid}/task")) == 2, "the second thread")
+        tids = sorted(int(t) for t in os.listdir(f"/proc/{moved.pid}/task"))
+        wait_for(lambda: all(t in ps(pin_root, pl.proc.pid) for t in tids), "the entries")
         (moved_to / "cgroup.procs").write_text(f"{moved.pid}\n")
 
         def exec_done() -> bool:
@@ -67,7 +75,9 @@ def test_cgroup_and_mount_namespace_of_an_entry(pipeline_proc: StartPipeline, pi
         wait_for(exec_done, "unshare to exec sleep")
         procs = ps(pin_root, pl.proc.pid)
         m, i = procs[moved.pid], procs[inner.pid]
-        assert m["cgroup_id"] == moved_to.stat().st_ino
+        # both threads moved with the process, each entry says so
+        assert [procs[t]["cgroup_id"] for t in tids] == [moved_to.stat().st_ino] * 2
+        assert [procs[t]["tgid"] for t in tids] == [moved.pid] * 2
         assert m["mnt_ns"] == ns_inode(moved.pid, "mnt") == ns_inode("self", "mnt")
         assert i["comm"] == "sleep" and i["execs"] == 3  # sh, unshare, sleep
         assert i["cgroup_id"] == self_moved.stat().st_ino
