@@ -91,7 +91,9 @@ def test_cgroup_and_mount_namespace_of_an_entry(pipeline_proc: StartPipeline, pi
 
 # A child subreaper S forks M, which forks C and exits at once: C is reparented to S.
 # Once it is, C prints "M C" and waits for a line on stdin; then it forks G, which names
-# itself "apanc" and creates a file (argv[1]); S waits for C, and ends after it.
+# itself "apanc", creates a file (argv[1]) and waits for a second line, so that the
+# whole line of processes is alive when the event is read; S waits for C, and ends
+# after it.
 _SUBREAPER = r"""
 import ctypes, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
@@ -110,9 +112,9 @@ if m == 0:
             with open("/proc/self/comm", "w") as f:
                 f.write("apanc")
             os.close(os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o600))
+            sys.stdin.readline()
             os._exit(0)
         os.waitpid(g, 0)
-        sys.stdin.readline()
         os._exit(0)
     os._exit(0)
 os.waitpid(m, 0)
