@@ -83,7 +83,7 @@ def measure(procs: int = 20_000, ancestors: bool = False) -> dict[str, Any]:
             if pl.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the pipeline did not attach its process table")
             time.sleep(0.2)
-        time.sleep(2.0)
+        time.sleep(1.0)
         snaps = [prog_stats(pl.pid)]
         _load(exe, procs, work / "fork")
         snaps.append(prog_stats(pl.pid))
