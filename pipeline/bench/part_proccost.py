@@ -27,16 +27,16 @@ def run(ctx: Context) -> PartResult:
             "What does the process table cost a process's fork, exec and exit"
             + (" with --ancestors (exits kept for the reader)?" if keep else "?"),
             note=f"{procs:,} children forked 4 at a time that exit at once, then {procs:,} "
-                 "that exec /bin/true; each program's average run time")
+                 "that exec /bin/true; each program's average run time (for the opens: "
+                 "the file-creation programs' averages, summed, over the dynamic loader's "
+                 "opens in the exec phase)")
         q.add("fork (proc_fork)", "ns", [r["ns_per_fork"] for r in rs])
         q.add("exec (proc_exec)", "ns", [r["ns_per_exec"] for r in rs])
         q.add("exit (proc_exit)", "ns", [r["ns_per_exit"] for r in rs])
         q.add("forks without memory (nomem)", "forks",
               [float((r["process_table"] or {}).get("nomem", 0)) for r in rs])
-    opens = res.question("What does an open that creates nothing cost, while processes exec?",
-                         note="the file-creation programs' runs for the dynamic loader's opens "
-                              "in the exec phase: average run time, summed over the programs")
-    opens.add("one open that creates nothing", "ns",
+        # the file-creation programs' runs for the dynamic loader's opens in the exec phase
+        q.add("an open that creates nothing (while processes exec)", "ns",
               [sum(p["avg_ns"] for p in r["syscall_programs_in_exec_phase"].values()
-                   if p["run_cnt"] >= procs) for r in rounds])
+                   if p["run_cnt"] >= procs) for r in rs])
     return res
