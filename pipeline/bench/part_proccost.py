@@ -13,7 +13,7 @@ TITLE = "proccost: kernel time of the process table's tracepoints per fork, exec
 def run(ctx: Context) -> PartResult:
     from .proccost import measure
 
-    procs = int(ctx.pick(1_000, 20_000))
+    procs = int(ctx.pick(500, 20_000))
     rounds = []
     ctx.progress.start("proccost", ctx.rounds * 2)
     for _ in range(ctx.rounds):
