@@ -363,6 +363,9 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 				if (s & ARENA_PS_LARGE) {
 					arena_heap_free_large(h, pg);
 					arena_free_count(h, 1, size);
+				} else if (arena_cache_put(h, ARENA_ADDR(arena_obj_of(ARENA_PTR(void, obj))), size)) {
+					/* kept for this thread's next allocations (alloc.h) */
+					arena_free_count(h, 1, size);
 				} else {
 					if (pg != run && run) {
 						if (!arena_page_put(rh, run, arena_atomic_load(&run->state, ARENA_ACQUIRE), rn))
