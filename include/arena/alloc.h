@@ -782,6 +782,10 @@ static __always_inline void __arena *arena_heap_alloc_large(struct arena_heap __
 			       (n << ARENA_PAGE_SHIFT) - ARENA_PAGE_HDR);
 }
 
+#if !ARENA_IS_BPF
+static inline void arena_heap_cache_flush(struct arena_heap *h);
+#endif
+
 /*
  * Allocate size bytes (16-byte aligned, not zeroed). flags: ARENA_NOSLEEP in
  * non-sleepable BPF programs. Returns NULL when the heap is exhausted (or,
@@ -846,6 +850,13 @@ static __always_inline void __arena *arena_heap_alloc_body(struct arena_heap __a
 		return 0;
 	}
 	pg = arena_heap_take_page(h, slot, flags);
+#if !ARENA_IS_BPF
+	if (!pg && owned && slot->cache) {
+		/* the pages the cache keeps in use may be what is missing */
+		arena_heap_cache_flush(h);
+		pg = arena_heap_take_page(h, slot, flags);
+	}
+#endif
 	if (!pg) {
 		arena_heap_exit(slot, sec);
 		arena_stat_add(&slot->fails, 1, owned);
@@ -1049,9 +1060,11 @@ static __always_inline int arena_free(void __arena *p)
 #endif
 }
 
+
 #if !ARENA_IS_BPF
-/* Give every object of the caller's slot cache back to its page (before the
- * slot is given up). */
+/* Give every object of the caller's slot cache back to its page: before the
+ * slot is given up, when pages run out, and when a caller waits for what it
+ * retired to be freed (ebr_synchronize). */
 static inline void arena_heap_cache_flush(struct arena_heap *h)
 {
 	struct arena_heap_slot *slot;
