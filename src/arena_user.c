@@ -59,6 +59,7 @@ void arena_heap_detach_thread(struct arena_heap *h)
 {
 	if (arena_thread_slot.heap != (ap_u64)h)
 		return;
+	arena_heap_cache_flush(h);
 	arena_atomic_store(&h->slots[arena_thread_slot.slot].owner, 0, ARENA_RELEASE);
 	arena_thread_slot.heap = 0;
 }

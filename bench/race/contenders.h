@@ -36,12 +36,15 @@
 #include <urcu/wfcqueue.h>
 
 #include "ds/roles.h"
+#include "ds/spsc_end.h"
 
 #define RACE_CAP 1024      /* bounded queues: slots */
 #define RACE_BUCKETS 65536 /* hashes: buckets (ck_hs: twice as many slots) */
 
 struct tctx {
 	struct ds_ctx c;
+	struct ds_spsc_producer prod; /* spsc: the ends this thread opened */
+	struct ds_spsc_consumer cons;
 	ck_epoch_record_t *er;
 	unsigned long sections;
 };
@@ -133,10 +136,48 @@ static inline void o_exit(struct tctx *t)
 			race_die(#name " pop failed");                                                \
 		return 0;                                                                             \
 	}
-OURS_QUEUE(spsc)
 OURS_QUEUE(mpmc)
 OURS_QUEUE(msqueue)
 OURS_QUEUE(stack)
+
+/* spsc through its ends (spsc_end.h): each role claimed once, when the
+ * thread opens its end, and no role check per operation */
+static inline void o_spsc_setup(ap_u64 cap)
+{
+	o_create(DS_TYPE_spsc, cap);
+}
+
+static inline void o_spsc_tinit(struct tctx *t, int role)
+{
+	if (ds_user_attach(o_sp, &t->c) != DS_OK)
+		race_die("attach");
+	if ((role & DS_HELD_PRODUCER) && ds_spsc_open_producer(&t->c, o_d, &t->prod) != DS_OK)
+		race_die("producer role");
+	if ((role & DS_HELD_CONSUMER) && ds_spsc_open_consumer(&t->c, o_d, &t->cons) != DS_OK)
+		race_die("consumer role");
+}
+
+static inline int o_spsc_push(struct tctx *t, ap_u64 k, ap_u64 v)
+{
+	int r = ds_spsc_put(&t->prod, k, v);
+
+	if (r == DS_OK)
+		return 1;
+	if (r != DS_FULL)
+		race_die("spsc push failed");
+	return 0;
+}
+
+static inline int o_spsc_pop(struct tctx *t, ap_u64 *k, ap_u64 *v)
+{
+	int r = ds_spsc_take(&t->cons, k, v);
+
+	if (r == DS_OK)
+		return 1;
+	if (r != DS_NOT_FOUND)
+		race_die("spsc pop failed");
+	return 0;
+}
 
 #define OURS_KEYED(name)                                                                              \
 	static inline void o_##name##_setup(ap_u64 cap)                                               \

@@ -595,7 +595,7 @@ struct contender {
 #define ST_MIX ((1 << WL_ST) | (1 << WL_MIX))
 
 static const struct contender contenders[] = {
-	{"spsc", ST_PC, "spsc", 1, q_o_spsc_run, "role held per attach (ds_role_attach), checked per operation (one load and compare); 16-byte slots", ""},
+	{"spsc", ST_PC, "spsc", 1, q_o_spsc_run, "role claimed once per thread (ds_spsc_open_producer/consumer), no check per operation; 16-byte slots", ""},
 	{"spsc", ST_PC, "ck_ring spsc", 0, q_ckrs_run, "CK_RING_PROTOTYPE, 16-byte slots",
 	 "no role check: a second producer or consumer is not refused"},
 	{"mpmc", ST_PC, "mpmc", 1, q_o_mpmc_run, "Vyukov bounded, 32-byte cells (sequence, key, value, pad); no reclamation needed", ""},

@@ -241,6 +241,11 @@ struct arena_heap_slot {
 	ap_u64 owner;    /* owned slots: tgid << 32 | tid of the owner, 0 when free */
 	ap_u64 owner_ns; /* the owner's pid namespace (inode) */
 	ap_u64 inside[2]; /* heap sections open on this slot, per trim phase */
+	/* owned slots, userspace: small objects freed by the owner, kept for its
+	 * next allocations of the same size (arena_cache_put / _take) */
+	ap_u64 cache;       /* object header address, linked through the header's link */
+	ap_u32 cache_n;     /* objects on it */
+	ap_u32 cache_need;  /* their size with header, rounded (one size at a time) */
 } __arena_cacheline_aligned;
 
 struct arena_heap {
@@ -645,6 +650,62 @@ static __always_inline ap_u64 arena_page_carve(struct arena_heap __arena *h, str
 	return 0;
 }
 
+#if !ARENA_IS_BPF
+/*
+ * The owner's cache of freed objects (userspace, owned slots). Freeing an
+ * object still checks it and marks it dead (arena_free_mark: what refuses a
+ * double free), but a small object the owner of a slot frees goes onto its
+ * slot's cache instead of back to its page: the page keeps counting it, and
+ * the owner's next allocation of that size takes it back with plain loads
+ * and stores (only the owner touches its cache). That saves the two
+ * compare-and-swaps on the page state that a carve and a give-back cost.
+ * What it costs: a page stays in use while one of its objects is cached.
+ * So the cache holds at most ARENA_CACHE_MAX objects of at most
+ * ARENA_CACHE_NEED_MAX bytes each (nodes, not tables), of one size at a
+ * time; arena_heap_detach_thread gives every cached object back to its
+ * page. A thread that dies attached leaves its cache to the slot: the next
+ * thread that claims the slot (attach takes over a dead owner's slot)
+ * allocates from it. An owner killed in the middle of a cache operation
+ * loses at most the one object it was moving (its page stays in use).
+ */
+#define ARENA_CACHE_MAX 64
+#define ARENA_CACHE_NEED_MAX 256
+
+/* An object header address of need bytes from the cache, or 0. */
+static __always_inline ap_u64 arena_cache_take(struct arena_heap_slot *slot, ap_u64 need)
+{
+	ap_u64 o = slot->cache;
+
+	if (!o || slot->cache_need != need)
+		return 0;
+	slot->cache = ((struct arena_obj *)o)->link;
+	slot->cache_n--;
+	return o;
+}
+
+/* Keep a marked (dead) small object of the caller's own heap slot; 1 when
+ * it was kept, 0 when it must go back to its page. */
+static __always_inline int arena_cache_put(struct arena_heap *h, ap_u64 obj, ap_u64 size)
+{
+	ap_u64 need = (size + ARENA_OBJ_HDR + ARENA_OBJ_ALIGN - 1) & ~(ARENA_OBJ_ALIGN - 1);
+	struct arena_heap_slot *slot;
+
+	if (arena_thread_slot.heap != ARENA_ADDR(h) || need > ARENA_CACHE_NEED_MAX)
+		return 0;
+	slot = &h->slots[arena_thread_slot.slot & (ARENA_HEAP_SLOTS - 1)];
+	if (slot->cache ? slot->cache_need != need || slot->cache_n >= ARENA_CACHE_MAX : 0)
+		return 0;
+	if (!slot->cache) {
+		slot->cache_need = (ap_u32)need;
+		slot->cache_n = 0;
+	}
+	((struct arena_obj *)obj)->link = slot->cache;
+	slot->cache = obj;
+	slot->cache_n++;
+	return 1;
+}
+#endif
+
 /*
  * The canary: in a heap with ARENA_HEAP_POISON, the word after an object's
  * requested size (rounded up to 8) holds ARENA_CANARY while the object is
@@ -721,6 +782,10 @@ static __always_inline void __arena *arena_heap_alloc_large(struct arena_heap __
 			       (n << ARENA_PAGE_SHIFT) - ARENA_PAGE_HDR);
 }
 
+#if !ARENA_IS_BPF
+static inline void arena_heap_cache_flush(struct arena_heap *h);
+#endif
+
 /*
  * Allocate size bytes (16-byte aligned, not zeroed). flags: ARENA_NOSLEEP in
  * non-sleepable BPF programs. Returns NULL when the heap is exhausted (or,
@@ -752,6 +817,11 @@ static __always_inline void __arena *arena_heap_alloc_body(struct arena_heap __a
 	need = (size + ARENA_OBJ_HDR + ARENA_OBJ_ALIGN - 1) & ~(ARENA_OBJ_ALIGN - 1);
 
 	if (owned) {
+#if !ARENA_IS_BPF
+		cur = arena_cache_take(slot, need);
+		if (cur)
+			return arena_obj_start(h, slot, owned, cur, size, need);
+#endif
 		/* the fast path needs no section: only this thread replaces its
 		 * slot's current page, and a trim keeps any current page */
 		cur = arena_atomic_load(&slot->cur, ARENA_ACQUIRE);
@@ -780,6 +850,13 @@ static __always_inline void __arena *arena_heap_alloc_body(struct arena_heap __a
 		return 0;
 	}
 	pg = arena_heap_take_page(h, slot, flags);
+#if !ARENA_IS_BPF
+	if (!pg && owned && slot->cache) {
+		/* the pages the cache keeps in use may be what is missing */
+		arena_heap_cache_flush(h);
+		pg = arena_heap_take_page(h, slot, flags);
+	}
+#endif
 	if (!pg) {
 		arena_heap_exit(slot, sec);
 		arena_stat_add(&slot->fails, 1, owned);
@@ -959,6 +1036,10 @@ static __always_inline int arena_free_body(void __arena *p)
 		return -1;
 	if (s & ARENA_PS_LARGE)
 		arena_heap_free_large(h, pg);
+#if !ARENA_IS_BPF
+	else if (arena_cache_put(h, ARENA_ADDR(p) - ARENA_OBJ_HDR, size))
+		;
+#endif
 	else if (arena_page_put(h, pg, s, 1))
 		return -1;
 	arena_free_count(h, 1, size);
@@ -978,6 +1059,29 @@ static __always_inline int arena_free(void __arena *p)
 	return arena_free_body(p);
 #endif
 }
+
+
+#if !ARENA_IS_BPF
+/* Give every object of the caller's slot cache back to its page: before the
+ * slot is given up, when pages run out, and when a caller waits for what it
+ * retired to be freed (ebr_synchronize). */
+static inline void arena_heap_cache_flush(struct arena_heap *h)
+{
+	struct arena_heap_slot *slot;
+	ap_u64 o;
+
+	if (arena_thread_slot.heap != ARENA_ADDR(h))
+		return;
+	slot = &h->slots[arena_thread_slot.slot & (ARENA_HEAP_SLOTS - 1)];
+	while ((o = slot->cache)) {
+		struct arena_page *pg = ARENA_PTR(struct arena_page, ARENA_PAGE_OF(o));
+
+		slot->cache = ((struct arena_obj *)o)->link;
+		arena_page_put(h, pg, arena_atomic_load(&pg->state, ARENA_ACQUIRE), 1);
+	}
+	slot->cache_n = 0;
+}
+#endif
 
 /* The size that was asked for when p was allocated (0 if p is not live). */
 static __always_inline ap_u64 arena_obj_size(void __arena *p)

@@ -349,8 +349,8 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 		 * of one page gives its count back with one compare-and-swap
 		 * (arena_page_put) instead of one per object */
 		struct arena_page *run = NULL;
-		struct arena_heap *rh = NULL;
-		ap_u64 rn = 0, rbytes = 0;
+		struct arena_heap *rh = NULL, *ch = NULL;
+		ap_u64 rn = 0, rbytes = 0, cn = 0, cbytes = 0;
 
 		(void)d;
 		while (obj) {
@@ -363,6 +363,12 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 				if (s & ARENA_PS_LARGE) {
 					arena_heap_free_large(h, pg);
 					arena_free_count(h, 1, size);
+				} else if (arena_cache_put(h, ARENA_ADDR(arena_obj_of(ARENA_PTR(void, obj))), size)) {
+					/* kept for this thread's next allocations (alloc.h);
+					 * all of this thread's own heap */
+					ch = h;
+					cn++;
+					cbytes += size;
 				} else {
 					if (pg != run && run) {
 						if (!arena_page_put(rh, run, arena_atomic_load(&run->state, ARENA_ACQUIRE), rn))
@@ -380,6 +386,8 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 		}
 		if (run && !arena_page_put(rh, run, arena_atomic_load(&run->state, ARENA_ACQUIRE), rn))
 			arena_free_count(rh, rn, rbytes);
+		if (ch)
+			arena_free_count(ch, cn, cbytes);
 	}
 #endif
 	return freed;
@@ -628,6 +636,10 @@ static inline int ebr_synchronize(struct ebr_domain *d, struct ebr_record *r, ap
 		else
 			sched_yield(); /* let the participant we wait for run */
 	}
+	/* what this thread freed into its allocation cache goes back to its
+	 * pages too: a caller that waits here wants the memory back */
+	if (arena_thread_slot.heap)
+		arena_heap_cache_flush(ARENA_PTR(struct arena_heap, arena_thread_slot.heap));
 	return done >= EBR_LISTS ? 0 : -1;
 }
 #endif

@@ -32,7 +32,7 @@ struct ds_spsc {
 	struct ds_head head;
 	/* producer's line */
 	ap_u64 ptail __arena_cacheline_aligned; /* next slot to fill */
-	ap_u64 pcache;                          /* last chead the producer saw */
+	ap_u64 plimit; /* the producer's cache: chead as it last saw it + capacity */
 	/* consumer's line */
 	ap_u64 chead __arena_cacheline_aligned; /* next slot to read */
 	ap_u64 ccache;                          /* last ptail the consumer saw */
@@ -73,7 +73,7 @@ static __always_inline int ds_spsc_init(struct ds_ctx *c, struct ds_spsc __arena
 	ds_head_init(c, &d->head, DS_TYPE_spsc, cfg);
 	arena_store_once(&d->head.cfg.capacity, cap);
 	arena_store_once(&d->ptail, 0);
-	arena_store_once(&d->pcache, 0);
+	arena_store_once(&d->plimit, cap);
 	arena_store_once(&d->chead, 0);
 	arena_store_once(&d->ccache, 0);
 	ds_roles_init(&d->roles);
@@ -91,32 +91,38 @@ static __always_inline int ds_spsc_init(struct ds_ctx *c, struct ds_spsc __arena
  * nothing to give back after it.
  *
  * enqueue, by the producer. The read-only words are read before any store
- * into a slot (which the compiler must assume may alias them).
+ * into a slot (which the compiler must assume may alias them). The producer
+ * caches the first position it may not fill (plimit: chead + capacity), so
+ * that the common case is one compare with its own tail; indices count up
+ * from 0 and never wrap (2^64 operations).
  */
 static __always_inline int ds_spsc_push_held(struct ds_spsc __arena *d, ap_u64 key, ap_u64 val)
 {
-	ap_u64 mask = d->mask, slots = d->slots, tail, seen;
+	ap_u64 mask = d->mask, slots = d->slots, tail, limit;
 	struct ds_kv __arena *s;
 
 	tail = arena_atomic_load(&d->ptail, ARENA_RELAXED);
-	seen = arena_atomic_load(&d->pcache, ARENA_RELAXED);
-	if (tail - seen > mask) {
-		seen = arena_atomic_load(&d->chead, ARENA_ACQUIRE);
-		arena_atomic_store(&d->pcache, seen, ARENA_RELAXED);
-		if (tail - seen > mask)
+	limit = arena_atomic_load(&d->plimit, ARENA_RELAXED);
+	if (tail >= limit) {
+		limit = arena_atomic_load(&d->chead, ARENA_ACQUIRE) + mask + 1;
+		arena_atomic_store(&d->plimit, limit, ARENA_RELAXED);
+		if (tail >= limit)
 			return DS_FULL;
 	}
-	s = ARENA_PTR(struct ds_kv, slots + (tail & mask) * sizeof(struct ds_kv));
+	s = ARENA_PTR(struct ds_kv, slots) + (tail & mask);
 	s->key = key;
 	s->val = val;
 	arena_atomic_store(&d->ptail, tail + 1, ARENA_RELEASE);
 	return DS_OK;
 }
 
-/* dequeue, by the consumer */
+/* dequeue, by the consumer. The slot is read into locals and chead moved
+ * before the results are written out: a store through key or val (which
+ * may alias the ring's words, as far as the compiler knows) then comes
+ * last, and nothing is read back after it. */
 static __always_inline int ds_spsc_pop_held(struct ds_spsc __arena *d, ap_u64 *key, ap_u64 *val)
 {
-	ap_u64 mask = d->mask, slots = d->slots, head, seen;
+	ap_u64 mask = d->mask, slots = d->slots, head, seen, k, v;
 	struct ds_kv __arena *s;
 
 	head = arena_atomic_load(&d->chead, ARENA_RELAXED);
@@ -127,10 +133,12 @@ static __always_inline int ds_spsc_pop_held(struct ds_spsc __arena *d, ap_u64 *k
 		if (head == seen)
 			return DS_NOT_FOUND;
 	}
-	s = ARENA_PTR(struct ds_kv, slots + (head & mask) * sizeof(struct ds_kv));
-	*key = s->key;
-	*val = s->val;
+	s = ARENA_PTR(struct ds_kv, slots) + (head & mask);
+	k = s->key;
+	v = s->val;
 	arena_atomic_store(&d->chead, head + 1, ARENA_RELEASE);
+	*key = k;
+	*val = v;
 	return DS_OK;
 }
 
@@ -199,7 +207,7 @@ static __always_inline int ds_spsc_iterate(struct ds_ctx *c, struct ds_spsc __ar
 }
 
 /* Quiescent: 0 <= ptail - chead <= capacity, roles free, caches behind
- * the indices they copy. */
+ * the indices they copy (plimit: at most chead + capacity, at least ptail). */
 static __always_inline int ds_spsc_verify(struct ds_ctx *c, struct ds_spsc __arena *d, struct ds_verify *v)
 {
 	(void)c;
@@ -219,7 +227,7 @@ static __always_inline int ds_spsc_verify(struct ds_ctx *c, struct ds_spsc __are
 	}
 	head = arena_atomic_load(&d->chead, ARENA_ACQUIRE);
 	tail = arena_atomic_load(&d->ptail, ARENA_ACQUIRE);
-	if (tail - head > cap || head - d->pcache > cap || d->ccache > tail) {
+	if (tail - head > cap || d->plimit - cap > head || d->plimit < tail || d->ccache > tail) {
 		v->where = 3;
 		return DS_CORRUPT;
 	}

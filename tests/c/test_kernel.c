@@ -657,9 +657,11 @@ static void alloc_both_sides(struct ds_ctx *c)
 	 * the two threads inside its critical section (seen: 319 pages under
 	 * load, under 64 on a quiet machine); an eighth of the no-reuse
 	 * footprint still fails if freed memory were not reused. */
-	CHECK(st.pages_populated - st0.pages_populated <
-		      s.target * sizeof(struct hm_node) / ARENA_PAGE_SIZE / 8,
-	      "pages populated grew by %llu", (unsigned long long)(st.pages_populated - st0.pages_populated));
+	/* compared as counts, not as a difference: kernel batches may give
+	 * pages back meanwhile, and fewer pages than before is within bounds */
+	CHECK(st.pages_populated < st0.pages_populated + s.target * sizeof(struct hm_node) / ARENA_PAGE_SIZE / 8,
+	      "pages populated %llu, %llu before", (unsigned long long)st.pages_populated,
+	      (unsigned long long)st0.pages_populated);
 	CHECK(st.bad_frees == st0.bad_frees, "bad frees");
 	CHECK(st.allocs - st0.allocs >= s.target && st.frees - st0.frees + v.count >= s.target,
 	      "%llu allocations, %llu frees", (unsigned long long)(st.allocs - st0.allocs),

@@ -7,6 +7,10 @@
  *   - holding a role lets a context's operations through for that role of
  *     that instance only: not for the other role, nor for the same role of
  *     another instance, attached or inside a batch;
+ *   - an spsc end (spsc_end.h) holds its role while it is open: a second
+ *     producer or consumer is refused when it opens its end, and by its
+ *     bare operations and batches; elements go through the ends in order;
+ *     closing one end gives back that role only;
  *   - a role held by a process killed with SIGKILL is reported dead and
  *     taken over by the next claim, which counts it; a live holder, even
  *     a stopped one, never is.
@@ -14,6 +18,7 @@
  */
 #include "tcommon.h"
 #include "ds/roles.h"
+#include "ds/spsc_end.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -164,6 +169,55 @@ static void held_is_exact(void)
 	ds_user_detach(&c);
 }
 
+static void spsc_ends(void)
+{
+	struct ds_ctx a, b, c;
+	struct ds_spsc_producer p, p2;
+	struct ds_spsc_consumer q, q2;
+	ap_u64 d, m, k, v, done, i;
+
+	REQUIRE(ds_user_attach(sp, &a) == DS_OK && ds_user_attach(sp, &b) == DS_OK &&
+		ds_user_attach(sp, &c) == DS_OK, "attach");
+	d = create(&a, DS_TYPE_spsc);
+	m = create(&a, DS_TYPE_mpmc);
+	CHECK(ds_spsc_open_producer(&a, m, &p) == DS_INVALID && !p.d, "a producer end opened on an mpmc");
+	CHECK(ds_spsc_open_producer(&a, d, &p) == DS_OK && p.d, "a: producer end");
+	CHECK(owner_of(DS_TYPE_spsc, d, DS_ROLE_PRODUCER) == a.owner, "producer end: role not held by a");
+	CHECK(ds_spsc_open_producer(&b, d, &p2) == DS_BUSY && !p2.d, "b: a second producer end opened");
+	CHECK(op1(&b, DS_TYPE_spsc, d, DS_OP_INSERT, 9, NULL, NULL) == DS_BUSY, "b: second producer's push ran");
+	CHECK(batch(&b, DS_TYPE_spsc, d, DS_OP_INSERT, 2, &done) == DS_BUSY, "b: second producer's batch ran");
+	CHECK(ds_spsc_open_consumer(&c, d, &q) == DS_OK && q.d, "c: consumer end");
+	CHECK(ds_spsc_open_consumer(&b, d, &q2) == DS_BUSY && !q2.d, "b: a second consumer end opened");
+	CHECK(op1(&b, DS_TYPE_spsc, d, DS_OP_POP, 0, &k, &v) == DS_BUSY, "b: second consumer's pop ran");
+	/* fill the ring (64 slots) and one more: refused, nothing overwritten */
+	for (i = 0; i < 64; i++)
+		CHECK(ds_spsc_put(&p, 1000 + i, 2000 + i) == DS_OK, "put %llu", (unsigned long long)i);
+	CHECK(ds_spsc_put(&p, 1, 1) == DS_FULL, "put into a full ring");
+	for (i = 0; i < 64; i++)
+		CHECK(ds_spsc_take(&q, &k, &v) == DS_OK && k == 1000 + i && v == 2000 + i,
+		      "take %llu -> (%llu, %llu)", (unsigned long long)i, (unsigned long long)k,
+		      (unsigned long long)v);
+	CHECK(ds_spsc_take(&q, &k, &v) == DS_NOT_FOUND, "take from an empty ring");
+	/* around the ring once more: the producer's cached limit moves on */
+	for (i = 0; i < 100; i++) {
+		CHECK(ds_spsc_put(&p, i, i + 1) == DS_OK, "put %llu after the wrap", (unsigned long long)i);
+		CHECK(ds_spsc_take(&q, &k, &v) == DS_OK && k == i && v == i + 1, "take %llu after the wrap",
+		      (unsigned long long)i);
+	}
+	ds_spsc_close_producer(&p);
+	CHECK(owner_of(DS_TYPE_spsc, d, DS_ROLE_PRODUCER) == 0 && a.held == 0, "producer role kept after close");
+	CHECK(owner_of(DS_TYPE_spsc, d, DS_ROLE_CONSUMER) == c.owner, "closing the producer gave back the consumer");
+	CHECK(ds_spsc_open_producer(&b, d, &p2) == DS_OK, "b: producer end after a closed its own");
+	CHECK(ds_spsc_put(&p2, 77, 78) == DS_OK, "b: put");
+	CHECK(ds_spsc_take(&q, &k, &v) == DS_OK && k == 77 && v == 78, "take b's element");
+	ds_spsc_close_consumer(&q);
+	CHECK(owner_of(DS_TYPE_spsc, d, DS_ROLE_CONSUMER) == 0 && c.held == 0, "consumer role kept after close");
+	ds_spsc_close_producer(&p2);
+	ds_user_detach(&a);
+	ds_user_detach(&b);
+	ds_user_detach(&c);
+}
+
 static void not_enforced(void)
 {
 	struct ds_ctx a;
@@ -263,6 +317,7 @@ int main(void)
 		dead_holder(types[t], DS_ROLE_CONSUMER);
 	}
 	held_is_exact();
+	spsc_ends();
 	not_enforced();
 	return t_done("test_roles");
 }
