@@ -110,7 +110,17 @@ static __always_inline int hm_insert(struct ds_ctx *c, ap_u64 __arena *head, ap_
 	return DS_BUSY;
 }
 
-static __always_inline int hm_delete(struct ds_ctx *c, ap_u64 __arena *head, ap_u64 key, ap_u64 *val)
+/*
+ * Delete key; with want, only while key maps to *want (DS_NOT_FOUND when key
+ * is absent or its node holds another value). A node's val is fixed once it
+ * is linked and the delete's mark is a compare-and-swap on that same node's
+ * next word, so the mark succeeds only while the node (and with it
+ * key -> val) is in the list: the check and the delete are one linearizable
+ * step. A key deleted and inserted again with a new value between a caller's
+ * decision and this call is a different node, and is left alone.
+ */
+static __always_inline int hm_delete_if(struct ds_ctx *c, ap_u64 __arena *head, ap_u64 key, ap_u64 *val,
+					const ap_u64 *want)
 {
 	ap_u64 __arena *prev;
 	ap_u64 cur;
@@ -125,6 +135,8 @@ static __always_inline int hm_delete(struct ds_ctx *c, ap_u64 __arena *head, ap_
 		if (!r)
 			return DS_NOT_FOUND;
 		n = ARENA_PTR(struct hm_node, cur);
+		if (want && n->val != *want)
+			return DS_NOT_FOUND;
 		next = arena_atomic_load(&n->next, ARENA_ACQUIRE);
 		if (DS_MARKED(next))
 			continue; /* another delete won; find again */
@@ -144,44 +156,14 @@ static __always_inline int hm_delete(struct ds_ctx *c, ap_u64 __arena *head, ap_
 	return DS_BUSY;
 }
 
-/*
- * Delete key only while it maps to val: DS_NOT_FOUND when key is absent or
- * its node holds another value. A node's val is fixed once it is linked and
- * the delete's mark is a compare-and-swap on that same node's next word, so
- * the mark succeeds only while the node (and with it key -> val) is in the
- * list: the check and the delete are one linearizable step. A key deleted
- * and inserted again with a new value between a caller's decision and this
- * call is a different node, and is left alone.
- */
+static __always_inline int hm_delete(struct ds_ctx *c, ap_u64 __arena *head, ap_u64 key, ap_u64 *val)
+{
+	return hm_delete_if(c, head, key, val, (const ap_u64 *)0);
+}
+
 static __always_inline int hm_delete_val(struct ds_ctx *c, ap_u64 __arena *head, ap_u64 key, ap_u64 val)
 {
-	ap_u64 __arena *prev;
-	ap_u64 cur;
-
-	while (can_loop) {
-		struct hm_node __arena *n;
-		ap_u64 next;
-		int r = hm_find(c, head, key, &prev, &cur);
-
-		if (r < 0)
-			break;
-		if (!r)
-			return DS_NOT_FOUND;
-		n = ARENA_PTR(struct hm_node, cur);
-		if (n->val != val)
-			return DS_NOT_FOUND;
-		next = arena_atomic_load(&n->next, ARENA_ACQUIRE);
-		if (DS_MARKED(next))
-			continue;
-		if (arena_atomic_cmpxchg(&n->next, next, next | DS_MARK, ARENA_ACQ_REL) != next)
-			continue;
-		if (arena_atomic_cmpxchg(prev, cur, next, ARENA_ACQ_REL) == cur)
-			ds_retire(c, n);
-		else
-			hm_find(c, head, key, &prev, &cur); /* unlinks and retires it */
-		return DS_OK;
-	}
-	return DS_BUSY;
+	return hm_delete_if(c, head, key, (ap_u64 *)0, &val);
 }
 
 static __always_inline int hm_search(ap_u64 __arena *head, ap_u64 key, ap_u64 *val)
