@@ -127,20 +127,25 @@ def test_any_name_comm_and_path_come_back_exactly(name: bytes, comm: bytes,
        mode=st.integers(0, U32), ret=st.integers(-(1 << 31), (1 << 31) - 1),
        trigger=st.integers(0, 255), syscall=st.integers(0, 255), flags=st.integers(0, U32),
        open_flags=st.integers(0, U32), path=st.one_of(st.just(b""), paths),
-       mnt_ns=st.integers(0, U32), cgroup_id=st.integers(0, U64))
+       mnt_ns=st.integers(0, U32), cgroup_id=st.integers(0, U64),
+       filter_gen=st.integers(0, 0xFFFF))
 def test_every_field_of_a_record(name: bytes, comm: bytes, seq: int, ts: int, off: int,
                                  pid: int, tid: int, ppid: int, uid: int, cpu: int, mode: int,
                                  ret: int, trigger: int, syscall: int, flags: int,
                                  open_flags: int, path: bytes, mnt_ns: int,
-                                 cgroup_id: int) -> None:
+                                 cgroup_id: int, filter_gen: int) -> None:
     line = _core.format_event(name, comm, seq=seq, ts_ns=ts, wall_offset_ns=off, pid=pid,
                               tid=tid, ppid=ppid, uid=uid, cpu=cpu, mode=mode, ret=ret,
                               trigger=trigger, syscall=syscall, flags=flags,
                               open_flags=open_flags, path=path, mnt_ns=mnt_ns,
-                              cgroup_id=cgroup_id)
+                              cgroup_id=cgroup_id, filter_gen=filter_gen)
     ev = parse_line(line)
     extra = [k for k in ("name_b64", "path_b64", "comm_b64") if k in ev]
-    assert list(ev) == KEYS + extra
+    # filter_gen only where the record says a filter judged it
+    keys = KEYS if not flags & 8 else [*KEYS[:KEYS.index("name")], "filter_gen",
+                                         *KEYS[KEYS.index("name"):]]
+    assert list(ev) == keys + extra
+    assert ev.get("filter_gen") == (filter_gen if flags & 8 else None)
     assert (ev["seq"], ev["ts_ns"], ev["wall_ns"], ev["cpu"], ev["pid"], ev["tid"],
             ev["ppid"], ev["uid"], ev["ret"], ev["mode"], ev["open_flags"], ev["mnt_ns"],
             ev["cgroup_id"]) == (

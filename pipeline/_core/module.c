@@ -897,13 +897,14 @@ static PyObject *core_format_event(PyObject *Py_UNUSED(m), PyObject *args, PyObj
 	static char *kwlist[] = { "name", "comm", "seq", "ts_ns", "wall_offset_ns", "pid", "tid",
 				  "ppid", "uid", "cpu", "mode", "ret", "trigger", "syscall",
 				  "flags", "open_flags", "path", "mnt_ns", "cgroup_id",
-				  "cgroup_fields", NULL };
+				  "cgroup_fields", "filter_gen", NULL };
 	const char *name, *comm, *path = "";
 	Py_ssize_t name_len, comm_len, path_len = 0;
 	unsigned long long seq = 0, ts = 0;
 	long long wall_off = 0;
 	unsigned int pid = 0, tid = 0, ppid = 0, uid = 0, cpu = 0, mode = 0, flags = 0, oflags = 0;
 	unsigned int mnt_ns = 0;
+	unsigned short filter_gen = 0;
 	unsigned long long cgroup_id = 0;
 	const char *cgf = NULL;
 	Py_ssize_t cgf_len = 0;
@@ -914,11 +915,11 @@ static PyObject *core_format_event(PyObject *Py_UNUSED(m), PyObject *args, PyObj
 	size_t n;
 	PyObject *res;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#|$KKLIIIIIIibbIIy#IKz#", kwlist, &name,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "y#y#|$KKLIIIIIIibbIIy#IKz#H", kwlist, &name,
 					 &name_len, &comm, &comm_len, &seq, &ts, &wall_off, &pid,
 					 &tid, &ppid, &uid, &cpu, &mode, &ret, &trigger, &sys_nr,
 					 &flags, &oflags, &path, &path_len, &mnt_ns, &cgroup_id, &cgf,
-					 &cgf_len))
+					 &cgf_len, &filter_gen))
 		return NULL;
 	if (name_len < 1 || name_len > AP_NAME_KEEP || memchr(name, 0, (size_t)name_len))
 		return ap_raise(EINVAL, "%s", "name must be 1..255 bytes without NUL");
@@ -942,6 +943,7 @@ static PyObject *core_format_event(PyObject *Py_UNUSED(m), PyObject *args, PyObj
 	ev.open_flags = oflags;
 	ev.mnt_ns = mnt_ns;
 	ev.cgroup_id = cgroup_id;
+	ev.filter_gen = filter_gen;
 	ev.name_len = (ap_u16)name_len;
 	memcpy(ev.name, name, (size_t)name_len);
 	memcpy(ev.comm, comm, (size_t)comm_len);
@@ -1027,7 +1029,7 @@ static PyMethodDef core_methods[] = {
 	{ "format_event", (PyCFunction)(void (*)(void))core_format_event, METH_VARARGS | METH_KEYWORDS,
 	  "format_event(name, comm, *, seq=0, ts_ns=0, wall_offset_ns=0, pid=0, tid=0, ppid=0, uid=0, "
 	  "cpu=0, mode=0, ret=0, trigger=0, syscall=0, flags=0, open_flags=0, path=b'', mnt_ns=0, "
-	  "cgroup_id=0, cgroup_fields=None) -> bytes: one record "
+	  "cgroup_id=0, cgroup_fields=None, filter_gen=0) -> bytes: one record "
 	  "through the drain's JSON formatter" },
 	{ "format_cgroup", core_format_cgroup, METH_VARARGS,
 	  "format_cgroup(path, runtime=None, container_id=None) -> bytes: the cgroup fields" },
