@@ -20,12 +20,15 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from .config import Config, load_file
 from .errors import ConfigError
 from .ranges import CONSUME
 from .sinks.base import SinkError
+
+T = TypeVar("T")
 
 DEFAULT_FILTER = "arena.events.>"
 DEFAULT_DURABLE = "arena-consume"
@@ -122,15 +125,15 @@ async def _consume(args: argparse.Namespace, options: dict[str, Any]) -> int:
         stream = args.stream
         try:
             if stream is None:
-                stream = await js.find_stream_name_by_subject(args.subject)
+                stream = await _api(where, lambda: js.find_stream_name_by_subject(args.subject))
         except nats.js.errors.NotFoundError:
             raise SinkError(f"{where}: no stream stores {args.subject}; check --subject, or "
                             "name the stream with --stream") from None
         try:
-            sub = await js.pull_subscribe(
+            sub = await _api(where, lambda: js.pull_subscribe(
                 args.subject, durable=args.durable, stream=stream,
                 config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT,
-                                          deliver_policy=api.DeliverPolicy.ALL))
+                                          deliver_policy=api.DeliverPolicy.ALL)))
         except nats.js.errors.NotFoundError:
             raise SinkError(f"{where}: stream {stream} does not exist; fix --stream") from None
         except nats.js.errors.APIError as e:
@@ -148,6 +151,29 @@ async def _consume(args: argparse.Namespace, options: dict[str, Any]) -> int:
             async with asyncio.timeout(5):
                 await nc.close()
     return 0
+
+
+# A cluster that is electing a leader (a node just stopped or restarted) answers no
+# JetStream API request for a few seconds: the set-up requests are tried again until then.
+API_PATIENCE_S = 30.0
+
+
+async def _api(where: str, call: Callable[[], Awaitable[T]]) -> T:
+    """call() (a JetStream API request), again while it times out or finds no responder,
+    for up to API_PATIENCE_S; then one line."""
+    import nats.errors
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + API_PATIENCE_S
+    while True:
+        try:
+            return await call()
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            if loop.time() >= end:
+                raise SinkError(f"{where}: the JetStream API did not answer for "
+                                f"{API_PATIENCE_S:.0f} s ({type(e).__name__}); check that the "
+                                "servers are up and the stream has a leader") from None
+            await asyncio.sleep(0.5)
 
 
 def with_host(data: bytes, host: str) -> bytes:

@@ -200,6 +200,14 @@ def test_cluster_node_killed_and_restarted(tmp_path: Path, pin_root: Path,
                              f"{[(n.name, stream_state(n, stream)) for n in survivors]}"
                              ) from None
     leader.stop()
+
+    def survivors_lead() -> bool:
+        try:
+            return stream_leader(survivors, stream) in survivors
+        except AssertionError:
+            return False
+
+    wait_for(survivors_lead, 60, "a stream leader among the surviving nodes")
     events, _ = consume(",".join(n.url for n in survivors), f"{prefix}.ev.>")
     assert_exactly(events, hosts, leader_changed=True)
 
