@@ -87,29 +87,19 @@ static __always_inline ap_u64 ap_filter_hash_step(ap_u64 h, unsigned char c)
 	return (h ^ c) * AP_FILTER_FNV_PRIME;
 }
 
-static __always_inline ap_u64 ap_filter_mix(ap_u64 x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
-
 static __always_inline ap_u64 ap_filter_hash_end(ap_u64 h, ap_u32 len)
 {
-	return ap_filter_mix(h ^ ((ap_u64)len << 48));
+	return arena_hash64(h ^ ((ap_u64)len << 48));
 }
 
 static __always_inline ap_u32 ap_filter_uid_slot(ap_u32 uid)
 {
-	return (ap_u32)(ap_filter_mix(uid) & (AP_FILTER_SLOTS - 1));
+	return (ap_u32)(arena_hash64(uid) & (AP_FILTER_SLOTS - 1));
 }
 
 static __always_inline ap_u32 ap_filter_cg_slot(ap_u64 id)
 {
-	return (ap_u32)(ap_filter_mix(id) & (AP_FILTER_SLOTS - 1));
+	return (ap_u32)(arena_hash64(id) & (AP_FILTER_SLOTS - 1));
 }
 
 #endif /* AP_FILTER_H */
