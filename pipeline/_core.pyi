@@ -6,6 +6,12 @@ from pipeline._coreerror import CoreError as CoreError
 
 EVENT_SIZE: int
 FILTER_PAGES: int
+FILTER_MAX_PREFIXES: int
+FILTER_PREFIX_MAX: int
+FILTER_MAX_UIDS: int
+FILTER_MAX_CGROUPS: int
+FILTER_CGROUP_LEVELS: int
+FILTER_UID_EMPTY: int
 NAME_KEEP: int
 PATH_CAP: int
 CGROUP_PATH_MAX: int

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _core
 from .config import Config, load_file, shown
 from .errors import ConfigError
 from .log import get
@@ -24,12 +25,12 @@ KEYS = ("include_paths", "exclude_paths", "uids", "cgroups")
 FLAGS = {"include_paths": "--include-path", "exclude_paths": "--exclude-path",
          "uids": "--uid", "cgroups": "--cgroup"}
 # the bounds of one generation's tables (include/filter.h)
-MAX_PREFIXES = 64
-PREFIX_MAX = 256
-MAX_UIDS = 64
-MAX_CGROUPS = 64
-MAX_CGROUP_LEVEL = 63
-UID_MAX = 4294967294  # (uid_t)-1 is no user
+MAX_PREFIXES = _core.FILTER_MAX_PREFIXES
+PREFIX_MAX = _core.FILTER_PREFIX_MAX
+MAX_UIDS = _core.FILTER_MAX_UIDS
+MAX_CGROUPS = _core.FILTER_MAX_CGROUPS
+MAX_CGROUP_LEVEL = _core.FILTER_CGROUP_LEVELS - 1
+UID_MAX = _core.FILTER_UID_EMPTY - 1  # (uid_t)-1 is no user
 CGROUP2_SUPER_MAGIC = 0x63677270
 
 
@@ -117,7 +118,6 @@ def resolve_cgroup(path: str) -> tuple[int, int]:
     """(id, level) of a cgroup v2 directory: its inode number (the kernel's cgroup id)
     and its depth below the hierarchy's root. Opened from the cgroup2 mount one
     component at a time without following links. ConfigError when it is none."""
-    from . import _core
     from .cgroups import NoCgroup2, find_mount, open_mount
 
     m = find_mount()

@@ -1064,6 +1064,12 @@ PyMODINIT_FUNC PyInit__core(void)
 	PyModule_AddObject(m, "Session", (PyObject *)&SessionType);
 	PyModule_AddIntConstant(m, "EVENT_SIZE", sizeof(struct ap_event));
 	PyModule_AddIntConstant(m, "FILTER_PAGES", AP_FILTER_PAGES);
+	PyModule_AddIntConstant(m, "FILTER_MAX_PREFIXES", AP_FILTER_MAX_PREFIXES);
+	PyModule_AddIntConstant(m, "FILTER_PREFIX_MAX", AP_FILTER_PREFIX_MAX);
+	PyModule_AddIntConstant(m, "FILTER_MAX_UIDS", AP_FILTER_MAX_UIDS);
+	PyModule_AddIntConstant(m, "FILTER_MAX_CGROUPS", AP_FILTER_MAX_CGROUPS);
+	PyModule_AddIntConstant(m, "FILTER_CGROUP_LEVELS", AP_FILTER_CGROUP_LEVELS);
+	PyModule_AddIntConstant(m, "FILTER_UID_EMPTY", AP_FILTER_UID_EMPTY);
 	PyModule_AddIntConstant(m, "NAME_KEEP", AP_NAME_KEEP);
 	PyModule_AddIntConstant(m, "PATH_CAP", AP_PATH_CAP);
 	PyModule_AddIntConstant(m, "CGROUP_PATH_MAX", AP_CG_PATH_MAX);
