@@ -5,6 +5,8 @@ one, whose own exit is reaped in turn. The new process gets the old pid on purpo
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -71,7 +73,7 @@ def _reuse_once(s: Any, a: Any) -> bool:
     assert s.proc_reap() >= 1  # retires the old entry, leaves the new one
     new = _procs(a)[pid]
     assert (new.exited, new.ppid, new.comm) == (False, setter.pid, b"sleep")
-    subprocess.run(["kill", str(pid)], check=True)
+    os.kill(pid, signal.SIGTERM)  # the setter's child: no kill(1) on a minimal system
     setter.wait()
     _wait(lambda: pid not in _procs(a) or _procs(a)[pid].exited)
     s.proc_reap()
@@ -84,11 +86,14 @@ def test_a_reused_pid_keeps_the_new_entry_through_the_reap() -> None:
     from pipeline.ds import Arena
 
     s = _core.Session(arena_pages=8192, queue_capacity=1024)
+    a = None
     try:
         s.attach_proctab()
         a = Arena.of_session(s)
         s.set_ancestors(2)  # exits leave their entries to this reader
         assert any(_reuse_once(s, a) for _ in range(5)), "another fork took the pid each time"
-        a.close()
     finally:
+        # a failure here must not leave the arena mapped for the next tests of this process
+        if a is not None:
+            a.close()
         s.close()
