@@ -23,6 +23,7 @@
 #define AP_FILTER_H
 
 #include "arena/arena.h"
+#include "arena/shim.h" /* arena_hash64 */
 #include "event.h"
 
 /* Bounds of one generation (documented in the README). */
