@@ -28,6 +28,8 @@ EXPECTED = {
     ("stack", "pc"): {"stack", "ck_stack upmc", "urcu lfstack"},
     ("hash", "st"): {"hash", "urcu lfht", "ck_hs"},
     ("hash", "mix"): {"hash", "urcu lfht", "ck_hs"},
+    ("hash", "rm1"): {"hash", "urcu lfht", "ck_hs"},
+    ("hash", "rm2"): {"hash", "urcu lfht", "ck_hs"},
     ("skiplist", "st"): {"skiplist", "hash"},
     ("skiplist", "mix"): {"skiplist", "hash"},
     ("skiplist", "scan"): {"skiplist"},
@@ -63,6 +65,10 @@ def test_quick_race_every_contender_exact(harness: None) -> None:
         if structure in names:
             assert {(structure, workload, "arena"), (structure, workload, "plain")} <= mems
     assert "vs best" in figures["table"] and "does less" in figures["table"]
+    # each hash contender's read-mostly scaling, 2 threads against 1, from its own rows
+    scaling = [ln for ln in figures["table"].splitlines() if ln.startswith("scaling ")]
+    assert len(scaling) == 4, scaling  # ours in both memories, lfht, ck_hs
+    assert figures["machine"]["line_transfer_ns"] > 0
 
 
 @needs_root

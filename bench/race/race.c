@@ -48,12 +48,13 @@
 #define MAX_RUNS 64
 
 enum mem { MEM_NONE, MEM_ARENA, MEM_PLAIN };
-enum wl { WL_ST, WL_PC, WL_MIX, WL_SCAN };
+enum wl { WL_ST, WL_PC, WL_MIX, WL_SCAN, WL_RM1, WL_RM2 };
 
-static const char *const wl_name[] = {"1 thread", "1 producer + 1 consumer", "2 threads mixed", "range scan"};
-static const char *const wl_key[] = {"st", "pc", "mix", "scan"};
+static const char *const wl_name[] = {"1 thread", "1 producer + 1 consumer", "2 threads mixed", "range scan",
+				       "read-mostly, 1 thread", "read-mostly, 2 threads"};
+static const char *const wl_key[] = {"st", "pc", "mix", "scan", "rm1", "rm2"};
 /* what a figure is: lower is better for ns, higher for M/s */
-static const char *const wl_unit[] = {"ns/iter", "M items/s", "M ops/s", "ns/scan"};
+static const char *const wl_unit[] = {"ns/iter", "M items/s", "M ops/s", "ns/scan", "M ops/s", "M ops/s"};
 
 /* operations per run: queue pairs on one thread, keyed iterations on one
  * thread, items from producer to consumer, operations per mixing thread,
@@ -352,31 +353,37 @@ static __always_inline void k_st(const struct kops *o, ap_u64 n)
 	cur->value = (t1 - t0) * 1e9 / (double)n;
 }
 
-#define MIX_KEYS 32768 /* per thread */
+#define MIX_KEYS 65536 /* keys of all threads together */
 
 struct mix_arg {
 	const struct kops *o;
 	int id;
 	ap_u64 n;
+	int nthreads;    /* thread id owns keys nthreads * j + id, j < MIX_KEYS / nthreads */
+	int read_mostly; /* 90% search, 5% insert, 5% delete; else 50/25/25 */
 	pthread_barrier_t *go;
-	unsigned char *model; /* MIX_KEYS */
+	unsigned char *model; /* MIX_KEYS / nthreads */
 	double t_start, t_end;
 	ap_u64 bad;
 	char what[120];
 };
 
-/* thread id owns sequence numbers 2 j + id: 50% search, 25% insert, 25%
- * delete on random j, each answer checked against its own model */
+/* Thread id owns sequence numbers nthreads j + id, so the threads share the
+ * buckets (and their cache lines) but each can check every answer against a
+ * model of its own keys. The mix: 50% search, 25% insert, 25% delete on a
+ * random j, or read-mostly 90/5/5 (the stress command's workload of that
+ * name); half the keys present at the start. */
 static __always_inline void *k_mixer(const struct kops *o, struct mix_arg *a)
 {
 	struct tctx t;
+	const ap_u64 nt = (ap_u64)a->nthreads, keys = MIX_KEYS / nt;
 	ap_u64 i, v = 0, rng = 0x9e3779b97f4a7c15ULL * (ap_u64)(a->id + 1);
 
 	pin(a->id);
 	o->tinit(&t, 0);
 	o->enter(&t);
-	for (i = 0; i < MIX_KEYS; i += 2) {
-		ap_u64 k = key_of(2 * i + (ap_u64)a->id);
+	for (i = 0; i < keys; i += 2) {
+		ap_u64 k = key_of(nt * i + (ap_u64)a->id);
 
 		if (o->insert(&t, k, val_of(k)) != 1 && !a->bad++)
 			snprintf(a->what, sizeof(a->what), "prefill of %llu", (unsigned long long)k);
@@ -386,8 +393,10 @@ static __always_inline void *k_mixer(const struct kops *o, struct mix_arg *a)
 	pthread_barrier_wait(a->go);
 	a->t_start = now_s();
 	for (i = 0; i < a->n; i++) {
-		ap_u64 x = arena_xorshift64(&rng), j = (x >> 8) % MIX_KEYS, k = key_of(2 * j + (ap_u64)a->id);
-		ap_u32 what = (ap_u32)(x & 3);
+		ap_u64 x = arena_xorshift64(&rng), j = (x >> 8) % keys, k = key_of(nt * j + (ap_u64)a->id);
+		/* 0, 1: search; 2: insert; 3: delete */
+		ap_u32 w20 = (ap_u32)((x & 0xff) % 20), what = a->read_mostly ? (w20 < 18 ? 0 : w20 == 18 ? 2 : 3)
+									      : (ap_u32)(x & 3);
 		int r, want;
 
 		if ((i & (BURST - 1)) == 0)
@@ -421,38 +430,42 @@ static __always_inline void *k_mixer(const struct kops *o, struct mix_arg *a)
 	return NULL;
 }
 
-static __always_inline void k_mix(const struct kops *o, ap_u64 n, void *(*fn)(void *))
+static __always_inline void k_mix(const struct kops *o, ap_u64 n, void *(*fn)(void *), int nthreads,
+				  int read_mostly)
 {
 	pthread_barrier_t go;
 	pthread_t th[2];
 	struct mix_arg a[2];
 	struct tctx t;
+	const ap_u64 keys = MIX_KEYS / (ap_u64)nthreads;
 	ap_u64 j, v;
 	int i;
 
 	o->setup(RACE_BUCKETS);
-	chs_writers_lock = 1;
-	pthread_barrier_init(&go, NULL, 2);
-	for (i = 0; i < 2; i++) {
+	chs_writers_lock = nthreads > 1;
+	pthread_barrier_init(&go, NULL, (unsigned int)nthreads);
+	for (i = 0; i < nthreads; i++) {
 		memset(&a[i], 0, sizeof(a[i]));
 		a[i].o = o;
 		a[i].id = i;
 		a[i].n = n;
+		a[i].nthreads = nthreads;
+		a[i].read_mostly = read_mostly;
 		a[i].go = &go;
-		a[i].model = (unsigned char *)calloc(MIX_KEYS, 1);
+		a[i].model = (unsigned char *)calloc(keys, 1);
 		if (!a[i].model)
 			race_die("calloc");
 		pthread_create(&th[i], NULL, fn, &a[i]);
 	}
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < nthreads; i++)
 		pthread_join(th[i], NULL);
 	o->tinit(&t, 0);
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < nthreads; i++) {
 		if (a[i].bad)
 			FAIL("thread %d: %llu wrong answers; first: %s", i, (unsigned long long)a[i].bad, a[i].what);
 		o->enter(&t);
-		for (j = 0; j < MIX_KEYS; j++) {
-			ap_u64 k = key_of(2 * j + (ap_u64)i);
+		for (j = 0; j < keys; j++) {
+			ap_u64 k = key_of((ap_u64)nthreads * j + (ap_u64)i);
 			int r = o->search(&t, k, &v);
 
 			if (r != a[i].model[j] || (r == 1 && v != val_of(k)))
@@ -467,10 +480,16 @@ static __always_inline void k_mix(const struct kops *o, ap_u64 n, void *(*fn)(vo
 	}
 	o->tfini(&t);
 	/* from the first thread's start to the last one's end */
-	cur->value = (double)(2 * n) /
-		     ((a[0].t_end > a[1].t_end ? a[0].t_end : a[1].t_end) -
-		      (a[0].t_start < a[1].t_start ? a[0].t_start : a[1].t_start)) / 1e6;
-	for (i = 0; i < 2; i++)
+	{
+		double t0 = a[0].t_start, t1 = a[0].t_end;
+
+		for (i = 1; i < nthreads; i++) {
+			t0 = a[i].t_start < t0 ? a[i].t_start : t0;
+			t1 = a[i].t_end > t1 ? a[i].t_end : t1;
+		}
+		cur->value = (double)((ap_u64)nthreads * n) / (t1 - t0) / 1e6;
+	}
+	for (i = 0; i < nthreads; i++)
 		free(a[i].model);
 }
 
@@ -556,7 +575,7 @@ static void nothing(struct tctx *t)
 		if (wl == WL_ST)                                                                           \
 			k_st(&var, n);                                                                     \
 		else                                                                                       \
-			k_mix(&var, n, var##_mix);                                                         \
+			k_mix(&var, n, var##_mix, wl == WL_RM1 ? 1 : 2, wl != WL_MIX);                     \
 	}
 
 QOPS(q_o_spsc, o_spsc, o_spsc_setup, o_spsc_tinit, o_tfini, o_enter, o_exit, 0)
@@ -593,6 +612,7 @@ struct contender {
 
 #define ST_PC ((1 << WL_ST) | (1 << WL_PC))
 #define ST_MIX ((1 << WL_ST) | (1 << WL_MIX))
+#define KEYED_ALL (ST_MIX | (1 << WL_RM1) | (1 << WL_RM2))
 
 static const struct contender contenders[] = {
 	{"spsc", ST_PC, "spsc", 1, q_o_spsc_run, "role claimed once per thread (ds_spsc_open_producer/consumer), no check per operation; 16-byte slots", ""},
@@ -609,10 +629,10 @@ static const struct contender contenders[] = {
 	{"stack", ST_PC, "ck_stack upmc", 0, q_cks_run, "ck_epoch reclamation, malloc", ""},
 	{"stack", ST_PC, "urcu lfstack", 0, q_uls_run, "__cds_lfs_pop under rcu_read_lock, call_rcu frees, malloc",
 	 ""},
-	{"hash", ST_MIX, "hash", 1, k_o_hash_run, "65536 buckets, epoch reclamation (epoch.h), arena heap", ""},
-	{"hash", ST_MIX, "urcu lfht", 0, k_uht_run, "65536 buckets, no resize, urcu-memb, call_rcu frees, malloc",
+	{"hash", KEYED_ALL, "hash", 1, k_o_hash_run, "65536 buckets, epoch reclamation (epoch.h), arena heap", ""},
+	{"hash", KEYED_ALL, "urcu lfht", 0, k_uht_run, "65536 buckets, no resize, urcu-memb, call_rcu frees, malloc",
 	 ""},
-	{"hash", ST_MIX, "ck_hs", 0, k_chs_run,
+	{"hash", KEYED_ALL, "ck_hs", 0, k_chs_run,
 	 "object mode, delete-optimised, 131072 slots, ck_epoch reclamation, malloc; 2 threads: writes behind a spinlock",
 	 "single writer (SPMC): concurrent writers need the caller's lock"},
 	{"skiplist", ST_MIX, "skiplist", 1, k_o_skiplist_run, "8 levels, epoch reclamation, arena heap", ""},
@@ -649,7 +669,7 @@ static ap_u64 size_of(const struct contender *c, int wl)
 {
 	if (wl == WL_ST)
 		return c->wl_mask & (1 << WL_MIX) ? sz.kst : sz.st;
-	return wl == WL_PC ? sz.pc : wl == WL_MIX ? sz.mix : sz.scan;
+	return wl == WL_PC ? sz.pc : wl == WL_MIX || wl == WL_RM1 || wl == WL_RM2 ? sz.mix : sz.scan;
 }
 
 static struct outcome run_child(const struct contender *c, int wl, enum mem m)
@@ -792,6 +812,55 @@ static double loadavg(void)
 
 static double load_start;
 
+/* One cache line bounced between CPU 0 and CPU 1: what a write that the
+ * other CPU reads next costs on this machine, the price every shared
+ * structure pays for each line both threads touch and one of them writes. */
+#define BOUNCES 200000
+static _Alignas(64) volatile ap_u64 bounce_line;
+static double line_ns;
+
+static void *bouncer(void *arg)
+{
+	ap_u64 i;
+
+	(void)arg;
+	pin(1);
+	for (i = 1; i < 2 * BOUNCES; i += 2) {
+		while (bounce_line != i)
+			arena_cpu_relax();
+		bounce_line = i + 1;
+	}
+	return NULL;
+}
+
+static double line_transfer_ns(void)
+{
+	cpu_set_t was;
+	pthread_t th;
+	double t0, ns;
+	ap_u64 i;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || sched_getaffinity(0, sizeof(was), &was))
+		return 0;
+	bounce_line = 0;
+	pin(0);
+	if (pthread_create(&th, NULL, bouncer, NULL)) {
+		sched_setaffinity(0, sizeof(was), &was);
+		return 0;
+	}
+	t0 = now_s();
+	for (i = 0; i < 2 * BOUNCES; i += 2) {
+		while (bounce_line != i)
+			arena_cpu_relax();
+		bounce_line = i + 1;
+	}
+	pthread_join(th, NULL);
+	ns = (now_s() - t0) * 1e9 / (2.0 * BOUNCES);
+	/* the runs fork from this thread: they start unpinned, as before */
+	sched_setaffinity(0, sizeof(was), &was);
+	return ns;
+}
+
 static void output(FILE *tf, FILE *jf, int rounds, int quick)
 {
 	double load_end = loadavg();
@@ -804,6 +873,7 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 	fprintf(tf, "race: %s, %ld CPUs online, Linux %s, load average %.2f at the start, %.2f at the end; "
 		"%d rounds%s; median [min-max]\n", cpu, sysconf(_SC_NPROCESSORS_ONLN), u.release, load_start, load_end,
 		rounds, quick ? " (quick)" : "");
+	fprintf(tf, "a cache line from CPU 0 to CPU 1 and back: %.0f ns one way (at the start)\n", line_ns);
 	fprintf(tf, "%-9s %-24s %-22s %-6s %10s %21s %8s  %s\n", "structure", "workload", "contender", "memory",
 		"median", "range", "vs best", "unit");
 	for (i = 0; i < nrows; i++) {
@@ -831,6 +901,20 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 		}
 		fprintf(tf, "  %s\n", wl_unit[r->wl]);
 	}
+	/* what a second thread adds: 1.0x is no gain, 2.0x is perfect scaling */
+	for (i = 0; i < nrows; i++) {
+		struct row *r = &rows[i];
+		int j;
+
+		if (r->wl != WL_RM2)
+			continue;
+		for (j = 0; j < nrows; j++)
+			if (rows[j].wl == WL_RM1 && rows[j].c == r->c && rows[j].mem == r->mem && rows[j].med > 0)
+				fprintf(tf, "scaling  %-9s %-22s %-6s read-mostly, 2 threads / 1 thread: %.2fx\n",
+					r->c->structure, r->c->name,
+					r->mem == MEM_ARENA ? "arena" : r->mem == MEM_PLAIN ? "plain" : "heap",
+					r->med / rows[j].med);
+	}
 	fprintf(tf, "configurations:\n");
 	for (i = 0; i < (int)NCONT; i++) {
 		const struct contender *c = &contenders[i];
@@ -846,7 +930,8 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 	json_str(jf, cpu);
 	fprintf(jf, ", \"cpus_online\": %ld, \"kernel\": ", sysconf(_SC_NPROCESSORS_ONLN));
 	json_str(jf, u.release);
-	fprintf(jf, ", \"loadavg_start\": %.2f, \"loadavg_end\": %.2f}, ", load_start, load_end);
+	fprintf(jf, ", \"loadavg_start\": %.2f, \"loadavg_end\": %.2f, \"line_transfer_ns\": %.1f}, ", load_start,
+		load_end, line_ns);
 	fprintf(jf, "\"rounds\": %d, \"quick\": %s, \"sizes\": {\"st\": %llu, \"keyed_st\": %llu, \"pc\": %llu, "
 		"\"mix\": %llu, \"scan\": %llu}, \"exact\": true, \"rows\": [",
 		rounds, quick ? "true" : "false", (unsigned long long)sz.st, (unsigned long long)sz.kst,
@@ -878,7 +963,7 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 static void usage(void)
 {
 	fprintf(stderr, "usage: race [--quick] [--rounds N] [--only spsc,mpmc,msqueue,stack,hash,skiplist] "
-			"[--workload st|pc|mix|scan] [--ops N] [--json FILE|-]\n");
+			"[--workload st|pc|mix|scan|rm1|rm2] [--ops N] [--json FILE|-]\n");
 	exit(2);
 }
 
@@ -904,9 +989,9 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
 			only = argv[++i];
 		} else if (!strcmp(argv[i], "--workload") && i + 1 < argc) {
-			for (only_wl = 0; only_wl <= WL_SCAN && strcmp(wl_key[only_wl], argv[i + 1]); only_wl++)
+			for (only_wl = 0; only_wl <= WL_RM2 && strcmp(wl_key[only_wl], argv[i + 1]); only_wl++)
 				;
-			if (only_wl > WL_SCAN) {
+			if (only_wl > WL_RM2) {
 				fprintf(stderr, "race: --workload takes st, pc, mix or scan, not %s\n", argv[i + 1]);
 				return 2;
 			}
@@ -961,6 +1046,7 @@ int main(int argc, char **argv)
 		}
 	}
 	load_start = loadavg();
+	line_ns = line_transfer_ns();
 	/* the rows: ours in the arena and on plain memory, the others on the heap */
 	for (i = 0; i < (int)NCONT; i++) {
 		const struct contender *c = &contenders[i];
@@ -968,7 +1054,7 @@ int main(int argc, char **argv)
 
 		if (!wanted(only, c->structure))
 			continue;
-		for (wl = 0; wl <= WL_SCAN; wl++) {
+		for (wl = 0; wl <= WL_RM2; wl++) {
 			if (!(c->wl_mask & (1 << wl)) || (only_wl >= 0 && wl != only_wl))
 				continue;
 			for (m = 0; m < (c->ours == 1 ? 2 : 1); m++) {

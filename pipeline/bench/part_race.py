@@ -12,7 +12,7 @@ TITLE = "the structures against Concurrency Kit and liburcu, in one harness"
 SPSC_NS = 3.0  # one thread, push+pop
 ARENA_VS_PLAIN = 1.1
 WORKLOADS = {"st": "1 thread", "pc": "1 producer + 1 consumer", "mix": "2 threads mixed",
-             "scan": "range scan"}
+             "scan": "range scan", "rm1": "read-mostly, 1 thread", "rm2": "read-mostly, 2 threads"}
 
 
 def _speed(row: dict[str, Any]) -> list[float]:
@@ -59,4 +59,16 @@ def run(ctx: Context) -> PartResult:
             res.question("SPSC, one thread: how long does a push+pop take?").add(
                 "push+pop, in the arena", "ns", [float(x) for x in arena["samples"]],
                 Target("<=", SPSC_NS))
+    by = {(r["contender"], r["memory"], r["workload"]): r for r in fig["rows"]
+          if r["structure"] == "hash"}
+    sc = res.question("How much does a second thread add on the hash maps?",
+                      note="read-mostly (90% search, 5% insert, 5% delete), 65,536 keys in "
+                           "65,536 buckets, the threads' keys interleaved in the same buckets: "
+                           "2 threads' ops/s / 1 thread's, round by round (2.0x: perfect); a "
+                           "cache line moved between the CPUs in "
+                           f"{fig['machine'].get('line_transfer_ns', 0):.0f} ns at the start")
+    for (name, mem, wl), two in by.items():
+        one = by.get((name, mem, "rm1"))
+        if wl == "rm2" and one:
+            sc.add(f"{name} ({mem})", "x", ratios(_speed(two), _speed(one)))
     return res
