@@ -86,7 +86,9 @@
  * Either side may free what the other allocated: arena_free finds the page,
  * its heap and the object size from the headers. A second free of the same
  * object fails its compare-and-swap on the object tag and is counted in
- * bad_frees instead of corrupting the heap.
+ * bad_frees instead of corrupting the heap. An epoch drain, which holds the
+ * objects it frees alone, checks the tag the same way and marks it with a
+ * plain store (arena_free_mark).
  *
  * Statistics are per slot (summed when read), so that the hot path touches
  * only its own cache line: allocations, frees, bytes requested and freed,
