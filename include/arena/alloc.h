@@ -86,7 +86,9 @@
  * Either side may free what the other allocated: arena_free finds the page,
  * its heap and the object size from the headers. A second free of the same
  * object fails its compare-and-swap on the object tag and is counted in
- * bad_frees instead of corrupting the heap.
+ * bad_frees instead of corrupting the heap. An epoch drain, which holds the
+ * objects it frees alone, checks the tag the same way and marks it with a
+ * plain store (arena_free_mark).
  *
  * Statistics are per slot (summed when read), so that the hot path touches
  * only its own cache line: allocations, frees, bytes requested and freed,
@@ -933,11 +935,28 @@ static __always_inline void arena_heap_free_large(struct arena_heap __arena *h, 
  *   arena_free_count  adds them to the caller's slot statistics.
  */
 
-/* 0 with the object's page, heap, size and the page state read after the
+/*
+ * 0 with the object's page, heap, size and the page state read after the
  * mark; -1 for a pointer that is not a live object (double free, foreign
- * pointer): refused and counted, nothing is changed. */
+ * pointer): refused and counted, nothing is changed.
+ *
+ * sole: the caller holds the object in custody that no other party can
+ * share, so nobody else marks it between the check and the mark, and the
+ * mark is a plain store after the check instead of a compare-and-swap
+ * (userspace; a constant at every call). The only such caller is an epoch
+ * drain (epoch.h), for the objects of the limbo list it took with one
+ * exchange: each was put there by the one retire of the thread that
+ * unlinked it, and drains never overlap (a drainer, inside its section in
+ * epoch G, keeps the epoch below G + 2, which the next drain needs). A
+ * second free of such an object is still refused when it comes after the
+ * mark (the tag reads dead) or before it (the check fails). What is left is
+ * a free racing the drain itself; it is no longer refused, but it was never
+ * survivable: the object's link word is the limbo list, and a free in the
+ * middle of the list (which puts the object on a cache, or lets it be
+ * carved again) already breaks the list the drain is walking.
+ */
 static __always_inline int arena_free_mark(void __arena *p, struct arena_page __arena **pgp,
-					   struct arena_heap __arena **hp, ap_u64 *sizep, ap_u64 *sp)
+					   struct arena_heap __arena **hp, ap_u64 *sizep, ap_u64 *sp, int sole)
 {
 	ap_u64 a = ARENA_ADDR(p), tag, size, s;
 	struct arena_obj __arena *o;
@@ -959,12 +978,21 @@ static __always_inline int arena_free_mark(void __arena *p, struct arena_page __
 		return -1;
 	}
 	tag = arena_atomic_load(&o->tag, ARENA_ACQUIRE);
-	if ((tag >> 32) != ARENA_OBJ_LIVE ||
-	    arena_atomic_cmpxchg(&o->tag, tag, ((ap_u64)ARENA_OBJ_DEAD << 32) | (tag & 0xffffffffULL),
+	if ((tag >> 32) != ARENA_OBJ_LIVE) {
+		arena_atomic_inc(&h->bad_frees, ARENA_RELAXED);
+		return -1;
+	}
+#if !ARENA_IS_BPF
+	if (sole)
+		arena_atomic_store(&o->tag, ((ap_u64)ARENA_OBJ_DEAD << 32) | (tag & 0xffffffffULL), ARENA_RELAXED);
+	else
+#endif
+	if (arena_atomic_cmpxchg(&o->tag, tag, ((ap_u64)ARENA_OBJ_DEAD << 32) | (tag & 0xffffffffULL),
 				 ARENA_ACQ_REL) != tag) {
 		arena_atomic_inc(&h->bad_frees, ARENA_RELAXED);
 		return -1;
 	}
+	(void)sole;
 	size = tag & 0xffffffffULL;
 	s = arena_atomic_load(&pg->state, ARENA_ACQUIRE);
 	if (h->flags & ARENA_HEAP_POISON) {
@@ -1032,7 +1060,7 @@ static __always_inline int arena_free_body(void __arena *p)
 
 	if (!ARENA_ADDR(p))
 		return 0;
-	if (arena_free_mark(p, &pg, &h, &size, &s))
+	if (arena_free_mark(p, &pg, &h, &size, &s, 0))
 		return -1;
 	if (s & ARENA_PS_LARGE)
 		arena_heap_free_large(h, pg);

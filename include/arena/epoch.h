@@ -17,8 +17,9 @@
  *           A full barrier (every BPF atomic with fetch, a seq_cst CAS in
  *           userspace): the record is visible before the first read of the
  *           structure.
- *   exit:   atomic decrement (release): every read of the structure is done
- *           before the record says quiescent.
+ *   exit:   decrement (release): every read of the structure is done
+ *           before the record says quiescent. An atomic one on a CPU
+ *           record; a user record has one writer, so a release store.
  *   retire: tag = global epoch, read after the unlink (which was a full
  *           barrier); push the node onto record->limbo[tag % 3], a list
  *           linked through the allocator's object header (no field in the
@@ -121,6 +122,7 @@ struct ebr_record {
 	ap_u64 limbo[EBR_LISTS];
 	ap_u64 retired; /* objects retired through this record */
 	ap_u64 start;   /* user: the owner's start time, clock ticks since boot (0: unknown) */
+	ap_u64 freed;   /* user: objects freed by the drains of this record's owner */
 } __arena_cacheline_aligned;
 
 struct ebr_domain {
@@ -128,8 +130,7 @@ struct ebr_domain {
 	ap_u64 magic __arena_cacheline_aligned;
 	ap_u32 nr_cpus;   /* kernel records scanned */
 	ap_u32 users_hwm; /* user records ever claimed (scan bound) */
-	ap_u64 advances;
-	ap_u64 freed;
+	ap_u64 freed;     /* objects freed by kernel drains (user drains count in their record) */
 	ap_u64 expired;
 	ap_u64 drain_lost; /* BPF: a drain ran out of loop budget (objects leaked) */
 	ap_u64 expiry_check_ns; /* userspace: last time a stale record's owner was looked up */
@@ -186,7 +187,14 @@ static __always_inline int ebr_enter(struct ebr_domain __arena *d, struct ebr_re
 static __always_inline void ebr_exit(struct ebr_domain __arena *d, struct ebr_record __arena *r)
 {
 	(void)d;
+#if ARENA_IS_BPF
+	/* a CPU record: tasks interleaving on the CPU nest on it */
 	arena_atomic_sub(&r->state, 1, ARENA_RELEASE);
+#else
+	/* a user record has one writer, its owner (an expiry resets only the
+	 * record of a thread that is gone): a release store is the decrement */
+	arena_atomic_store(&r->state, arena_atomic_load(&r->state, ARENA_RELAXED) - 1, ARENA_RELEASE);
+#endif
 }
 
 static __always_inline int ebr_is_user_record(struct ebr_domain __arena *d, struct ebr_record __arena *r)
@@ -332,8 +340,8 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 
 	if (!arena_atomic_load(&r->limbo[list], ARENA_RELAXED))
 		return 0;
-	obj = arena_atomic_exchange(&r->limbo[list], 0, ARENA_ACQ_REL);
 #if ARENA_IS_BPF
+	obj = arena_atomic_exchange(&r->limbo[list], 0, ARENA_ACQ_REL);
 	while (obj && can_loop) {
 		ap_u64 next = arena_atomic_load(&arena_obj_of(ARENA_PTR(void, obj))->link, ARENA_RELAXED);
 
@@ -353,13 +361,23 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 		ap_u64 rn = 0, rbytes = 0, cn = 0, cbytes = 0;
 
 		(void)d;
+		/* Nobody pushes onto this list while it is drained (the header
+		 * comment: its retirers tag G + 2 only once the epoch is there,
+		 * which this drainer holds back), and drains never overlap, so
+		 * a load and a store take it. The acquire pairs with the
+		 * retirer's release push; its section's end, which the advance
+		 * read, orders the push before this drain anyway. */
+		obj = arena_atomic_load(&r->limbo[list], ARENA_ACQUIRE);
+		arena_atomic_store(&r->limbo[list], 0, ARENA_RELAXED);
 		while (obj) {
 			ap_u64 next = arena_atomic_load(&arena_obj_of(ARENA_PTR(void, obj))->link, ARENA_RELAXED);
 			struct arena_page *pg;
 			struct arena_heap *h;
 			ap_u64 size, s;
 
-			if (!arena_free_mark(ARENA_PTR(void, obj), &pg, &h, &size, &s)) {
+			/* this drain holds every object of the list alone
+			 * (arena_free_mark) */
+			if (!arena_free_mark(ARENA_PTR(void, obj), &pg, &h, &size, &s, 1)) {
 				if (s & ARENA_PS_LARGE) {
 					arena_heap_free_large(h, pg);
 					arena_free_count(h, 1, size);
@@ -396,7 +414,7 @@ static __always_inline ap_u64 ebr_drain_record(struct ebr_domain __arena *d, str
 /* Free every object on one limbo list of every record. (Record loops run to
  * bounds read from the arena and mask the index: a loop counter compared
  * with a constant would make the verifier walk every iteration.) */
-static __always_inline void ebr_drain(struct ebr_domain __arena *d, ap_u32 list)
+static __always_inline void ebr_drain(struct ebr_domain __arena *d, struct ebr_record __arena *self, ap_u32 list)
 {
 	ap_u32 i, n = d->nr_cpus;
 	ap_u64 freed = 0;
@@ -406,9 +424,15 @@ static __always_inline void ebr_drain(struct ebr_domain __arena *d, ap_u32 list)
 	n = arena_atomic_load(&d->users_hwm, ARENA_RELAXED);
 	for (i = 0; i < n && can_loop; i++)
 		freed += ebr_drain_record(d, &d->users[i % EBR_USERS], list);
+#if ARENA_IS_BPF
 	/* unconditional: in BPF a branch on a count makes it precise and the
 	 * verifier would walk the loops above once per value */
 	arena_atomic_add(&d->freed, freed, ARENA_RELAXED);
+	(void)self;
+#else
+	/* the drainer's own record: one writer, no atomic read-modify-write */
+	arena_atomic_store(&self->freed, arena_atomic_load(&self->freed, ARENA_RELAXED) + freed, ARENA_RELAXED);
+#endif
 }
 
 /*
@@ -441,10 +465,10 @@ static __always_inline int ebr_try_advance_body(struct ebr_domain __arena *d, st
 			return 0;
 		}
 	}
+	/* the epoch counts the advances too (it starts at 1) */
 	if (arena_atomic_cmpxchg(&d->epoch, g, g + 1, ARENA_SEQ_CST) != g)
 		return 0;
-	arena_atomic_inc(&d->advances, ARENA_RELAXED);
-	ebr_drain(d, (ap_u32)((g + 2) % EBR_LISTS));
+	ebr_drain(d, self, (ap_u32)((g + 2) % EBR_LISTS));
 	return 1;
 }
 
@@ -521,7 +545,6 @@ static __always_inline void ebr_init(struct ebr_domain __arena *d, ap_u32 nr_cpu
 	arena_store_once(&d->epoch, 1);
 	arena_store_once(&d->nr_cpus, nr_cpus);
 	arena_store_once(&d->users_hwm, 0);
-	arena_store_once(&d->advances, 0);
 	arena_store_once(&d->freed, 0);
 	arena_store_once(&d->expired, 0);
 	arena_store_once(&d->drain_lost, 0);
@@ -538,6 +561,7 @@ static __always_inline void ebr_init(struct ebr_domain __arena *d, ap_u32 nr_cpu
 			arena_store_once(&r->limbo[j], 0);
 		arena_store_once(&r->retired, 0);
 		arena_store_once(&r->start, 0);
+		arena_store_once(&r->freed, 0);
 	}
 	arena_atomic_store(&d->magic, EBR_MAGIC, ARENA_SEQ_CST);
 }
@@ -547,7 +571,7 @@ static __always_inline void ebr_get_stats(struct ebr_domain __arena *d, struct e
 	ap_u32 i;
 
 	st->epoch = arena_atomic_load(&d->epoch, ARENA_RELAXED);
-	st->advances = arena_atomic_load(&d->advances, ARENA_RELAXED);
+	st->advances = st->epoch - 1;
 	st->freed = arena_atomic_load(&d->freed, ARENA_RELAXED);
 	st->expired = arena_atomic_load(&d->expired, ARENA_RELAXED);
 	st->drain_lost = arena_atomic_load(&d->drain_lost, ARENA_RELAXED);
@@ -558,6 +582,7 @@ static __always_inline void ebr_get_stats(struct ebr_domain __arena *d, struct e
 		struct ebr_record __arena *r = i < EBR_CPUS ? &d->cpus[i] : &d->users[i - EBR_CPUS];
 
 		st->retired += arena_atomic_load(&r->retired, ARENA_RELAXED);
+		st->freed += arena_atomic_load(&r->freed, ARENA_RELAXED);
 		if (EBR_STATE_NEST(arena_atomic_load(&r->state, ARENA_RELAXED)))
 			st->active++;
 		if (i >= EBR_CPUS && arena_atomic_load(&r->owner, ARENA_RELAXED))

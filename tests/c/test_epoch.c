@@ -7,7 +7,9 @@
  * inside a critical section (a killed process) is expired and stops
  * blocking reclamation; objects retired in any order of their pages
  * (runs of one page, pages interleaved, a large object among them) are
- * all freed, and their pages given back, once the epoch has moved on.
+ * all freed, and their pages given back, once the epoch has moved on; a
+ * drain refuses an object that is not live, and a free after its drain is
+ * refused.
  */
 #include <signal.h>
 #include <sys/wait.h>
@@ -299,6 +301,64 @@ static void test_drain_runs(void)
 	ds_user_detach(&c);
 }
 
+/* ---- a drain still refuses what is not live ----
+ *
+ * A drain marks the objects of the list it took without a compare-and-swap
+ * (it holds them alone), but it still checks each one: an object freed
+ * before it was retired is refused by the drain, and one freed again after
+ * its drain is refused by arena_free. Small objects go through this
+ * thread's cache (the drain puts them there), large ones back to their
+ * page. A second free that got through would hand one object out twice. */
+
+#define REFUSE_SMALL 24
+#define REFUSE_ALLOCS 80
+
+static void test_drain_refuses(void)
+{
+	struct arena_heap_stats st0, st;
+	struct ds_ctx c;
+	void *early, *late, *keep, *small, *got[REFUSE_ALLOCS];
+	int i, j, dup = 0;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	arena_heap_get_stats(&sp->heap, &st0);
+	/* 1000 bytes: past the cache's sizes; keep holds their page */
+	REQUIRE((early = arena_heap_alloc(&sp->heap, 1000, 0)) != NULL, "alloc");
+	REQUIRE((late = arena_heap_alloc(&sp->heap, 1000, 0)) != NULL, "alloc");
+	REQUIRE((keep = arena_heap_alloc(&sp->heap, 1000, 0)) != NULL, "alloc");
+	REQUIRE((small = arena_heap_alloc(&sp->heap, REFUSE_SMALL, 0)) != NULL, "alloc");
+	CHECK(arena_free(early) == 0, "free");
+	REQUIRE(ds_enter(&c) == DS_OK, "enter");
+	ds_retire(&c, early); /* already free: the drain must refuse it */
+	ds_retire(&c, late);
+	ds_retire(&c, small);
+	ds_exit(&c);
+	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "synchronize");
+	arena_heap_get_stats(&sp->heap, &st);
+	CHECK(st.bad_frees - st0.bad_frees == 1, "%llu bad frees in the drain, expected 1",
+	      (unsigned long long)(st.bad_frees - st0.bad_frees));
+	CHECK(st.frees - st0.frees == 3, "%llu frees, expected 3", (unsigned long long)(st.frees - st0.frees));
+	CHECK(arena_free(late) == -1, "a large object freed again after its drain was accepted");
+	CHECK(arena_free(small) == -1, "a small object freed again after its drain was accepted");
+	arena_heap_get_stats(&sp->heap, &st);
+	CHECK(st.bad_frees - st0.bad_frees == 3, "%llu bad frees, expected 3",
+	      (unsigned long long)(st.bad_frees - st0.bad_frees));
+	CHECK(st.frees - st0.frees == 3, "%llu frees, expected 3", (unsigned long long)(st.frees - st0.frees));
+	CHECK(st.bytes_in_use - st0.bytes_in_use == 1000, "bytes in use %llu more than before, expected 1000",
+	      (unsigned long long)(st.bytes_in_use - st0.bytes_in_use));
+	/* the same size again and again: every object handed out once */
+	for (i = 0; i < REFUSE_ALLOCS; i++) {
+		REQUIRE((got[i] = arena_heap_alloc(&sp->heap, REFUSE_SMALL, 0)) != NULL, "alloc %d", i);
+		for (j = 0; j < i; j++)
+			dup += got[j] == got[i];
+	}
+	CHECK(!dup, "%d objects handed out twice", dup);
+	for (i = 0; i < REFUSE_ALLOCS; i++)
+		CHECK(arena_free(got[i]) == 0, "free %d", i);
+	CHECK(arena_free(keep) == 0, "free");
+	ds_user_detach(&c);
+}
+
 int main(void)
 {
 	struct ds_ctx c;
@@ -316,5 +376,6 @@ int main(void)
 	test_hold_across_delete();
 	test_readers_writers();
 	test_drain_runs();
+	test_drain_refuses();
 	return t_done("test_epoch");
 }
