@@ -1,20 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ds_mpmc: Dmitry Vyukov's bounded MPMC queue. A power-of-two array of
- * cells, each with a sequence number that says whose turn it is:
- *   seq == pos       free for the producer of ticket pos
- *   seq == pos + 1   full, for the consumer of ticket pos
- * A producer claims ticket pos by compare-and-swap on enq when its cell is
- * free, writes the element, and publishes it with seq = pos + 1 (release);
- * a consumer claims pos on deq when the cell is full, reads the element and
- * frees the cell for the next round with seq = pos + capacity. No
- * allocation, no reclamation: one compare-and-swap per operation in the
- * common case.
+ * ds_mpmc: a bounded MPMC queue after Dmitry Vyukov's. A power-of-two array
+ * of cells, each with a sequence number that says which ticket it holds:
+ *   seq == pos + 1   full, published for the consumer of ticket pos
+ * (anything older: not yet published). Tickets are claimed by
+ * compare-and-swap, producers' on enq and consumers' on deq.
+ *
+ * A producer reads enq and deq side by side: ticket pos is free when
+ * pos - deq < capacity, because a consumer reads its cell before it moves
+ * deq past its ticket, never after. It claims pos, writes the element and
+ * publishes it with seq = pos + 1 (release). A consumer checks that the
+ * cell at deq holds its ticket (seq, acquire), reads the element, and then
+ * claims the ticket (release): a successful claim vouches for what it read
+ * (no producer writes that cell before deq passes the ticket), a failed one
+ * throws it away. So a consumer writes nothing into the cells, and nothing
+ * on either side waits for a load of the cell before its claim but the
+ * consumer's one of seq: the same chain of dependent loads as ck_ring's
+ * MPMC ring. No allocation, no reclamation: one compare-and-swap per
+ * operation in the common case.
  *
  * Progress: not lock-free in the strict sense. A producer stopped between
  * its claim and its publish holds up consumers at that cell until it
- * resumes; one that dies there blocks the queue for good. Both sides'
- * operations are short and never sleep.
+ * resumes; one that dies there blocks the queue for good. A consumer holds
+ * nothing up: its claim is its last step. Both sides' operations are short
+ * and never sleep.
  *
  * Empty: a pop reports DS_NOT_FOUND only when no producer has claimed the
  * cell (enq == pos). A claimed, unpublished cell gives DS_BUSY instead: a
@@ -29,6 +38,8 @@
 #define DS_MPMC_DEFAULT_CAP 1024
 #define DS_MPMC_MAX_CAP (1ULL << 20)
 
+/* 32 bytes, two to a line: 24-byte cells (one in four across two lines)
+ * measured slower in the race's one-thread run */
 struct mpmc_cell {
 	ap_u64 seq;
 	ap_u64 key;
@@ -72,8 +83,9 @@ static __always_inline int ds_mpmc_init(struct ds_ctx *c, struct ds_mpmc __arena
 	cells = (struct mpmc_cell __arena *)ds_alloc(c, cap * sizeof(struct mpmc_cell));
 	if (!cells)
 		return DS_NOMEM;
+	/* as if ticket i - cap had been published and consumed */
 	for (i = arena_opaque(0); i < cap && can_loop; i++)
-		arena_store_once(&cells[i].seq, i);
+		arena_store_once(&cells[i].seq, i - cap + 1);
 	ds_head_init(c, &d->head, DS_TYPE_mpmc, cfg);
 	arena_store_once(&d->head.cfg.capacity, cap);
 	arena_store_once(&d->enq, 0);
@@ -84,37 +96,38 @@ static __always_inline int ds_mpmc_init(struct ds_ctx *c, struct ds_mpmc __arena
 	return DS_OK;
 }
 
-/* enqueue; DS_FULL when every cell holds an element */
+/* enqueue; DS_FULL when every cell holds an element or is still being read */
 static __always_inline int ds_mpmc_insert(struct ds_ctx *c, struct ds_mpmc __arena *d, ap_u64 key, ap_u64 val)
 {
 	(void)c;
+	ap_u64 cap = d->mask + 1;
 	ap_u64 pos = arena_atomic_load(&d->enq, ARENA_RELAXED);
 
 	while (can_loop) {
-		struct mpmc_cell __arena *cell = ds_mpmc_cell(d, pos);
-		ap_u64 seq = arena_atomic_load(&cell->seq, ARENA_ACQUIRE);
-		ap_s64 dif = (ap_s64)(seq - pos);
+		/* acquire: the consumer of ticket pos - cap read its cell before it
+		 * moved deq past it, so the cell may be written once deq says so */
+		ap_u64 deq = arena_atomic_load(&d->deq, ARENA_ACQUIRE);
+		ap_u64 seen;
 
-		if (dif == 0) {
-			ap_u64 seen = arena_atomic_cmpxchg(&d->enq, pos, pos + 1, ARENA_RELAXED);
-
-			if (seen == pos) {
-				cell->key = key;
-				cell->val = val;
-				arena_atomic_store(&cell->seq, pos + 1, ARENA_RELEASE);
-				return DS_OK;
-			}
-			pos = seen;
-		} else if (dif < 0) {
+		/* signed: a deq read after a stale pos may be ahead of it */
+		if ((ap_s64)(pos - deq) >= (ap_s64)cap)
 			return DS_FULL;
-		} else {
-			pos = arena_atomic_load(&d->enq, ARENA_RELAXED);
+		seen = arena_atomic_cmpxchg(&d->enq, pos, pos + 1, ARENA_RELAXED);
+		if (seen == pos) {
+			struct mpmc_cell __arena *cell = ds_mpmc_cell(d, pos);
+
+			arena_atomic_store(&cell->key, key, ARENA_RELAXED);
+			arena_atomic_store(&cell->val, val, ARENA_RELAXED);
+			arena_atomic_store(&cell->seq, pos + 1, ARENA_RELEASE);
+			return DS_OK;
 		}
+		pos = seen;
 	}
 	return DS_BUSY;
 }
 
-/* dequeue; DS_NOT_FOUND when empty (or the next element is still being written) */
+/* dequeue; DS_NOT_FOUND when empty, DS_BUSY when the next element is still
+ * being written */
 static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena *d, ap_u64 *key, ap_u64 *val)
 {
 	(void)c;
@@ -126,12 +139,16 @@ static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena 
 		ap_s64 dif = (ap_s64)(seq - (pos + 1));
 
 		if (dif == 0) {
-			ap_u64 seen = arena_atomic_cmpxchg(&d->deq, pos, pos + 1, ARENA_RELAXED);
+			/* read before the claim: no producer writes this cell again
+			 * until deq passes pos, so a successful claim vouches for
+			 * what was read, and a failed one throws it away */
+			ap_u64 k = arena_atomic_load(&cell->key, ARENA_RELAXED);
+			ap_u64 v = arena_atomic_load(&cell->val, ARENA_RELAXED);
+			ap_u64 seen = arena_atomic_cmpxchg(&d->deq, pos, pos + 1, ARENA_RELEASE);
 
 			if (seen == pos) {
-				*key = cell->key;
-				*val = cell->val;
-				arena_atomic_store(&cell->seq, pos + d->mask + 1, ARENA_RELEASE);
+				*key = k;
+				*val = v;
 				return DS_OK;
 			}
 			pos = seen;
@@ -184,7 +201,8 @@ static __always_inline int ds_mpmc_iterate(struct ds_ctx *c, struct ds_mpmc __ar
 }
 
 /* Quiescent: 0 <= enq - deq <= capacity; cells of tickets [deq, enq) are
- * full (seq = pos + 1), the others free for their next ticket. */
+ * full (seq = pos + 1), the others still carry the ticket of their last
+ * round (seq = pos - capacity + 1). */
 static __always_inline int ds_mpmc_verify(struct ds_ctx *c, struct ds_mpmc __arena *d, struct ds_verify *v)
 {
 	(void)c;
@@ -216,7 +234,7 @@ static __always_inline int ds_mpmc_verify(struct ds_ctx *c, struct ds_mpmc __are
 			v->count++;
 			v->keysum += cell->key;
 			v->valsum += cell->val;
-		} else if (seq != pos) {
+		} else if (seq != pos - cap + 1) {
 			v->where = 4;
 			return DS_CORRUPT;
 		}
