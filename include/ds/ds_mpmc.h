@@ -6,10 +6,11 @@
  * (anything older: not yet published). Tickets are claimed by
  * compare-and-swap, producers' on enq and consumers' on deq.
  *
- * A producer reads enq and deq side by side: ticket pos is free when
- * pos - deq < capacity, because a consumer reads its cell before it moves
- * deq past its ticket, never after. It claims pos, writes the element and
- * publishes it with seq = pos + 1 (release). A consumer checks that the
+ * A producer knows ticket pos is free when pos - deq < capacity, because a
+ * consumer reads its cell before it moves deq past its ticket, never after
+ * (deq is read through the producers' cached limit, see the insert). It
+ * claims pos, writes the element and publishes it with seq = pos + 1
+ * (release). A consumer checks that the
  * cell at deq holds its ticket (seq, acquire), reads the element, and then
  * claims the ticket (release): a successful claim vouches for what it read
  * (no producer writes that cell before deq passes the ticket), a failed one
@@ -50,6 +51,7 @@ struct mpmc_cell {
 struct ds_mpmc {
 	struct ds_head head;
 	ap_u64 enq __arena_cacheline_aligned;
+	ap_u64 plimit; /* the producers' cache: deq as last read + capacity */
 	ap_u64 deq __arena_cacheline_aligned;
 	ap_u64 mask __arena_cacheline_aligned;
 	ap_u64 cells; /* struct mpmc_cell[mask + 1] */
@@ -89,6 +91,7 @@ static __always_inline int ds_mpmc_init(struct ds_ctx *c, struct ds_mpmc __arena
 	ds_head_init(c, &d->head, DS_TYPE_mpmc, cfg);
 	arena_store_once(&d->head.cfg.capacity, cap);
 	arena_store_once(&d->enq, 0);
+	arena_store_once(&d->plimit, cap);
 	arena_store_once(&d->deq, 0);
 	arena_store_once(&d->mask, cap - 1);
 	arena_store_once(&d->cells, ARENA_ADDR(cells));
@@ -96,22 +99,34 @@ static __always_inline int ds_mpmc_init(struct ds_ctx *c, struct ds_mpmc __arena
 	return DS_OK;
 }
 
-/* enqueue; DS_FULL when every cell holds an element or is still being read */
+/* enqueue; DS_FULL when every cell holds an element or is still being read.
+ * Producers share a cache of the first ticket they may not take (plimit:
+ * deq as some producer last read it, plus the capacity; on their own line,
+ * beside enq), so that deq, which the consumers' claims keep moving, is read
+ * only when a producer reaches that limit. A limit from any deq ever read is
+ * safe, deq only grows; a stale one written over a newer one only makes the
+ * next producer read deq again. */
 static __always_inline int ds_mpmc_insert(struct ds_ctx *c, struct ds_mpmc __arena *d, ap_u64 key, ap_u64 val)
 {
 	(void)c;
 	ap_u64 cap = d->mask + 1;
 	ap_u64 pos = arena_atomic_load(&d->enq, ARENA_RELAXED);
+	/* acquire: pairs with the release of the producer that stored it, which
+	 * read deq with acquire: the cells below it are read and left */
+	ap_u64 limit = arena_atomic_load(&d->plimit, ARENA_ACQUIRE);
 
 	while (can_loop) {
-		/* acquire: the consumer of ticket pos - cap read its cell before it
-		 * moved deq past it, so the cell may be written once deq says so */
-		ap_u64 deq = arena_atomic_load(&d->deq, ARENA_ACQUIRE);
 		ap_u64 seen;
 
-		/* signed: a deq read after a stale pos may be ahead of it */
-		if ((ap_s64)(pos - deq) >= (ap_s64)cap)
-			return DS_FULL;
+		/* signed: a limit read after a stale pos may be far ahead of it */
+		if ((ap_s64)(pos - limit) >= 0) {
+			/* acquire: the consumer of ticket pos - cap read its cell
+			 * before it moved deq past it */
+			limit = arena_atomic_load(&d->deq, ARENA_ACQUIRE) + cap;
+			arena_atomic_store(&d->plimit, limit, ARENA_RELEASE);
+			if ((ap_s64)(pos - limit) >= 0)
+				return DS_FULL;
+		}
 		seen = arena_atomic_cmpxchg(&d->enq, pos, pos + 1, ARENA_RELAXED);
 		if (seen == pos) {
 			struct mpmc_cell __arena *cell = ds_mpmc_cell(d, pos);
