@@ -32,6 +32,9 @@
 
 #include "registry.h"
 #include "history.h"
+#if !ARENA_IS_BPF
+#include "roles.h"
+#endif
 
 /* How a batch runs one operation: ds_apply_kv inlined, unless the includer
  * routes it elsewhere (the kernel program calls one global function per
@@ -492,12 +495,87 @@ struct ds_exec_args {
 	int busy; /* a critical section could not be entered */
 };
 
-/* The loop for one type: a constant in each case of ds_exec, so ds_apply
- * folds to that structure's operations. The arguments are read into locals
+/* The role bit (DS_HELD_PRODUCER / DS_HELD_CONSUMER) an operation of type
+ * needs, or 0: spsc's inserts the producer's, the pops of spsc, mpsc and
+ * evq the consumer's. */
+static __always_inline ap_u64 ds_op_role(ap_u32 type, ap_u32 op)
+{
+	if (op == DS_OP_INSERT && ds_role_enforced(type, DS_ROLE_PRODUCER))
+		return DS_HELD_PRODUCER;
+	if (op == DS_OP_POP && ds_role_enforced(type, DS_ROLE_CONSUMER))
+		return DS_HELD_CONSUMER;
+	return 0;
+}
+
+/*
+ * The start of a batch of n operations (uniform, or ops[]): the roles they
+ * need, claimed once for the whole batch. 1 when c holds every one of them,
+ * attached or kept until the batch's end (ds_role_batch_start): the
+ * operations then run with no role check at all (ds_apply_held). 0 when one
+ * is taken by a live holder, or c holds roles of another instance: the
+ * operations then claim one by one, and those that find their role taken
+ * return DS_BUSY, as bare operations do.
+ */
+static __always_inline int ds_batch_claim(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_s32 uniform, const ap_u8 *ops,
+					  ap_u64 n)
+{
+	struct ds_roles *rs;
+	ap_u64 need = 0, i;
+	ap_u32 w;
+
+	if (!ds_role_enforced(type, DS_ROLE_PRODUCER) && !ds_role_enforced(type, DS_ROLE_CONSUMER))
+		return 1;
+	rs = ds_roles_of(type, ds);
+	if (!rs || !n)
+		return 0;
+	if (uniform >= 0)
+		need = ds_op_role(type, (ap_u32)uniform);
+	else
+		for (i = 0; i < n && need != (DS_HELD_PRODUCER | DS_HELD_CONSUMER); i++)
+			need |= ds_op_role(type, ops[i]);
+	for (w = DS_ROLE_PRODUCER; w <= DS_ROLE_CONSUMER; w++) {
+		if (!(need & (1ULL << w)) || ds_role_held(c, rs, w))
+			continue;
+		if (ds_role_begin_slow(c, rs, w) < 0)
+			return 0;
+		/* claimed, but not kept: c holds roles of another instance */
+		if (!ds_role_held(c, rs, w)) {
+			ds_role_release(rs, w);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* ds_apply for a context that holds every role its operations need: the
+ * structures' work without the check of ds_role_held. */
+static __always_inline int ds_apply_held(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_u32 op, ap_u64 key, ap_u64 val,
+					 ap_u64 *okey, ap_u64 *oval)
+{
+	if (type == DS_TYPE_spsc && op == DS_OP_INSERT)
+		return ds_spsc_push_held(ARENA_PTR(struct ds_spsc, ds), key, val);
+	if (type == DS_TYPE_spsc && op == DS_OP_POP)
+		return ds_spsc_pop_held(ARENA_PTR(struct ds_spsc, ds), okey, oval);
+	if (type == DS_TYPE_mpsc && op == DS_OP_POP)
+		return ds_mpsc_pop_held(c, ARENA_PTR(struct ds_mpsc, ds), okey, oval);
+	if (type == DS_TYPE_evq && op == DS_OP_POP)
+		return ds_evq_pop_held(ARENA_PTR(struct ds_evq, ds), okey, oval);
+	return ds_apply(c, type, ds, op, key, val, okey, oval);
+}
+
+/* What the loop of a batch counts. */
+struct ds_exec_tally {
+	ap_u64 count[DS_OP__COUNT], fails[DS_OP__COUNT];
+	int busy;
+};
+
+/* The loop of ds_exec_typed; held (a constant) says that the batch holds
+ * every role its operations need. The arguments are read into locals
  * first: the output arrays may alias *a (the extension is built with
  * -fno-strict-aliasing), which would otherwise force a reload of every
- * field, and of the type, after each store. */
-static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_args *a, const ap_u32 type)
+ * field, and of the type, after each store. Returns the operations run. */
+static __always_inline ap_u64 ds_exec_loop(struct ds_ctx *c, const struct ds_exec_args *a, const ap_u32 type,
+					   const int held, struct ds_exec_tally *t)
 {
 	const ap_u64 ds = a->ds, n = a->n;
 	const ap_s32 uniform = a->op;
@@ -507,14 +585,13 @@ static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_arg
 	ap_u64 *okeys = a->okeys, *ovals = a->ovals;
 	ap_u8 *results = a->results;
 	ap_u64 count[DS_OP__COUNT] = { 0 }, fails[DS_OP__COUNT] = { 0 };
-	ap_u64 i, t0 = arena_now_ns(), ns, total;
+	ap_u64 i;
 	ap_u32 k;
 	int in_cs = 0, busy = 0;
 	/* a constant per case of ds_exec: the types that retire nothing run
 	 * without sections */
 	const int need_cs = ds_type_needs_section(type);
 
-	ds_role_batch_start(c);
 	for (i = 0; i < n; i++) {
 		ap_u32 op = uniform >= 0 ? (ap_u32)uniform : ops[i];
 		ap_u64 ok = 0, ov = 0;
@@ -527,7 +604,10 @@ static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_arg
 			}
 			in_cs = 1;
 		}
-		res = ds_apply(c, type, ds, op, keys ? keys[i] : 0, vals ? vals[i] : 0, &ok, &ov);
+		if (held)
+			res = ds_apply_held(c, type, ds, op, keys ? keys[i] : 0, vals ? vals[i] : 0, &ok, &ov);
+		else
+			res = ds_apply(c, type, ds, op, keys ? keys[i] : 0, vals ? vals[i] : 0, &ok, &ov);
 		if (results)
 			results[i] = (ap_u8)res;
 		if (okeys)
@@ -549,18 +629,41 @@ static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_arg
 	}
 	if (in_cs)
 		ds_exit(c);
+	for (k = 0; k < DS_OP__COUNT; k++) {
+		t->count[k] = count[k];
+		t->fails[k] = fails[k];
+	}
+	t->busy = busy;
+	return i;
+}
+
+/* One type's batch: a constant in each case of ds_exec, so ds_apply folds
+ * to that structure's operations. */
+static __always_inline ap_u64 ds_exec_typed(struct ds_ctx *c, struct ds_exec_args *a, const ap_u32 type)
+{
+	const ap_u64 ds = a->ds;
+	struct ds_exec_tally t;
+	ap_u64 i, t0 = arena_now_ns(), ns, total;
+	ap_u32 k;
+
+	ds_role_batch_start(c);
+	if (ds_batch_claim(c, type, ds, a->op, a->ops, a->n))
+		i = ds_exec_loop(c, a, type, 1, &t);
+	else
+		i = ds_exec_loop(c, a, type, 0, &t);
 	ds_role_drop(c);
 	ns = arena_now_ns() - t0;
 	total = i ? i : 1;
 	for (k = 0; k < DS_OP__COUNT; k++) {
-		a->count[k] = count[k];
-		a->fails[k] = fails[k];
-		if (count[k])
-			ds_stats_add((struct ds_head *)ds, DS_SIDE_USER, k, count[k], fails[k], ns * count[k] / total);
+		a->count[k] = t.count[k];
+		a->fails[k] = t.fails[k];
+		if (t.count[k])
+			ds_stats_add((struct ds_head *)ds, DS_SIDE_USER, k, t.count[k], t.fails[k],
+				     ns * t.count[k] / total);
 	}
 	a->done = i;
 	a->ns = ns;
-	a->busy = busy;
+	a->busy = t.busy;
 	return i;
 }
 

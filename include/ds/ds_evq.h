@@ -96,28 +96,37 @@ static __always_inline int ds_evq_insert(struct ds_ctx *c, struct ds_evq __arena
 	return res == EVQ_DROP_FULL ? DS_FULL : DS_BUSY;
 }
 
-/* the single consumer: one record */
-static __always_inline int ds_evq_pop(struct ds_ctx *c, struct ds_evq __arena *d, ap_u64 *key, ap_u64 *val)
+/* one record, by the holder of the consumer role: the ring's work only (a
+ * batch that claimed the role at its start calls this directly) */
+static __always_inline int ds_evq_pop_held(struct ds_evq __arena *d, ap_u64 *key, ap_u64 *val)
 {
 	struct ds_kv __arena *rec;
 	ap_u64 head;
-	int res = DS_NOT_FOUND, how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
 
-	if (how < 0)
-		return DS_BUSY;
 	head = arena_atomic_load(&d->q.head, ARENA_RELAXED);
 	rec = evq_kv_peek(&d->q, head);
 	if (rec) {
 		*key = rec->key;
 		*val = rec->val;
 		evq_kv_release(&d->q, head + 1);
-		res = DS_OK;
-	} else if (arena_atomic_load(&d->q.tail, ARENA_ACQUIRE) != head) {
-		/* A producer holds the ticket at head and has not published it:
-		 * later tickets may be published already, so the ring is not
-		 * empty and "empty" would not be linearizable. Retry. */
-		res = DS_BUSY;
+		return DS_OK;
 	}
+	/* A producer holds the ticket at head and has not published it: later
+	 * tickets may be published already, so the ring is not empty and
+	 * "empty" would not be linearizable. Retry. */
+	if (arena_atomic_load(&d->q.tail, ARENA_ACQUIRE) != head)
+		return DS_BUSY;
+	return DS_NOT_FOUND;
+}
+
+/* the single consumer: one record */
+static __always_inline int ds_evq_pop(struct ds_ctx *c, struct ds_evq __arena *d, ap_u64 *key, ap_u64 *val)
+{
+	int res, how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
+
+	if (how < 0)
+		return DS_BUSY;
+	res = ds_evq_pop_held(d, key, val);
 	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
 	return res;
 }

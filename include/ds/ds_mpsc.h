@@ -92,21 +92,17 @@ static __always_inline int ds_mpsc_insert(struct ds_ctx *c, struct ds_mpsc __are
 	return DS_OK;
 }
 
-/* pop: the single consumer */
-static __always_inline int ds_mpsc_pop(struct ds_ctx *c, struct ds_mpsc __arena *d, ap_u64 *key, ap_u64 *val)
+/* pop, by the holder of the consumer role: the queue's work only (a batch
+ * that claimed the role at its start calls this directly) */
+static __always_inline int ds_mpsc_pop_held(struct ds_ctx *c, struct ds_mpsc __arena *d, ap_u64 *key, ap_u64 *val)
 {
 	ap_u64 stub = ARENA_ADDR(&d->stub), tail, next;
-	int res = DS_BUSY, how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
 
-	if (how < 0)
-		return DS_BUSY;
 	tail = arena_atomic_load(&d->qtail, ARENA_RELAXED);
 	next = arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
 	if (tail == stub) {
-		if (!next) {
-			res = DS_NOT_FOUND;
-			goto out;
-		}
+		if (!next)
+			return DS_NOT_FOUND;
 		arena_atomic_store(&d->qtail, next, ARENA_RELAXED);
 		tail = next;
 		next = arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
@@ -115,19 +111,28 @@ static __always_inline int ds_mpsc_pop(struct ds_ctx *c, struct ds_mpsc __arena 
 		/* tail looks last: it is, unless a producer is between its
 		 * exchange and its link */
 		if (tail != arena_atomic_load(&d->qhead, ARENA_ACQUIRE))
-			goto out;
+			return DS_BUSY;
 		/* put the stub behind it, so that tail gets a successor */
 		ds_mpsc_link(d, stub);
 		next = arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
 		if (!next)
-			goto out;
+			return DS_BUSY;
 	}
 	arena_atomic_store(&d->qtail, next, ARENA_RELAXED);
 	*key = ARENA_PTR(struct mpsc_node, tail)->key;
 	*val = ARENA_PTR(struct mpsc_node, tail)->val;
 	ds_free(c, ARENA_PTR(void, tail));
-	res = DS_OK;
-out:
+	return DS_OK;
+}
+
+/* pop: the single consumer */
+static __always_inline int ds_mpsc_pop(struct ds_ctx *c, struct ds_mpsc __arena *d, ap_u64 *key, ap_u64 *val)
+{
+	int res, how = ds_role_begin(c, &d->roles, DS_ROLE_CONSUMER);
+
+	if (how < 0)
+		return DS_BUSY;
+	res = ds_mpsc_pop_held(c, d, key, val);
 	ds_role_end(&d->roles, DS_ROLE_CONSUMER, how);
 	return res;
 }

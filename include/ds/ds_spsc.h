@@ -86,9 +86,11 @@ static __always_inline int ds_spsc_init(struct ds_ctx *c, struct ds_spsc __arena
 /*
  * The operations split in two: the ring's part (ds_spsc_push_held,
  * ds_spsc_pop_held), for a context that holds the role, and the claim
- * around it for one that does not. A holder's operation is then one load
- * and one compare more than the ring's own work (ds_role_held), with
- * nothing to give back after it.
+ * around it for one that does not. Through an end (spsc_end.h), or in a
+ * ds_exec batch that claimed its roles at its start (batch.h), an
+ * operation is the ring's part alone; a bare operation of a holder is one
+ * load and one compare more (ds_role_held), with nothing to give back
+ * after it.
  *
  * enqueue, by the producer. The read-only words are read before any store
  * into a slot (which the compiler must assume may alias them). The producer

@@ -13,9 +13,13 @@
  * role word at all: no compare-and-swap, not even a load. A context holds
  * roles
  *   - for one batch: the batch loops (ds_exec, ds_batch_user, the kernel
- *     program) start with held = DS_HELD_KEEP; the first operation that
- *     needs a role claims it and keeps it; the end of the batch gives every
- *     kept role back (ds_role_drop);
+ *     program) start with held = DS_HELD_KEEP and give every kept role back
+ *     at their end (ds_role_drop). ds_exec claims the roles its operations
+ *     need before the first one (ds_batch_claim in batch.h) and, holding
+ *     them all, runs the operations without any role check (not even
+ *     ds_role_held); the other loops, and ds_exec when a role is taken,
+ *     leave it to the first operation that needs a role to claim and keep
+ *     it;
  *   - for as long as it likes: ds_role_attach / ds_role_detach (roles.h);
  *   - for one operation: a context that keeps nothing (held = 0) claims
  *     and gives back around each operation.

@@ -13,7 +13,13 @@
  *     closing one end gives back that role only;
  *   - a role held by a process killed with SIGKILL is reported dead and
  *     taken over by the next claim, which counts it; a live holder, even
- *     a stopped one, never is.
+ *     a stopped one, never is;
+ *   - a batch claims the roles its operations need at its start and holds
+ *     them to its end: a second producer's or consumer's batch that runs
+ *     while the first is in the middle of its operations is refused in
+ *     every operation and changes nothing; a batch that needs both roles of
+ *     an spsc, one of them taken, runs the operations of the other role
+ *     and gives it back.
  * Usage: test_roles
  */
 #include "tcommon.h"
@@ -218,6 +224,159 @@ static void spsc_ends(void)
 	ds_user_detach(&c);
 }
 
+/* A batch of n operations ops[] through ds_exec; results into res[]. */
+static ap_u64 batch_ops(struct ds_ctx *c, ap_u32 type, ap_u64 d, const ap_u8 *ops, ap_u64 n, ap_u64 *okeys,
+			ap_u8 *res)
+{
+	ap_u64 keys[8] = {1, 2, 3, 4, 5, 6, 7, 8}, vals[8] = {10, 20, 30, 40, 50, 60, 70, 80};
+	struct ds_exec_args a = {0};
+
+	REQUIRE(n <= 8, "batch of %llu", (unsigned long long)n);
+	a.ds = d;
+	a.type = type;
+	a.op = -1;
+	a.n = n;
+	a.ops = ops;
+	a.keys = keys;
+	a.vals = vals;
+	a.okeys = okeys;
+	a.results = res;
+	return ds_exec(c, &a);
+}
+
+/*
+ * Role which of d held by another process's batch, in the middle of its
+ * operations: this process's batch of that role is refused in every
+ * operation and changes nothing. The child's batch never ends by itself
+ * (2^40 operations: inserts into a ring it has filled, each DS_FULL, or
+ * pops from an empty queue, each DS_NOT_FOUND); the parent waits until the
+ * role's holder is the child, runs its batch, kills the child and takes
+ * the role over.
+ */
+static void concurrent_batch_refused(ap_u32 type, ap_u32 which)
+{
+	const char *name = ds_meta_of(type)->name, *role = which == DS_ROLE_PRODUCER ? "producer" : "consumer";
+	ap_u32 o = which == DS_ROLE_PRODUCER ? DS_OP_INSERT : DS_OP_POP;
+	struct ds_role_state st;
+	struct ds_verify v = {0};
+	struct ds_ctx c;
+	ap_u64 d, done, k, val, n = 0, last = 0;
+	int status = 0, r;
+	pid_t pid;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	d = create(&c, type);
+	pid = fork();
+	REQUIRE(pid >= 0, "fork");
+	if (pid == 0) {
+		struct ds_ctx cc;
+		struct ds_exec_args a = {0};
+
+		if (ds_user_attach(sp, &cc) != DS_OK)
+			_exit(2);
+		a.ds = d;
+		a.type = type;
+		a.op = (ap_s32)o;
+		a.n = 1ULL << 40;
+		ds_exec(&cc, &a);
+		_exit(3);
+	}
+	/* until the child's batch holds the role: a batch claims it at its
+	 * start (the bound only keeps a broken claim from hanging the test) */
+	for (k = 0;; k++) {
+		REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "read");
+		if (st.owner >> 32 == (ap_u64)pid)
+			break;
+		if (k == 20000 || waitpid(pid, &status, WNOHANG) != 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			REQUIRE(0, "%s: the child's %s batch does not hold the role", name, role);
+		}
+		usleep(1000);
+	}
+	if (o == DS_OP_INSERT) {
+		/* the ring is full of the child's zeros, or filling with them */
+		CHECK(batch(&c, type, d, DS_OP_INSERT, 8, &done) == DS_BUSY && done == 8,
+		      "%s: a second producer's batch ran beside the first", name);
+	} else {
+		for (k = 0; k < 4; k++)
+			CHECK(op1(&c, type, d, DS_OP_INSERT, 100 + k, NULL, NULL) == DS_OK, "%s: push", name);
+		CHECK(batch(&c, type, d, DS_OP_POP, 8, &done) == DS_BUSY && done == 8,
+		      "%s: a second consumer's batch ran beside the first", name);
+	}
+	CHECK(ds_role_read(type, d, which, &st) == DS_OK && st.owner >> 32 == (ap_u64)pid,
+	      "%s %s: the refused batch changed the holder to %#llx", name, role, (unsigned long long)st.owner);
+	kill(pid, SIGKILL);
+	REQUIRE(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+		"%s: child status %#x", name, status);
+	/* what is left: the producer's case, only the child's zeros (at most
+	 * the ring's 64); the consumer's, what the child did not pop of
+	 * 100..103, in order */
+	while ((r = op1(&c, type, d, DS_OP_POP, 0, &k, &val)) == DS_OK) {
+		if (o == DS_OP_INSERT)
+			CHECK(k == 0 && val == 0, "%s: the refused batch put in (%llu, %llu)", name,
+			      (unsigned long long)k, (unsigned long long)val);
+		else
+			CHECK(k >= 100 && k < 104 && k > last && val == k * 10, "%s: popped (%llu, %llu) after %llu",
+			      name, (unsigned long long)k, (unsigned long long)val, (unsigned long long)last);
+		last = k;
+		n++;
+	}
+	CHECK(r == DS_NOT_FOUND, "%s: pop after the child -> %d", name, r);
+	CHECK(n <= (o == DS_OP_INSERT ? 64 : 4), "%s: %llu elements left", name, (unsigned long long)n);
+	if (o == DS_OP_INSERT) {
+		/* the next producer takes the dead child's role over */
+		CHECK(op1(&c, type, d, DS_OP_INSERT, 500, NULL, NULL) == DS_OK, "%s: push after the child", name);
+		CHECK(op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 500 && val == 5000,
+		      "%s: pop -> (%llu, %llu)", name, (unsigned long long)k, (unsigned long long)val);
+	}
+	REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "read");
+	CHECK(st.owner == 0 && st.takeovers == 1, "%s %s: after the child: owner %#llx, takeovers %llu", name, role,
+	      (unsigned long long)st.owner, (unsigned long long)st.takeovers);
+	CHECK(ds_verify_type(&c, type, d, &v) == DS_OK, "%s: verify -> where %llu", name,
+	      (unsigned long long)v.where);
+	ds_user_detach(&c);
+}
+
+/*
+ * A batch that needs both roles of an spsc while another context holds the
+ * consumer's: its inserts run, its pops are refused, and it gives back the
+ * producer's role it claimed. With both roles free, the same batch runs
+ * every operation, in order, and gives both back.
+ */
+static void mixed_batch(void)
+{
+	static const ap_u8 ops[6] = {DS_OP_INSERT, DS_OP_POP, DS_OP_INSERT, DS_OP_INSERT, DS_OP_POP, DS_OP_POP};
+	struct ds_ctx a, b;
+	ap_u64 d, okeys[6], done, i;
+	ap_u8 res[6];
+
+	REQUIRE(ds_user_attach(sp, &a) == DS_OK && ds_user_attach(sp, &b) == DS_OK, "attach");
+	d = create(&a, DS_TYPE_spsc);
+	CHECK(ds_role_attach(&b, DS_TYPE_spsc, d, DS_ROLE_CONSUMER) == DS_OK, "b: consumer");
+	done = batch_ops(&a, DS_TYPE_spsc, d, ops, 6, okeys, res);
+	CHECK(done == 6, "mixed batch beside a consumer: %llu done", (unsigned long long)done);
+	for (i = 0; i < 6; i++)
+		CHECK(res[i] == (ops[i] == DS_OP_INSERT ? DS_OK : DS_BUSY), "mixed batch beside a consumer: op %llu -> %d",
+		      (unsigned long long)i, res[i]);
+	CHECK(owner_of(DS_TYPE_spsc, d, DS_ROLE_PRODUCER) == 0 && a.held == 0,
+	      "mixed batch: producer role kept after the batch");
+	CHECK(owner_of(DS_TYPE_spsc, d, DS_ROLE_CONSUMER) == b.owner, "mixed batch: the consumer's role changed hands");
+	ds_role_detach(&b);
+	/* the first batch left keys 1, 3, 4: the second batch's pops take
+	 * them, in that order, ahead of its own inserts */
+	done = batch_ops(&a, DS_TYPE_spsc, d, ops, 6, okeys, res);
+	CHECK(done == 6, "mixed batch: %llu done", (unsigned long long)done);
+	for (i = 0; i < 6; i++)
+		CHECK(res[i] == DS_OK, "mixed batch: op %llu -> %d", (unsigned long long)i, res[i]);
+	CHECK(okeys[1] == 1 && okeys[4] == 3 && okeys[5] == 4, "mixed batch popped %llu %llu %llu",
+	      (unsigned long long)okeys[1], (unsigned long long)okeys[4], (unsigned long long)okeys[5]);
+	CHECK(owner_of(DS_TYPE_spsc, d, DS_ROLE_PRODUCER) == 0 && owner_of(DS_TYPE_spsc, d, DS_ROLE_CONSUMER) == 0 &&
+	      a.held == 0, "mixed batch: roles kept after the batch");
+	ds_user_detach(&a);
+	ds_user_detach(&b);
+}
+
 static void not_enforced(void)
 {
 	struct ds_ctx a;
@@ -315,7 +474,10 @@ int main(void)
 		}
 		second_refused(types[t], DS_ROLE_CONSUMER);
 		dead_holder(types[t], DS_ROLE_CONSUMER);
+		concurrent_batch_refused(types[t], DS_ROLE_CONSUMER);
 	}
+	concurrent_batch_refused(DS_TYPE_spsc, DS_ROLE_PRODUCER);
+	mixed_batch();
 	held_is_exact();
 	spsc_ends();
 	not_enforced();
