@@ -394,9 +394,10 @@ static __always_inline void *k_mixer(const struct kops *o, struct mix_arg *a)
 	a->t_start = now_s();
 	for (i = 0; i < a->n; i++) {
 		ap_u64 x = arena_xorshift64(&rng), j = (x >> 8) % keys, k = key_of(nt * j + (ap_u64)a->id);
-		/* 0, 1: search; 2: insert; 3: delete */
-		ap_u32 w20 = (ap_u32)((x & 0xff) % 20), what = a->read_mostly ? (w20 < 18 ? 0 : w20 == 18 ? 2 : 3)
-									      : (ap_u32)(x & 3);
+		/* 0, 1: search; 2: insert; 3: delete. w20 is uniform in 0..19 from
+		 * the high half (j takes bits 8 up), so read-mostly is 18/1/1 in 20 */
+		ap_u32 w20 = (ap_u32)(((x >> 32) * 20) >> 32), what = a->read_mostly ? (w20 < 18 ? 0 : w20 == 18 ? 2 : 3)
+										 : (ap_u32)(x & 3);
 		int r, want;
 
 		if ((i & (BURST - 1)) == 0)
