@@ -1506,6 +1506,31 @@ static inline int arena_owner_gone(ap_u64 owner, ap_u64 ns)
 }
 
 /*
+ * The namespace word kept beside an owner word (arena_owner_gone reads the
+ * pair). A new owner writes its namespace after the compare-and-swap that
+ * makes it the owner, so a word is never cleared when its owner goes: while
+ * owners come from one pid namespace it already holds theirs and a claimant
+ * killed between the two steps leaves nothing wrong. Where it names another
+ * namespace, the claimant clears it before its swap (only while the owner
+ * word is free), so that until the new owner's namespace is in, a checker
+ * finds none and judges the owner alive: never looked up among the wrong
+ * namespace's pids.
+ */
+static inline void arena_owner_ns_before(ap_u64 *owner, ap_u64 *ns)
+{
+	if (arena_atomic_load(ns, ARENA_RELAXED) != arena_self_ns() && !arena_atomic_load(owner, ARENA_RELAXED))
+		arena_atomic_store(ns, 0, ARENA_RELAXED);
+}
+
+static inline void arena_owner_ns_after(ap_u64 *ns)
+{
+	ap_u64 mine = arena_self_ns();
+
+	if (arena_atomic_load(ns, ARENA_RELAXED) != mine)
+		arena_atomic_store(ns, mine, ARENA_RELAXED);
+}
+
+/*
  * Give the calling thread a slot of its own in h (a current page no other
  * thread carves from first, and counters without atomic read-modify-
  * writes). Reuses a slot whose owner died. Returns 0, or -1 when all are

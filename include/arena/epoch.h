@@ -282,11 +282,6 @@ __attribute__((noinline)) int ebr_kernel_expire(ap_u64 dom)
 #endif
 
 #if !ARENA_IS_BPF
-static inline ap_u64 ebr_self_ns(void)
-{
-	return arena_self_ns();
-}
-
 static inline ap_u64 ebr_self_owner(void)
 {
 	return arena_self_owner();
@@ -555,7 +550,12 @@ static __always_inline void ebr_init(struct ebr_domain __arena *d, ap_u32 nr_cpu
 		/* volatile: no memset on arena memory in BPF */
 		arena_store_once(&r->state, 0);
 		arena_store_once(&r->owner, i < EBR_CPUS ? i + 1 : 0);
+#if ARENA_IS_BPF
 		arena_store_once(&r->ns, 0);
+#else
+		/* a user record's: the creator's (arena_owner_ns_before) */
+		arena_store_once(&r->ns, i < EBR_CPUS ? 0 : arena_self_ns());
+#endif
 		arena_store_once(&r->heartbeat, 0);
 		for (j = 0; j < EBR_LISTS; j++)
 			arena_store_once(&r->limbo[j], 0);
@@ -606,11 +606,13 @@ static inline struct ebr_record *ebr_register(struct ebr_domain *d)
 
 		if (o && !ebr_owner_dead(r))
 			continue;
+		if (!o)
+			arena_owner_ns_before(&r->owner, &r->ns);
 		if (arena_atomic_cmpxchg(&r->owner, o, me, ARENA_ACQ_REL) != o)
 			continue;
 		if (o)
 			arena_atomic_inc(&d->expired, ARENA_RELAXED);
-		arena_atomic_store(&r->ns, ebr_self_ns(), ARENA_RELAXED);
+		arena_owner_ns_after(&r->ns);
 		arena_atomic_store(&r->start, ebr_self_start(), ARENA_RELAXED);
 		arena_atomic_store(&r->heartbeat, 0, ARENA_RELAXED);
 		arena_atomic_store(&r->state, 0, ARENA_SEQ_CST);

@@ -319,4 +319,19 @@ static inline void ds_test_pause(void)
 }
 #endif
 
+/*
+ * Fault points: a build with DS_TEST_STEPS (userspace C tests only) calls
+ * ds_test_step(N) between the stores of an operation that a killed process
+ * could leave half done, so that a test can stop a process at exactly that
+ * point and kill it there. Elsewhere the calls are nothing.
+ */
+#ifdef DS_TEST_STEPS
+#if ARENA_IS_BPF || defined(Py_PYTHON_H)
+#error "DS_TEST_STEPS is for the userspace C tests only"
+#endif
+void ds_test_step(int where);
+#else
+#define ds_test_step(where) do { } while (0)
+#endif
+
 #endif /* DS_API_H */

@@ -18,11 +18,19 @@
  * from the consumer until it resumes (pop says DS_BUSY then).
  *
  * A consumer killed holding the role is taken over by the next one (role.h).
- * Killed mid-pop, it leaves a consistent queue: it changes shared state by
- * single stores of qtail and by linking the stub, which is a producer's
- * push. It loses at most the element it was popping (and that node's
- * memory), and if it died between the stub's exchange and its link, the
- * elements pushed after that stay hidden, as behind a dead producer.
+ * Killed mid-pop, it leaves a queue the next consumer can go on with: it
+ * changes shared state by single stores of qtail, except when it pops the
+ * last node, where it puts the stub back behind it (ds_mpsc_restub). That is
+ * a compare-and-swap of qhead from the node to the stub and then the node's
+ * link, with the node recorded in `relink` around the two: a consumer that
+ * finds the queue stopped at the recorded node completes the link once it
+ * can tell that the stub went in (ds_mpsc_finish_restub). A consumer killed
+ * anywhere loses at most the element it was returning (qtail moved, the
+ * values not yet handed back), and that node's memory.
+ *
+ * A producer stopped or killed between its exchange and its link hides the
+ * elements behind it for as long as it stays there (the algorithm's: the
+ * link it owes is in its registers alone); pop says DS_BUSY meanwhile.
  */
 #ifndef DS_MPSC_H
 #define DS_MPSC_H
@@ -39,6 +47,7 @@ struct ds_mpsc {
 	struct ds_head head;
 	ap_u64 qhead __arena_cacheline_aligned; /* the last node pushed (producers exchange it) */
 	ap_u64 qtail __arena_cacheline_aligned; /* the consumer's next node */
+	ap_u64 relink;                          /* the node the consumer is putting the stub behind, 0: none */
 	struct ds_roles roles;                  /* the consumer's */
 	struct mpsc_node stub __arena_cacheline_aligned;
 };
@@ -64,6 +73,7 @@ static __always_inline int ds_mpsc_init(struct ds_ctx *c, struct ds_mpsc __arena
 	arena_store_once(&d->stub.val, 0);
 	arena_store_once(&d->qhead, stub);
 	arena_store_once(&d->qtail, stub);
+	arena_store_once(&d->relink, 0);
 	ds_roles_init(&d->roles);
 	ds_head_publish(&d->head);
 	return DS_OK;
@@ -76,6 +86,7 @@ static __always_inline void ds_mpsc_link(struct ds_mpsc __arena *d, ap_u64 node)
 	arena_atomic_store(&ARENA_PTR(struct mpsc_node, node)->next, 0, ARENA_RELAXED);
 	/* full barrier: the node's fields are visible before it is reachable */
 	prev = arena_atomic_exchange(&d->qhead, node, ARENA_ACQ_REL);
+	ds_test_step(4);
 	arena_atomic_store(&ARENA_PTR(struct mpsc_node, prev)->next, node, ARENA_RELEASE);
 }
 
@@ -92,6 +103,56 @@ static __always_inline int ds_mpsc_insert(struct ds_ctx *c, struct ds_mpsc __are
 	return DS_OK;
 }
 
+/*
+ * The consumer puts the stub behind tail, the last node, so that tail gets a
+ * successor and can be popped. A compare-and-swap from tail (not the
+ * producers' exchange) so that a consumer taking over can tell whether the
+ * stub went in: the stub is out of the queue here, its link is cleared first
+ * and it is reachable only through this swap, so "qhead is the stub, or the
+ * stub has a successor" means the swap happened. A failed swap means a
+ * producer got tail as its predecessor and links it itself. Returns tail's
+ * successor, 0 if there is none yet.
+ */
+static __always_inline ap_u64 ds_mpsc_restub(struct ds_mpsc __arena *d, ap_u64 tail)
+{
+	ap_u64 stub = ARENA_ADDR(&d->stub);
+
+	arena_atomic_store(&d->stub.next, 0, ARENA_RELAXED);
+	arena_atomic_store(&d->relink, tail, ARENA_RELEASE);
+	ds_test_step(1);
+	/* full barrier: the cleared link and the record are visible before the stub is reachable */
+	if (arena_atomic_cmpxchg(&d->qhead, tail, stub, ARENA_ACQ_REL) == tail) {
+		ds_test_step(2);
+		arena_atomic_store(&ARENA_PTR(struct mpsc_node, tail)->next, stub, ARENA_RELEASE);
+	}
+	ds_test_step(3);
+	arena_atomic_store(&d->relink, 0, ARENA_RELEASE);
+	return arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
+}
+
+/*
+ * tail has no successor and is not qhead, and a consumer recorded it in
+ * relink: a consumer died putting the stub behind it. If its swap happened,
+ * link tail to the stub as it would have. If the stub is not the last node
+ * and has no successor yet, either the swap did not happen and a producer is
+ * linking tail, or it did and a producer is linking the stub: 0, try again
+ * later, as behind any producer mid-push. The record can outlive its pop
+ * only until the consumer next passes the stub, which clears it first; till
+ * then the stub's link stays as the swap's step left it, so a later node at
+ * the same address cannot be mistaken for the recorded one.
+ */
+static __always_inline ap_u64 ds_mpsc_finish_restub(struct ds_mpsc __arena *d, ap_u64 tail)
+{
+	ap_u64 stub = ARENA_ADDR(&d->stub);
+
+	if (arena_atomic_load(&d->qhead, ARENA_ACQUIRE) != stub &&
+	    !arena_atomic_load(&d->stub.next, ARENA_ACQUIRE))
+		return 0;
+	arena_atomic_store(&ARENA_PTR(struct mpsc_node, tail)->next, stub, ARENA_RELEASE);
+	arena_atomic_store(&d->relink, 0, ARENA_RELEASE);
+	return stub;
+}
+
 /* pop, by the holder of the consumer role: the queue's work only (a batch
  * that claimed the role at its start calls this directly) */
 static __always_inline int ds_mpsc_pop_held(struct ds_ctx *c, struct ds_mpsc __arena *d, ap_u64 *key, ap_u64 *val)
@@ -103,18 +164,21 @@ static __always_inline int ds_mpsc_pop_held(struct ds_ctx *c, struct ds_mpsc __a
 	if (tail == stub) {
 		if (!next)
 			return DS_NOT_FOUND;
+		/* any record is older than the stub's last insertion */
+		if (arena_atomic_load(&d->relink, ARENA_RELAXED))
+			arena_atomic_store(&d->relink, 0, ARENA_RELAXED);
 		arena_atomic_store(&d->qtail, next, ARENA_RELAXED);
 		tail = next;
 		next = arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
 	}
 	if (!next) {
 		/* tail looks last: it is, unless a producer is between its
-		 * exchange and its link */
-		if (tail != arena_atomic_load(&d->qhead, ARENA_ACQUIRE))
-			return DS_BUSY;
-		/* put the stub behind it, so that tail gets a successor */
-		ds_mpsc_link(d, stub);
-		next = arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
+		 * exchange and its link, or a consumer died between the stub's
+		 * swap and its link */
+		if (tail == arena_atomic_load(&d->qhead, ARENA_ACQUIRE))
+			next = ds_mpsc_restub(d, tail);
+		else if (tail == arena_atomic_load(&d->relink, ARENA_ACQUIRE))
+			next = ds_mpsc_finish_restub(d, tail);
 		if (!next)
 			return DS_BUSY;
 	}
@@ -149,6 +213,25 @@ static __always_inline int ds_mpsc_search(struct ds_ctx *c, struct ds_mpsc __are
 	return DS_INVALID;
 }
 
+/*
+ * cur's successor for a walk of a quiescent queue: its link, or the stub
+ * when a consumer died after the swap that put the stub behind cur and
+ * before the link (the next pop completes it). In a quiescent queue only
+ * qhead lacks a link, so the record cannot point such a walk astray.
+ */
+static __always_inline ap_u64 ds_mpsc_walk_next(struct ds_mpsc __arena *d, ap_u64 cur)
+{
+	ap_u64 stub = ARENA_ADDR(&d->stub), head;
+	ap_u64 next = arena_atomic_load(&ARENA_PTR(struct mpsc_node, cur)->next, ARENA_ACQUIRE);
+
+	if (next || cur == stub || cur != arena_atomic_load(&d->relink, ARENA_ACQUIRE))
+		return next;
+	head = arena_atomic_load(&d->qhead, ARENA_ACQUIRE);
+	if (head != cur && (head == stub || arena_atomic_load(&d->stub.next, ARENA_ACQUIRE)))
+		return stub;
+	return 0;
+}
+
 /* Front to back, skipping the stub (quiescent snapshot). */
 static __always_inline int ds_mpsc_iterate(struct ds_ctx *c, struct ds_mpsc __arena *d, ap_u64 lo, ap_u64 hi,
 					   struct ds_kv __arena *out, ap_u64 cap, ap_u64 *n)
@@ -168,7 +251,7 @@ static __always_inline int ds_mpsc_iterate(struct ds_ctx *c, struct ds_mpsc __ar
 			out[*n].val = nd->val;
 			*n += 1;
 		}
-		cur = arena_atomic_load(&nd->next, ARENA_ACQUIRE);
+		cur = ds_mpsc_walk_next(d, cur);
 	}
 	return cur ? DS_BUSY : DS_OK;
 }
@@ -212,7 +295,7 @@ static __always_inline int ds_mpsc_verify(struct ds_ctx *c, struct ds_mpsc __are
 			v->valsum += nd->val;
 		}
 		last = cur;
-		cur = arena_atomic_load(&nd->next, ARENA_ACQUIRE);
+		cur = ds_mpsc_walk_next(d, cur);
 	}
 	if (cur)
 		return DS_BUSY;

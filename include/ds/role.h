@@ -55,7 +55,7 @@
 
 struct ds_role {
 	ap_u64 owner;     /* 0: free; see above */
-	ap_u64 ns;        /* a user owner's pid namespace (0 while it is being claimed) */
+	ap_u64 ns;        /* a user owner's pid namespace, kept when it goes; 0: unknown (arena_owner_ns_before) */
 	ap_u64 takeovers; /* times this role was taken from a dead holder */
 	ap_u64 spare;
 };
@@ -71,7 +71,12 @@ static __always_inline void ds_roles_init(struct ds_roles __arena *rs)
 
 	for (i = 0; i < 2; i++) {
 		arena_store_once(&rs->role[i].owner, 0);
+#if ARENA_IS_BPF
 		arena_store_once(&rs->role[i].ns, 0);
+#else
+		/* the creator's: see arena_owner_ns_before */
+		arena_store_once(&rs->role[i].ns, arena_self_ns());
+#endif
 		arena_store_once(&rs->role[i].takeovers, 0);
 		arena_store_once(&rs->role[i].spare, 0);
 	}
@@ -110,8 +115,13 @@ static inline int ds_role_owner_dead(struct ds_role *r, ap_u64 owner)
 static __always_inline int ds_role_claim(struct ds_ctx *c, struct ds_roles __arena *rs, ap_u32 which)
 {
 	struct ds_role __arena *r = &rs->role[which & 1];
-	ap_u64 me = ds_role_self(c);
-	ap_u64 seen = arena_atomic_cmpxchg(&r->owner, 0, me, ARENA_ACQUIRE);
+	ap_u64 me = ds_role_self(c), seen;
+
+#if !ARENA_IS_BPF
+	arena_owner_ns_before(&r->owner, &r->ns);
+#endif
+	/* release: a namespace cleared before it is seen before the swap */
+	seen = arena_atomic_cmpxchg(&r->owner, 0, me, ARENA_ACQ_REL);
 
 	if (seen) {
 #if ARENA_IS_BPF
@@ -123,7 +133,7 @@ static __always_inline int ds_role_claim(struct ds_ctx *c, struct ds_roles __are
 #endif
 	}
 #if !ARENA_IS_BPF
-	arena_atomic_store(&r->ns, arena_self_ns(), ARENA_RELAXED);
+	arena_owner_ns_after(&r->ns);
 #endif
 	return DS_OK;
 }
@@ -132,9 +142,6 @@ static __always_inline void ds_role_release(struct ds_roles __arena *rs, ap_u32 
 {
 	struct ds_role __arena *r = &rs->role[which & 1];
 
-#if !ARENA_IS_BPF
-	arena_atomic_store(&r->ns, 0, ARENA_RELAXED);
-#endif
 	arena_atomic_store(&r->owner, 0, ARENA_RELEASE);
 }
 
