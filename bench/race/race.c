@@ -688,6 +688,26 @@ static ap_u64 size_of(const struct contender *c, int wl)
 	return wl == WL_PC ? sz.pc : wl == WL_MIX || wl == WL_RM1 || wl == WL_RM2 ? sz.mix : sz.scan;
 }
 
+static void *no_work(void *arg)
+{
+	return arg;
+}
+
+/* glibc takes its mutexes (wfcqueue's dequeue lock) and malloc's shared bins
+ * without atomics until a process first starts a second thread
+ * (__libc_single_threaded), and a fork child inherits the flag: a run forked
+ * before the cache-line bounce (--workload st, opcount.py) would time the
+ * counterparts as no concurrent program runs them, a run forked after it as
+ * every one does. Each run starts and joins a thread first, so that both are
+ * the latter. */
+static void threaded_process(void)
+{
+	pthread_t th;
+
+	if (pthread_create(&th, NULL, no_work, NULL) || pthread_join(th, NULL))
+		race_die("pthread_create");
+}
+
 static struct outcome run_child(const struct contender *c, int wl, enum mem m)
 {
 	struct outcome o = {0};
@@ -711,8 +731,10 @@ static struct outcome run_child(const struct contender *c, int wl, enum mem m)
 		if (e)
 			snprintf(r.err, sizeof(r.err), "cannot map the %s at %#llx: %s",
 				 m == MEM_ARENA ? "arena" : "plain memory", (unsigned long long)ARENA_BASE, strerror(-e));
-		else
+		else {
+			threaded_process();
 			c->run(wl, size_of(c, wl));
+		}
 		if (e)
 			r.ok = -1;
 		if (write(fds[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
