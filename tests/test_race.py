@@ -22,8 +22,10 @@ EXPECTED = {
     ("spsc", "pc"): {"spsc", "ck_ring spsc"},
     ("mpmc", "st"): {"mpmc", "ck_ring mpmc"},
     ("mpmc", "pc"): {"mpmc", "ck_ring mpmc"},
-    ("msqueue", "st"): {"msqueue", "ck_fifo_mpmc", "urcu wfcqueue", "urcu lfqueue"},
-    ("msqueue", "pc"): {"msqueue", "ck_fifo_mpmc", "urcu wfcqueue", "urcu lfqueue"},
+    ("msqueue", "st"): {"msqueue", "ck_fifo_mpmc", "urcu wfcqueue locked", "urcu lfqueue"},
+    ("msqueue", "pc"): {"msqueue", "ck_fifo_mpmc", "urcu wfcqueue locked", "urcu lfqueue"},
+    ("mpsc", "st"): {"mpsc", "urcu wfcqueue"},
+    ("mpsc", "pc"): {"mpsc", "urcu wfcqueue"},
     ("stack", "st"): {"stack", "ck_stack upmc", "urcu lfstack"},
     ("stack", "pc"): {"stack", "ck_stack upmc", "urcu lfstack"},
     ("hash", "st"): {"hash", "urcu lfht", "ck_hs"},
@@ -72,11 +74,20 @@ def test_quick_race_every_contender_exact(harness: None) -> None:
 
 
 @needs_root
-def test_a_lost_item_fails_the_race(harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RACE_SELF_TEST", "lose")
+@pytest.mark.parametrize("structure", ["spsc", "mpsc"])
+@pytest.mark.parametrize(("fault", "first"), [("lose", "popped (33, 100), expected key 32"),
+                                              ("double", "popped (32, 97), expected key 64")])
+def test_a_lost_or_doubled_item_fails_the_race(harness: None, monkeypatch: pytest.MonkeyPatch,
+                                               structure: str, fault: str, first: str) -> None:
+    monkeypatch.setenv("RACE_SELF_TEST", fault)
     with pytest.raises(race.RaceFailed) as e:
-        race.run(quick=True, only=["spsc"], rounds=1)
-    assert "FAILED spsc" in str(e.value) and "expected key" in str(e.value)
+        race.run(quick=True, only=[structure], rounds=1)
+    msg = str(e.value)
+    # ours in both memories and the counterpart, each caught at the same item
+    for mem in ("arena", "plain/heap"):
+        assert f"FAILED {structure} {structure} (1 thread, {mem}): {first}" in msg, msg
+    counterpart = {"spsc": "ck_ring spsc", "mpsc": "urcu wfcqueue"}[structure]
+    assert f"FAILED {structure} {counterpart} (1 thread, plain/heap): {first}" in msg, msg
 
 
 def test_bad_arguments_refused() -> None:

@@ -140,6 +140,41 @@ OURS_QUEUE(mpmc)
 OURS_QUEUE(msqueue)
 OURS_QUEUE(stack)
 
+/* mpsc through its consumer role, claimed once per thread (ds_role_attach,
+ * as an attached consumer or a batch holds it): pops run the queue's work
+ * alone (ds_mpsc_pop_held), with no role check per operation; a second
+ * consumer is refused at its attach. Producers hold no role. */
+static inline void o_mpsc_setup(ap_u64 cap)
+{
+	o_create(DS_TYPE_mpsc, cap);
+}
+
+static inline void o_mpsc_tinit(struct tctx *t, int role)
+{
+	o_tinit_type(t, DS_TYPE_mpsc, role);
+	if ((role & DS_HELD_CONSUMER) && !ds_role_held(&t->c, &((struct ds_mpsc *)o_d)->roles, DS_ROLE_CONSUMER))
+		race_die("mpsc: the consumer role is not held after its attach");
+}
+
+static inline int o_mpsc_push(struct tctx *t, ap_u64 k, ap_u64 v)
+{
+	if (ds_mpsc_insert(&t->c, (struct ds_mpsc *)o_d, k, v) != DS_OK)
+		race_die("mpsc push failed");
+	return 1;
+}
+
+/* DS_BUSY: a producer is between its exchange and its link; try again */
+static inline int o_mpsc_pop(struct tctx *t, ap_u64 *k, ap_u64 *v)
+{
+	int r = ds_mpsc_pop_held(&t->c, (struct ds_mpsc *)o_d, k, v);
+
+	if (r == DS_OK)
+		return 1;
+	if (r != DS_NOT_FOUND && r != DS_BUSY)
+		race_die("mpsc pop failed");
+	return 0;
+}
+
 /* spsc through its ends (spsc_end.h): each role claimed once, when the
  * thread opens its end, and no role check per operation */
 static inline void o_spsc_setup(ap_u64 cap)
@@ -530,14 +565,50 @@ static inline void u_exit(struct tctx *t)
 	rcu_read_unlock();
 }
 
-/* wfcqueue: wait-free enqueue; one dequeuer at a time (not checked), so
- * the dequeued node is the caller's at once: no reclamation needed */
+/* wfcqueue: wait-free enqueue (one exchange on the tail); a dequeue waits
+ * for a producer between its exchange and its link. A dequeued node is the
+ * caller's at once (dequeuers are mutually excluded, and no producer writes
+ * a node once its successor is linked): no reclamation needed. Head (the
+ * dequeuers' side) and tail (the producers') on cache lines of their own,
+ * as wfcqueue.h advises for enqueue and dequeue on different CPUs. Two
+ * configurations:
+ *   uwq:  any number of dequeuers, cds_wfcq_dequeue_blocking, which takes
+ *         the head's pthread mutex around each dequeue (msqueue's rival);
+ *   uwqs: one dequeuer at a time, the caller's guarantee, not checked:
+ *         __cds_wfcq_dequeue_blocking on a head without a mutex (mpsc's). */
 struct uwq_node {
 	struct cds_wfcq_node n;
 	ap_u64 k, v;
 };
-static struct cds_wfcq_head uwq_head;
-static struct cds_wfcq_tail uwq_tail;
+static struct cds_wfcq_head uwq_head __attribute__((aligned(128)));
+static struct cds_wfcq_tail uwq_tail __attribute__((aligned(128)));
+static struct __cds_wfcq_head uwqs_head __attribute__((aligned(128)));
+static struct cds_wfcq_tail uwqs_tail __attribute__((aligned(128)));
+
+static inline struct uwq_node *uwq_node(ap_u64 k, ap_u64 v)
+{
+	struct uwq_node *n = (struct uwq_node *)malloc(sizeof(*n));
+
+	if (!n)
+		race_die("malloc");
+	cds_wfcq_node_init(&n->n);
+	n->k = k;
+	n->v = v;
+	return n;
+}
+
+static inline int uwq_take(struct cds_wfcq_node *p, ap_u64 *k, ap_u64 *v)
+{
+	struct uwq_node *n;
+
+	if (!p)
+		return 0;
+	n = caa_container_of(p, struct uwq_node, n);
+	*k = n->k;
+	*v = n->v;
+	free(n);
+	return 1;
+}
 
 static inline void uwq_setup(ap_u64 cap)
 {
@@ -547,31 +618,34 @@ static inline void uwq_setup(ap_u64 cap)
 
 static inline int uwq_push(struct tctx *t, ap_u64 k, ap_u64 v)
 {
-	struct uwq_node *n = (struct uwq_node *)malloc(sizeof(*n));
-
 	(void)t;
-	if (!n)
-		race_die("malloc");
-	cds_wfcq_node_init(&n->n);
-	n->k = k;
-	n->v = v;
-	cds_wfcq_enqueue(&uwq_head, &uwq_tail, &n->n);
+	cds_wfcq_enqueue(&uwq_head, &uwq_tail, &uwq_node(k, v)->n);
 	return 1;
 }
 
 static inline int uwq_pop(struct tctx *t, ap_u64 *k, ap_u64 *v)
 {
-	struct cds_wfcq_node *p = __cds_wfcq_dequeue_blocking(&uwq_head, &uwq_tail);
-	struct uwq_node *n;
-
 	(void)t;
-	if (!p)
-		return 0;
-	n = caa_container_of(p, struct uwq_node, n);
-	*k = n->k;
-	*v = n->v;
-	free(n);
+	return uwq_take(cds_wfcq_dequeue_blocking(&uwq_head, &uwq_tail), k, v);
+}
+
+static inline void uwqs_setup(ap_u64 cap)
+{
+	(void)cap;
+	__cds_wfcq_init(&uwqs_head, &uwqs_tail);
+}
+
+static inline int uwqs_push(struct tctx *t, ap_u64 k, ap_u64 v)
+{
+	(void)t;
+	cds_wfcq_enqueue(&uwqs_head, &uwqs_tail, &uwq_node(k, v)->n);
 	return 1;
+}
+
+static inline int uwqs_pop(struct tctx *t, ap_u64 *k, ap_u64 *v)
+{
+	(void)t;
+	return uwq_take(__cds_wfcq_dequeue_blocking(&uwqs_head, &uwqs_tail), k, v);
 }
 
 /* rculfqueue: enqueue and dequeue under the RCU read lock, nodes freed by call_rcu */

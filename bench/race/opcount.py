@@ -106,7 +106,7 @@ def rows(race: str, only: str) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--race", default="build/race")
-    ap.add_argument("--only", default="spsc,mpmc,msqueue,stack,hash,skiplist")
+    ap.add_argument("--only", default="spsc,mpmc,msqueue,mpsc,stack,hash,skiplist")
     a = ap.parse_args()
     for s in a.only.split(","):
         labels = rows(a.race, s)

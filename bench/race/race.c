@@ -15,7 +15,8 @@
  *             [--json FILE|-]
  *   --quick    small runs, 2 rounds (the test suite's smoke run)
  *   --rounds   rounds per contender (>= 1; default 5)
- *   --only     structures to race: spsc, mpmc, msqueue, stack, hash, skiplist
+ *   --only     structures to race: spsc, mpmc, msqueue, mpsc, stack, hash,
+ *              skiplist
  *   --workload one workload only: st, pc, mix or scan
  *   --ops      operations per run, every workload (1000 to 10^9): two runs
  *              that differ only in --ops, counted under callgrind, give the
@@ -126,8 +127,9 @@ struct qops {
 };
 
 /* RACE_SELF_TEST=lose: the single-thread queue workload throws one item
- * away behind the checks' back, so the test suite can see them fail */
-static int lose_one;
+ * away behind the checks' back; =double: it pushes one item twice. So the
+ * test suite can see the checks fail. */
+static int lose_one, double_one;
 
 /* one thread: bursts of BURST pushes then BURST pops; per push+pop pair */
 static __always_inline void q_st(const struct qops *q, ap_u64 n)
@@ -148,6 +150,8 @@ static __always_inline void q_st(const struct qops *q, ap_u64 n)
 				FAIL("push %llu refused", (unsigned long long)(i + j));
 		if (lose_one && i == BURST)
 			q->pop(&t, &k, &v);
+		if (double_one && i == BURST && !q->push(&t, i, val_of(i)))
+			FAIL("push %llu refused", (unsigned long long)i);
 		for (j = 0; j < BURST; j++) {
 			ap_u64 want = q->lifo ? i + BURST - 1 - j : i + j;
 
@@ -582,12 +586,14 @@ static void nothing(struct tctx *t)
 QOPS(q_o_spsc, o_spsc, o_spsc_setup, o_spsc_tinit, o_tfini, o_enter, o_exit, 0)
 QOPS(q_o_mpmc, o_mpmc, o_mpmc_setup, o_mpmc_tinit, o_tfini, o_enter, o_exit, 0)
 QOPS(q_o_msqueue, o_msqueue, o_msqueue_setup, o_msqueue_tinit, o_tfini, o_enter, o_exit, 0)
+QOPS(q_o_mpsc, o_mpsc, o_mpsc_setup, o_mpsc_tinit, o_tfini, o_enter, o_exit, 0)
 QOPS(q_o_stack, o_stack, o_stack_setup, o_stack_tinit, o_tfini, o_enter, o_exit, 1)
 QOPS(q_ckrs, ckrs, ckr_setup, ckr_tinit, nothing, nothing, nothing, 0)
 QOPS(q_ckrm, ckrm, ckr_setup, ckr_tinit, nothing, nothing, nothing, 0)
 QOPS(q_ckf, ckf, ckf_setup, ck_tinit, ck_tfini, ck_enter, ck_exit, 0)
 QOPS(q_cks, cks, cks_setup, ck_tinit, ck_tfini, ck_enter, ck_exit, 1)
 QOPS(q_uwq, uwq, uwq_setup, u_tinit, u_tfini, u_enter, u_exit, 0)
+QOPS(q_uwqs, uwqs, uwqs_setup, u_tinit, u_tfini, u_enter, u_exit, 0)
 QOPS(q_ulq, ulq, ulq_setup, u_tinit, u_tfini, u_enter, u_exit, 0)
 QOPS(q_uls, uls, uls_setup, u_tinit, u_tfini, u_enter, u_exit, 1)
 KOPS(k_o_hash, o_hash, o_hash_setup, o_hash_tinit, o_tfini, o_enter, o_exit)
@@ -623,9 +629,18 @@ static const struct contender contenders[] = {
 	{"mpmc", ST_PC, "ck_ring mpmc", 0, q_ckrm_run, "CK_RING_PROTOTYPE, 16-byte slots", ""},
 	{"msqueue", ST_PC, "msqueue", 1, q_o_msqueue_run, "epoch reclamation (epoch.h), arena heap", ""},
 	{"msqueue", ST_PC, "ck_fifo_mpmc", 0, q_ckf_run, "ck_epoch reclamation, malloc", ""},
-	{"msqueue", ST_PC, "urcu wfcqueue", 0, q_uwq_run, "__cds_wfcq_dequeue_blocking, malloc/free",
-	 "one dequeuer at a time, not checked; needs no reclamation"},
+	{"msqueue", ST_PC, "urcu wfcqueue locked", 0, q_uwq_run,
+	 "cds_wfcq_dequeue_blocking: each dequeue under the head's pthread mutex; head and tail on lines of their own, "
+	 "malloc/free",
+	 "dequeue not lock-free (a mutex, and it waits for a producer mid-enqueue); needs no reclamation"},
 	{"msqueue", ST_PC, "urcu lfqueue", 0, q_ulq_run, "rculfqueue, urcu-memb, call_rcu frees, malloc", ""},
+	{"mpsc", ST_PC, "mpsc", 1, q_o_mpsc_run,
+	 "Vyukov intrusive, consumer role claimed once per thread (ds_role_attach), pops through ds_mpsc_pop_held; "
+	 "arena heap, a popped node freed at once",
+	 ""},
+	{"mpsc", ST_PC, "urcu wfcqueue", 0, q_uwqs_run,
+	 "__cds_wfcq_dequeue_blocking on a head without a mutex; head and tail on lines of their own, malloc/free",
+	 "one consumer not enforced or checked (the caller's guarantee)"},
 	{"stack", ST_PC, "stack", 1, q_o_stack_run, "Treiber, epoch reclamation (epoch.h), arena heap", ""},
 	{"stack", ST_PC, "ck_stack upmc", 0, q_cks_run, "ck_epoch reclamation, malloc", ""},
 	{"stack", ST_PC, "urcu lfstack", 0, q_uls_run, "__cds_lfs_pop under rcu_read_lock, call_rcu frees, malloc",
@@ -673,6 +688,26 @@ static ap_u64 size_of(const struct contender *c, int wl)
 	return wl == WL_PC ? sz.pc : wl == WL_MIX || wl == WL_RM1 || wl == WL_RM2 ? sz.mix : sz.scan;
 }
 
+static void *no_work(void *arg)
+{
+	return arg;
+}
+
+/* glibc takes its mutexes (wfcqueue's dequeue lock) and malloc's shared bins
+ * without atomics until a process first starts a second thread
+ * (__libc_single_threaded), and a fork child inherits the flag: a run forked
+ * before the cache-line bounce (--workload st, opcount.py) would time the
+ * counterparts as no concurrent program runs them, a run forked after it as
+ * every one does. Each run starts and joins a thread first, so that both are
+ * the latter. */
+static void threaded_process(void)
+{
+	pthread_t th;
+
+	if (pthread_create(&th, NULL, no_work, NULL) || pthread_join(th, NULL))
+		race_die("pthread_create");
+}
+
 static struct outcome run_child(const struct contender *c, int wl, enum mem m)
 {
 	struct outcome o = {0};
@@ -696,8 +731,10 @@ static struct outcome run_child(const struct contender *c, int wl, enum mem m)
 		if (e)
 			snprintf(r.err, sizeof(r.err), "cannot map the %s at %#llx: %s",
 				 m == MEM_ARENA ? "arena" : "plain memory", (unsigned long long)ARENA_BASE, strerror(-e));
-		else
+		else {
+			threaded_process();
 			c->run(wl, size_of(c, wl));
+		}
 		if (e)
 			r.ok = -1;
 		if (write(fds[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
@@ -923,7 +960,7 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 
 		if (i && !strcmp(contenders[i - 1].name, c->name) && !strcmp(contenders[i - 1].structure, c->structure))
 			continue;
-		fprintf(tf, "  %-9s %-16s %s%s%s\n", c->structure, c->name, c->config, *c->less ? "; does less: " : "",
+		fprintf(tf, "  %-9s %-20s %s%s%s\n", c->structure, c->name, c->config, *c->less ? "; does less: " : "",
 			c->less);
 	}
 	if (!jf)
@@ -964,7 +1001,7 @@ static void output(FILE *tf, FILE *jf, int rounds, int quick)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: race [--quick] [--rounds N] [--only spsc,mpmc,msqueue,stack,hash,skiplist] "
+	fprintf(stderr, "usage: race [--quick] [--rounds N] [--only spsc,mpmc,msqueue,mpsc,stack,hash,skiplist] "
 			"[--workload st|pc|mix|scan|rm1|rm2] [--ops N] [--json FILE|-]\n");
 	exit(2);
 }
@@ -1014,6 +1051,7 @@ int main(int argc, char **argv)
 		}
 	}
 	lose_one = getenv("RACE_SELF_TEST") && !strcmp(getenv("RACE_SELF_TEST"), "lose");
+	double_one = getenv("RACE_SELF_TEST") && !strcmp(getenv("RACE_SELF_TEST"), "double");
 	if (quick) {
 		sz = (struct sizes){64000, 16000, 40000, 20000, 2000};
 		if (rounds == 5)
@@ -1022,7 +1060,7 @@ int main(int argc, char **argv)
 	if (ops)
 		sz = (struct sizes){ops, ops, ops, ops, ops};
 	if (only) {
-		static const char *const known[] = {"spsc", "mpmc", "msqueue", "stack", "hash", "skiplist"};
+		static const char *const known[] = {"spsc", "mpmc", "msqueue", "mpsc", "stack", "hash", "skiplist"};
 		char *copy = strdup(only), *tok, *save = NULL;
 
 		for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -1031,8 +1069,8 @@ int main(int argc, char **argv)
 			for (k = 0; k < sizeof(known) / sizeof(known[0]) && strcmp(known[k], tok); k++)
 				;
 			if (k == sizeof(known) / sizeof(known[0])) {
-				fprintf(stderr, "race: --only: no structure named %s (spsc, mpmc, msqueue, stack, hash, "
-						"skiplist)\n", tok);
+				fprintf(stderr, "race: --only: no structure named %s (spsc, mpmc, msqueue, mpsc, stack, "
+						"hash, skiplist)\n", tok);
 				return 2;
 			}
 		}

@@ -98,7 +98,6 @@ static __always_inline int ds_msqueue_pop(struct ds_ctx *c, struct ds_msqueue __
 {
 	while (can_loop) {
 		ap_u64 head = arena_atomic_load(&d->qhead, ARENA_ACQUIRE);
-		ap_u64 tail = arena_atomic_load(&d->qtail, ARENA_ACQUIRE);
 		struct msq_node __arena *h = ARENA_PTR(struct msq_node, head);
 		ap_u64 next = arena_atomic_load(&h->next, ARENA_ACQUIRE);
 		struct msq_node __arena *n;
@@ -108,14 +107,20 @@ static __always_inline int ds_msqueue_pop(struct ds_ctx *c, struct ds_msqueue __
 			continue;
 		if (!next)
 			return DS_NOT_FOUND; /* empty */
-		if (head == tail) {
-			arena_atomic_cmpxchg(&d->qtail, tail, next, ARENA_ACQ_REL);
-			continue;
-		}
 		n = ARENA_PTR(struct msq_node, next);
 		/* read before the CAS: afterwards another dequeue may retire n */
 		k = n->key;
 		v = n->val;
+		/* qhead must not pass qtail (an enqueuer could then read the
+		 * retired dummy through qtail). qtail can still be head only
+		 * while n is the last node: a node linked after n was linked by
+		 * an enqueuer that had read qtail == n, and qtail only moves on.
+		 * So qtail, the producers' line, is read only when n has no
+		 * successor yet: a consumer behind its producers never reads it. */
+		if (!arena_atomic_load(&n->next, ARENA_ACQUIRE) && arena_atomic_load(&d->qtail, ARENA_ACQUIRE) == head) {
+			arena_atomic_cmpxchg(&d->qtail, head, next, ARENA_ACQ_REL);
+			continue;
+		}
 #ifdef DS_TEST_BROKEN_QUEUE_DUP
 		/* A deliberately broken variant, compiled only by tests/c/lin_driver.c to show
 		 * that the linearizability checker catches it: check-then-store in place of

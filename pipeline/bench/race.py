@@ -28,7 +28,7 @@ BINARY = ROOT / "build" / "race"
 SOURCES = [ROOT / "bench" / "race" / "race.c", ROOT / "bench" / "race" / "contenders.h"]
 # the structures' headers are compiled into it too
 HEADER_DIR = ROOT / "include"
-STRUCTURES = ("spsc", "mpmc", "msqueue", "stack", "hash", "skiplist")
+STRUCTURES = ("spsc", "mpmc", "msqueue", "mpsc", "stack", "hash", "skiplist")
 
 
 class RaceError(RuntimeError):
