@@ -44,8 +44,8 @@ CONFIGS: dict[str, list[str]] = {
     "asan": ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", SAN_BASE],
     "tsan": ["-O1", "-g", "-fsanitize=thread", SAN_BASE],
 }
-USER_TESTS = ["test_alloc", "test_epoch", "test_ds", "test_mpsc_faults", "test_reclaim",
-              "test_roles", "test_trim"]
+USER_TESTS = ["test_alloc", "test_epoch", "test_ds", "test_faults", "test_reclaim", "test_roles",
+              "test_trim"]
 # sanitized runs are slower: fewer operations (second argument of test_ds)
 SCALE = {"plain": "1", "asan": "2", "tsan": "4"}
 

@@ -83,6 +83,7 @@ static __always_inline int ds_msqueue_insert(struct ds_ctx *c, struct ds_msqueue
 		}
 		/* the linearization point: release publishes key and val */
 		if (arena_atomic_cmpxchg(&t->next, 0, ARENA_ADDR(node), ARENA_ACQ_REL) == 0) {
+			ds_test_step(5);
 			arena_atomic_cmpxchg(&d->qtail, tail, ARENA_ADDR(node), ARENA_ACQ_REL);
 			return DS_OK;
 		}

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * An mpsc consumer killed anywhere in a pop: the next consumer takes its
+ * Queues whose users are killed at chosen steps of an operation (the
+ * ds_test_step points of a DS_TEST_STEPS build) and at random moments.
+ *
+ * mpsc: a consumer killed anywhere in a pop: the next consumer takes its
  * role over and goes on, every element comes out once and in order, the
  * dead consumer's unreturned element at most lost (include/ds/ds_mpsc.h).
- *
  *   - stub_window: a consumer stopped at each step of putting the stub back
  *     behind the last node (ds_test_step 1: recorded, 2: swapped, 3:
  *     linked) and killed there; then the next consumer pops with nothing
@@ -14,8 +16,11 @@
  *   - random_kills: one producer pushing 1, 2, 3, ... while consumers, one
  *     after another, pop and are killed at random moments (each step of the
  *     stub's insertion yields, to widen its windows); the last consumer
- *     drains: nothing twice, in order, at most one element lost per kill.
- * Usage: test_mpsc_faults [kills]
+ *     drains: nothing twice, in order, at most one element lost per kill;
+ *     every consumer killed holding the role was taken over.
+ * msqueue: a producer killed between its link and its tail swing (step 5);
+ *   pops, pushes and the dead producer's expired epoch record after it.
+ * Usage: test_faults [kills]
  */
 #define DS_TEST_STEPS
 #include "tcommon.h"
@@ -279,6 +284,71 @@ static void stub_window(int step, int mode)
 	ds_user_detach(&c);
 }
 
+/*
+ * An msqueue producer killed between linking its node and swinging qtail
+ * leaves qtail on the node before, the dummy. A pop of the new node must
+ * move qtail on before it moves qhead past it: the dummy it retires is
+ * freed once the dead producer's epoch record expires, and the next push
+ * reads qtail.
+ */
+static void msqueue_dead_producer(void)
+{
+	struct ds_ctx c;
+	struct ds_verify vf;
+	struct ds_config cfg = {.capacity = 64};
+	ap_u64 d, k = 0, v = 0;
+	pid_t pid;
+	int err, r;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	d = ds_create(sp, &c, DS_TYPE_msqueue, &cfg, NULL, &err);
+	REQUIRE(d, "create: %d", err);
+	ctl->stopped_at = 0;
+	ctl->release = 0;
+	pid = t_fork();
+	if (pid == 0) {
+		struct ds_ctx cc;
+
+		if (ds_user_attach(sp, &cc) != DS_OK)
+			_exit(2);
+		stop_step = 5;
+		stop_count = 1;
+		ds_enter(&cc);
+		ds_apply(&cc, DS_TYPE_msqueue, d, DS_OP_INSERT, 1, 10, &k, &v);
+		_exit(0);
+	}
+	wait_stopped(pid, 5);
+	kill_child(pid);
+	ds_enter(&c);
+	r = ds_apply(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, 0, &k, &v);
+	ds_exit(&c);
+	CHECK(r == DS_OK && k == 1 && v == 10, "msqueue: pop after the dead producer -> %d key %llu", r,
+	      (unsigned long long)k);
+	/* the dead producer's record expires; what was retired is freed */
+	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "msqueue: synchronize");
+	for (k = 2; k <= 4; k++) {
+		ds_enter(&c);
+		r = ds_apply(&c, DS_TYPE_msqueue, d, DS_OP_INSERT, k, k * 10, &v, &v);
+		ds_exit(&c);
+		CHECK(r == DS_OK, "msqueue: push %llu after the dead producer -> %d", (unsigned long long)k, r);
+	}
+	for (k = 2; k <= 5; k++) {
+		ap_u64 ok = 0, ov = 0;
+
+		ds_enter(&c);
+		r = ds_apply(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, 0, &ok, &ov);
+		ds_exit(&c);
+		if (k <= 4)
+			CHECK(r == DS_OK && ok == k && ov == k * 10, "msqueue: pop %llu -> %d key %llu",
+			      (unsigned long long)k, r, (unsigned long long)ok);
+		else
+			CHECK(r == DS_NOT_FOUND, "msqueue: pop of an empty queue -> %d", r);
+	}
+	r = ds_verify_type(&c, DS_TYPE_msqueue, d, &vf);
+	CHECK(r == DS_OK && vf.count == 0, "msqueue: verify -> %d where %llu", r, (unsigned long long)vf.where);
+	ds_user_detach(&c);
+}
+
 static void consumer_loop(ap_u64 d, int attached)
 {
 	struct ds_ctx cc;
@@ -402,6 +472,7 @@ int main(int argc, char **argv)
 	for (step = 1; step <= 3; step++)
 		for (mode = 0; mode <= 2; mode++)
 			stub_window(step, mode);
+	msqueue_dead_producer();
 #ifdef __SANITIZE_ADDRESS__
 	/* AddressSanitizer keeps freed-object poison per process: a consumer
 	 * forked before the producer allocated a node reads it as poisoned */
@@ -411,5 +482,5 @@ int main(int argc, char **argv)
 #else
 	random_kills(kills);
 #endif
-	return t_done("test_mpsc_faults");
+	return t_done("test_faults");
 }
