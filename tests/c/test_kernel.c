@@ -23,6 +23,9 @@
  *     (mode "memory" runs just these two).
  * Needs root (BPF). Usage: test_kernel [name|all] [scale divisor].
  */
+/* before libbpf's headers pull in the C library's: CPU_SET and
+ * pthread_setaffinity_np (tcommon.h defines it too, for the other tests) */
+#define _GNU_SOURCE
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -831,6 +834,7 @@ struct kr {
 	struct ds_kv *out;
 	ap_u64 kowner;        /* the kernel batch's role word (its thread) */
 	int round, stop;      /* the round the kernel thread runs; the last */
+	int ready;            /* the round the user consumer is polling in */
 	ap_u64 sandwiched;    /* user pops between two reads of the kernel's hold */
 	ap_u64 refused, taken; /* of those BUSY; any user pop that took an element */
 	ap_u64 bad_rounds;
@@ -850,6 +854,15 @@ static void *kr_side(struct t_thread *t)
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
 	if (t->index == 0)
 		s->kowner = DS_ROLE_KERNEL | arena_self_owner();
+	/* one CPU each where there are two, so that the consumer polls while
+	 * the batch runs rather than waiting for its CPU */
+	if (libbpf_num_possible_cpus() > 1) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(t->index, &set);
+		(void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
 	for (round = 0; round < KR_ROUNDS; round++) {
 		pthread_barrier_wait(&s->bar); /* the round's elements are in */
 		if (__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE))
@@ -860,6 +873,9 @@ static void *kr_side(struct t_thread *t)
 
 			b.out = (ap_u64)s->out;
 			b.out_cap = KR_N;
+			/* the batch starts once the consumer polls */
+			while (__atomic_load_n(&s->ready, __ATOMIC_ACQUIRE) != round + 1)
+				sched_yield();
 			kbatch(&b);
 			__atomic_store_n(&s->round, round + 1, __ATOMIC_RELEASE);
 			for (i = 0; i < b.n_out; i++)
@@ -871,6 +887,7 @@ static void *kr_side(struct t_thread *t)
 			      s->m->name, round, (unsigned long long)b.n_out, KR_N, b.busy,
 			      (unsigned long long)bad);
 		} else {
+			__atomic_store_n(&s->ready, round + 1, __ATOMIC_RELEASE);
 			while (__atomic_load_n(&s->round, __ATOMIC_ACQUIRE) == round) {
 				ap_u64 o1 = role_owner(s->m->id, s->d, DS_ROLE_CONSUMER), o2, k, v;
 				int r;
