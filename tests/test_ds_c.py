@@ -373,6 +373,17 @@ def test_kernel_and_user_together(kernel_test: Path) -> None:
     assert any(ln.startswith("trim: batches gave back") for ln in out.splitlines()), out
 
 
+def test_kernel_roles(kernel_test: Path) -> None:
+    """Kernel batches claim the roles of spsc, mpsc and evq once per batch:
+    beside a live holder their pops are refused one by one and the rest
+    runs; a kernel batch's hold refuses a user consumer for its whole
+    length; the roles are free after it."""
+    out = _run([str(kernel_test), "roles", "1"], timeout=120)
+    assert "test_kernel: ok" in out
+    for name in ("spsc", "mpsc", "evq"):
+        assert any(ln.split() == [name, "ok", "(roles)"] for ln in out.splitlines()), out
+
+
 def test_bench_runs(binaries: dict[tuple[str, str], Path], bpf_built: None,
                     kernel_test: Path) -> None:
     """The side-by-side benchmark (pipeline/bench/_native/dsbench.c, `python -m pipeline bench

@@ -32,15 +32,18 @@
 
 #include "registry.h"
 #include "history.h"
-#if !ARENA_IS_BPF
 #include "roles.h"
-#endif
 
 /* How a batch runs one operation: ds_apply_kv inlined, unless the includer
  * routes it elsewhere (the kernel program calls one global function per
  * structure, so that the verifier checks each structure's code once). */
 #ifndef DS_BATCH_APPLY
 #define DS_BATCH_APPLY ds_apply_kv
+#endif
+/* The same for a batch that holds every role its operations need
+ * (ds_batch_mix_claim): the structures' work with no role check. */
+#ifndef DS_BATCH_APPLY_HELD
+#define DS_BATCH_APPLY_HELD ds_apply_held_kv
 #endif
 
 /* ops per kernel call: a long bpf_loop is not preempted (docs/platform.md) */
@@ -226,8 +229,120 @@ static __always_inline void ds_batch_hist_resp(struct ds_batch_run *r, ap_u64 i,
 	r->acc->n_hist++;
 }
 
-/* One operation of a DS_CMD_MIX batch; type is a constant in BPF. */
-static __always_inline long ds_batch_step(struct ds_batch_run *r, ap_u64 i, ap_u32 type)
+/* The role bit (DS_HELD_PRODUCER / DS_HELD_CONSUMER) an operation of type
+ * needs, or 0: spsc's inserts the producer's, the pops of spsc, mpsc and
+ * evq the consumer's. */
+static __always_inline ap_u64 ds_op_role(ap_u32 type, ap_u32 op)
+{
+	if (op == DS_OP_INSERT && ds_role_enforced(type, DS_ROLE_PRODUCER))
+		return DS_HELD_PRODUCER;
+	if (op == DS_OP_POP && ds_role_enforced(type, DS_ROLE_CONSUMER))
+		return DS_HELD_CONSUMER;
+	return 0;
+}
+
+/*
+ * The roles of instance ds that a batch's operations need (need: the
+ * DS_HELD_PRODUCER / DS_HELD_CONSUMER bits), claimed once for the whole
+ * batch, before its first operation. 1 when c holds every one of them,
+ * attached or kept until the batch's end (ds_role_batch_start, or the
+ * DS_HELD_KEEP a batch's context starts with): the operations then run
+ * with no role check at all (ds_apply_held). 0 when one is taken by a live
+ * holder, or c holds roles of another instance: the operations then claim
+ * one by one, and those that find their role taken return DS_BUSY, as bare
+ * operations do. The one claim behind every batch loop: ds_exec (through
+ * ds_batch_claim), ds_batch_user and the kernel program (through
+ * ds_batch_mix_claim).
+ */
+static __always_inline int ds_batch_claim_roles(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_u64 need)
+{
+	struct ds_roles __arena *rs;
+	ap_u32 w;
+
+	if (!ds_role_enforced(type, DS_ROLE_PRODUCER) && !ds_role_enforced(type, DS_ROLE_CONSUMER))
+		return 1;
+	rs = ds_roles_of(type, ds);
+	if (!rs)
+		return 0;
+	for (w = DS_ROLE_PRODUCER; w <= DS_ROLE_CONSUMER; w++) {
+		if (!(need & (1ULL << w)) || ds_role_held(c, rs, w))
+			continue;
+		if (ds_role_begin_slow(c, rs, w) < 0)
+			return 0;
+		/* claimed, but not kept: c holds roles of another instance */
+		if (!ds_role_held(c, rs, w)) {
+			ds_role_release(rs, w);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* ds_batch_claim_roles for n operations given as ds_exec takes them
+ * (uniform >= 0: every one is that op; otherwise ops[]). */
+static __always_inline int ds_batch_claim(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_s32 uniform, const ap_u8 *ops,
+					  ap_u64 n)
+{
+	ap_u64 need = 0, i;
+
+	if (uniform >= 0)
+		need = ds_op_role(type, (ap_u32)uniform);
+	else
+		for (i = 0; i < n && need != (DS_HELD_PRODUCER | DS_HELD_CONSUMER); i++)
+			need |= ds_op_role(type, ops[i]);
+	return ds_batch_claim_roles(c, type, ds, need);
+}
+
+/* ds_apply for a context that holds every role its operations need: the
+ * structures' work without the check of ds_role_held. */
+static __always_inline int ds_apply_held(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_u32 op, ap_u64 key, ap_u64 val,
+					 ap_u64 *okey, ap_u64 *oval)
+{
+	if (type == DS_TYPE_spsc && op == DS_OP_INSERT)
+		return ds_spsc_push_held(ARENA_PTR(struct ds_spsc, ds), key, val);
+	if (type == DS_TYPE_spsc && op == DS_OP_POP)
+		return ds_spsc_pop_held(ARENA_PTR(struct ds_spsc, ds), okey, oval);
+	if (type == DS_TYPE_mpsc && op == DS_OP_POP)
+		return ds_mpsc_pop_held(c, ARENA_PTR(struct ds_mpsc, ds), okey, oval);
+	if (type == DS_TYPE_evq && op == DS_OP_POP)
+		return ds_evq_pop_held(ARENA_PTR(struct ds_evq, ds), okey, oval);
+	return ds_apply(c, type, ds, op, key, val, okey, oval);
+}
+
+/* ds_apply_held with ds_apply_kv's struct ds_kv in and out (a batch's
+ * step, user or kernel). */
+static __always_inline int ds_apply_held_kv(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_u32 op, ap_u64 key,
+					    struct ds_kv *io)
+{
+	ap_u64 okey = 0, oval = 0;
+	int res = ds_apply_held(c, type, ds, op, key, io->val, &okey, &oval);
+
+	io->key = okey;
+	io->val = oval;
+	return res;
+}
+
+/* The roles a DS_CMD_MIX batch's draws can need (an insert's and a pop's,
+ * by their weights; with no weight at all every draw is a pop, as
+ * ds_batch_step draws), claimed once before its first operation: 1 when
+ * the batch may run ds_batch_step with held set (ds_batch_claim_roles). */
+static __always_inline int ds_batch_mix_claim(struct ds_batch_run *r, ap_u32 type)
+{
+	struct ds_batch *b = r->b;
+	ap_u32 total = b->mix[0] + b->mix[1] + b->mix[2] + b->mix[3];
+	ap_u64 need = 0;
+
+	if (b->mix[DS_MIX_INSERT])
+		need |= ds_op_role(type, DS_OP_INSERT);
+	if (b->mix[DS_MIX_POP] || !total)
+		need |= ds_op_role(type, DS_OP_POP);
+	return ds_batch_claim_roles(&r->c, type, b->ds, need);
+}
+
+/* One operation of a DS_CMD_MIX batch; type is a constant in BPF, and held
+ * (a constant in each loop that calls this) says that the batch holds every
+ * role its operations need. */
+static __always_inline long ds_batch_step(struct ds_batch_run *r, ap_u64 i, ap_u32 type, const int held)
 {
 	struct ds_batch *b = r->b;
 	struct ds_batch_acc __arena *acc = r->acc;
@@ -263,7 +378,10 @@ static __always_inline long ds_batch_step(struct ds_batch_run *r, ap_u64 i, ap_u
 	io.val = (b->flags & DS_BATCH_VAL_KEY) ? key : b->val_base + i;
 	if (b->hist && acc->n_hist < b->hist_cap)
 		ds_batch_hist_inv(r);
-	res = DS_BATCH_APPLY(&r->c, type, b->ds, ds_mix_op(m), key, &io);
+	if (held)
+		res = DS_BATCH_APPLY_HELD(&r->c, type, b->ds, ds_mix_op(m), key, &io);
+	else
+		res = DS_BATCH_APPLY(&r->c, type, b->ds, ds_mix_op(m), key, &io);
 	if (b->hist && acc->n_hist < b->hist_cap)
 		ds_batch_hist_resp(r, i, ds_mix_op(m), res, key, &io);
 
@@ -429,7 +547,14 @@ static long ds_batch_user_step(ap_u64 i, void *data)
 {
 	struct ds_batch_run *r = (struct ds_batch_run *)data;
 
-	return ds_batch_step(r, i, r->b->type);
+	return ds_batch_step(r, i, r->b->type, 0);
+}
+
+static long ds_batch_user_step_held(ap_u64 i, void *data)
+{
+	struct ds_batch_run *r = (struct ds_batch_run *)data;
+
+	return ds_batch_step(r, i, r->b->type, 1);
 }
 
 /*
@@ -455,7 +580,9 @@ static inline int ds_batch_user(struct ds_ctx *c, struct ds_batch *b)
 	if (c->held)
 		r.c.held = c->held;
 	t0 = arena_now_ns();
-	if (b->cmd == DS_CMD_MIX)
+	if (b->cmd == DS_CMD_MIX && ds_batch_mix_claim(&r, b->type))
+		arena_loop(b->count, ds_batch_user_step_held, &r);
+	else if (b->cmd == DS_CMD_MIX)
 		arena_loop(b->count, ds_batch_user_step, &r);
 	else
 		ds_batch_command(&r, b, b->type);
@@ -494,74 +621,6 @@ struct ds_exec_args {
 	ap_u64 ns;
 	int busy; /* a critical section could not be entered */
 };
-
-/* The role bit (DS_HELD_PRODUCER / DS_HELD_CONSUMER) an operation of type
- * needs, or 0: spsc's inserts the producer's, the pops of spsc, mpsc and
- * evq the consumer's. */
-static __always_inline ap_u64 ds_op_role(ap_u32 type, ap_u32 op)
-{
-	if (op == DS_OP_INSERT && ds_role_enforced(type, DS_ROLE_PRODUCER))
-		return DS_HELD_PRODUCER;
-	if (op == DS_OP_POP && ds_role_enforced(type, DS_ROLE_CONSUMER))
-		return DS_HELD_CONSUMER;
-	return 0;
-}
-
-/*
- * The start of a batch of n operations (uniform, or ops[]): the roles they
- * need, claimed once for the whole batch. 1 when c holds every one of them,
- * attached or kept until the batch's end (ds_role_batch_start): the
- * operations then run with no role check at all (ds_apply_held). 0 when one
- * is taken by a live holder, or c holds roles of another instance: the
- * operations then claim one by one, and those that find their role taken
- * return DS_BUSY, as bare operations do.
- */
-static __always_inline int ds_batch_claim(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_s32 uniform, const ap_u8 *ops,
-					  ap_u64 n)
-{
-	struct ds_roles *rs;
-	ap_u64 need = 0, i;
-	ap_u32 w;
-
-	if (!ds_role_enforced(type, DS_ROLE_PRODUCER) && !ds_role_enforced(type, DS_ROLE_CONSUMER))
-		return 1;
-	rs = ds_roles_of(type, ds);
-	if (!rs || !n)
-		return 0;
-	if (uniform >= 0)
-		need = ds_op_role(type, (ap_u32)uniform);
-	else
-		for (i = 0; i < n && need != (DS_HELD_PRODUCER | DS_HELD_CONSUMER); i++)
-			need |= ds_op_role(type, ops[i]);
-	for (w = DS_ROLE_PRODUCER; w <= DS_ROLE_CONSUMER; w++) {
-		if (!(need & (1ULL << w)) || ds_role_held(c, rs, w))
-			continue;
-		if (ds_role_begin_slow(c, rs, w) < 0)
-			return 0;
-		/* claimed, but not kept: c holds roles of another instance */
-		if (!ds_role_held(c, rs, w)) {
-			ds_role_release(rs, w);
-			return 0;
-		}
-	}
-	return 1;
-}
-
-/* ds_apply for a context that holds every role its operations need: the
- * structures' work without the check of ds_role_held. */
-static __always_inline int ds_apply_held(struct ds_ctx *c, ap_u32 type, ap_u64 ds, ap_u32 op, ap_u64 key, ap_u64 val,
-					 ap_u64 *okey, ap_u64 *oval)
-{
-	if (type == DS_TYPE_spsc && op == DS_OP_INSERT)
-		return ds_spsc_push_held(ARENA_PTR(struct ds_spsc, ds), key, val);
-	if (type == DS_TYPE_spsc && op == DS_OP_POP)
-		return ds_spsc_pop_held(ARENA_PTR(struct ds_spsc, ds), okey, oval);
-	if (type == DS_TYPE_mpsc && op == DS_OP_POP)
-		return ds_mpsc_pop_held(c, ARENA_PTR(struct ds_mpsc, ds), okey, oval);
-	if (type == DS_TYPE_evq && op == DS_OP_POP)
-		return ds_evq_pop_held(ARENA_PTR(struct ds_evq, ds), okey, oval);
-	return ds_apply(c, type, ds, op, key, val, okey, oval);
-}
 
 /* What the loop of a batch counts. */
 struct ds_exec_tally {

@@ -14,12 +14,12 @@
  * roles
  *   - for one batch: the batch loops (ds_exec, ds_batch_user, the kernel
  *     program) start with held = DS_HELD_KEEP and give every kept role back
- *     at their end (ds_role_drop). ds_exec claims the roles its operations
- *     need before the first one (ds_batch_claim in batch.h) and, holding
- *     them all, runs the operations without any role check (not even
- *     ds_role_held); the other loops, and ds_exec when a role is taken,
- *     leave it to the first operation that needs a role to claim and keep
- *     it;
+ *     at their end (ds_role_drop). Each claims the roles its operations
+ *     need before the first one (ds_batch_claim_roles in batch.h) and,
+ *     holding them all, runs the operations without any role check (not
+ *     even ds_role_held); when a role is taken by a live holder, a loop
+ *     leaves it to each operation that needs it to claim it (and keep it,
+ *     once it is free);
  *   - for as long as it likes: ds_role_attach / ds_role_detach (roles.h);
  *   - for one operation: a context that keeps nothing (held = 0) claims
  *     and gives back around each operation.
@@ -33,7 +33,8 @@
  * says ESRCH, from the same pid namespace); a dead holder's role is taken
  * over with a compare-and-swap from its word, and counted in takeovers. A
  * kernel holder is never taken over: a program always runs to its end,
- * which gives its roles back. What a holder killed in the middle of an
+ * which gives its roles back (ds_batch_end, on every way out of the
+ * batch's loop). What a holder killed in the middle of an
  * operation leaves behind, each structure says (ds_spsc.h, ds_mpsc.h).
  */
 #ifndef DS_ROLE_H

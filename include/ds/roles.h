@@ -16,29 +16,30 @@
 
 #include "registry.h"
 
-#if !ARENA_IS_BPF
-/* The role pair of an instance, or NULL when its type has no roles. */
-static inline struct ds_roles *ds_roles_of(ap_u32 type, ap_u64 ds)
+/* The role pair of an instance, or NULL when its type has no roles (the
+ * kernel's batches claim through it too: batch.h). */
+static __always_inline struct ds_roles __arena *ds_roles_of(ap_u32 type, ap_u64 ds)
 {
 	if (!ds)
 		return NULL;
 	switch (type) {
 	case DS_TYPE_spsc:
-		return &((struct ds_spsc *)ds)->roles;
+		return &ARENA_PTR(struct ds_spsc, ds)->roles;
 	case DS_TYPE_mpsc:
-		return &((struct ds_mpsc *)ds)->roles;
+		return &ARENA_PTR(struct ds_mpsc, ds)->roles;
 	case DS_TYPE_evq:
-		return &((struct ds_evq *)ds)->roles;
+		return &ARENA_PTR(struct ds_evq, ds)->roles;
 	}
 	return NULL;
 }
 
 /* Does the type enforce role which? spsc both; mpsc and evq the consumer. */
-static inline int ds_role_enforced(ap_u32 type, ap_u32 which)
+static __always_inline int ds_role_enforced(ap_u32 type, ap_u32 which)
 {
 	return type == DS_TYPE_spsc || (which == DS_ROLE_CONSUMER && (type == DS_TYPE_mpsc || type == DS_TYPE_evq));
 }
 
+#if !ARENA_IS_BPF
 /*
  * Hold role which (DS_ROLE_PRODUCER or DS_ROLE_CONSUMER) of instance ds
  * for c until ds_role_detach. A role whose holder died is taken over.

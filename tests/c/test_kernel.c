@@ -23,6 +23,9 @@
  *     (mode "memory" runs just these two).
  * Needs root (BPF). Usage: test_kernel [name|all] [scale divisor].
  */
+/* before libbpf's headers pull in the C library's: CPU_SET and
+ * pthread_setaffinity_np (tcommon.h defines it too, for the other tests) */
+#define _GNU_SOURCE
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -30,6 +33,7 @@
 #include "ds_ops.skel.h"
 #include "ds_nosleep.skel.h"
 #include "ds/trim.h"
+#include "ds/roles.h"
 
 #include <sys/wait.h>
 
@@ -714,6 +718,258 @@ static void hold_against_kernel(struct ds_ctx *c)
 	ds_user_detach(&r);
 }
 
+/* ---- roles: a kernel batch claims once, before its first operation ---- */
+
+static ap_u64 role_owner(ap_u32 type, ap_u64 d, ap_u32 which)
+{
+	struct ds_role_state st;
+
+	REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "role read");
+	return st.owner;
+}
+
+/*
+ * The consumer role of d held by a user context (attached): a kernel batch
+ * and a user batch (ds_batch_user) of inserts and pops get BUSY for every
+ * pop and run every insert, and change no role; once the holder lets go, a
+ * kernel batch pops everything in FIFO order, and both roles are free after
+ * it (a later claim succeeds).
+ */
+static void kroles_refused(struct ds_ctx *c, const struct ds_meta *m)
+{
+	ap_u64 d = create(c, m, 64), k, v, i, ins, want, nins = 0, ukeys[24];
+	struct ds_kv *out = (struct ds_kv *)arena_heap_alloc(&sp->heap, 64 * sizeof(struct ds_kv), 0);
+	struct ds_ctx h;
+	struct ds_batch b;
+	int side;
+
+	REQUIRE(out, "alloc");
+	REQUIRE(ds_user_attach(sp, &h) == DS_OK, "attach");
+	for (i = 1; i <= 8; i++) {
+		ds_enter(c);
+		CHECK(ds_apply(c, m->id, d, DS_OP_INSERT, i, i, &k, &v) == DS_OK, "%s: push %llu", m->name,
+		      (unsigned long long)i);
+		ds_exit(c);
+	}
+	CHECK(ds_role_attach(&h, m->id, d, DS_ROLE_CONSUMER) == DS_OK, "%s: attach the consumer", m->name);
+	/* pops only: every one refused */
+	b = mix(m, d, DS_MIX_POP, 0, 1, 20);
+	b.out = (ap_u64)out;
+	b.out_cap = 64;
+	CHECK(kbatch(&b) == DS_OK && b.done[3] == 20 && b.fails[3] == 20 && b.busy == 20 && b.n_out == 0,
+	      "%s: kernel pops beside a consumer: %llu done, %llu failed, %u busy, %llu out", m->name,
+	      (unsigned long long)b.done[3], (unsigned long long)b.fails[3], b.busy, (unsigned long long)b.n_out);
+	/* inserts and pops, from the kernel and from a user thread: the pops
+	 * refused one by one, the inserts run (spsc: its producer role claimed
+	 * for the batch and given back) */
+	for (side = 0; side < 2; side++) {
+		b = mix(m, d, DS_MIX_INSERT, 100 + 16 * (ap_u64)side, 16, 16);
+		b.mix[DS_MIX_POP] = 1;
+		b.keys = DS_KEYS_SEQ;
+		b.val_base = 100 + 16 * (ap_u64)side;
+		b.seed = 777 + (ap_u64)side;
+		b.out = (ap_u64)out;
+		b.out_cap = 64;
+		if (side)
+			CHECK(ds_batch_user(c, &b) == DS_OK, "%s: user batch -> %d", m->name, b.status);
+		else
+			kbatch(&b);
+		CHECK(b.status == DS_OK && b.done[0] + b.done[3] == 16 && b.done[0] > 0 && b.done[3] > 0 &&
+			      b.fails[0] == 0 && b.fails[3] == b.done[3] && b.busy == b.done[3] && b.n_out == 0,
+		      "%s: %s batch beside a consumer: %llu inserts (%llu failed), %llu pops (%llu failed, %u busy)",
+		      m->name, side ? "user" : "kernel", (unsigned long long)b.done[0], (unsigned long long)b.fails[0],
+		      (unsigned long long)b.done[3], (unsigned long long)b.fails[3], b.busy);
+		nins += b.done[0];
+		CHECK(role_owner(m->id, d, DS_ROLE_CONSUMER) == h.owner && c->held == 0,
+		      "%s: consumer role %#llx after the %s batch, not the holder's", m->name,
+		      (unsigned long long)role_owner(m->id, d, DS_ROLE_CONSUMER), side ? "user" : "kernel");
+		if (m->id == DS_TYPE_spsc)
+			CHECK(role_owner(m->id, d, DS_ROLE_PRODUCER) == 0, "%s: producer role kept by the %s batch",
+			      m->name, side ? "user" : "kernel");
+	}
+	ds_role_detach(&h);
+	/* the holder gone: 1..8, then the batches' inserts in order */
+	b = mix(m, d, DS_MIX_POP, 0, 1, (ap_u32)(8 + nins + 4));
+	b.out = (ap_u64)out;
+	b.out_cap = 64;
+	kbatch(&b);
+	CHECK(b.status == DS_OK && b.n_out == 8 + nins && b.busy == 0 && b.fails[3] == 4,
+	      "%s: kernel pops after the holder: %llu out of %llu, %u busy, %llu failed", m->name,
+	      (unsigned long long)b.n_out, (unsigned long long)(8 + nins), b.busy, (unsigned long long)b.fails[3]);
+	ins = 0;
+	for (i = 0; i < b.n_out && i < 8 + nins; i++) {
+		want = i < 8 ? i + 1 : 0;
+		if (i < 8)
+			CHECK(out[i].key == want && out[i].val == want, "%s: pop %llu -> %llu", m->name,
+			      (unsigned long long)i, (unsigned long long)out[i].key);
+		else if (ins < 24)
+			ukeys[ins++] = out[i].key;
+		if (i >= 8)
+			CHECK(out[i].val == out[i].key && out[i].key >= 100 && out[i].key < 132 &&
+				      (i == 8 || out[i].key > out[i - 1].key),
+			      "%s: pop %llu -> (%llu, %llu) after %llu", m->name, (unsigned long long)i,
+			      (unsigned long long)out[i].key, (unsigned long long)out[i].val,
+			      (unsigned long long)out[i - 1].key);
+	}
+	(void)ukeys;
+	CHECK(role_owner(m->id, d, DS_ROLE_CONSUMER) == 0, "%s: consumer role %#llx after the kernel batch", m->name,
+	      (unsigned long long)role_owner(m->id, d, DS_ROLE_CONSUMER));
+	CHECK(ds_role_attach(&h, m->id, d, DS_ROLE_CONSUMER) == DS_OK, "%s: claim after the kernel batch", m->name);
+	ds_role_detach(&h);
+	if (m->id == DS_TYPE_spsc) {
+		CHECK(role_owner(m->id, d, DS_ROLE_PRODUCER) == 0, "%s: producer role held", m->name);
+		CHECK(ds_role_attach(&h, m->id, d, DS_ROLE_PRODUCER) == DS_OK, "%s: producer claim", m->name);
+		ds_role_detach(&h);
+	}
+	ds_user_detach(&h);
+	arena_free(out);
+}
+
+#define KR_N 256    /* elements per round */
+#define KR_ROUNDS 400
+
+struct kr {
+	const struct ds_meta *m;
+	ap_u64 d;
+	struct ds_kv *out;
+	ap_u64 kowner;        /* the kernel batch's role word (its thread) */
+	int round, stop;      /* the round the kernel thread runs; the last */
+	int ready;            /* the round the user consumer is polling in */
+	ap_u64 sandwiched;    /* user pops between two reads of the kernel's hold */
+	ap_u64 refused, taken; /* of those BUSY; any user pop that took an element */
+	ap_u64 bad_rounds;
+	pthread_barrier_t bar;
+};
+
+/* Thread 0: one kernel batch of DS_BATCH_MAX pops per round, the first
+ * KR_N of them taking the round's elements. Thread 1: the second consumer:
+ * while the kernel thread's round lasts, bare pops, each between two reads
+ * of the role word, once the first read shows the kernel batch's hold. */
+static void *kr_side(struct t_thread *t)
+{
+	struct kr *s = (struct kr *)t->arg;
+	struct ds_ctx c;
+	int round;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	if (t->index == 0)
+		s->kowner = DS_ROLE_KERNEL | arena_self_owner();
+	/* one CPU each where there are two, so that the consumer polls while
+	 * the batch runs rather than waiting for its CPU */
+	if (libbpf_num_possible_cpus() > 1) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(t->index, &set);
+		(void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	for (round = 0; round < KR_ROUNDS; round++) {
+		pthread_barrier_wait(&s->bar); /* the round's elements are in */
+		if (__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE))
+			break;
+		if (t->index == 0) {
+			struct ds_batch b = mix(s->m, s->d, DS_MIX_POP, 0, 1, DS_BATCH_MAX);
+			ap_u64 i, bad = 0;
+
+			b.out = (ap_u64)s->out;
+			b.out_cap = KR_N;
+			/* the batch starts once the consumer polls */
+			while (__atomic_load_n(&s->ready, __ATOMIC_ACQUIRE) != round + 1)
+				sched_yield();
+			kbatch(&b);
+			__atomic_store_n(&s->round, round + 1, __ATOMIC_RELEASE);
+			for (i = 0; i < b.n_out; i++)
+				bad += s->out[i].key != (ap_u64)round * KR_N + i + 1;
+			if (b.status != DS_OK || b.n_out != KR_N || b.busy != 0 || bad)
+				s->bad_rounds++;
+			CHECK(b.n_out == KR_N && b.busy == 0 && bad == 0,
+			      "%s: round %d: the kernel batch popped %llu of %d (%u busy, %llu out of order)",
+			      s->m->name, round, (unsigned long long)b.n_out, KR_N, b.busy,
+			      (unsigned long long)bad);
+		} else {
+			__atomic_store_n(&s->ready, round + 1, __ATOMIC_RELEASE);
+			while (__atomic_load_n(&s->round, __ATOMIC_ACQUIRE) == round) {
+				ap_u64 o1 = role_owner(s->m->id, s->d, DS_ROLE_CONSUMER), o2, k, v;
+				int r;
+
+				/* only once the kernel batch has claimed: after it
+				 * the round's elements are gone, and a pop that
+				 * took one means two consumers at once */
+				if (o1 != s->kowner)
+					continue;
+				ds_enter(&c);
+				r = ds_apply(&c, s->m->id, s->d, DS_OP_POP, 0, 0, &k, &v);
+				ds_exit(&c);
+				o2 = role_owner(s->m->id, s->d, DS_ROLE_CONSUMER);
+				s->taken += r == DS_OK;
+				if (o2 == s->kowner) {
+					s->sandwiched++;
+					s->refused += r == DS_BUSY;
+				}
+			}
+		}
+		pthread_barrier_wait(&s->bar); /* the round is over */
+	}
+	ds_user_detach(&c);
+	return NULL;
+}
+
+/*
+ * A kernel batch of pops holds the consumer role for the whole batch: a
+ * user consumer's pop that falls inside it (the role word read as the
+ * kernel thread's before and after the pop) is BUSY, every one; the kernel
+ * batch pops each round's elements exactly, in FIFO order, and the user
+ * consumer takes none. Rounds go on until enough pops fell inside a batch.
+ */
+static void kroles_held_whole_batch(struct ds_ctx *c, const struct ds_meta *m)
+{
+	struct kr *s = (struct kr *)calloc(1, sizeof(*s));
+	pthread_t th[2];
+	struct t_thread ts[2];
+	ap_u64 i, k, v;
+	int round, t;
+
+	REQUIRE(s, "calloc");
+	s->m = m;
+	s->d = create(c, m, 2 * KR_N);
+	s->out = (struct ds_kv *)arena_heap_alloc(&sp->heap, KR_N * sizeof(struct ds_kv), 0);
+	REQUIRE(s->out, "alloc");
+	pthread_barrier_init(&s->bar, NULL, 3);
+	for (t = 0; t < 2; t++) {
+		ts[t].index = t;
+		ts[t].arg = s;
+		ts[t].fn = kr_side;
+		pthread_create(&th[t], NULL, t_trampoline, &ts[t]);
+	}
+	for (round = 0; round < KR_ROUNDS; round++) {
+		for (i = 1; i <= KR_N; i++) {
+			ds_enter(c);
+			CHECK(ds_apply(c, m->id, s->d, DS_OP_INSERT, (ap_u64)round * KR_N + i, 0, &k, &v) == DS_OK,
+			      "%s: push", m->name);
+			ds_exit(c);
+		}
+		if (s->sandwiched >= 1000 || s->taken || s->bad_rounds)
+			__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+		pthread_barrier_wait(&s->bar);
+		if (__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE))
+			break;
+		pthread_barrier_wait(&s->bar);
+	}
+	for (t = 0; t < 2; t++)
+		pthread_join(th[t], NULL);
+	printf("%s: %d rounds, %llu user pops inside a kernel batch, %llu refused\n", m->name, round,
+	       (unsigned long long)s->sandwiched, (unsigned long long)s->refused);
+	CHECK(s->sandwiched > 0, "%s: no user pop fell inside a kernel batch in %d rounds", m->name, round);
+	CHECK(s->refused == s->sandwiched && s->taken == 0 && s->bad_rounds == 0,
+	      "%s: %llu of %llu user pops inside a kernel batch refused, %llu took an element, %llu bad rounds",
+	      m->name, (unsigned long long)s->refused, (unsigned long long)s->sandwiched,
+	      (unsigned long long)s->taken, (unsigned long long)s->bad_rounds);
+	CHECK(role_owner(m->id, s->d, DS_ROLE_CONSUMER) == 0, "%s: consumer role held after the rounds", m->name);
+	pthread_barrier_destroy(&s->bar);
+	arena_free(s->out);
+	free(s);
+}
+
 /* ---- non-sleepable allocation: pool, NOMEM, refill ---- */
 
 static void nosleep_pool(void)
@@ -982,6 +1238,18 @@ int main(int argc, char **argv)
 		else
 			queue_both_sides(&c, m);
 		printf("%-9s %s (kernel and user)\n", m->name, t_failures == failures0 ? "ok" : "FAILED");
+	}
+	if (!strcmp(only, "all") || !strcmp(only, "roles")) {
+		static const ap_u32 rtypes[] = {DS_TYPE_spsc, DS_TYPE_mpsc, DS_TYPE_evq};
+
+		for (i = 0; i < sizeof(rtypes) / sizeof(rtypes[0]); i++) {
+			int failures0 = t_failures;
+
+			kroles_refused(&c, ds_meta_of(rtypes[i]));
+			kroles_held_whole_batch(&c, ds_meta_of(rtypes[i]));
+			printf("%-9s %s (roles)\n", ds_meta_of(rtypes[i])->name,
+			       t_failures == failures0 ? "ok" : "FAILED");
+		}
 	}
 	if (!strcmp(only, "all")) {
 		alloc_both_sides(&c);

@@ -14,8 +14,8 @@
  *   - a role held by a process killed with SIGKILL is reported dead and
  *     taken over by the next claim, which counts it; a live holder, even
  *     a stopped one, never is;
- *   - a batch claims the roles its operations need at its start and holds
- *     them to its end: a second producer's or consumer's batch that runs
+ *   - a batch (ds_exec, or ds_batch_user) claims the roles its operations
+ *     need at its start and holds them to its end: a second producer's or consumer's batch that runs
  *     while the first is in the middle of its operations is refused in
  *     every operation and changes nothing; a batch that needs both roles of
  *     an spsc, one of them taken, runs the operations of the other role
@@ -245,15 +245,16 @@ static ap_u64 batch_ops(struct ds_ctx *c, ap_u32 type, ap_u64 d, const ap_u8 *op
 }
 
 /*
- * Role which of d held by another process's batch, in the middle of its
- * operations: this process's batch of that role is refused in every
+ * Role which of d held by another process's batch (ds_exec, or with
+ * user_batch the kernel's batch format run by ds_batch_user), in the
+ * middle of its operations: this process's batch of that role is refused in every
  * operation and changes nothing. The child's batch never ends by itself
  * (2^40 operations: inserts into a ring it has filled, each DS_FULL, or
  * pops from an empty queue, each DS_NOT_FOUND); the parent waits until the
  * role's holder is the child, runs its batch, kills the child and takes
  * the role over.
  */
-static void concurrent_batch_refused(ap_u32 type, ap_u32 which)
+static void concurrent_batch_refused(ap_u32 type, ap_u32 which, int user_batch)
 {
 	const char *name = ds_meta_of(type)->name, *role = which == DS_ROLE_PRODUCER ? "producer" : "consumer";
 	ap_u32 o = which == DS_ROLE_PRODUCER ? DS_OP_INSERT : DS_OP_POP;
@@ -278,9 +279,24 @@ static void concurrent_batch_refused(ap_u32 type, ap_u32 which)
 	if (pid == 0) {
 		struct ds_ctx cc;
 		struct ds_exec_args a = {0};
+		struct ds_batch b = {0};
 
 		if (ds_user_attach(sp, &cc) != DS_OK)
 			_exit(2);
+		if (user_batch) {
+			/* the kernel's batch format run by this thread
+			 * (ds_batch_user): 2^32 - 1 operations, inserts of
+			 * key and value 0 */
+			b.ds = d;
+			b.type = type;
+			b.cmd = DS_CMD_MIX;
+			b.count = ~0U;
+			b.keys = DS_KEYS_SEQ;
+			b.mix[o == DS_OP_INSERT ? DS_MIX_INSERT : DS_MIX_POP] = 1;
+			b.flags = DS_BATCH_VAL_KEY;
+			ds_batch_user(&cc, &b);
+			_exit(3);
+		}
 		a.ds = d;
 		a.type = type;
 		a.op = (ap_s32)o;
@@ -498,9 +514,11 @@ int main(void)
 		}
 		second_refused(types[t], DS_ROLE_CONSUMER);
 		dead_holder(types[t], DS_ROLE_CONSUMER);
-		concurrent_batch_refused(types[t], DS_ROLE_CONSUMER);
+		concurrent_batch_refused(types[t], DS_ROLE_CONSUMER, 0);
+		concurrent_batch_refused(types[t], DS_ROLE_CONSUMER, 1);
 	}
-	concurrent_batch_refused(DS_TYPE_spsc, DS_ROLE_PRODUCER);
+	concurrent_batch_refused(DS_TYPE_spsc, DS_ROLE_PRODUCER, 0);
+	concurrent_batch_refused(DS_TYPE_spsc, DS_ROLE_PRODUCER, 1);
 	mixed_batch();
 	held_is_exact();
 	spsc_ends();
