@@ -329,23 +329,6 @@ static void concurrent_batch_refused(ap_u32 type, ap_u32 which, int user_batch)
 	}
 	CHECK(ds_role_read(type, d, which, &st) == DS_OK && st.owner >> 32 == (ap_u64)pid,
 	      "%s %s: the refused batch changed the holder to %#llx", name, role, (unsigned long long)st.owner);
-	if (type == DS_TYPE_mpsc && o == DS_OP_POP) {
-		/* An mpsc consumer that pops the last node puts the stub back
-		 * behind it as a producer would (exchange, then link); killed
-		 * between the two it leaves that node without a successor, and
-		 * every later pop is BUSY (docs/ds.md, "Faults"). This case is
-		 * about the refused batch, so the kill waits until the child has
-		 * popped 100..103 and sits on the stub, writing nothing. */
-		struct ds_mpsc *m = (struct ds_mpsc *)d;
-
-		for (k = 0; k < 20000; k++) {
-			if (arena_atomic_load(&m->qtail, ARENA_ACQUIRE) == ARENA_ADDR(&m->stub) &&
-			    !arena_atomic_load(&m->stub.next, ARENA_ACQUIRE))
-				break;
-			usleep(1000);
-		}
-		CHECK(k < 20000, "%s: the child did not pop what was pushed", name);
-	}
 	kill(pid, SIGKILL);
 	REQUIRE(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
 		"%s: child status %#x", name, status);
