@@ -121,8 +121,10 @@ static void kill_child(pid_t pid)
 		"child status %#x", status);
 }
 
-/* A child that pushes key and stops between its exchange and its link. */
-static pid_t stalled_producer(ap_u64 d, ap_u64 key)
+/* A child that pushes key (value key * 10) into a queue of type and stops
+ * at ds_test_step(step) of that push: mpsc's 4 (between its exchange and
+ * its link), msqueue's 5 (between its link and its tail swing). */
+static pid_t stalled_producer(ap_u32 type, ap_u64 d, ap_u64 key, int step)
 {
 	pid_t pid;
 
@@ -131,15 +133,16 @@ static pid_t stalled_producer(ap_u64 d, ap_u64 key)
 	pid = t_fork();
 	if (pid == 0) {
 		struct ds_ctx cc;
+		ap_u64 k, v;
 
 		if (ds_user_attach(sp, &cc) != DS_OK)
 			_exit(2);
-		stop_step = 4;
+		stop_step = step;
 		stop_count = 1;
-		push(&cc, d, key);
-		_exit(0);
+		ds_enter(&cc);
+		_exit(ds_apply(&cc, type, d, DS_OP_INSERT, key, key * 10, &k, &v) == DS_OK ? 0 : 5);
 	}
-	wait_stopped(pid, 4);
+	wait_stopped(pid, step);
 	return pid;
 }
 
@@ -228,7 +231,7 @@ static void stub_window(int step, int mode)
 	} else if (mode == 1) {
 		push(&c, d, 4);
 	} else {
-		prod = stalled_producer(d, 4);
+		prod = stalled_producer(DS_TYPE_mpsc, d, 4, 4);
 		r = op1(&c, d, DS_OP_POP, 0, &k, &v);
 		if (step == 3) {
 			/* the link is in: 3 comes out; 4 is not linked yet */
@@ -266,7 +269,7 @@ static void stub_window(int step, int mode)
 		CHECK(m->relink != 0, "%s: the dead consumer's record is gone", what);
 		m->relink = arena_atomic_load(&m->qhead, ARENA_ACQUIRE);
 	}
-	prod = stalled_producer(d, 8);
+	prod = stalled_producer(DS_TYPE_mpsc, d, 8, 4);
 	r = op1(&c, d, DS_OP_POP, 0, &k, &v);
 	CHECK(r == DS_BUSY, "%s: pop before the producer's link -> %d key %llu", what, r, (unsigned long long)k);
 	release_producer(prod);
@@ -303,21 +306,7 @@ static void msqueue_dead_producer(void)
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
 	d = ds_create(sp, &c, DS_TYPE_msqueue, &cfg, NULL, &err);
 	REQUIRE(d, "create: %d", err);
-	ctl->stopped_at = 0;
-	ctl->release = 0;
-	pid = t_fork();
-	if (pid == 0) {
-		struct ds_ctx cc;
-
-		if (ds_user_attach(sp, &cc) != DS_OK)
-			_exit(2);
-		stop_step = 5;
-		stop_count = 1;
-		ds_enter(&cc);
-		ds_apply(&cc, DS_TYPE_msqueue, d, DS_OP_INSERT, 1, 10, &k, &v);
-		_exit(0);
-	}
-	wait_stopped(pid, 5);
+	pid = stalled_producer(DS_TYPE_msqueue, d, 1, 5);
 	kill_child(pid);
 	ds_enter(&c);
 	r = ds_apply(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, 0, &k, &v);
