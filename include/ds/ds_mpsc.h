@@ -130,6 +130,15 @@ static __always_inline ap_u64 ds_mpsc_restub(struct ds_mpsc __arena *d, ap_u64 t
 	return arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
 }
 
+/* While a consumer's record is set: 1 when the swap that puts the stub
+ * back happened (head: qhead as read). The stub is out of the queue before
+ * it and reachable only through it, and its link was cleared first, so it
+ * is in once it is the last node or has a successor. */
+static __always_inline int ds_mpsc_stub_queued(struct ds_mpsc __arena *d, ap_u64 head)
+{
+	return head == ARENA_ADDR(&d->stub) || arena_atomic_load(&d->stub.next, ARENA_ACQUIRE);
+}
+
 /*
  * tail has no successor and is not qhead, and a consumer recorded it in
  * relink: a consumer died putting the stub behind it. If its swap happened,
@@ -145,8 +154,7 @@ static __always_inline ap_u64 ds_mpsc_finish_restub(struct ds_mpsc __arena *d, a
 {
 	ap_u64 stub = ARENA_ADDR(&d->stub);
 
-	if (arena_atomic_load(&d->qhead, ARENA_ACQUIRE) != stub &&
-	    !arena_atomic_load(&d->stub.next, ARENA_ACQUIRE))
+	if (!ds_mpsc_stub_queued(d, arena_atomic_load(&d->qhead, ARENA_ACQUIRE)))
 		return 0;
 	arena_atomic_store(&ARENA_PTR(struct mpsc_node, tail)->next, stub, ARENA_RELEASE);
 	arena_atomic_store(&d->relink, 0, ARENA_RELEASE);
@@ -227,7 +235,7 @@ static __always_inline ap_u64 ds_mpsc_walk_next(struct ds_mpsc __arena *d, ap_u6
 	if (next || cur == stub || cur != arena_atomic_load(&d->relink, ARENA_ACQUIRE))
 		return next;
 	head = arena_atomic_load(&d->qhead, ARENA_ACQUIRE);
-	if (head != cur && (head == stub || arena_atomic_load(&d->stub.next, ARENA_ACQUIRE)))
+	if (head != cur && ds_mpsc_stub_queued(d, head))
 		return stub;
 	return 0;
 }

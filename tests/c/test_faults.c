@@ -81,17 +81,24 @@ static pid_t t_fork(void)
 	return pid;
 }
 
-static int op1(struct ds_ctx *c, ap_u64 d, ap_u32 o, ap_u64 key, ap_u64 *okey, ap_u64 *oval)
+/* One operation o on the queue of type at d, value key * 10, in a section
+ * of its own. */
+static int apply1(struct ds_ctx *c, ap_u32 type, ap_u64 d, ap_u32 o, ap_u64 key, ap_u64 *okey, ap_u64 *oval)
 {
 	ap_u64 k = 0, v = 0;
 	int r;
 
 	ds_enter(c);
-	r = ds_apply(c, DS_TYPE_mpsc, d, o, key, key * 10, &k, &v);
+	r = ds_apply(c, type, d, o, key, key * 10, &k, &v);
 	ds_exit(c);
 	*okey = k;
 	*oval = v;
 	return r;
+}
+
+static int op1(struct ds_ctx *c, ap_u64 d, ap_u32 o, ap_u64 key, ap_u64 *okey, ap_u64 *oval)
+{
+	return apply1(c, DS_TYPE_mpsc, d, o, key, okey, oval);
 }
 
 static void push(struct ds_ctx *c, ap_u64 d, ap_u64 key)
@@ -139,8 +146,7 @@ static pid_t stalled_producer(ap_u32 type, ap_u64 d, ap_u64 key, int step)
 			_exit(2);
 		stop_step = step;
 		stop_count = 1;
-		ds_enter(&cc);
-		_exit(ds_apply(&cc, type, d, DS_OP_INSERT, key, key * 10, &k, &v) == DS_OK ? 0 : 5);
+		_exit(apply1(&cc, type, d, DS_OP_INSERT, key, &k, &v) == DS_OK ? 0 : 5);
 	}
 	wait_stopped(pid, step);
 	return pid;
@@ -308,25 +314,19 @@ static void msqueue_dead_producer(void)
 	REQUIRE(d, "create: %d", err);
 	pid = stalled_producer(DS_TYPE_msqueue, d, 1, 5);
 	kill_child(pid);
-	ds_enter(&c);
-	r = ds_apply(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, 0, &k, &v);
-	ds_exit(&c);
+	r = apply1(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, &k, &v);
 	CHECK(r == DS_OK && k == 1 && v == 10, "msqueue: pop after the dead producer -> %d key %llu", r,
 	      (unsigned long long)k);
 	/* the dead producer's record expires; what was retired is freed */
 	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "msqueue: synchronize");
 	for (k = 2; k <= 4; k++) {
-		ds_enter(&c);
-		r = ds_apply(&c, DS_TYPE_msqueue, d, DS_OP_INSERT, k, k * 10, &v, &v);
-		ds_exit(&c);
+		r = apply1(&c, DS_TYPE_msqueue, d, DS_OP_INSERT, k, &v, &v);
 		CHECK(r == DS_OK, "msqueue: push %llu after the dead producer -> %d", (unsigned long long)k, r);
 	}
 	for (k = 2; k <= 5; k++) {
-		ap_u64 ok = 0, ov = 0;
+		ap_u64 ok, ov;
 
-		ds_enter(&c);
-		r = ds_apply(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, 0, &ok, &ov);
-		ds_exit(&c);
+		r = apply1(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, &ok, &ov);
 		if (k <= 4)
 			CHECK(r == DS_OK && ok == k && ov == k * 10, "msqueue: pop %llu -> %d key %llu",
 			      (unsigned long long)k, r, (unsigned long long)ok);
@@ -336,6 +336,17 @@ static void msqueue_dead_producer(void)
 	r = ds_verify_type(&c, DS_TYPE_msqueue, d, &vf);
 	CHECK(r == DS_OK && vf.count == 0, "msqueue: verify -> %d where %llu", r, (unsigned long long)vf.where);
 	ds_user_detach(&c);
+}
+
+/* A random-kill consumer's pop of (k, v): in order after every earlier
+ * pop, and counted. */
+static void note_pop(ap_u64 k, ap_u64 v)
+{
+	if (k <= ctl->last || v != k * 10 || k > MAX_VALUES)
+		ctl->order_errors++;
+	else
+		ctl->seen[k]++;
+	ctl->last = k;
 }
 
 static void consumer_loop(ap_u64 d, int attached)
@@ -352,13 +363,8 @@ static void consumer_loop(ap_u64 d, int attached)
 	}
 	yield_steps = 1;
 	for (;;) {
-		if (op1(&cc, d, DS_OP_POP, 0, &k, &v) == DS_OK) {
-			if (k <= ctl->last || v != k * 10 || k > MAX_VALUES)
-				ctl->order_errors++;
-			else
-				ctl->seen[k]++;
-			ctl->last = k;
-		}
+		if (op1(&cc, d, DS_OP_POP, 0, &k, &v) == DS_OK)
+			note_pop(k, v);
 		ctl->cstep = 0;
 	}
 }
@@ -417,13 +423,8 @@ static void random_kills(int kills)
 		r = op1(&c, d, DS_OP_POP, 0, &k, &v);
 		if (r == DS_NOT_FOUND)
 			break;
-		if (r == DS_OK) {
-			if (k <= ctl->last || v != k * 10 || k > MAX_VALUES)
-				ctl->order_errors++;
-			else
-				ctl->seen[k]++;
-			ctl->last = k;
-		}
+		if (r == DS_OK)
+			note_pop(k, v);
 		REQUIRE(!t_stalled(&stall, ctl->last), "the queue is stuck after key %llu (pop -> %d)",
 			(unsigned long long)ctl->last, r);
 	}
