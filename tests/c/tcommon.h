@@ -135,6 +135,23 @@ static inline void t_run_threads(int n, void *(*fn)(struct t_thread *), void *ar
 	free(ts);
 }
 
+/* One operation o on the structure of type at d, value key * 10, in an
+ * epoch section of its own; okey/oval may be NULL. */
+static inline int t_op1(struct ds_ctx *c, ap_u32 type, ap_u64 d, ap_u32 o, ap_u64 key, ap_u64 *okey, ap_u64 *oval)
+{
+	ap_u64 k = 0, v = 0;
+	int r;
+
+	ds_enter(c);
+	r = ds_apply(c, type, d, o, key, key * 10, &k, &v);
+	ds_exit(c);
+	if (okey)
+		*okey = k;
+	if (oval)
+		*oval = v;
+	return r;
+}
+
 static inline int t_done(const char *name)
 {
 	if (t_failures) {

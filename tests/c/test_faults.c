@@ -81,24 +81,9 @@ static pid_t t_fork(void)
 	return pid;
 }
 
-/* One operation o on the queue of type at d, value key * 10, in a section
- * of its own. */
-static int apply1(struct ds_ctx *c, ap_u32 type, ap_u64 d, ap_u32 o, ap_u64 key, ap_u64 *okey, ap_u64 *oval)
-{
-	ap_u64 k = 0, v = 0;
-	int r;
-
-	ds_enter(c);
-	r = ds_apply(c, type, d, o, key, key * 10, &k, &v);
-	ds_exit(c);
-	*okey = k;
-	*oval = v;
-	return r;
-}
-
 static int op1(struct ds_ctx *c, ap_u64 d, ap_u32 o, ap_u64 key, ap_u64 *okey, ap_u64 *oval)
 {
-	return apply1(c, DS_TYPE_mpsc, d, o, key, okey, oval);
+	return t_op1(c, DS_TYPE_mpsc, d, o, key, okey, oval);
 }
 
 static void push(struct ds_ctx *c, ap_u64 d, ap_u64 key)
@@ -146,7 +131,7 @@ static pid_t stalled_producer(ap_u32 type, ap_u64 d, ap_u64 key, int step)
 			_exit(2);
 		stop_step = step;
 		stop_count = 1;
-		_exit(apply1(&cc, type, d, DS_OP_INSERT, key, &k, &v) == DS_OK ? 0 : 5);
+		_exit(t_op1(&cc, type, d, DS_OP_INSERT, key, &k, &v) == DS_OK ? 0 : 5);
 	}
 	wait_stopped(pid, step);
 	return pid;
@@ -314,19 +299,19 @@ static void msqueue_dead_producer(void)
 	REQUIRE(d, "create: %d", err);
 	pid = stalled_producer(DS_TYPE_msqueue, d, 1, 5);
 	kill_child(pid);
-	r = apply1(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, &k, &v);
+	r = t_op1(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, &k, &v);
 	CHECK(r == DS_OK && k == 1 && v == 10, "msqueue: pop after the dead producer -> %d key %llu", r,
 	      (unsigned long long)k);
 	/* the dead producer's record expires; what was retired is freed */
 	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "msqueue: synchronize");
 	for (k = 2; k <= 4; k++) {
-		r = apply1(&c, DS_TYPE_msqueue, d, DS_OP_INSERT, k, &v, &v);
+		r = t_op1(&c, DS_TYPE_msqueue, d, DS_OP_INSERT, k, &v, &v);
 		CHECK(r == DS_OK, "msqueue: push %llu after the dead producer -> %d", (unsigned long long)k, r);
 	}
 	for (k = 2; k <= 5; k++) {
 		ap_u64 ok, ov;
 
-		r = apply1(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, &ok, &ov);
+		r = t_op1(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, &ok, &ov);
 		if (k <= 4)
 			CHECK(r == DS_OK && ok == k && ov == k * 10, "msqueue: pop %llu -> %d key %llu",
 			      (unsigned long long)k, r, (unsigned long long)ok);

@@ -41,21 +41,6 @@ static ap_u64 create(struct ds_ctx *c, ap_u32 type)
 	return d;
 }
 
-static int op1(struct ds_ctx *c, ap_u32 type, ap_u64 d, ap_u32 o, ap_u64 key, ap_u64 *okey, ap_u64 *oval)
-{
-	ap_u64 k = 0, v = 0;
-	int r;
-
-	ds_enter(c);
-	r = ds_apply(c, type, d, o, key, key * 10, &k, &v);
-	ds_exit(c);
-	if (okey)
-		*okey = k;
-	if (oval)
-		*oval = v;
-	return r;
-}
-
 /* A batch of n uniform operations through ds_exec; returns the first result. */
 static int batch(struct ds_ctx *c, ap_u32 type, ap_u64 d, ap_u32 o, ap_u64 n, ap_u64 *done)
 {
@@ -96,24 +81,24 @@ static void second_refused(ap_u32 type, ap_u32 which)
 	REQUIRE(ds_user_attach(sp, &a) == DS_OK && ds_user_attach(sp, &b) == DS_OK, "attach");
 	d = create(&a, type);
 	for (i = 0; i < 4; i++)
-		CHECK(op1(&a, type, d, DS_OP_INSERT, 100 + i, NULL, NULL) == DS_OK, "%s: fill", name);
+		CHECK(t_op1(&a, type, d, DS_OP_INSERT, 100 + i, NULL, NULL) == DS_OK, "%s: fill", name);
 	CHECK(owner_of(type, d, which) == 0, "%s %s: held after bare operations", name, role);
 
 	CHECK(ds_role_attach(&a, type, d, which) == DS_OK, "%s: attach %s", name, role);
 	CHECK(owner_of(type, d, which) == a.owner, "%s %s: holder %#llx, not the attached context", name, role,
 	      (unsigned long long)owner_of(type, d, which));
 	CHECK(ds_role_attach(&b, type, d, which) == DS_BUSY, "%s: second %s attached", name, role);
-	CHECK(op1(&b, type, d, o, 7, &k, &val) == DS_BUSY, "%s: second %s's bare operation not refused", name, role);
+	CHECK(t_op1(&b, type, d, o, 7, &k, &val) == DS_BUSY, "%s: second %s's bare operation not refused", name, role);
 	CHECK(batch(&b, type, d, o, 4, &done) == DS_BUSY && done == 4, "%s: second %s's batch not refused", name,
 	      role);
 	CHECK(ds_verify_type(&a, type, d, &v) == DS_BUSY, "%s: verify while a %s is attached", name, role);
 	/* the holder's own operations run */
 	if (o == DS_OP_POP) {
-		CHECK(op1(&a, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 100 && val == 1000,
+		CHECK(t_op1(&a, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 100 && val == 1000,
 		      "%s: holder's pop -> key %llu", name, (unsigned long long)k);
 		CHECK(batch(&a, type, d, DS_OP_POP, 2, &done) == DS_OK && done == 2, "%s: holder's pop batch", name);
 	} else {
-		CHECK(op1(&a, type, d, DS_OP_INSERT, 200, NULL, NULL) == DS_OK, "%s: holder's push", name);
+		CHECK(t_op1(&a, type, d, DS_OP_INSERT, 200, NULL, NULL) == DS_OK, "%s: holder's push", name);
 		CHECK(batch(&a, type, d, DS_OP_INSERT, 2, &done) == DS_OK && done == 2, "%s: holder's push batch",
 		      name);
 	}
@@ -146,16 +131,16 @@ static void held_is_exact(void)
 		ds_user_attach(sp, &c) == DS_OK, "attach");
 	d1 = create(&a, DS_TYPE_spsc);
 	d2 = create(&a, DS_TYPE_spsc);
-	CHECK(op1(&a, DS_TYPE_spsc, d1, DS_OP_INSERT, 5, NULL, NULL) == DS_OK, "fill d1");
+	CHECK(t_op1(&a, DS_TYPE_spsc, d1, DS_OP_INSERT, 5, NULL, NULL) == DS_OK, "fill d1");
 	CHECK(ds_role_attach(&a, DS_TYPE_spsc, d1, DS_ROLE_PRODUCER) == DS_OK, "a: d1 producer");
 	CHECK(ds_role_attach(&b, DS_TYPE_spsc, d1, DS_ROLE_CONSUMER) == DS_OK, "b: d1 consumer");
 	CHECK(ds_role_attach(&c, DS_TYPE_spsc, d2, DS_ROLE_PRODUCER) == DS_OK, "c: d2 producer");
 
-	CHECK(op1(&a, DS_TYPE_spsc, d1, DS_OP_POP, 0, &k, &v) == DS_BUSY,
+	CHECK(t_op1(&a, DS_TYPE_spsc, d1, DS_OP_POP, 0, &k, &v) == DS_BUSY,
 	      "the producer's pop went past the consumer's role");
-	CHECK(op1(&a, DS_TYPE_spsc, d2, DS_OP_INSERT, 6, NULL, NULL) == DS_BUSY,
+	CHECK(t_op1(&a, DS_TYPE_spsc, d2, DS_OP_INSERT, 6, NULL, NULL) == DS_BUSY,
 	      "d1's producer pushed into d2, whose producer role is held");
-	CHECK(op1(&a, DS_TYPE_spsc, d1, DS_OP_INSERT, 7, NULL, NULL) == DS_OK, "a's own push");
+	CHECK(t_op1(&a, DS_TYPE_spsc, d1, DS_OP_INSERT, 7, NULL, NULL) == DS_OK, "a's own push");
 	CHECK(batch(&a, DS_TYPE_spsc, d1, DS_OP_POP, 2, &done) == DS_BUSY,
 	      "the producer's pop batch went past the consumer's role");
 	CHECK(batch(&a, DS_TYPE_spsc, d2, DS_OP_INSERT, 2, &done) == DS_BUSY,
@@ -165,7 +150,7 @@ static void held_is_exact(void)
 	CHECK(batch(&b, DS_TYPE_spsc, d2, DS_OP_POP, 1, &done) == DS_NOT_FOUND && done == 1,
 	      "b's pop batch on empty d2");
 	CHECK(owner_of(DS_TYPE_spsc, d2, DS_ROLE_CONSUMER) == 0, "d2's consumer role kept after b's batch");
-	CHECK(op1(&b, DS_TYPE_spsc, d1, DS_OP_POP, 0, &k, &v) == DS_OK && k == 5, "b's pop -> key %llu",
+	CHECK(t_op1(&b, DS_TYPE_spsc, d1, DS_OP_POP, 0, &k, &v) == DS_OK && k == 5, "b's pop -> key %llu",
 	      (unsigned long long)k);
 	ds_role_detach(&a);
 	ds_role_detach(&b);
@@ -190,11 +175,11 @@ static void spsc_ends(void)
 	CHECK(ds_spsc_open_producer(&a, d, &p) == DS_OK && p.d, "a: producer end");
 	CHECK(owner_of(DS_TYPE_spsc, d, DS_ROLE_PRODUCER) == a.owner, "producer end: role not held by a");
 	CHECK(ds_spsc_open_producer(&b, d, &p2) == DS_BUSY && !p2.d, "b: a second producer end opened");
-	CHECK(op1(&b, DS_TYPE_spsc, d, DS_OP_INSERT, 9, NULL, NULL) == DS_BUSY, "b: second producer's push ran");
+	CHECK(t_op1(&b, DS_TYPE_spsc, d, DS_OP_INSERT, 9, NULL, NULL) == DS_BUSY, "b: second producer's push ran");
 	CHECK(batch(&b, DS_TYPE_spsc, d, DS_OP_INSERT, 2, &done) == DS_BUSY, "b: second producer's batch ran");
 	CHECK(ds_spsc_open_consumer(&c, d, &q) == DS_OK && q.d, "c: consumer end");
 	CHECK(ds_spsc_open_consumer(&b, d, &q2) == DS_BUSY && !q2.d, "b: a second consumer end opened");
-	CHECK(op1(&b, DS_TYPE_spsc, d, DS_OP_POP, 0, &k, &v) == DS_BUSY, "b: second consumer's pop ran");
+	CHECK(t_op1(&b, DS_TYPE_spsc, d, DS_OP_POP, 0, &k, &v) == DS_BUSY, "b: second consumer's pop ran");
 	/* fill the ring (64 slots) and one more: refused, nothing overwritten */
 	for (i = 0; i < 64; i++)
 		CHECK(ds_spsc_put(&p, 1000 + i, 2000 + i) == DS_OK, "put %llu", (unsigned long long)i);
@@ -273,7 +258,7 @@ static void concurrent_batch_refused(ap_u32 type, ap_u32 which, int user_batch)
 	 * one allocation) */
 	if (type == DS_TYPE_mpsc && o == DS_OP_POP)
 		for (k = 0; k < 4; k++)
-			CHECK(op1(&c, type, d, DS_OP_INSERT, 100 + k, NULL, NULL) == DS_OK, "%s: push", name);
+			CHECK(t_op1(&c, type, d, DS_OP_INSERT, 100 + k, NULL, NULL) == DS_OK, "%s: push", name);
 	pid = fork();
 	REQUIRE(pid >= 0, "fork");
 	if (pid == 0) {
@@ -323,7 +308,7 @@ static void concurrent_batch_refused(ap_u32 type, ap_u32 which, int user_batch)
 		      "%s: a second producer's batch ran beside the first", name);
 	} else {
 		for (k = 0; k < 4 && type != DS_TYPE_mpsc; k++)
-			CHECK(op1(&c, type, d, DS_OP_INSERT, 100 + k, NULL, NULL) == DS_OK, "%s: push", name);
+			CHECK(t_op1(&c, type, d, DS_OP_INSERT, 100 + k, NULL, NULL) == DS_OK, "%s: push", name);
 		CHECK(batch(&c, type, d, DS_OP_POP, 8, &done) == DS_BUSY && done == 8,
 		      "%s: a second consumer's batch ran beside the first", name);
 	}
@@ -335,7 +320,7 @@ static void concurrent_batch_refused(ap_u32 type, ap_u32 which, int user_batch)
 	/* what is left: the producer's case, only the child's zeros (at most
 	 * the ring's 64); the consumer's, what the child did not pop of
 	 * 100..103, in order */
-	while ((r = op1(&c, type, d, DS_OP_POP, 0, &k, &val)) == DS_OK) {
+	while ((r = t_op1(&c, type, d, DS_OP_POP, 0, &k, &val)) == DS_OK) {
 		if (o == DS_OP_INSERT)
 			CHECK(k == 0 && val == 0, "%s: the refused batch put in (%llu, %llu)", name,
 			      (unsigned long long)k, (unsigned long long)val);
@@ -349,8 +334,8 @@ static void concurrent_batch_refused(ap_u32 type, ap_u32 which, int user_batch)
 	CHECK(n <= (o == DS_OP_INSERT ? 64 : 4), "%s: %llu elements left", name, (unsigned long long)n);
 	if (o == DS_OP_INSERT) {
 		/* the next producer takes the dead child's role over */
-		CHECK(op1(&c, type, d, DS_OP_INSERT, 500, NULL, NULL) == DS_OK, "%s: push after the child", name);
-		CHECK(op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 500 && val == 5000,
+		CHECK(t_op1(&c, type, d, DS_OP_INSERT, 500, NULL, NULL) == DS_OK, "%s: push after the child", name);
+		CHECK(t_op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 500 && val == 5000,
 		      "%s: pop -> (%llu, %llu)", name, (unsigned long long)k, (unsigned long long)val);
 	}
 	REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "read");
@@ -431,7 +416,7 @@ static void dead_holder(ap_u32 type, ap_u32 which)
 
 	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
 	d = create(&c, type);
-	CHECK(op1(&c, type, d, DS_OP_INSERT, 5, NULL, NULL) == DS_OK, "%s: push", name);
+	CHECK(t_op1(&c, type, d, DS_OP_INSERT, 5, NULL, NULL) == DS_OK, "%s: push", name);
 	REQUIRE(pipe(ready) == 0, "pipe");
 	pid = fork();
 	REQUIRE(pid >= 0, "fork");
@@ -453,11 +438,11 @@ static void dead_holder(ap_u32 type, ap_u32 which)
 	CHECK(st.owner >> 32 == (ap_u64)pid && !st.dead && st.takeovers == 0,
 	      "%s %s: owner %#llx dead %d takeovers %llu with the child alive", name, role,
 	      (unsigned long long)st.owner, st.dead, (unsigned long long)st.takeovers);
-	CHECK(op1(&c, type, d, o, 6, &k, &val) == DS_BUSY, "%s: %s taken from a live holder", name, role);
+	CHECK(t_op1(&c, type, d, o, 6, &k, &val) == DS_BUSY, "%s: %s taken from a live holder", name, role);
 	/* stopped is alive */
 	kill(pid, SIGSTOP);
 	waitpid(pid, &status, WUNTRACED);
-	CHECK(op1(&c, type, d, o, 6, &k, &val) == DS_BUSY, "%s: %s taken from a stopped holder", name, role);
+	CHECK(t_op1(&c, type, d, o, 6, &k, &val) == DS_BUSY, "%s: %s taken from a stopped holder", name, role);
 	kill(pid, SIGKILL);
 	REQUIRE(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
 		"%s: child status %#x", name, status);
@@ -471,10 +456,10 @@ static void dead_holder(ap_u32 type, ap_u32 which)
 		CHECK(batch(&c, type, d, DS_OP_POP, 1, &done) == DS_OK && done == 1, "%s: pop after the holder died",
 		      name);
 	} else {
-		CHECK(op1(&c, type, d, DS_OP_INSERT, 6, NULL, NULL) == DS_OK, "%s: push after the holder died", name);
-		CHECK(op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 5, "%s: pop -> %llu", name,
+		CHECK(t_op1(&c, type, d, DS_OP_INSERT, 6, NULL, NULL) == DS_OK, "%s: push after the holder died", name);
+		CHECK(t_op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 5, "%s: pop -> %llu", name,
 		      (unsigned long long)k);
-		CHECK(op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 6 && val == 60, "%s: pop -> %llu",
+		CHECK(t_op1(&c, type, d, DS_OP_POP, 0, &k, &val) == DS_OK && k == 6 && val == 60, "%s: pop -> %llu",
 		      name, (unsigned long long)k);
 	}
 	REQUIRE(ds_role_read(type, d, which, &st) == DS_OK, "read");
