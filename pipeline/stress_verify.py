@@ -175,9 +175,7 @@ def invariants(meta: Meta, pushed: dict[int, int | None], consumers: Sequence[Qu
         elif lost_consumer:
             once = once and all(0 <= i < (n if n is not None else (got[-1] + 1 if got else 0))
                                 for i in got)
-        elif hidden:
-            once = once and got == list(range(len(got)))
-        elif n is None:
+        elif hidden or n is None:
             once = once and got == list(range(len(got)))
         else:
             once = once and got == list(range(n))
