@@ -85,6 +85,8 @@ def _worker(out: Outcome, w: Any) -> dict[str, Any]:
                              for i, t in enumerate(w.result)])
     if any(t.get("out_of_memory") for t in w.result):
         entry["out_of_memory"] = True
+    if any(t.get("stuck") for t in w.result):
+        entry["stuck_busy"] = True
     return entry
 
 

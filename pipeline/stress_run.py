@@ -96,6 +96,7 @@ class Outcome:
     final_items: list[tuple[int, int]] = field(default_factory=list)
     drained: array[int] = field(default_factory=lambda: array("Q"))
     drain_history: bytes = b""
+    drain_stuck: bool = False  # the final drain gave up on a queue that stayed BUSY
     prefill_history: bytes = b""
     verify: Any = None
     verify_kernel: Any = None
@@ -440,6 +441,7 @@ def _final_drain(cfg: StressConfig, arena: Arena, s: Structure, ctl: memoryview,
                              agent=DRIVER_AGENT, sample_cap=0, hist_cap=hist_cap)
     out.drained.frombytes(r["popped"])
     out.drain_history = r["history"] or b""
+    out.drain_stuck = bool(r["stuck"])
 
 
 def keyed_result_ok(rs: list[KeyedResult]) -> bool:

@@ -1120,10 +1120,10 @@ static PyObject *DsArena_run_loop(DsArenaObject *self, PyObject *args, PyObject 
 	popped = PyBytes_FromStringAndSize((const char *)r.popped, (Py_ssize_t)(r.n_popped * sizeof(*r.popped)));
 	if (!kinds || !samples || !hist || !popped)
 		goto out;
-	res = Py_BuildValue("{sKsOsKsKsKsKsOsOsOsi}", "done", (unsigned long long)r.done, "results", kinds,
+	res = Py_BuildValue("{sKsOsKsKsKsKsOsOsOsisi}", "done", (unsigned long long)r.done, "results", kinds,
 			    "bad_values", (unsigned long long)r.bad_values, "pushed", (unsigned long long)r.pushed,
 			    "ns", (unsigned long long)r.ns, "cpu_ns", (unsigned long long)r.cpu_ns, "samples", samples,
-			    "history", hist, "popped", popped, "out_of_memory", r.err == ENOMEM);
+			    "history", hist, "popped", popped, "out_of_memory", r.err == ENOMEM, "stuck", r.stuck);
 out:
 	Py_XDECREF(kinds);
 	Py_XDECREF(samples);

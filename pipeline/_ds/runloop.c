@@ -170,6 +170,7 @@ static __always_inline void loop_typed(struct ds_ctx *c, struct ap_runloop *r, c
 	struct zipf z;
 	int in_cs = 0, use_zipf = r->theta > 0, drain_seen = 0;
 	unsigned int idle = 0;
+	uint64_t busy_since = 0;
 
 	if (!total)
 		total = 1;
@@ -296,12 +297,29 @@ static __always_inline void loop_typed(struct ds_ctx *c, struct ap_runloop *r, c
 				ds_exit(c);
 				in_cs = 0;
 			}
+			/* Once every producer is done, a pop that stays BUSY has
+			 * nothing left to wait for: a killed producer's push that
+			 * never linked its node (ds_mpsc.h). Give up and say so. */
+			if (r->role == AP_ROLE_CONSUMER && res == DS_BUSY && drain_seen) {
+				uint64_t now = arena_now_ns();
+
+				if (!busy_since)
+					busy_since = now;
+				else if (now - busy_since >= AP_DRAIN_STUCK_NS) {
+					r->stuck = 1;
+					i++;
+					break;
+				}
+			} else {
+				busy_since = 0;
+			}
 			if (++idle % 64 == 0)
 				usleep(50);
 			else
 				arena_cpu_relax();
 		} else {
 			idle = 0;
+			busy_since = 0;
 		}
 	}
 	if (in_cs)

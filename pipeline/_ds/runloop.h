@@ -51,6 +51,8 @@ enum ap_role {
 
 /* how often the loop looks at the control block and the clock */
 #define AP_CHECK_EVERY 1024
+/* a consumer in the drain gives up on a queue that stays BUSY this long */
+#define AP_DRAIN_STUCK_NS 1000000000ULL
 
 struct ap_runloop {
 	/* in */
@@ -84,6 +86,7 @@ struct ap_runloop {
 	uint64_t ns;
 	uint64_t cpu_ns; /* the thread's CPU time over the same span */
 	int err; /* 0, or a positive errno (ENOMEM: popped could not grow) */
+	int stuck; /* consumer: the queue stayed BUSY for AP_DRAIN_STUCK_NS after the drain began */
 };
 
 /* Runs the loop on the calling thread's context c (no GIL needed). */
