@@ -227,6 +227,10 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"  dead workers: {', '.join(map(str, r['dead_workers']))} "
                      "(checked on what the others did)")
     if r["checks"]:
+        hidden = r["checks"].get("hidden_values_of_live_producers")
+        if hidden is not None:
+            lines.append(f"  the queue stops at a push a killed producer never linked: "
+                         f"{_n(hidden)} values of the live producers are behind it")
         for name, ok in r["checks"]["invariants"].items():
             lines.append(f"  {'ok  ' if ok else 'FAIL'} {name}")
     lin = r["linearizability"]

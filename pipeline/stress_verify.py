@@ -125,18 +125,31 @@ def queue(out: Outcome) -> dict[str, Any]:
     # A producer killed between publishing its node and linking it hides every node
     # pushed after it (mpsc): the final drain stops there, BUSY for good.
     hidden = out.drain_stuck and any(n is None for n in pushed.values())
-    inv = invariants(cfg.meta, pushed, consumers, QueueResult(popped=out.drained.tobytes()),
-                     lost_consumer, hidden)
+    drain = QueueResult(popped=out.drained.tobytes())
+    inv = invariants(cfg.meta, pushed, consumers, drain, lost_consumer, hidden)
     v = out.verify
     if out.drain_stuck and not hidden:
         inv["the final drain reached the end"] = False
     if not out.drain_stuck:
         inv["empty at the end"] = v.ok and v.count == 0
-    return {"invariants": inv,
-            "pushed": sum(n for n in pushed.values() if n is not None),
-            "popped_by_consumers": sum(len(c.popped) // 8 for c in consumers),
-            "left_at_end": len(out.drained), "final_drain_stuck": out.drain_stuck,
-            "verify": v.__dict__}
+    res = {"invariants": inv,
+           "pushed": sum(n for n in pushed.values() if n is not None),
+           "popped_by_consumers": sum(len(c.popped) // 8 for c in consumers),
+           "left_at_end": len(out.drained), "final_drain_stuck": out.drain_stuck,
+           "verify": v.__dict__}
+    if hidden:
+        res["hidden_values_of_live_producers"] = hidden_count(pushed, (*consumers, drain))
+    return res
+
+
+def hidden_count(pushed: dict[int, int | None], popped: Sequence[QueueResult]) -> int:
+    """Values pushed by producers whose count is known that nobody popped: what a
+    killed producer's unlinked push hid of the others' (its own count is not known)."""
+    known = {p: n for p, n in pushed.items() if n is not None}
+    out = 0
+    for c in popped:
+        out += sum(1 for v in _values(c.popped) if v >> SEQ_BITS in known)
+    return sum(known.values()) - out
 
 
 def _values(raw: bytes) -> array[int]:
@@ -176,7 +189,7 @@ def invariants(meta: Meta, pushed: dict[int, int | None], consumers: Sequence[Qu
             once = once and all(0 <= i < (n if n is not None else (got[-1] + 1 if got else 0))
                                 for i in got)
         elif hidden or n is None:
-            once = once and got == list(range(len(got)))
+            once = once and got == list(range(len(got))) and (n is None or len(got) <= n)
         else:
             once = once and got == list(range(n))
     name = ("no value twice, each producer's a prefix (a killed producer's push hid the rest)"
