@@ -170,8 +170,11 @@ static __always_inline int ds_mpsc_pop_held(struct ds_ctx *c, struct ds_mpsc __a
 	tail = arena_atomic_load(&d->qtail, ARENA_RELAXED);
 	next = arena_atomic_load(&ARENA_PTR(struct mpsc_node, tail)->next, ARENA_ACQUIRE);
 	if (tail == stub) {
+		/* Empty only if no producer is mid-push: a push after one that
+		 * has exchanged but not linked may have returned already, and
+		 * "empty" would then contradict it. */
 		if (!next)
-			return DS_NOT_FOUND;
+			return arena_atomic_load(&d->qhead, ARENA_ACQUIRE) == stub ? DS_NOT_FOUND : DS_BUSY;
 		/* any record is older than the stub's last insertion */
 		if (arena_atomic_load(&d->relink, ARENA_RELAXED))
 			arena_atomic_store(&d->relink, 0, ARENA_RELAXED);

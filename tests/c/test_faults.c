@@ -18,6 +18,8 @@
  *     stub's insertion yields, to widen its windows); the last consumer
  *     drains: nothing twice, in order, at most one element lost per kill;
  *     every consumer killed holding the role was taken over.
+ *   - mpsc_empty_behind_producer: a producer stopped mid-push on an empty
+ *     queue while a later push completes: BUSY, not NOT_FOUND.
  * msqueue: a producer killed between its link and its tail swing (step 5);
  *   pops, pushes and the dead producer's expired epoch record after it.
  * Usage: test_faults [kills]
@@ -225,12 +227,13 @@ static void stub_window(int step, int mode)
 		prod = stalled_producer(DS_TYPE_mpsc, d, 4, 4);
 		r = op1(&c, d, DS_OP_POP, 0, &k, &v);
 		if (step == 3) {
-			/* the link is in: 3 comes out; 4 is not linked yet */
+			/* the link is in: 3 comes out; 4 is not linked yet,
+			 * and a queue with a push under way is not empty */
 			CHECK(r == DS_OK && k == 3, "%s: pop -> %d key %llu", what, r, (unsigned long long)k);
 			if (r == DS_OK)
 				popped[n++] = k;
 			r = op1(&c, d, DS_OP_POP, 0, &k, &v);
-			CHECK(r == DS_NOT_FOUND, "%s: second pop -> %d", what, r);
+			CHECK(r == DS_BUSY, "%s: second pop -> %d", what, r);
 		} else {
 			/* the swap may or may not have happened: not known
 			 * until the producer links, so BUSY, never a guess */
@@ -275,6 +278,38 @@ static void stub_window(int step, int mode)
 	r = ds_verify_type(&c, DS_TYPE_mpsc, d, &vf);
 	CHECK(r == DS_OK && vf.count == 0, "%s: final verify -> %d where %llu", what, r,
 	      (unsigned long long)vf.where);
+	ds_user_detach(&c);
+}
+
+/*
+ * A producer stopped between its exchange and its link on an empty mpsc
+ * (its predecessor is the stub) while a later push completes: the queue is
+ * not empty (that push is done), so a pop must say BUSY, not NOT_FOUND.
+ * Then both come out in push order.
+ */
+static void mpsc_empty_behind_producer(void)
+{
+	struct ds_ctx c;
+	struct ds_verify vf;
+	struct ds_config cfg = {.capacity = 64};
+	ap_u64 d, k = 0, v = 0, got[16], n = 0;
+	pid_t pid;
+	int err, r;
+
+	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
+	d = ds_create(sp, &c, DS_TYPE_mpsc, &cfg, NULL, &err);
+	REQUIRE(d, "create: %d", err);
+	pid = stalled_producer(DS_TYPE_mpsc, d, 1, 4);
+	push(&c, d, 2);
+	r = op1(&c, d, DS_OP_POP, 0, &k, &v);
+	CHECK(r == DS_BUSY, "mpsc: pop behind a producer mid-push on the stub -> %d (key %llu)", r,
+	      (unsigned long long)k);
+	release_producer(pid);
+	drain(&c, d, got, &n, "mpsc behind a producer on the stub");
+	CHECK(n == 2 && got[0] == 1 && got[1] == 2, "mpsc: %llu popped after the producer's link",
+	      (unsigned long long)n);
+	r = ds_verify_type(&c, DS_TYPE_mpsc, d, &vf);
+	CHECK(r == DS_OK && vf.count == 0, "mpsc: verify -> %d where %llu", r, (unsigned long long)vf.where);
 	ds_user_detach(&c);
 }
 
@@ -447,6 +482,7 @@ int main(int argc, char **argv)
 	for (step = 1; step <= 3; step++)
 		for (mode = 0; mode <= 2; mode++)
 			stub_window(step, mode);
+	mpsc_empty_behind_producer();
 	msqueue_dead_producer();
 #ifdef __SANITIZE_ADDRESS__
 	/* AddressSanitizer keeps freed-object poison per process: a consumer
