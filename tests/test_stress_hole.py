@@ -47,10 +47,22 @@ def _node_of(arena: Arena, value: int) -> int:
     raise AssertionError(f"no node holds {value:#x}")
 
 
-def _unlink(arena: Arena, before: int, after: int) -> None:
+def _stub_of(s: Structure, first: int) -> int:
+    """The queue's stub (in its head, struct ds_mpsc) while it links to the node first:
+    the one word of the head that holds that node's address."""
+    head = ctypes.string_at(s.address, s.meta.head_size)
+    words = struct.unpack(f"<{len(head) // 8}Q", head)
+    at = [i for i, w in enumerate(words) if w == first]
+    assert len(at) == 1, at
+    return s.address + 8 * at[0] - NODE_NEXT
+
+
+def _unlink(arena: Arena, s: Structure, before: int | None, after: int) -> None:
     """What a producer killed between its exchange and its link leaves: the node it
-    got from the exchange (before) never learns its successor (after)."""
-    a, b = _node_of(arena, before), _node_of(arena, after)
+    got from the exchange (holding before, or the stub for None: the queue was empty)
+    never learns its successor (after)."""
+    b = _node_of(arena, after)
+    a = _node_of(arena, before) if before is not None else _stub_of(s, b)
     nxt = ctypes.c_uint64.from_address(a + NODE_NEXT)
     assert nxt.value == b, "the nodes are not linked as pushed"
     nxt.value = 0
@@ -72,19 +84,20 @@ def _drain(cfg: StressConfig, arena: Arena, s: Structure) -> Outcome:
 
 
 @needs_root
-@pytest.mark.parametrize("history", [False, True])
-def test_the_drain_stops_at_an_unlinked_push(history: bool) -> None:
+@pytest.mark.parametrize(("cut", "history"), [(7, False), (7, True), (-1, False)])
+def test_the_drain_stops_at_an_unlinked_push(cut: int, history: bool) -> None:
+    """cut: the producer of values[cut + 1] was killed before its link; -1: the first
+    producer, on an empty queue (its node's predecessor is the stub)."""
     cfg = StressConfig(structure="mpsc", check_linearizability=history)
     values = _pushes()
-    cut = 7  # the producer of values[cut + 1] was killed before its link
     with Arena(1024) as arena:
         s = arena.create("mpsc")
         assert s.insert_many(array("Q", values)).ok == len(values)
-        _unlink(arena, values[cut], values[cut + 1])
+        _unlink(arena, s, values[cut] if cut >= 0 else None, values[cut + 1])
         out = _drain(cfg, arena, s)
         assert out.drain_stuck
         # a node is returned once its successor is known: the one before the gap stays
-        assert list(out.drained) == values[:cut]
+        assert list(out.drained) == values[:max(cut, 0)]
         assert s.verify().ok is False  # the chain does not reach the last node pushed
         if history:
             assert out.drain_history  # the pops it tried are on record
@@ -96,7 +109,7 @@ def test_the_drain_stops_at_an_unlinked_push(history: bool) -> None:
     inv = invariants(meta_of("mpsc"), pushed, [], drain, hidden=True)
     assert all(inv.values()), inv
     alive = next(p for p in PRODUCERS if p != killed)
-    behind = sum(1 for v in values[cut:] if v >> SEQ_BITS == alive)
+    behind = sum(1 for v in values[max(cut, 0):] if v >> SEQ_BITS == alive)
     assert hidden_count(pushed, [drain]) == behind
 
 

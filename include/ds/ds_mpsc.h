@@ -15,7 +15,10 @@
  * itself); a pop of a context that holds it touches no lock word; another
  * consumer gets DS_BUSY. Progress: producers are wait-free; a producer
  * stopped between its exchange and its link hides the elements behind it
- * from the consumer until it resumes (pop says DS_BUSY then).
+ * from the consumer until it resumes (pop says DS_BUSY then). Empty
+ * (DS_NOT_FOUND) only when no push is under way: behind an unlinked push
+ * a later one may have returned, so "empty" there would not be
+ * linearizable; that costs a load of qhead on an empty queue's pop.
  *
  * A consumer killed holding the role is taken over by the next one (role.h).
  * Killed mid-pop, it leaves a queue the next consumer can go on with: it
