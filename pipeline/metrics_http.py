@@ -169,7 +169,11 @@ class MetricsServer:
                f"Content-Length: {len(body)}\r\nConnection: close\r\n"
                "Cache-Control: no-store\r\n\r\n").encode()
         writer.write(out if method == b"HEAD" else out + body)
-        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        # An answer the socket took whole needs no wait: the connection's slot is then
+        # free before the event loop runs again, so a client that has read its answer
+        # and connects anew is never refused for the slot its last request held.
+        if writer.transport.get_write_buffer_size():
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
         writer.close()
 
     def _answer(self, head: bytes) -> tuple[bytes, Answer]:
