@@ -60,6 +60,45 @@ static __always_inline struct mpmc_cell __arena *ds_mpmc_cell(struct ds_mpmc __a
 	return ARENA_PTR(struct mpmc_cell, d->cells + (pos & d->mask) * sizeof(struct mpmc_cell));
 }
 
+/*
+ * The ticket an operation tries first; returns 1 when it is a guess. In
+ * userspace: the ticket after this thread's last operation of the same kind
+ * on d (struct ds_hint in its context). Reading the shared index instead
+ * would wait for the last claim's compare-and-swap to complete before the
+ * cell's read could even start; from the guess the cell is read at once,
+ * and the claim's compare-and-swap confirms the ticket (or returns the
+ * index, where the loop goes on from). A guess is never taken for an
+ * answer: full or empty is reported only from a ticket read off the index.
+ */
+static __always_inline int ds_mpmc_first(struct ds_ctx *c, struct ds_mpmc __arena *d, int pop, ap_u64 *pos)
+{
+#if !ARENA_IS_BPF
+	struct ds_hint *h = pop ? &c->pop_hint : &c->push_hint;
+
+	if (h->at == ARENA_ADDR(d)) {
+		*pos = h->pos;
+		return 1;
+	}
+#else
+	(void)c;
+#endif
+	*pos = arena_atomic_load(pop ? &d->deq : &d->enq, ARENA_RELAXED);
+	return 0;
+}
+
+/* After a claim of ticket pos: where this thread's next one starts. */
+static __always_inline void ds_mpmc_note(struct ds_ctx *c, struct ds_mpmc __arena *d, int pop, ap_u64 pos)
+{
+#if !ARENA_IS_BPF
+	struct ds_hint *h = pop ? &c->pop_hint : &c->push_hint;
+
+	h->at = ARENA_ADDR(d);
+	h->pos = pos + 1;
+#else
+	(void)c; (void)d; (void)pop; (void)pos;
+#endif
+}
+
 /* cfg->capacity: cells, rounded up to a power of two (default 1024). */
 static __always_inline int ds_mpmc_init(struct ds_ctx *c, struct ds_mpmc __arena *d, const struct ds_config *cfg)
 {
@@ -87,8 +126,8 @@ static __always_inline int ds_mpmc_init(struct ds_ctx *c, struct ds_mpmc __arena
 /* enqueue; DS_FULL when every cell holds an element */
 static __always_inline int ds_mpmc_insert(struct ds_ctx *c, struct ds_mpmc __arena *d, ap_u64 key, ap_u64 val)
 {
-	(void)c;
-	ap_u64 pos = arena_atomic_load(&d->enq, ARENA_RELAXED);
+	ap_u64 pos;
+	int guess = ds_mpmc_first(c, d, 0, &pos);
 
 	while (can_loop) {
 		struct mpmc_cell __arena *cell = ds_mpmc_cell(d, pos);
@@ -102,14 +141,16 @@ static __always_inline int ds_mpmc_insert(struct ds_ctx *c, struct ds_mpmc __are
 				cell->key = key;
 				cell->val = val;
 				arena_atomic_store(&cell->seq, pos + 1, ARENA_RELEASE);
+				ds_mpmc_note(c, d, 0, pos);
 				return DS_OK;
 			}
 			pos = seen;
-		} else if (dif < 0) {
+		} else if (dif < 0 && !guess) {
 			return DS_FULL;
 		} else {
 			pos = arena_atomic_load(&d->enq, ARENA_RELAXED);
 		}
+		guess = 0;
 	}
 	return DS_BUSY;
 }
@@ -117,8 +158,8 @@ static __always_inline int ds_mpmc_insert(struct ds_ctx *c, struct ds_mpmc __are
 /* dequeue; DS_NOT_FOUND when empty (or the next element is still being written) */
 static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena *d, ap_u64 *key, ap_u64 *val)
 {
-	(void)c;
-	ap_u64 pos = arena_atomic_load(&d->deq, ARENA_RELAXED);
+	ap_u64 pos;
+	int guess = ds_mpmc_first(c, d, 1, &pos);
 
 	while (can_loop) {
 		struct mpmc_cell __arena *cell = ds_mpmc_cell(d, pos);
@@ -132,10 +173,11 @@ static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena 
 				*key = cell->key;
 				*val = cell->val;
 				arena_atomic_store(&cell->seq, pos + d->mask + 1, ARENA_RELEASE);
+				ds_mpmc_note(c, d, 1, pos);
 				return DS_OK;
 			}
 			pos = seen;
-		} else if (dif < 0) {
+		} else if (dif < 0 && !guess) {
 			/* claimed but not yet published: not empty, just not ready */
 			if (arena_atomic_load(&d->enq, ARENA_ACQUIRE) != pos)
 				return DS_BUSY;
@@ -143,6 +185,7 @@ static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena 
 		} else {
 			pos = arena_atomic_load(&d->deq, ARENA_RELAXED);
 		}
+		guess = 0;
 	}
 	return DS_BUSY;
 }
