@@ -151,7 +151,8 @@ struct ds_kv {
  * A thread's guess of a shared index of one instance: where its next
  * operation there looks first. Only a guess: the operation's
  * compare-and-swap confirms it, and it reads the index itself when the
- * guess does not hold (ds_mpmc.h). at: the instance, 0: no guess.
+ * guess does not hold (ds_mpmc.h). at: the instance's address, bit 0 set
+ * while the guess may be used; 0: none.
  */
 struct ds_hint {
 	ap_u64 at;
