@@ -98,8 +98,8 @@ static __always_inline int ds_mpmc_first(struct ds_ctx *c, struct ds_mpmc __aren
 }
 
 /* After a claim of ticket pos: where this thread's next one starts, and
- * whether it may start there without reading the index (bit 0 of at; the
- * instance's address is a multiple of a cache line). */
+ * whether it may start there without reading the index (bit 0 of at; an
+ * instance's address is a multiple of 8). */
 static __always_inline void ds_mpmc_note(struct ds_ctx *c, struct ds_mpmc __arena *d, int pop, ap_u64 pos,
 					 int how)
 {
