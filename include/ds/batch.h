@@ -447,6 +447,7 @@ static __always_inline int ds_batch_begin(struct ds_batch_run *r, struct ds_batc
 	r->c.held = DS_HELD_KEEP;
 #if !ARENA_IS_BPF
 	r->c.owner = 0;
+	r->c.push_hint.at = r->c.pop_hint.at = 0;
 #endif
 	/* DS_CMD_INIT: the head is not laid out yet, but its caller wrote
 	 * heap and domain into it */

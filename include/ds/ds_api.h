@@ -148,6 +148,18 @@ struct ds_kv {
 };
 
 /*
+ * A thread's guess of a shared index of one instance: where its next
+ * operation there looks first. Only a guess: the operation's
+ * compare-and-swap confirms it, and it reads the index itself when the
+ * guess does not hold (ds_mpmc.h). at: the instance's address, bit 0 set
+ * while the guess may be used; 0: none.
+ */
+struct ds_hint {
+	ap_u64 at;
+	ap_u64 pos;
+};
+
+/*
  * The caller's context for one thread of operations: where memory comes
  * from, where nodes are retired, which epoch record is its own. On the BPF
  * stack for a kernel batch; per thread in userspace.
@@ -165,6 +177,9 @@ struct ds_ctx {
 	 * batch names itself from its task (ds_role_self), and its context lives on a
 	 * BPF stack whose 512 bytes the deepest structure's calls already need. */
 	ap_u64 owner;
+	/* ds_mpmc: the tickets after this thread's last push and last pop. A
+	 * kernel program's context lasts one run, too short for a guess to pay. */
+	struct ds_hint push_hint, pop_hint;
 #endif
 };
 

@@ -60,6 +60,59 @@ static __always_inline struct mpmc_cell __arena *ds_mpmc_cell(struct ds_mpmc __a
 	return ARENA_PTR(struct mpmc_cell, d->cells + (pos & d->mask) * sizeof(struct mpmc_cell));
 }
 
+/*
+ * The ticket an operation tries first. In userspace, while this thread is
+ * the only one moving the index it claims on (its last claim found the index
+ * where its claim before had left it), the ticket after its last one, kept
+ * in its context (struct ds_hint): reading the index instead would wait for
+ * the last claim's compare-and-swap to complete before the cell's read could
+ * start, and from the guess the cell is read at once. The claim's
+ * compare-and-swap confirms the guess, or returns the index for the loop to
+ * go on from; full or empty is reported only from a ticket read off the
+ * index. When other threads move the index the guess would be stale, a
+ * read of a cell they write and then of the index anyway, so the thread
+ * reads the index first until it has the index to itself again.
+ * Returns DS_MPMC_GUESS when *pos is a guess, DS_MPMC_STEADY when the next
+ * operation may guess if this one claims the first ticket it tries.
+ */
+#define DS_MPMC_GUESS 1
+#define DS_MPMC_STEADY 2
+
+static __always_inline int ds_mpmc_first(struct ds_ctx *c, struct ds_mpmc __arena *d, int pop, ap_u64 *pos)
+{
+#if !ARENA_IS_BPF
+	struct ds_hint *h = pop ? &c->pop_hint : &c->push_hint;
+	ap_u64 at = ARENA_ADDR(d);
+
+	if (h->at == (at | 1)) {
+		*pos = h->pos;
+		return DS_MPMC_GUESS | DS_MPMC_STEADY;
+	}
+	*pos = arena_atomic_load(pop ? &d->deq : &d->enq, ARENA_RELAXED);
+	return h->at == at && *pos == h->pos ? DS_MPMC_STEADY : 0;
+#else
+	(void)c;
+	*pos = arena_atomic_load(pop ? &d->deq : &d->enq, ARENA_RELAXED);
+	return 0;
+#endif
+}
+
+/* After a claim of ticket pos: where this thread's next one starts, and
+ * whether it may start there without reading the index (bit 0 of at; an
+ * instance's address is a multiple of 8). */
+static __always_inline void ds_mpmc_note(struct ds_ctx *c, struct ds_mpmc __arena *d, int pop, ap_u64 pos,
+					 int how)
+{
+#if !ARENA_IS_BPF
+	struct ds_hint *h = pop ? &c->pop_hint : &c->push_hint;
+
+	h->at = ARENA_ADDR(d) | (ap_u64)!!(how & DS_MPMC_STEADY);
+	h->pos = pos + 1;
+#else
+	(void)c; (void)d; (void)pop; (void)pos; (void)how;
+#endif
+}
+
 /* cfg->capacity: cells, rounded up to a power of two (default 1024). */
 static __always_inline int ds_mpmc_init(struct ds_ctx *c, struct ds_mpmc __arena *d, const struct ds_config *cfg)
 {
@@ -87,8 +140,8 @@ static __always_inline int ds_mpmc_init(struct ds_ctx *c, struct ds_mpmc __arena
 /* enqueue; DS_FULL when every cell holds an element */
 static __always_inline int ds_mpmc_insert(struct ds_ctx *c, struct ds_mpmc __arena *d, ap_u64 key, ap_u64 val)
 {
-	(void)c;
-	ap_u64 pos = arena_atomic_load(&d->enq, ARENA_RELAXED);
+	ap_u64 pos;
+	int how = ds_mpmc_first(c, d, 0, &pos);
 
 	while (can_loop) {
 		struct mpmc_cell __arena *cell = ds_mpmc_cell(d, pos);
@@ -102,14 +155,16 @@ static __always_inline int ds_mpmc_insert(struct ds_ctx *c, struct ds_mpmc __are
 				cell->key = key;
 				cell->val = val;
 				arena_atomic_store(&cell->seq, pos + 1, ARENA_RELEASE);
+				ds_mpmc_note(c, d, 0, pos, how);
 				return DS_OK;
 			}
 			pos = seen;
-		} else if (dif < 0) {
+		} else if (dif < 0 && !(how & DS_MPMC_GUESS)) {
 			return DS_FULL;
 		} else {
 			pos = arena_atomic_load(&d->enq, ARENA_RELAXED);
 		}
+		how = 0;
 	}
 	return DS_BUSY;
 }
@@ -117,8 +172,8 @@ static __always_inline int ds_mpmc_insert(struct ds_ctx *c, struct ds_mpmc __are
 /* dequeue; DS_NOT_FOUND when empty (or the next element is still being written) */
 static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena *d, ap_u64 *key, ap_u64 *val)
 {
-	(void)c;
-	ap_u64 pos = arena_atomic_load(&d->deq, ARENA_RELAXED);
+	ap_u64 pos;
+	int how = ds_mpmc_first(c, d, 1, &pos);
 
 	while (can_loop) {
 		struct mpmc_cell __arena *cell = ds_mpmc_cell(d, pos);
@@ -132,10 +187,11 @@ static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena 
 				*key = cell->key;
 				*val = cell->val;
 				arena_atomic_store(&cell->seq, pos + d->mask + 1, ARENA_RELEASE);
+				ds_mpmc_note(c, d, 1, pos, how);
 				return DS_OK;
 			}
 			pos = seen;
-		} else if (dif < 0) {
+		} else if (dif < 0 && !(how & DS_MPMC_GUESS)) {
 			/* claimed but not yet published: not empty, just not ready */
 			if (arena_atomic_load(&d->enq, ARENA_ACQUIRE) != pos)
 				return DS_BUSY;
@@ -143,6 +199,7 @@ static __always_inline int ds_mpmc_pop(struct ds_ctx *c, struct ds_mpmc __arena 
 		} else {
 			pos = arena_atomic_load(&d->deq, ARENA_RELAXED);
 		}
+		how = 0;
 	}
 	return DS_BUSY;
 }

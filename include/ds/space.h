@@ -90,6 +90,7 @@ static inline int ds_user_attach(struct ds_space *sp, struct ds_ctx *c)
 	c->rng = arena_now_ns() ^ (ap_u64)(unsigned long)c;
 	c->held = 0;
 	c->owner = arena_self_owner();
+	c->push_hint.at = c->pop_hint.at = 0;
 	return c->rec ? DS_OK : DS_FULL;
 }
 

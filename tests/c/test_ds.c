@@ -189,6 +189,70 @@ static void unit_queue(struct ds_ctx *c, const struct ds_meta *m)
 	CHECK(vf.count == 0, "%s empty at the end", m->name);
 }
 
+/*
+ * mpmc: a context's guess of its next ticket (struct ds_hint) is only where
+ * an operation looks first. Guesses ahead of the index and behind it, by
+ * one, by a lap and far off, must not change one answer: an empty queue's
+ * pop stays DS_NOT_FOUND (not DS_BUSY), a full queue's push DS_FULL, and
+ * every push and pop lands on its own ticket, in order. And a thread
+ * guesses only while it has the index to itself: a claim by another
+ * context in between turns its guessing off for one operation.
+ */
+static void unit_mpmc_guess(struct ds_ctx *c, const struct ds_meta *m)
+{
+	const ap_u64 cap = 8;
+	const ap_u64 off[] = {1, cap - 1, cap, cap + 1, 3 * cap, 1ULL << 63, -1ULL, -cap, -(cap + 1)};
+	ap_u64 d = create(c, m, cap), k, v, i, j, next = 0, bad;
+	struct ds_mpmc *q = ARENA_PTR(struct ds_mpmc, d);
+	struct ds_verify vf;
+	struct ds_ctx other;
+
+	for (j = 0; j < sizeof(off) / sizeof(off[0]); j++) {
+		bad = 0;
+		c->pop_hint = (struct ds_hint){d | 1, q->deq + off[j]};
+		CHECK(op(c, m, d, DS_OP_POP, 0, 0, &k, &v) == DS_NOT_FOUND, "mpmc: pop of empty, guess %+lld",
+		      (long long)off[j]);
+		for (i = 0; i < cap; i++) {
+			c->push_hint = (struct ds_hint){d | 1, q->enq + off[j]};
+			bad += op(c, m, d, DS_OP_INSERT, next + i, val_of(next + i), 0, 0) != DS_OK;
+		}
+		c->push_hint = (struct ds_hint){d | 1, q->enq + off[j]};
+		CHECK(op(c, m, d, DS_OP_INSERT, 999, 0, 0, 0) == DS_FULL, "mpmc: push to full, guess %+lld",
+		      (long long)off[j]);
+		for (i = 0; i < cap; i++) {
+			c->pop_hint = (struct ds_hint){d | 1, q->deq + off[j]};
+			bad += op(c, m, d, DS_OP_POP, 0, 0, &k, &v) != DS_OK || k != next + i || v != val_of(k);
+		}
+		CHECK(bad == 0, "mpmc: %llu pushes or pops wrong, guess %+lld", (unsigned long long)bad,
+		      (long long)off[j]);
+		next += cap;
+	}
+	verify(c, m, d, &vf);
+	CHECK(vf.count == 0 && q->enq == next && q->deq == next, "mpmc: %llu left, enq %llu deq %llu of %llu",
+	      (unsigned long long)vf.count, (unsigned long long)q->enq, (unsigned long long)q->deq,
+	      (unsigned long long)next);
+
+	/* when it guesses: from its second push on, until another context's push */
+	REQUIRE(ds_user_attach(sp, &other) == DS_OK, "attach");
+	c->push_hint.at = 0;
+	CHECK(op(c, m, d, DS_OP_INSERT, 1, val_of(1), 0, 0) == DS_OK && c->push_hint.at == d,
+	      "mpmc: a first push guesses next (hint %#llx)", (unsigned long long)c->push_hint.at);
+	CHECK(op(c, m, d, DS_OP_INSERT, 2, val_of(2), 0, 0) == DS_OK && c->push_hint.at == (d | 1),
+	      "mpmc: a second push does not guess next (hint %#llx)", (unsigned long long)c->push_hint.at);
+	CHECK(op(&other, m, d, DS_OP_INSERT, 3, val_of(3), 0, 0) == DS_OK, "mpmc: the other context's push");
+	CHECK(op(c, m, d, DS_OP_INSERT, 4, val_of(4), 0, 0) == DS_OK && c->push_hint.at == d &&
+		      c->push_hint.pos == q->enq,
+	      "mpmc: a push after another's guesses next (hint %#llx at %llu, enq %llu)",
+	      (unsigned long long)c->push_hint.at, (unsigned long long)c->push_hint.pos,
+	      (unsigned long long)q->enq);
+	CHECK(op(c, m, d, DS_OP_INSERT, 5, val_of(5), 0, 0) == DS_OK && c->push_hint.at == (d | 1),
+	      "mpmc: guessing does not come back (hint %#llx)", (unsigned long long)c->push_hint.at);
+	for (i = 1; i <= 5; i++)
+		CHECK(op(i == 3 ? &other : c, m, d, DS_OP_POP, 0, 0, &k, &v) == DS_OK && k == i && v == val_of(k),
+		      "mpmc: pop %llu after the guesses", (unsigned long long)i);
+	ds_user_detach(&other);
+}
+
 /* ---- keyed, concurrent ---- */
 
 #define KT 4
@@ -517,6 +581,8 @@ static void run_one(const struct ds_meta *m)
 		conc_keyed(&c, m);
 	} else {
 		unit_queue(&c, m);
+		if (m->id == DS_TYPE_mpmc)
+			unit_mpmc_guess(&c, m);
 		conc_queue(&c, m, QP, QC, 0);
 	}
 	CHECK(ebr_synchronize(&sp->ebr, c.rec, 100000) == 0, "%s: synchronize", m->name);
