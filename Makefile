@@ -122,8 +122,8 @@ run: setup
 	$(PY) -m pipeline $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check pipeline tests
-	$(VENV)/bin/mypy pipeline
+	$(VENV)/bin/ruff check pipeline tests scripts bench
+	$(VENV)/bin/mypy pipeline scripts bench/race/opcount.py
 
 test: setup lint
 	$(PY) -m pytest -q --durations=15 tests $(PYTEST_ARGS)

@@ -297,7 +297,21 @@ def segments(tests: list[str]) -> list[tuple[str, list[str]]]:
     """In the list's order, each entry a run of its own: pytest orders the arguments of one
     run by file, so a quick test named first would wait behind a whole group, and the list
     puts first the test that catches its mutant soonest."""
-    return [("c", [t[2:].strip()]) if t.startswith("c:") else ("pytest", [t]) for t in tests]
+    out: list[tuple[str, list[str]]] = []
+    i = 0
+    while i < len(tests):
+        t = tests[i]
+        if t.startswith("c:"):
+            out.append(("c", [t[2:].strip()]))
+        elif t.startswith("-") and out and out[-1][0] == "pytest":
+            # an option (a group's "-k EXPR") belongs to the run of the path before it
+            takes_value = t in ("-k", "-m") and i + 1 < len(tests)
+            out[-1][1].extend(tests[i:i + 1 + takes_value])
+            i += takes_value
+        else:
+            out.append(("pytest", [t]))
+        i += 1
+    return out
 
 
 def run_tests(tree: Path, tests: list[str], timeout: float, xml: Path,
