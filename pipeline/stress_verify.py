@@ -122,8 +122,9 @@ def queue(out: Outcome) -> dict[str, Any]:
             kp += 1
         else:
             consumers.append(a.result)
-    # A producer killed between publishing its node and linking it hides every node
-    # pushed after it (mpsc): the final drain stops there, BUSY for good.
+    # A producer killed mid-push (mpsc: between its exchange and its link; mpmc: between
+    # claiming its cell and publishing it) hides everything pushed after it: the final
+    # drain stops there, BUSY for good.
     hidden = out.drain_stuck and any(n is None for n in pushed.values())
     drain = QueueResult(popped=out.drained.tobytes())
     inv = invariants(cfg.meta, pushed, consumers, drain, lost_consumer, hidden)

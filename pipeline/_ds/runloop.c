@@ -299,7 +299,8 @@ static __always_inline void loop_typed(struct ds_ctx *c, struct ap_runloop *r, c
 			}
 			/* Once every producer is done, a pop that stays BUSY has
 			 * nothing left to wait for: a killed producer's push that
-			 * never linked its node (ds_mpsc.h). Give up and say so. */
+			 * never linked its node (ds_mpsc.h) or never published its
+			 * cell (ds_mpmc.h). Give up and say so. */
 			if (r->role == AP_ROLE_CONSUMER && res == DS_BUSY && drain_seen) {
 				uint64_t now = arena_now_ns();
 
