@@ -115,6 +115,19 @@ static void kill_child(pid_t pid)
 		"child status %#x", status);
 }
 
+/* Attach c and create a queue of type (64 places) for one case. */
+static ap_u64 new_queue(struct ds_ctx *c, ap_u32 type)
+{
+	struct ds_config cfg = {.capacity = 64};
+	ap_u64 d;
+	int err;
+
+	REQUIRE(ds_user_attach(sp, c) == DS_OK, "attach");
+	d = ds_create(sp, c, type, &cfg, NULL, &err);
+	REQUIRE(d, "create: %d", err);
+	return d;
+}
+
 /* A child that pushes key (value key * 10) into a queue of type and stops
  * at ds_test_step(step) of that push: mpsc's 4 (between its exchange and
  * its link), msqueue's 5 (between its link and its tail swing). */
@@ -175,15 +188,12 @@ static void stub_window(int step, int mode)
 	struct ds_verify vf;
 	struct ds_kv __arena *kv;
 	ap_u64 d, k, v, popped[16], n = 0, i, want, it;
-	struct ds_config cfg = {.capacity = 64};
 	char what[64];
 	pid_t pid, prod;
-	int err, r;
+	int r;
 
 	snprintf(what, sizeof(what), "stub window step %d, mode %d", step, mode);
-	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
-	d = ds_create(sp, &c, DS_TYPE_mpsc, &cfg, NULL, &err);
-	REQUIRE(d, "create: %d", err);
+	d = new_queue(&c, DS_TYPE_mpsc);
 	for (k = 1; k <= 3; k++)
 		push(&c, d, k);
 	ctl->stopped_at = 0;
@@ -291,14 +301,11 @@ static void mpsc_empty_behind_producer(void)
 {
 	struct ds_ctx c;
 	struct ds_verify vf;
-	struct ds_config cfg = {.capacity = 64};
 	ap_u64 d, k = 0, v = 0, got[16], n = 0;
 	pid_t pid;
-	int err, r;
+	int r;
 
-	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
-	d = ds_create(sp, &c, DS_TYPE_mpsc, &cfg, NULL, &err);
-	REQUIRE(d, "create: %d", err);
+	d = new_queue(&c, DS_TYPE_mpsc);
 	pid = stalled_producer(DS_TYPE_mpsc, d, 1, 4);
 	push(&c, d, 2);
 	r = op1(&c, d, DS_OP_POP, 0, &k, &v);
@@ -324,14 +331,11 @@ static void msqueue_dead_producer(void)
 {
 	struct ds_ctx c;
 	struct ds_verify vf;
-	struct ds_config cfg = {.capacity = 64};
 	ap_u64 d, k = 0, v = 0;
 	pid_t pid;
-	int err, r;
+	int r;
 
-	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
-	d = ds_create(sp, &c, DS_TYPE_msqueue, &cfg, NULL, &err);
-	REQUIRE(d, "create: %d", err);
+	d = new_queue(&c, DS_TYPE_msqueue);
 	pid = stalled_producer(DS_TYPE_msqueue, d, 1, 5);
 	kill_child(pid);
 	r = t_op1(&c, DS_TYPE_msqueue, d, DS_OP_POP, 0, &k, &v);
@@ -394,15 +398,12 @@ static void random_kills(int kills)
 	struct ds_ctx c;
 	struct ds_role_state st;
 	struct ds_verify vf;
-	struct ds_config cfg = {.capacity = 64};
 	struct t_stall stall = {0};
 	ap_u64 d, k, v, seed = 0x9e3779b97f4a7c15ULL, lost = 0, twice = 0, at[4] = {0};
-	int err, i, r, status;
+	int i, r, status;
 	pid_t prod, pid;
 
-	REQUIRE(ds_user_attach(sp, &c) == DS_OK, "attach");
-	d = ds_create(sp, &c, DS_TYPE_mpsc, &cfg, NULL, &err);
-	REQUIRE(d, "create: %d", err);
+	d = new_queue(&c, DS_TYPE_mpsc);
 	ctl->last = 0;
 	ctl->holders = 0;
 	ctl->produced = 0;
