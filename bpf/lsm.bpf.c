@@ -102,7 +102,10 @@ int BPF_PROG(lsm_inode_mknod, struct inode *dir, struct dentry *dentry, umode_t 
 	return emit_dentry(dentry, mode, AP_SYS_INODE_MKNOD);
 }
 
-SEC("lsm.s/inode_mkdir")
+/* not lsm.s: the kernel lets sleepable programs attach only to the hooks on
+ * its list, and inode_mkdir is not there ("not sleepable"). The same body is
+ * right in both kinds: the record is per task and publication is fenced. */
+SEC("lsm/inode_mkdir")
 int BPF_PROG(lsm_inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode)
 {
 	return emit_dentry(dentry, mode, AP_SYS_INODE_MKDIR);

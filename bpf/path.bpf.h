@@ -124,6 +124,9 @@ static __always_inline void ap_path_walk(struct ap_event *ev, struct dentry *den
 		npos = pos - len - 1;
 		if (npos > AP_PATH_CAP)
 			break; /* does not fit: wrapped below 0 */
+		/* address the copy from the checked npos: clang would rebuild it
+		 * as pos - len, which verifiers before 6.18.44 cannot bound */
+		barrier_var(npos);
 		ev->path[npos] = '/';
 		bpf_probe_read_kernel(&ev->path[npos + 1], len, name);
 		pos = npos;

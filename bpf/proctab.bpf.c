@@ -430,8 +430,23 @@ static __always_inline void reparent_children(struct ds_ctx *c, struct ap_root _
 	}
 }
 
+/* sched_process_exit as kernels since 6.16 declare it, with group_dead; a
+ * kernel whose tracepoint has only the task refuses a read of ctx[1]. */
+typedef void (*btf_trace_sched_process_exit___group)(void *, struct task_struct *, bool);
+
+/* Whether p's exit ends its thread group. Without the argument: do_exit
+ * lowers signal->live before the tracepoint fires, so 0 means the last
+ * thread. Two threads exiting together may both read 0 and both reparent
+ * the children, to the same adopter: harmless. */
+static __always_inline bool exit_group_dead(unsigned long long *ctx, struct task_struct *p)
+{
+	if (bpf_core_type_matches(btf_trace_sched_process_exit___group))
+		return (bool)ctx[1];
+	return BPF_CORE_READ(p, signal, live.counter) == 0;
+}
+
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(proc_exit, struct task_struct *p, bool group_dead)
+int BPF_PROG(proc_exit, struct task_struct *p)
 {
 	struct ap_root __arena *root;
 	struct ds_ctx c;
@@ -442,7 +457,7 @@ int BPF_PROG(proc_exit, struct task_struct *p, bool group_dead)
 		return 0;
 	/* while another thread of the group lives, children move to it: their
 	 * parent process (a tgid) stays the same */
-	if (group_dead)
+	if (exit_group_dead(ctx, p))
 		reparent_children(&c, root, p);
 	if (root->proc.keep &&
 	    ap_proc_search(&c, root->proc.table, p->pid, &addr) == DS_OK && addr) {

@@ -467,15 +467,22 @@ static __always_inline int ebr_try_advance_body(struct ebr_domain __arena *d, st
 	return 1;
 }
 
-ARENA_SUBPROG int ebr_try_advance_subprog(ap_u64 d, ap_u64 self)
+#if ARENA_IS_BPF
+/* BPF reads no record of its own (ebr_drain counts into the domain), so the
+ * subprog takes the domain alone: an argument the body never reads is passed
+ * in whatever register state the caller had, and older verifiers refuse a
+ * call whose argument is an arena pointer where a scalar is declared. */
+ARENA_SUBPROG int ebr_try_advance_subprog(ap_u64 d)
 {
-	return ebr_try_advance_body(ARENA_PTR(struct ebr_domain, d), ARENA_PTR(struct ebr_record, self));
+	return ebr_try_advance_body(ARENA_PTR(struct ebr_domain, d), NULL);
 }
+#endif
 
 static __always_inline int ebr_try_advance(struct ebr_domain __arena *d, struct ebr_record __arena *self)
 {
 #if ARENA_IS_BPF
-	return ebr_try_advance_subprog(ARENA_ADDR(d), ARENA_ADDR(self));
+	(void)self;
+	return ebr_try_advance_subprog(ARENA_ADDR(d));
 #else
 	return ebr_try_advance_body(d, self);
 #endif
