@@ -506,8 +506,20 @@ static __always_inline void ds_batch_end(struct ds_batch_run *r, struct ds_batch
 	}
 }
 
-/* The commands other than DS_CMD_MIX (run inside a critical section where needed). */
-static __always_inline void ds_batch_command(struct ds_batch_run *r, struct ds_batch *b, ap_u32 type)
+/*
+ * The commands other than DS_CMD_MIX (run inside a critical section where
+ * needed). In BPF a function of its own (static, so verified at its call
+ * with the caller's types): inlined, its locals would widen the frame of the
+ * kernel batch, which older verifiers, rounding each frame up, count against
+ * the 512 bytes of the skip list's deepest call path. Unused in the objects
+ * that include this header without running batches.
+ */
+#if ARENA_IS_BPF
+# define DS_BATCH_COMMAND_FN static __attribute__((noinline, unused))
+#else
+# define DS_BATCH_COMMAND_FN static __always_inline
+#endif
+DS_BATCH_COMMAND_FN void ds_batch_command(struct ds_batch_run *r, struct ds_batch *b, ap_u32 type)
 {
 	if (b->cmd == DS_CMD_VERIFY) {
 		struct ds_verify v = {};

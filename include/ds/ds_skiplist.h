@@ -101,12 +101,30 @@ static __always_inline ap_u32 sl_random_top(struct ds_ctx *c)
 	return top;
 }
 
-/* A search path: for every level, the last node with key < the key looked
- * for (preds) and the first unmarked node with key >= it (succs). */
+/*
+ * A search path: for every level, the last node with key < the key looked
+ * for (preds) and the first unmarked node with key >= it (succs). Each node
+ * is kept as the low 32 bits of its address: an arena is at most 4 GiB and
+ * starts at ARENA_BASE, whose low half is 0, and no object starts a page
+ * (page and object headers come first), so 0 still means none. Half the
+ * size keeps the path (64 bytes on the BPF stack) within the 512 bytes that
+ * older verifiers allow the skip list's kernel batch across its calls, as
+ * they round each frame up.
+ */
 struct sl_path {
-	ap_u64 preds[SL_LEVELS];
-	ap_u64 succs[SL_LEVELS];
+	ap_u32 preds[SL_LEVELS];
+	ap_u32 succs[SL_LEVELS];
 };
+
+_Static_assert((ARENA_BASE & 0xffffffffULL) == 0, "sl_path keeps the low half of arena addresses");
+
+static __always_inline ap_u64 sl_path_node(ap_u32 low)
+{
+	return low ? ARENA_BASE + low : 0;
+}
+
+#define sl_pred(p, lvl) sl_path_node((p)->preds[lvl])
+#define sl_succ(p, lvl) sl_path_node((p)->succs[lvl])
 
 /*
  * Fill p for key, unlinking the marked nodes on the way. Returns 1 if
@@ -140,11 +158,11 @@ static __always_inline int sl_find_body(struct ds_skiplist __arena *d, ap_u64 ke
 			}
 			if (restart)
 				break;
-			p->preds[lvl] = pred;
-			p->succs[lvl] = cur;
+			p->preds[lvl] = (ap_u32)pred;
+			p->succs[lvl] = (ap_u32)cur;
 		}
 		if (!restart)
-			return p->succs[0] && sl_node(p->succs[0])->key == key;
+			return p->succs[0] && sl_node(sl_succ(p, 0))->key == key;
 	}
 	return -1;
 }
@@ -196,10 +214,10 @@ static __always_inline int ds_skiplist_insert(struct ds_ctx *c, struct ds_skipli
 			arena_store_once(&n->flags, 0);
 		}
 		for (lvl = 0; lvl <= top; lvl++)
-			arena_atomic_store(&n->next[lvl], p.succs[lvl], ARENA_RELAXED);
+			arena_atomic_store(&n->next[lvl], sl_succ(&p, lvl), ARENA_RELAXED);
 		/* the linearization point; release publishes the node */
-		if (arena_atomic_cmpxchg(&sl_node(p.preds[0])->next[0], p.succs[0], node, ARENA_ACQ_REL) ==
-		    p.succs[0]) {
+		if (arena_atomic_cmpxchg(&sl_node(sl_pred(&p, 0))->next[0], sl_succ(&p, 0), node, ARENA_ACQ_REL) ==
+		    sl_succ(&p, 0)) {
 			linked = 1;
 			break;
 		}
@@ -213,7 +231,7 @@ static __always_inline int ds_skiplist_insert(struct ds_ctx *c, struct ds_skipli
 		int stop = 0;
 
 		while (can_loop) {
-			ap_u64 succ = p.succs[lvl];
+			ap_u64 succ = sl_succ(&p, lvl);
 			ap_u64 mine = arena_atomic_load(&n->next[lvl], ARENA_ACQUIRE);
 
 			if (DS_MARKED(mine)) {
@@ -224,11 +242,11 @@ static __always_inline int ds_skiplist_insert(struct ds_ctx *c, struct ds_skipli
 				stop = 1; /* marked meanwhile */
 				break;
 			}
-			if (arena_atomic_cmpxchg(&sl_node(p.preds[lvl])->next[lvl], succ, node, ARENA_ACQ_REL) == succ)
+			if (arena_atomic_cmpxchg(&sl_node(sl_pred(&p, lvl))->next[lvl], succ, node, ARENA_ACQ_REL) == succ)
 				break;
 			/* the neighbourhood changed: look again */
 			r = sl_find(d, key, &p);
-			if (r <= 0 || p.succs[0] != node) {
+			if (r <= 0 || sl_succ(&p, 0) != node) {
 				stop = 1; /* deleted (or budget gone) */
 				break;
 			}
@@ -250,7 +268,7 @@ static __always_inline int ds_skiplist_insert(struct ds_ctx *c, struct ds_skipli
 static __always_inline int sl_delete_found(struct ds_ctx *c, struct ds_skiplist __arena *d, ap_u64 key,
 					   struct sl_path *p, ap_u64 *val)
 {
-	struct sl_node __arena *n = sl_node(p->succs[0]);
+	struct sl_node __arena *n = sl_node(sl_succ(p, 0));
 	ap_u32 lvl = n->levels;
 
 	/* upper levels, top down */
