@@ -40,6 +40,21 @@
 
 #if defined(__bpf__)
 
+/*
+ * Every arena access below addresses through arena_at_(p): the whole
+ * address, computed in the arena's address space and then hidden from the
+ * optimiser, so clang casts the finished address. Left alone, clang casts
+ * an array's base once and adds the index in the index's register
+ * (index += base), which verifiers before 6.18.44 refuse ("pointer
+ * arithmetic on arena prohibited"): they allow only pointer += scalar.
+ */
+# define arena_at_(p)                                  \
+	({                                             \
+		__typeof__(p) ___at = (p);             \
+		__asm__("" : "+r"(___at));             \
+		___at;                                 \
+	})
+
 # if defined(__TARGET_ARCH_x86)
 #  define ARENA_PLAIN_IS_ACQ_REL 1
 # else
@@ -48,8 +63,8 @@
 
 /* Full-barrier read-modify-writes: the order argument is accepted for the
  * shared spelling and is always satisfied. */
-# define arena_atomic_add(p, v, mo) __sync_fetch_and_add((p), (v))
-# define arena_atomic_sub(p, v, mo) __sync_fetch_and_sub((p), (v))
+# define arena_atomic_add(p, v, mo) __sync_fetch_and_add(arena_at_(p), (v))
+# define arena_atomic_sub(p, v, mo) __sync_fetch_and_sub(arena_at_(p), (v))
 /*
  * and/or with fetch are compare-and-swap loops: the x86-64 JIT implements
  * BPF_AND/BPF_OR/BPF_XOR | BPF_FETCH as a cmpxchg loop of its own, which it
@@ -59,7 +74,7 @@
  */
 # define arena_atomic_fetch_rmw_(p, v, op)                                              \
 	({                                                                              \
-		__auto_type ___p = (p);                                                 \
+		__auto_type ___p = arena_at_(p);                                        \
 		__auto_type ___old = arena_load_once(___p);                             \
 		while (can_loop) {                                                      \
 			__auto_type ___seen =                                           \
@@ -72,13 +87,13 @@
 	})
 # define arena_atomic_and(p, v, mo) arena_atomic_fetch_rmw_((p), (v), &)
 # define arena_atomic_or(p, v, mo) arena_atomic_fetch_rmw_((p), (v), |)
-# define arena_atomic_exchange(p, v, mo) __sync_lock_test_and_set((p), (v))
+# define arena_atomic_exchange(p, v, mo) __sync_lock_test_and_set(arena_at_(p), (v))
 /* Returns the value found; the swap happened when it equals old. */
-# define arena_atomic_cmpxchg(p, old, new, mo) __sync_val_compare_and_swap((p), (old), (new))
+# define arena_atomic_cmpxchg(p, old, new, mo) __sync_val_compare_and_swap(arena_at_(p), (old), (new))
 
 /* __typeof__(*(p)) keeps the address space; the loaded rvalue drops it. */
-# define arena_load_once(p) (*(volatile __typeof__(*(p)) *)(p))
-# define arena_store_once(p, v) (*(volatile __typeof__(*(p)) *)(p) = (v))
+# define arena_load_once(p) (*(volatile __typeof__(*(p)) *)arena_at_(p))
+# define arena_store_once(p, v) (*(volatile __typeof__(*(p)) *)arena_at_(p) = (v))
 
 # if ARENA_PLAIN_IS_ACQ_REL
 #  define arena_atomic_load(p, mo) \
@@ -86,7 +101,7 @@
 #  define arena_atomic_store(p, v, mo)                                            \
 	do {                                                                    \
 		if ((mo) == ARENA_SEQ_CST) {                                    \
-			(void)__sync_lock_test_and_set((p), (v));               \
+			(void)__sync_lock_test_and_set(arena_at_(p), (v));      \
 		} else {                                                        \
 			arena_compiler_barrier();                               \
 			arena_store_once(p, v);                                 \
@@ -94,13 +109,13 @@
 	} while (0)
 # else
 #  define arena_atomic_load(p, mo)                                                \
-	((mo) == ARENA_RELAXED ? arena_load_once(p) : __sync_fetch_and_or((p), 0))
+	((mo) == ARENA_RELAXED ? arena_load_once(p) : __sync_fetch_and_or(arena_at_(p), 0))
 #  define arena_atomic_store(p, v, mo)                                            \
 	do {                                                                    \
 		if ((mo) == ARENA_RELAXED)                                      \
 			arena_store_once(p, v);                                 \
 		else                                                            \
-			(void)__sync_lock_test_and_set((p), (v));               \
+			(void)__sync_lock_test_and_set(arena_at_(p), (v));      \
 	} while (0)
 # endif
 
