@@ -145,3 +145,11 @@ install: setup
 
 clean:
 	rm -rf $(BUILD) pipeline/*.so pipeline/bench/*.so *.egg-info
+
+# The test VMs (tests/test_vm_kernels.py): Debian's own 6.12 and 6.18 kernels under QEMU
+# with this root shared read-only (scripts/setup-vm.py), and the loader run in them.
+.PHONY: vm
+vm: setup
+	$(PY) scripts/setup-vm.py
+	[ $(BUILD)/vm/loadall -nt tests/vm/loadall.c ] || \
+		gcc -O2 -g -Wall -Wextra -Werror -o $(BUILD)/vm/loadall tests/vm/loadall.c -lbpf
