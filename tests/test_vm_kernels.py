@@ -14,12 +14,15 @@ console of each boot is kept in build/vm/console-SERIES.log.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import vm
@@ -27,7 +30,8 @@ from helpers import vm
 SERIES = ("6.12", "6.18")
 LOADALL = vm.VM_DIR / "loadall"
 LOADALL_SRC = vm.ROOT / "tests" / "vm" / "loadall.c"
-GUEST_CMD = ["sh", "tests/vm/guest.sh", "loadall"]
+TRIGGERS = ("lsm", "tracepoint")
+GUEST_CMD = ["sh", "tests/vm/guest.sh", "loadall", *(f"scenario_{t}" for t in TRIGGERS)]
 BOOT_TIMEOUT = 1800.0  # the verifier under software emulation is slow
 
 Outcome = vm.Boot | str | BaseException  # a boot, a reason to skip, or what went wrong
@@ -150,3 +154,120 @@ def test_guest_tried_every_program_of_the_objects(runs: dict[str, Outcome], seri
     assert host_programs, "loadall --list found no program here"
     assert "loadall: objects from /run/vm/files" in boot.steps["loadall"].lines
     assert sorted(boot.loadall()) == host_programs
+
+
+# The pipeline on each producer (tests/vm/scenario.py): on the LSM hooks, which this
+# machine's kernel cannot attach, and on the tracepoint fallback, on each kernel.
+
+
+@dataclass
+class Scenario:
+    made: list[dict[str, Any]]  # what the scenario created, and what each event must say
+    events: list[dict[str, Any]]
+    logs: list[str]
+    rc: int
+    final: dict[str, Any] | None
+    pid: int  # the scenario's own process
+
+    def event(self, path: str) -> dict[str, Any]:
+        got = [e for e in self.events if e["path"] == path]
+        assert len(got) == 1, f"{len(got)} events for {path}: {got}"
+        return got[0]
+
+
+def _scenario(runs: dict[str, Outcome], series: str, trigger: str) -> Scenario:
+    boot = _boot_of(runs, series)
+    step = boot.steps.get(f"scenario_{trigger}")
+    assert step is not None, f"the guest ran no scenario_{trigger} step:\n{boot.tail()}"
+    tail = "\n".join(step.lines[-40:])
+    assert step.rc == 0, f"the scenario on {trigger} failed (rc {step.rc}):\n{tail}"
+    made: list[dict[str, Any]] | None = None
+    events, logs = [], []
+    summary: dict[str, Any] | None = None
+    for line in step.lines:
+        tag, _, rest = line.partition(" ")
+        if tag == f"MANIFEST-{trigger}":
+            made = json.loads(rest)
+        elif tag == f"EVENT-{trigger}":
+            events.append(json.loads(rest))
+        elif tag == f"LOG-{trigger}":
+            logs.append(rest)
+        elif tag == f"PIPELINE-{trigger}":
+            summary = json.loads(rest)
+    assert made is not None and summary is not None, f"no manifest or summary:\n{tail}"
+    return Scenario(made, events, logs, summary["rc"], summary["final"], summary["pid"])
+
+
+CASES = [(s, t) for s in SERIES for t in TRIGGERS]
+
+
+@pytest.mark.parametrize(("series", "trigger"), CASES)
+def test_scenario_whole_paths_calls_and_names(runs: dict[str, Outcome], series: str,
+                                              trigger: str) -> None:
+    """Every creation exactly once, with its whole path as the initial namespace sees it,
+    its call and its name; nothing else (three files were filtered out)."""
+    sc = _scenario(runs, series, trigger)
+    assert sorted(e["path"] for e in sc.events if not e["path_truncated"]) == sorted(
+        m["path"] for m in sc.made if not m.get("path_truncated"))
+    assert len(sc.events) == len(sc.made) == 12
+    for m in sc.made:
+        if m.get("path_truncated"):
+            continue
+        e = sc.event(m["path"])
+        assert (e["trigger"], e["syscall"], e["name"]) == (trigger, m["syscall"], m["name"]), e
+        assert e["uid"] == m.get("uid", 0), e
+        assert (e["mode"] & 0o170000 == 0o010000) == bool(m.get("fifo")), e  # S_IFIFO
+
+
+@pytest.mark.parametrize(("series", "trigger"), CASES)
+def test_scenario_long_path_is_a_flagged_suffix(runs: dict[str, Outcome], series: str,
+                                               trigger: str) -> None:
+    sc = _scenario(runs, series, trigger)
+    (m,) = [m for m in sc.made if m.get("path_truncated")]
+    (e,) = [e for e in sc.events if e["path_truncated"]]
+    assert len(m["path"]) > 600 and e["path"].startswith("/")
+    assert m["path"].endswith(e["path"]) and len(e["path"]) >= 400, e["path"]
+    assert (e["syscall"], e["name"]) == (m["syscall"], m["name"])
+
+
+@pytest.mark.parametrize(("series", "trigger"), CASES)
+def test_scenario_namespace_and_process_tree(runs: dict[str, Outcome], series: str,
+                                             trigger: str) -> None:
+    sc = _scenario(runs, series, trigger)
+    (ns,) = [m for m in sc.made if "mnt_ns" in m]
+    others = {e["mnt_ns"] for e in sc.events if e["path"] != ns["path"]}
+    assert sc.event(ns["path"])["mnt_ns"] == ns["mnt_ns"] and ns["mnt_ns"] not in others
+    assert len(others) == 1 and 0 not in others
+    (tree,) = [m for m in sc.made if "parents" in m]
+    e = sc.event(tree["path"])
+    # touch may have exited by the time the reader formats it: the table keeps it then
+    assert e["comm"] == "touch" and e["proc"] in ("known", "exited"), e
+    anc = e["ancestors"]
+    assert [a["comm"] for a in anc[:len(tree["parents"])]] == tree["parents"], anc
+    assert anc[1]["pid"] == tree["grandparent"] == sc.pid, anc
+    assert e["ppid"] == anc[0]["pid"], e
+
+
+@pytest.mark.parametrize(("series", "trigger"), CASES)
+def test_scenario_filters_and_their_change(runs: dict[str, Outcome], series: str,
+                                          trigger: str) -> None:
+    """Judged in the kernel by the generation in force: 1 for every event but the last
+    file, made after SIGHUP's generation 2 was in force; the file it newly excludes and
+    the two the first excluded are absent (the count above)."""
+    sc = _scenario(runs, series, trigger)
+    want = [m.get("filter_gen", 1) for m in sc.made]
+    got = [e["filter_gen"] for e in sorted(sc.events, key=lambda e: e["seq"])]
+    assert got == want
+    assert len([ln for ln in sc.logs if "generation 2 in force" in ln]) == 1, sc.logs
+
+
+@pytest.mark.parametrize(("series", "trigger"), CASES)
+def test_scenario_accounting_is_exact(runs: dict[str, Outcome], series: str,
+                                      trigger: str) -> None:
+    sc = _scenario(runs, series, trigger)
+    assert sc.rc == 0 and sc.final is not None, sc.logs
+    assert sorted(e["seq"] for e in sc.events) == list(range(len(sc.events)))
+    f = sc.final
+    assert f["produced"] == f["read"] == f["sinks"]["jsonl"]["delivered"] == len(sc.events)
+    assert [ln for ln in sc.logs if ln.startswith("pipeline: trigger: ")] == [
+        ln for ln in sc.logs if ln.startswith(f"pipeline: trigger: {trigger}")], sc.logs

@@ -33,6 +33,14 @@ step_loadall() {
 	build/vm/loadall "$@"
 }
 
+# one pipeline run on each producer (tests/vm/scenario.py): its creations, its events
+# and its statistics as tagged lines; the host judges them
+scenario() {
+	PYTHONDONTWRITEBYTECODE=1 .venv/bin/python tests/vm/scenario.py "$1" "$PWD"
+}
+step_scenario_lsm() { scenario lsm; }
+step_scenario_tracepoint() { scenario tracepoint; }
+
 echo "GUEST-INFO kernel $(uname -r)"
 echo "GUEST-INFO lsm $(cat /sys/kernel/security/lsm 2>/dev/null || echo '?')"
 echo "GUEST-INFO cpus $(nproc) memory-kib $(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
