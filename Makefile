@@ -38,7 +38,7 @@ EXT_SRCS := $(wildcard pipeline/_core/*.[ch] pipeline/_ds/*.[ch] pipeline/bench/
 	pipeline/_cshared/*.[ch] src/*.c \
 	pipeline/_lin/*.[ch])
 
-.PHONY: all setup system venv console bpf ext race run test bench lint clean install mutants mutants-fast
+.PHONY: all setup system venv console bpf ext race run test bench lint clean install mutants mutants-fast vm
 # keep the .bpf.o files between the skeleton and the next build
 .SECONDARY:
 all: setup
@@ -125,7 +125,7 @@ lint: setup
 	$(VENV)/bin/ruff check pipeline tests scripts bench
 	$(VENV)/bin/mypy pipeline scripts bench/race/opcount.py
 
-test: setup lint
+test: setup lint vm
 	$(PY) -m pytest -q --durations=15 tests $(PYTEST_ARGS)
 
 # MUTANTS=fast runs the CI subset; MUTANTS_ARGS passes flags (--only NAME,...,
@@ -148,7 +148,6 @@ clean:
 
 # The test VMs (tests/test_vm_kernels.py): Debian's own 6.12 and 6.18 kernels under QEMU
 # with this root shared read-only (scripts/setup-vm.py), and the loader run in them.
-.PHONY: vm
 vm: setup
 	$(PY) scripts/setup-vm.py
 	[ $(BUILD)/vm/loadall -nt tests/vm/loadall.c ] || \
