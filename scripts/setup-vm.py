@@ -51,6 +51,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import newc  # noqa: E402  (scripts/newc.py, beside this script)
+
 from pipeline import safefs  # noqa: E402  (the checkout is not always on the path)
 
 DEBIAN = "http://deb.debian.org/debian"
@@ -515,23 +517,6 @@ def extract(deb: Path, kdir: int) -> tuple[Extracted, list[str]]:
 
 # -- the initramfs --------------------------------------------------------------------------
 
-def cpio_newc(entries: list[tuple[str, int, bytes, int, int]]) -> bytes:
-    """A cpio archive in the kernel's "newc" format: (name, mode, data, rdev major, rdev
-    minor) each, owned by root, mtime 0 (the same inputs give the same bytes)."""
-    out = bytearray()
-    for ino, (name, mode, data, rmaj, rmin) in enumerate(
-            [*entries, ("TRAILER!!!", 0, b"", 0, 0)], start=1):
-        trailer = name == "TRAILER!!!"
-        bname = name.encode() + b"\0"
-        fields = (0 if trailer else ino, mode, 0, 0, 1 if trailer or not stat.S_ISDIR(mode)
-                  else 2, 0, len(data), 0, 0, rmaj, rmin, len(bname), 0)
-        out += b"070701" + "".join(f"{v:08X}" for v in fields).encode() + bname
-        out += b"\0" * (-len(out) % 4)
-        out += data
-        out += b"\0" * (-len(out) % 4)
-    return bytes(out)
-
-
 def initramfs(order: list[str], modules: dict[str, bytes]) -> bytes:
     dirs = ["bin", "dev", "proc", "sys", "newroot", "hold", "modules", "vm"]
     entries: list[tuple[str, int, bytes, int, int]] = [
@@ -544,7 +529,7 @@ def initramfs(order: list[str], modules: dict[str, bytes]) -> bytes:
         entries.append((f"modules/{mod}.ko", stat.S_IFREG | 0o644, modules[mod], 0, 0))
     entries.append(("modules/order", stat.S_IFREG | 0o644,
                     "".join(f"{m}.ko\n" for m in order).encode(), 0, 0))
-    return gzip.compress(cpio_newc(entries), compresslevel=6, mtime=0)
+    return gzip.compress(newc.archive(entries), compresslevel=6, mtime=0)
 
 
 # -- one kernel -----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +39,9 @@ from pathlib import Path
 from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import newc  # noqa: E402  (scripts/newc.py: the initramfs' format, shared with setup-vm.py)
+
 VM_DIR = ROOT / "build" / "vm"
 INIT = ROOT / "tests" / "vm" / "init"
 QEMU = "qemu-system-x86_64"
@@ -183,19 +187,6 @@ def _split_steps(lines: Sequence[tuple[float, str]]) -> dict[str, Step]:
         if current is not None:
             current.lines.append(line)
     return steps
-
-
-def _newc(entries: Sequence[tuple[str, int, bytes]]) -> bytes:
-    """A small uncompressed cpio ("newc"), appended to the initramfs: the kernel unpacks
-    each archive of the initrd in turn, later files replacing earlier ones."""
-    out = bytearray()
-    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
-        bname = name.encode() + b"\0"
-        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(bname), 0)
-        out += b"070701" + "".join(f"{v:08X}" for v in fields).encode() + bname
-        out += b"\0" * (-len(out) % 4) + data
-        out += b"\0" * (-len(out) % 4)
-    return bytes(out)
 
 
 def _virtiofsd_args(sock: Path, shared: Path) -> list[str]:
@@ -358,17 +349,18 @@ def boot(kernel: Kernel, command: Sequence[str], *, repo: Path = ROOT,
         os.chmod(work, 0o700)
         env = (f"VM_REPO={shlex.quote(str(repo))}\n"
                f"VM_CMD={shlex.quote(shlex.join(command))}\n").encode()
-        entries = [("vm", stat.S_IFDIR | 0o755, b""), ("vm/env", stat.S_IFREG | 0o644, env),
-                   ("init", stat.S_IFREG | 0o755, INIT.read_bytes())]
+        entries = [("vm", stat.S_IFDIR | 0o755, b"", 0, 0),
+                   ("vm/env", stat.S_IFREG | 0o644, env, 0, 0),
+                   ("init", stat.S_IFREG | 0o755, INIT.read_bytes(), 0, 0)]
         if files:
-            entries.append(("vm/files", stat.S_IFDIR | 0o755, b""))
+            entries.append(("vm/files", stat.S_IFDIR | 0o755, b"", 0, 0))
         names = set()
         for f in files:
             if f.name in names or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", f.name):
                 raise ValueError(f"{f}: a file name the guest cannot take, or taken twice")
             names.add(f.name)
-            entries.append((f"vm/files/{f.name}", stat.S_IFREG | 0o644, f.read_bytes()))
-        overlay = _newc(entries)
+            entries.append((f"vm/files/{f.name}", stat.S_IFREG | 0o644, f.read_bytes(), 0, 0))
+        overlay = newc.archive(entries)
         initrd = work / "initrd.img"
         base = kernel.initrd.read_bytes()
         if base[:2] != b"\x1f\x8b":
