@@ -4,6 +4,7 @@
 #   make test   set everything up, then run every check and test
 #   make bench  set everything up, then run the side-by-side benchmark
 #   make install  the systemd unit and /etc/arena-pipeline/config.toml (starts nothing)
+#   make vm     QEMU and Debian's 6.12 and 6.18 kernels for the VM tests (make test runs it)
 #   make mutants       mutation testing: every mutant of tests/mutants.toml
 #   make mutants-fast  the three marked fast (also run by the test suite)
 #
