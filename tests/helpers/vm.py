@@ -207,6 +207,14 @@ def _virtiofsd_args(sock: Path, shared: Path) -> list[str]:
     return args
 
 
+def _root_is_a_mount() -> bool:
+    """Whether / is a mount point here: not so in a chroot into a plain directory, whose
+    mount table (/proc/self/mountinfo) then has no entry for /."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        return any(len(fields) > 4 and fields[4] == "/"
+                   for fields in (line.split() for line in f))
+
+
 def _stop(proc: subprocess.Popen[Any] | None, grace: float = 5.0) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -247,11 +255,18 @@ def _attempt(kernel: Kernel, initrd: Path, work: Path, repo: Path, timeout: floa
     start = time.monotonic()
     errors = work / "virtiofsd.err"  # a file, not a pipe nobody reads while it runs
     try:
+        if _root_is_a_mount():
+            argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
+                    "sh", str(shared), *_virtiofsd_args(sock, shared)]
+        else:
+            # A chroot whose / is no mount point (CI's fresh root): no mount namespace can
+            # make its mounts private, and a bind mount made under / would show outside.
+            # virtiofsd shares / itself; the guest still mounts it read-only (tests/vm/init)
+            # and runs only this checkout's own test steps.
+            argv = _virtiofsd_args(sock, Path("/"))
         with open(errors, "wb") as err:
-            fsd = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
-                 "sh", str(shared), *_virtiofsd_args(sock, shared)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            fsd = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=err)
         deadline = time.monotonic() + 20
         while not sock.exists():
             if fsd.poll() is not None or time.monotonic() > deadline:
@@ -299,6 +314,11 @@ def _attempt(kernel: Kernel, initrd: Path, work: Path, repo: Path, timeout: floa
     finally:
         _stop(qemu)
         _stop(fsd)
+        # without a /run of its own, QEMU's virtiofsd leaves its pid file (named after
+        # the socket's path) in the shared one
+        for pid_file in Path("/run/virtiofsd").glob(f"*{work.name}*.pid"):
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
         for p in (qemu, fsd):
             if p is not None:
                 for f in (p.stdout, p.stderr):
