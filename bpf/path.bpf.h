@@ -125,7 +125,7 @@ static __always_inline void ap_path_walk(struct ap_event *ev, struct dentry *den
 		if (npos > AP_PATH_CAP)
 			break; /* does not fit: wrapped below 0 */
 		/* address the copy from the checked npos: clang would rebuild it
-		 * as pos - len, which verifiers before 6.18.44 cannot bound */
+		 * as pos - len, which older verifiers cannot bound */
 		barrier_var(npos);
 		ev->path[npos] = '/';
 		bpf_probe_read_kernel(&ev->path[npos + 1], len, name);

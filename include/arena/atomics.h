@@ -45,7 +45,7 @@
  * address, computed in the arena's address space and then hidden from the
  * optimiser, so clang casts the finished address. Left alone, clang casts
  * an array's base once and adds the index in the index's register
- * (index += base), which verifiers before 6.18.44 refuse ("pointer
+ * (index += base), which some verifiers refuse (Debian's 6.18.15: "pointer
  * arithmetic on arena prohibited"): they allow only pointer += scalar.
  */
 # define arena_at_(p)                                  \
