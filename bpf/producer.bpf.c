@@ -14,6 +14,7 @@
 #include "producer.bpf.h"
 #include "path.bpf.h"
 #include "filter.bpf.h"
+#include "creation_calls.bpf.h"
 #include "burst.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -188,54 +189,16 @@ static __always_inline int on_exit(long ret, __u32 syscall, bool is_open)
 	return 0;
 }
 
-/* creat returns an fd like open does */
-SEC("tracepoint/syscalls/sys_exit_open")
-int exit_open(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_exit(ctx->ret, AP_SYS_OPEN, true);
-}
+/* One program per call of creation_calls.bpf.h, exit_<call>; creat returns a
+ * descriptor as open does. */
+#define AP_EXIT_PROG(call, id, is_open)                          \
+	SEC("tracepoint/syscalls/sys_exit_" #call)               \
+	int exit_##call(struct trace_event_raw_sys_exit *ctx)    \
+	{                                                        \
+		return on_exit(ctx->ret, id, is_open);           \
+	}
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int exit_openat(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_exit(ctx->ret, AP_SYS_OPENAT, true);
-}
-
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int exit_openat2(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_exit(ctx->ret, AP_SYS_OPENAT2, true);
-}
-
-SEC("tracepoint/syscalls/sys_exit_creat")
-int exit_creat(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_exit(ctx->ret, AP_SYS_CREAT, true);
-}
-
-SEC("tracepoint/syscalls/sys_exit_mknod")
-int exit_mknod(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_exit(ctx->ret, AP_SYS_MKNOD, false);
-}
-
-SEC("tracepoint/syscalls/sys_exit_mknodat")
-int exit_mknodat(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_exit(ctx->ret, AP_SYS_MKNODAT, false);
-}
-
-SEC("tracepoint/syscalls/sys_exit_mkdir")
-int exit_mkdir(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_exit(ctx->ret, AP_SYS_MKDIR, false);
-}
-
-SEC("tracepoint/syscalls/sys_exit_mkdirat")
-int exit_mkdirat(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_exit(ctx->ret, AP_SYS_MKDIRAT, false);
-}
+AP_CREATION_CALLS(AP_EXIT_PROG)
 
 /* ---- burst generator: SEC("syscall"), run with bpf_prog_test_run_opts ---- */
 

@@ -137,15 +137,33 @@ def test_every_target_is_judged_on_a_measured_median(quick: Path,
 def test_each_contender_captures_every_creation(results: dict[str, Any]) -> None:
     raw = results["parts"]["overhead"]["raw"]
     files = raw["files_per_round"]
-    assert [r["created"] for r in raw["rounds"]["none"]] == [files] * 3
+    then = max(1000, files // 10)
+    assert [(r["created"], r["then_created"]) for r in raw["rounds"]["none"]] == [(files, then)] * 3
     assert [r["captured"] for r in raw["rounds"]["none"]] == [0] * 3
     for who in ("pipeline", "pipeline_kernel", "bpftrace"):
         if who not in raw["rounds"]:
             continue
-        assert [r["captured"] for r in raw["rounds"][who]] == [files] * 3, who
-        # the kernel counted the tracer's programs while the load ran
-        assert all(r["bpf_run_cnt"] >= files and r["bpf_run_time_ns"] > 0
+        assert [r["captured"] for r in raw["rounds"][who]] == [files + then] * 3, who
+        # the kernel counted the tracer's programs during the second loop only
+        assert all(then <= r["bpf_run_cnt"] < files and r["bpf_run_time_ns"] > 0
                    for r in raw["rounds"][who]), who
+
+
+def test_the_floor_runs_an_empty_program_per_creation_and_detaches(
+        results: dict[str, Any]) -> None:
+    raw = results["parts"]["overhead"]["raw"]
+    files = raw["files_per_round"]
+    rounds = raw["rounds"]["floor"]
+    then = max(1000, files // 10)
+    assert [r["created"] for r in rounds] == [files] * 3
+    # one program per tracepoint, each run once per creation of the counted loop (and for
+    # other processes' calls meanwhile), capturing nothing
+    assert all(r["bpf_progs"] == 8 and then <= r["bpf_run_cnt"] < files and r["captured"] == 0
+               for r in rounds)
+    assert not [p for p in os.listdir("/sys/fs/bpf") if p.startswith("arena-pipeline-floor-")]
+    names = [f["name"] for q in results["parts"]["overhead"]["questions"]
+             for f in q["figures"]]
+    assert "pipeline: overhead beyond the floor" in names
 
 
 def test_a_baseline_that_cannot_run_is_reported_with_its_reason(

@@ -84,7 +84,11 @@ def _prog_ids(pid: int) -> set[int]:
 
 def of_pid(pid: int) -> dict[int, tuple[int, int]]:
     """run_time_ns and run_cnt of every BPF program process `pid` holds, by program id."""
-    ids = _prog_ids(pid)
+    return of_ids(_prog_ids(pid))
+
+
+def of_ids(ids: set[int]) -> dict[int, tuple[int, int]]:
+    """run_time_ns and run_cnt of the BPF programs with these ids, by program id."""
     if not ids:
         return {}
     res = subprocess.run([bpftool(), "-j", "prog", "show"], capture_output=True, text=True,

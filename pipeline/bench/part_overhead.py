@@ -3,6 +3,9 @@
 build/createload creates (openat O_CREAT|O_EXCL) and closes files on tmpfs in a tight loop on
 CPU 0. Each round times it once per contender, one after the other:
   - none:     nothing attached;
+  - floor:    an empty BPF program on each tracepoint the pipeline's fallback uses
+              (bpf/bench_floor.bpf.o): what any tracer of these tracepoints pays before it
+              does any work (the traced syscall path, the tracepoint's record, the dispatch);
   - pipeline: `python -m pipeline --sink jsonl`, filtered on the load's pid, on CPU 1;
   - pipeline_kernel: the same, with the pipeline stopped (SIGSTOP) while the load runs and
               a queue that holds every event: what the kernel side alone costs (its programs,
@@ -11,10 +14,12 @@ CPU 0. Each round times it once per contender, one after the other:
               syscall tracepoints (bpftrace_script.py), filtered alike, on CPU 1.
 The load reports its wall-clock time and its own CPU time: other processes that run on its
 CPU meanwhile lengthen the first only, so on a busy machine the second is the tracer's cost
-without the neighbours'. While the load runs the kernel counts the run time of every BPF
-program each tracer holds (bpfstats), giving the in-kernel ns per captured event, and the
-tracer's own CPU time is read from /proc; each tracer's output is counted against the files
-created.
+without the neighbours'. The same process then runs a second, shorter loop (a tenth of the
+first, at least 1,000 creations) while the kernel counts the run time of every BPF program
+each tracer holds (bpfstats), giving the in-kernel ns per captured event; counting costs each
+program run two clock reads, so the first loop, the one timed, runs without it. The tracer's
+own CPU time over both loops is read from /proc; each tracer's output is counted against the
+files created by both.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -33,12 +39,14 @@ from . import bpfstats
 from .bpftrace_script import PROBES, script
 from .figures import PartResult, Question, Skipped, Target, ratios
 from .parts import Context, Plot
-from .tools import ROOT, bpf_lsm_missing, bpftool, bpftrace_missing, program
+from .tools import BUILD, ROOT, ToolError, bpf_lsm_missing, bpftool, bpftrace_missing, program
 
 TITLE = "overhead on the traced workload: file creations with no tracer, the pipeline, bpftrace"
 LOAD_CPU, TRACER_CPU = "0", "1"
 PIN_DIR = "/sys/fs/bpf/arena-pipeline-bench"
-CONTENDERS = ("none", "pipeline", "pipeline_kernel", "bpftrace")
+CONTENDERS = ("none", "floor", "pipeline", "pipeline_kernel", "bpftrace")
+BPFFS = "/sys/fs/bpf"
+FLOOR_OBJ = BUILD / "bench_floor.bpf.o"
 # the targets the issue sets: the pipeline adds at most 5% to each creation, and at most a
 # tenth of what bpftrace adds
 TARGET_OVERHEAD_PCT = 5.0
@@ -59,30 +67,97 @@ def _tmpfs_root() -> Path:
 
 
 class _Load:
-    def __init__(self, ctx: Context, files: int, where: Path) -> None:
+    """createload's two loops in one process: `files` creations timed with nothing else
+    going on, then `then_files` more while the kernel counts the tracer's BPF run time."""
+
+    def __init__(self, ctx: Context, files: int, then_files: int, where: Path) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ap-overhead-", dir=where))
-        self.start = ctx.tmp / f"overhead-go-{time.monotonic_ns()}"
+        stamp = time.monotonic_ns()
+        self.start = ctx.tmp / f"overhead-go-{stamp}"
+        self.then = ctx.tmp / f"overhead-then-{stamp}"
         self.proc = subprocess.Popen(
             [str(program("createload")), "--dir", str(self.dir), "--files", str(files),
-             "--cpu", LOAD_CPU, "--start-file", str(self.start)],
+             "--cpu", LOAD_CPU, "--start-file", str(self.start), "--then-files",
+             str(then_files), "--then-start-file", str(self.then)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def go(self) -> None:
+    def go(self) -> dict[str, Any]:
+        """Runs the first loop; returns its line."""
+        assert self.proc.stdout is not None
         self.start.touch()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=60)
+            raise RuntimeError(f"createload failed: {self._err()}")
+        return dict(json.loads(line))
 
-    def finish(self) -> dict[str, Any]:
+    def go_then(self) -> dict[str, Any]:
+        """Runs the second loop; returns its line once the process has ended."""
+        self.then.touch()
         out, err = self.proc.communicate(timeout=600)
         if self.proc.returncode != 0:
             raise RuntimeError(f"createload failed: {err.strip()}")
         return dict(json.loads(out))
+
+    def _err(self) -> str:
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().strip()
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self.start.unlink(missing_ok=True)
+        self.then.unlink(missing_ok=True)
         for p in self.dir.iterdir():
             p.unlink()
+        self.dir.rmdir()
+
+
+class _Floor:
+    """bench_floor.bpf.o's empty programs, attached by bpftool: `autoattach` pins one link per
+    program into a directory of their own, and removing the pins detaches them. The directory
+    is made here under a fresh name: /sys/fs/bpf may be writable by everyone (sticky), and a
+    name someone else could have taken first is not used."""
+
+    def __init__(self) -> None:
+        if not FLOOR_OBJ.is_file():
+            raise ToolError(f"bench: {FLOOR_OBJ} is missing: run `make bpf` as root")
+        self.dir = Path(tempfile.mkdtemp(prefix="arena-pipeline-floor-", dir=BPFFS))
+        try:
+            self.ids = self._attach()
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach(self) -> set[int]:
+        res = subprocess.run([bpftool(), "prog", "loadall", str(FLOOR_OBJ), str(self.dir),
+                              "autoattach"], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            why = (res.stderr.strip().splitlines() or ["no message"])[-1]
+            raise RuntimeError(f"the floor's programs did not attach: {why}")
+        ids: set[int] = set()
+        for name in os.listdir(self.dir):
+            # bpftool 7.5 exits 255 after printing a pinned link correctly: its output
+            # decides
+            show = subprocess.run([bpftool(), "-j", "link", "show", "pinned",
+                                   str(self.dir / name)], capture_output=True, text=True,
+                                  check=False)
+            try:
+                ids.add(int(json.loads(show.stdout)["prog_id"]))
+            except (ValueError, KeyError, TypeError):
+                raise RuntimeError(f"bpftool does not show the floor's link {name}: "
+                                   f"{(show.stdout + show.stderr).strip()[-200:]}") from None
+        return ids
+
+    def close(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for name in os.listdir(fd):
+                if not stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
         self.dir.rmdir()
 
 
@@ -107,6 +182,11 @@ def _stop(p: subprocess.Popen[str]) -> str:
     p.kill()
     _, err = p.communicate()
     return err or ""
+
+
+def _then_files(files: int) -> int:
+    """Creations of the second loop, the one the kernel's statistics count."""
+    return max(1000, files // 10)
 
 
 def _queue_for(files: int) -> list[str]:
@@ -168,28 +248,40 @@ def _cpu_ticks(pid: int) -> int:
     return total
 
 
+def _stats(tracer: subprocess.Popen[str] | None,
+           floor: _Floor | None) -> dict[int, tuple[int, int]]:
+    if floor is not None:
+        return bpfstats.of_ids(floor.ids)
+    return bpfstats.of_pid(tracer.pid) if tracer else {}
+
+
 def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str, Any]:
-    load = _Load(ctx, files, where)
+    then_files = _then_files(files)
+    load = _Load(ctx, files, then_files, where)
     out = ctx.tmp / f"overhead-{who}.jsonl"
     out.unlink(missing_ok=True)
     tracer: subprocess.Popen[str] | None = None
+    floor: _Floor | None = None
     try:
-        if who == "pipeline":
+        if who == "floor":
+            floor = _Floor()
+        elif who == "pipeline":
             tracer = _start_pipeline(out, load.proc.pid, [])
         elif who == "pipeline_kernel":
-            tracer = _start_pipeline(out, load.proc.pid, _queue_for(files))
+            tracer = _start_pipeline(out, load.proc.pid, _queue_for(files + then_files))
             os.kill(tracer.pid, signal.SIGSTOP)
         elif who == "bpftrace":
             tracer = _start_bpftrace(bt, out, load.proc.pid)
-        # counting only while the load runs: bpftrace, asked to stop while the kernel counts,
-        # was seen not to exit here
+        ticks = _cpu_ticks(tracer.pid) if tracer else 0
+        info = load.go()
+        # counting only while the second loop runs: it costs every program run two clock
+        # reads, which the first loop's timing must not include; and bpftrace, asked to stop
+        # while the kernel counts, was seen not to exit here
         with bpfstats.Enabled():
-            before = bpfstats.of_pid(tracer.pid) if tracer else {}
-            ticks = _cpu_ticks(tracer.pid) if tracer else 0
-            load.go()
-            info = load.finish()
-            ticks = _cpu_ticks(tracer.pid) - ticks if tracer else 0
-            after = bpfstats.of_pid(tracer.pid) if tracer else {}
+            before = _stats(tracer, floor)
+            then = load.go_then()
+            after = _stats(tracer, floor)
+        ticks = _cpu_ticks(tracer.pid) - ticks if tracer else 0
         if tracer is not None:
             if who == "pipeline_kernel":
                 os.kill(tracer.pid, signal.SIGCONT)
@@ -200,11 +292,14 @@ def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str,
         if tracer is not None and tracer.poll() is None:
             tracer.kill()
             tracer.wait()
+        if floor is not None:
+            floor.close()
         load.close()
     st = bpfstats.delta(before, after)
     captured = _count_lines(out) if tracer else 0
     out.unlink(missing_ok=True)
-    return {"created": info["created"], "seconds": info["seconds"],
+    return {"created": info["created"], "then_created": then["created"],
+            "seconds": info["seconds"],
             "us_per_file": 1e6 * info["seconds"] / info["created"],
             "cpu_seconds": info["cpu_seconds"],
             "cpu_us_per_file": 1e6 * info["cpu_seconds"] / info["created"],
@@ -251,6 +346,10 @@ def _overheads(q: Question, rounds: dict[str, list[dict[str, Any]]], key: str, w
     for c, xs in over.items():
         q.add(f"{c}: {overhead}", "%", xs,
               Target("<=", TARGET_OVERHEAD_PCT) if c == "pipeline" else None)
+    if "floor" in over:
+        # what the pipeline's own work adds, over what any tracer of these tracepoints pays
+        q.add(f"pipeline: {overhead} beyond the floor", "points",
+              [p - f for p, f in zip(over["pipeline"], over["floor"], strict=True)])
     if "bpftrace" in over:
         q.add(f"pipeline {overhead} / bpftrace {overhead}", "x",
               ratios(over["pipeline"], over["bpftrace"]), Target("<=", TARGET_VS_BPFTRACE))
@@ -269,27 +368,33 @@ def _questions(res: PartResult, rounds: dict[str, list[dict[str, Any]]]) -> None
     _overheads(cq, rounds, "cpu_us_per_file", "CPU time per creation", "CPU overhead")
     k = res.question("How much kernel time does each tracer spend per event?",
                      note="run_time_ns of every BPF program the tracer holds, counted by the "
-                          "kernel (BPF_ENABLE_STATS) during the load, / events captured")
+                          "kernel (BPF_ENABLE_STATS) during the load's second loop, / its "
+                          "creations (each one captured event)")
     for c in rounds:
         if c == "none":
             continue
+        if c == "floor":  # it captures nothing: per run, one run per creation
+            k.add("floor: BPF run time per run", "ns",
+                  [r["bpf_run_time_ns"] / max(r["bpf_run_cnt"], 1) for r in rounds[c]])
+            continue
         k.add(f"{c}: BPF run time per captured event", "ns",
-              [r["bpf_run_time_ns"] / max(r["captured"], 1) for r in rounds[c]])
+              [r["bpf_run_time_ns"] / max(r["then_created"], 1) for r in rounds[c]])
     t = res.question("How much CPU does each tracer use per event?",
-                     note="the tracer process's user and system time while the load ran "
+                     note="the tracer process's user and system time while both loops ran "
                           "(clock ticks from /proc), / events captured")
     for c in rounds:
-        if c in ("none", "pipeline_kernel"):
+        if c in ("none", "floor", "pipeline_kernel"):
             continue
         t.add(f"{c}: tracer CPU per captured event", "us",
               [1e6 * r["tracer_cpu_seconds"] / max(r["captured"], 1) for r in rounds[c]])
     cap = res.question("Does each tracer capture every creation?",
-                       note="events in the tracer's output / files created")
+                       note="events in the tracer's output / files created (both loops)")
     for c in rounds:
-        if c == "none":
+        if c in ("none", "floor"):
             continue
         cap.add(f"{c}: captured / created", "%",
-                [100.0 * r["captured"] / r["created"] for r in rounds[c]])
+                [100.0 * r["captured"] / (r["created"] + r["then_created"])
+                 for r in rounds[c]])
 
 
 def plots(res: PartResult) -> list[Plot]:
