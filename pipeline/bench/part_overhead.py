@@ -66,15 +66,17 @@ def _tmpfs_root() -> Path:
                        "files on tmpfs; mount one there (mount -t tmpfs tmpfs /dev/shm)")
 
 
-class _Load:
+class CreateLoad:
     """createload's two loops in one process: `files` creations timed with nothing else
     going on, then `then_files` more while the kernel counts the tracer's BPF run time."""
 
-    def __init__(self, ctx: Context, files: int, then_files: int, where: Path) -> None:
+    def __init__(self, scratch: Path, files: int, then_files: int, where: Path) -> None:
+        """scratch: a directory of the caller's for the start files; where: the tmpfs
+        directory to create the files under."""
         self.dir = Path(tempfile.mkdtemp(prefix="ap-overhead-", dir=where))
         stamp = time.monotonic_ns()
-        self.start = ctx.tmp / f"overhead-go-{stamp}"
-        self.then = ctx.tmp / f"overhead-then-{stamp}"
+        self.start = scratch / f"overhead-go-{stamp}"
+        self.then = scratch / f"overhead-then-{stamp}"
         self.proc = subprocess.Popen(
             [str(program("createload")), "--dir", str(self.dir), "--files", str(files),
              "--cpu", LOAD_CPU, "--start-file", str(self.start), "--then-files",
@@ -114,7 +116,7 @@ class _Load:
         self.dir.rmdir()
 
 
-class _Floor:
+class Floor:
     """bench_floor.bpf.o's empty programs, attached by bpftool: `autoattach` pins one link per
     program into a directory of their own, and removing the pins detaches them. The directory
     is made here under a fresh name: /sys/fs/bpf may be writable by everyone (sticky), and a
@@ -249,7 +251,7 @@ def _cpu_ticks(pid: int) -> int:
 
 
 def _stats(tracer: subprocess.Popen[str] | None,
-           floor: _Floor | None) -> dict[int, tuple[int, int]]:
+           floor: Floor | None) -> dict[int, tuple[int, int]]:
     if floor is not None:
         return bpfstats.of_ids(floor.ids)
     return bpfstats.of_pid(tracer.pid) if tracer else {}
@@ -257,14 +259,14 @@ def _stats(tracer: subprocess.Popen[str] | None,
 
 def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str, Any]:
     then_files = _then_files(files)
-    load = _Load(ctx, files, then_files, where)
+    load = CreateLoad(ctx.tmp, files, then_files, where)
     out = ctx.tmp / f"overhead-{who}.jsonl"
     out.unlink(missing_ok=True)
     tracer: subprocess.Popen[str] | None = None
-    floor: _Floor | None = None
+    floor: Floor | None = None
     try:
         if who == "floor":
-            floor = _Floor()
+            floor = Floor()
         elif who == "pipeline":
             tracer = _start_pipeline(out, load.proc.pid, [])
         elif who == "pipeline_kernel":

@@ -45,6 +45,10 @@ import newc  # noqa: E402  (scripts/newc.py: the initramfs' format, shared with 
 VM_DIR = ROOT / "build" / "vm"
 INIT = ROOT / "tests" / "vm" / "init"
 QEMU = "qemu-system-x86_64"
+# Instruction counting: every guest instruction advances the guest's clocks by 2**0 ns
+# and idle time is skipped (sleep=off), so a guest's CPU time is the instructions it ran,
+# whatever else the host does meanwhile.
+ICOUNT = ("-icount", "shift=0,sleep=off")
 VIRTIOFSD = (Path("/usr/libexec/virtiofsd"), Path("/usr/lib/qemu/virtiofsd"))
 # bpf must be in lsm= for BPF LSM programs to attach
 CMDLINE = ("console=ttyS0 lsm=lockdown,capability,landlock,yama,bpf panic=-1 "
@@ -235,7 +239,8 @@ class _Attempt:
 
 
 def _attempt(kernel: Kernel, initrd: Path, work: Path, repo: Path, timeout: float,
-             init_timeout: float, memory: str, cpus: int, log: IO[bytes] | None) -> _Attempt:
+             init_timeout: float, memory: str, cpus: int, icount: bool,
+             log: IO[bytes] | None) -> _Attempt:
     shared = work / "root"
     sock = work / "virtiofs.sock"
     shared.mkdir(mode=0o700)
@@ -275,7 +280,8 @@ def _attempt(kernel: Kernel, initrd: Path, work: Path, repo: Path, timeout: floa
                 raise RuntimeError(f"virtiofsd did not start: {said}")
             time.sleep(0.05)
         qemu = subprocess.Popen(
-            [QEMU, "-accel", "tcg,thread=single", "-smp", str(cpus), "-m", memory,
+            [QEMU, "-accel", "tcg,thread=single", *(ICOUNT if icount else ()), "-smp", str(cpus),
+             "-m", memory,
              "-nographic", "-no-reboot", "-nic", "none",
              "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", CMDLINE,
              "-chardev", f"socket,id=fs,path={sock}",
@@ -349,7 +355,8 @@ def _remove_work(work: Path) -> None:
 
 def boot(kernel: Kernel, command: Sequence[str], *, repo: Path = ROOT,
          files: Sequence[Path] = (), timeout: float = 1800.0, init_timeout: float = 300.0,
-         memory: str = "2G", cpus: int = 2, log_path: Path | None = None) -> Boot:
+         memory: str = "2G", cpus: int = 2, icount: bool = False,
+         log_path: Path | None = None) -> Boot:
     """Boot `kernel`, run `command` (argv, from `repo`, as root) and power off.
 
     `files`: copied now into the initramfs and found in the guest in /run/vm/files under
@@ -357,6 +364,7 @@ def boot(kernel: Kernel, command: Sequence[str], *, repo: Path = ROOT,
     tree is shared live; someone rebuilding build/ meanwhile would otherwise be seen).
     `timeout`: seconds from QEMU's start to the guest's power-off before both are ended;
     `init_timeout`: the same until init's first line (then it is booted once more).
+    `icount`: the guest's clocks count instructions, one nanosecond each (ICOUNT).
     `log_path`: the raw console is also written there (replaced), for a look afterwards."""
     if not kernel.available:
         raise ValueError(f"kernel {kernel.name} is unavailable: {kernel.reason}")
@@ -396,7 +404,7 @@ def boot(kernel: Kernel, command: Sequence[str], *, repo: Path = ROOT,
         while True:
             boots += 1
             att = _attempt(kernel, initrd, work, repo, timeout, init_timeout, memory, cpus,
-                           log)
+                           icount, log)
             (work / "root").rmdir()
             for name in ("virtiofs.sock", "virtiofsd.err"):
                 with contextlib.suppress(FileNotFoundError):
