@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.bench.part_overhead import FLOOR_OBJ  # noqa: E402
+from pipeline.bench.tools import ToolError, program  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.flags import Parser  # noqa: E402
 from tests.helpers import vm  # noqa: E402
@@ -145,6 +147,15 @@ def main(argv: list[str]) -> int:
             print(f"vm-cost: kernel {n} is unavailable ({known[n].reason}): run `make vm`",
                   file=sys.stderr)
             return 2
+    # the guest sees this tree read-only: what it runs must be built here first
+    try:
+        program("createload")
+    except ToolError as e:
+        print(f"vm-cost: {e}", file=sys.stderr)
+        return 2
+    if not FLOOR_OBJ.is_file():
+        print(f"vm-cost: {FLOOR_OBJ} is missing: run `make bpf` as root", file=sys.stderr)
+        return 2
     results: dict[str, Any] = {}
     failed = False
     for n in names:
