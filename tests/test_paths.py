@@ -287,6 +287,19 @@ def suffix_that_fits(path: bytes, cap: int) -> bytes:
     return out
 
 
+def test_every_name_length_through_three_words(capture: Capture, work: Path) -> None:
+    """Components of every length from 1 to 24 bytes, each a different letter: each lands
+    whole, in its place, with nothing of its neighbours over it, whatever its length's
+    remainder in words."""
+    deep = work.joinpath(*[chr(ord("a") + n - 1) * n for n in range(1, 25)])
+    deep.mkdir(parents=True)
+    # relative arguments: an absolute one this long would be cut to the name field
+    _, evs = capture.run([["chdir", hx(deep)], ["create", hx("f")], ["mkdir", hx("g" * 9)]],
+                         2)
+    assert sorted((e["name"], e["path"], e["path_truncated"]) for e in evs) == [
+        ("f", str(deep / "f"), False), ("ggggggggg", str(deep / "ggggggggg"), False)]
+
+
 def test_path_longer_than_the_field(capture: Capture, tmpfs: Path) -> None:
     """A path of more than PATH_CAP bytes: flagged, and what is shown is a true suffix of
     the path, starting at a component: the longest that fits."""
