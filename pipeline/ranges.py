@@ -168,3 +168,9 @@ BURST: dict[str, Range] = {
     "events": Range(int, 0, 1 << 40, "events"),
     "per_call": Range(int, 1, 65536, "events"),
 }
+
+# ---- scripts/vm-cost.py (flags) ----
+VM_COST: dict[str, Range] = {
+    "files": Range(int, 1, 1_000_000, "creations"),
+    "rounds": Range(int, 1, 100, "rounds"),
+}

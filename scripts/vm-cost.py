@@ -33,6 +33,7 @@ from pipeline.bench.part_overhead import FLOOR_OBJ  # noqa: E402
 from pipeline.bench.tools import ToolError, program  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.flags import Parser  # noqa: E402
+from pipeline.ranges import VM_COST  # noqa: E402
 from tests.helpers import vm  # noqa: E402
 
 WHO = ("none", "floor", "tracepoint", "lsm")
@@ -41,26 +42,13 @@ WHO = ("none", "floor", "tracepoint", "lsm")
 TIMEOUT_S = 3600.0
 
 
-def _positive(top: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            n = 0
-        if not 1 <= n <= top:
-            raise argparse.ArgumentTypeError(f"needs an integer >= 1 and <= {top}, "
-                                             f"not {text!r}")
-        return n
-    return parse
-
-
 def _args(argv: list[str]) -> argparse.Namespace:
     ap = Parser(prog="scripts/vm-cost.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernel", action="append", default=None,
                     help="a kernel of build/vm (6.12, 6.18); repeat for more (default: all)")
-    ap.add_argument("--files", type=_positive(1_000_000), default=2000,
+    ap.add_argument("--files", type=VM_COST["files"].flag(), default=2000,
                     help="creations per timed loop (default 2000)")
-    ap.add_argument("--rounds", type=_positive(100), default=3,
+    ap.add_argument("--rounds", type=VM_COST["rounds"].flag(), default=3,
                     help="timed loops per block (default 3)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     return ap.parse_args(argv)

@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pipeline.bench.part_overhead import then_files_for
 from tests.conftest import ROOT, needs_root
 
 pytestmark = needs_root
@@ -137,7 +138,7 @@ def test_every_target_is_judged_on_a_measured_median(quick: Path,
 def test_each_contender_captures_every_creation(results: dict[str, Any]) -> None:
     raw = results["parts"]["overhead"]["raw"]
     files = raw["files_per_round"]
-    then = max(1000, files // 10)
+    then = then_files_for(files)
     assert [(r["created"], r["then_created"]) for r in raw["rounds"]["none"]] == [(files, then)] * 3
     assert [r["captured"] for r in raw["rounds"]["none"]] == [0] * 3
     for who in ("pipeline", "pipeline_kernel", "bpftrace"):
@@ -154,7 +155,7 @@ def test_the_floor_runs_an_empty_program_per_creation_and_detaches(
     raw = results["parts"]["overhead"]["raw"]
     files = raw["files_per_round"]
     rounds = raw["rounds"]["floor"]
-    then = max(1000, files // 10)
+    then = then_files_for(files)
     assert [r["created"] for r in rounds] == [files] * 3
     # one program per tracepoint, each run once per creation of the counted loop (and for
     # other processes' calls meanwhile), capturing nothing

@@ -23,8 +23,7 @@ KERNEL = "6.18"
 def _why_not() -> str | None:
     if os.geteuid() != 0:
         return "boots a VM with virtiofsd sharing /: needs root"
-    known = vm.kernels() if (vm.VM_DIR / "kernels.json").exists() else {}
-    k = known.get(KERNEL)
+    k = vm.kernels().get(KERNEL)
     if k is None or not k.available:
         return f"kernel {KERNEL} missing: run `make vm`"
     if not (vm.ROOT / "build" / "bench_floor.bpf.o").exists():

@@ -186,7 +186,7 @@ def _stop(p: subprocess.Popen[str]) -> str:
     return err or ""
 
 
-def _then_files(files: int) -> int:
+def then_files_for(files: int) -> int:
     """Creations of the second loop, the one the kernel's statistics count."""
     return max(1000, files // 10)
 
@@ -250,15 +250,17 @@ def _cpu_ticks(pid: int) -> int:
     return total
 
 
-def _stats(tracer: subprocess.Popen[str] | None,
-           floor: Floor | None) -> dict[int, tuple[int, int]]:
+def tracer_stats(tracer: subprocess.Popen[str] | None,
+                 floor: Floor | None) -> dict[int, tuple[int, int]]:
+    """run_time_ns and run_cnt of the programs of the floor or of a tracer process, by id;
+    empty with neither."""
     if floor is not None:
         return bpfstats.of_ids(floor.ids)
     return bpfstats.of_pid(tracer.pid) if tracer else {}
 
 
 def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str, Any]:
-    then_files = _then_files(files)
+    then_files = then_files_for(files)
     load = CreateLoad(ctx.tmp, files, then_files, where)
     out = ctx.tmp / f"overhead-{who}.jsonl"
     out.unlink(missing_ok=True)
@@ -280,9 +282,9 @@ def _one(ctx: Context, who: str, files: int, where: Path, bt: Path) -> dict[str,
         # reads, which the first loop's timing must not include; and bpftrace, asked to stop
         # while the kernel counts, was seen not to exit here
         with bpfstats.Enabled():
-            before = _stats(tracer, floor)
+            before = tracer_stats(tracer, floor)
             then = load.go_then()
-            after = _stats(tracer, floor)
+            after = tracer_stats(tracer, floor)
         ticks = _cpu_ticks(tracer.pid) - ticks if tracer else 0
         if tracer is not None:
             if who == "pipeline_kernel":

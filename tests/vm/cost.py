@@ -28,7 +28,7 @@ REPO = Path(sys.argv[1])
 sys.path.insert(0, str(REPO))
 
 from pipeline.bench import bpfstats  # noqa: E402
-from pipeline.bench.part_overhead import CreateLoad, Floor  # noqa: E402
+from pipeline.bench.part_overhead import CreateLoad, Floor, then_files_for, tracer_stats  # noqa: E402
 
 READY_TIMEOUT = 900.0
 WHERE = Path("/tmp")  # a tmpfs in the guest
@@ -42,21 +42,14 @@ def _loop(scratch: Path, files: int, counted: int,
     try:
         info = load.go()
         with bpfstats.Enabled():
-            before = _stats(pipeline, floor)
+            before = tracer_stats(pipeline, floor)
             then = load.go_then()
-            after = _stats(pipeline, floor)
+            after = tracer_stats(pipeline, floor)
     finally:
         load.close()
     st = bpfstats.delta(before, after)
     return (1e9 * info["cpu_seconds"] / info["created"],
             st.run_time_ns / then["created"])
-
-
-def _stats(pipeline: subprocess.Popen[str] | None,
-           floor: Floor | None) -> dict[int, tuple[int, int]]:
-    if floor is not None:
-        return bpfstats.of_ids(floor.ids)
-    return bpfstats.of_pid(pipeline.pid) if pipeline is not None else {}
 
 
 def _start(trigger: str, out: Path) -> subprocess.Popen[str]:
@@ -105,7 +98,7 @@ def _block(scratch: Path, who: str, files: int, counted: int, rounds: int) -> No
 
 def main() -> None:
     files, rounds = int(sys.argv[2]), int(sys.argv[3])
-    counted = max(1000, files // 10)
+    counted = then_files_for(files)
     scratch = Path(tempfile.mkdtemp(dir=WHERE))
     print(f"COST-INFO kernel {os.uname().release} files {files} counted {counted} "
           f"rounds {rounds} cpus {os.cpu_count()}", flush=True)
