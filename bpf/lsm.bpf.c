@@ -77,7 +77,7 @@ static __always_inline int emit_dentry(struct dentry *dentry, __u32 mode, __u32 
 	/* the dentry's parents, from the new dentry up */
 	mnt = lsm_mount(task, dentry);
 	if (mnt) {
-		ap_path_walk(ev, dentry, mnt);
+		ap_path_resolve(ev, &sc->pc, dentry, mnt, true);
 	} else {
 		/* known only up to its file system's root: a suffix */
 		ap_path_walk(ev, dentry, task->fs->root.mnt);

@@ -113,35 +113,41 @@ static __always_inline void read_name(struct ap_event *ev, const char *upath)
  * directory the argument is relative to (the dirfd's, the working
  * directory, or the process's root for an absolute argument), resolved,
  * followed by the argument as given. */
-static __always_inline void resolve_path(struct ap_event *ev, struct task_struct *task,
+static __always_inline void resolve_path(struct ap_scratch *sc, struct task_struct *task,
 					 const struct call_args *a, long ret, bool is_open)
 {
-	struct file *f;
+	struct ap_event *ev = &sc->ev;
+	struct file *f = NULL;
+	struct path p;
 
-	if (is_open) {
+	if (is_open)
 		f = ap_task_file(task, ret);
-		if (f) {
-			ap_path_walk(ev, f->f_path.dentry, f->f_path.mnt);
-			return;
-		}
-		/* the descriptor is gone already (another thread closed
-		 * it): fall back on the argument */
+	if (f) {
+		ap_path_resolve(ev, &sc->pc, f->f_path.dentry, f->f_path.mnt, true);
+		return;
 	}
+	/* not an open, or its descriptor is gone already (another thread
+	 * closed it): the argument, after its directory */
 	ap_path_put_arg(ev);
 	/* a cut argument leaves the path unknown past its first bytes */
 	if (ev->flags & AP_EV_TRUNCATED)
 		ev->flags |= AP_EV_PATH_TRUNCATED;
 	if (ev->name[0] == '/') {
-		ap_path_walk(ev, task->fs->root.dentry, task->fs->root.mnt);
+		p.dentry = task->fs->root.dentry;
+		p.mnt = task->fs->root.mnt;
 	} else if (a->dfd == AP_AT_FDCWD) {
-		ap_path_walk(ev, task->fs->pwd.dentry, task->fs->pwd.mnt);
+		p.dentry = task->fs->pwd.dentry;
+		p.mnt = task->fs->pwd.mnt;
 	} else {
 		f = ap_task_file(task, a->dfd);
-		if (f)
-			ap_path_walk(ev, f->f_path.dentry, f->f_path.mnt);
-		else
+		if (!f) {
 			ev->flags |= AP_EV_PATH_TRUNCATED;
+			return;
+		}
+		p.dentry = f->f_path.dentry;
+		p.mnt = f->f_path.mnt;
 	}
+	ap_path_resolve(ev, &sc->pc, p.dentry, p.mnt, false);
 }
 
 static __always_inline int on_exit(long ret, __u32 syscall, bool is_open)
@@ -182,7 +188,7 @@ static __always_inline int on_exit(long ret, __u32 syscall, bool is_open)
 	ev->path_len = 0;
 	ev->filter_gen = 0;
 	read_name(ev, a.path);
-	resolve_path(ev, task, &a, ret, is_open);
+	resolve_path(sc, task, &a, ret, is_open);
 	if (!ap_filter_end(root, ev, &fst))
 		return 0;
 	ap_emit(root, ev, EVQ_PUBLISH_RCU);

@@ -51,6 +51,10 @@ for op, *a in json.loads(sys.argv[1]):
     elif op == "create":
         os.close(os.open(b[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600,
                          dir_fd=fds.get(a[1]) if len(a) > 1 else None))
+    elif op == "creates":  # a[1] files named <prefix>0.. in one directory
+        for i in range(int(a[1])):
+            os.close(os.open(b[0] + str(i).encode(), os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                             0o600))
     elif op == "mkdir":
         os.mkdir(b[0], 0o700, dir_fd=fds.get(a[1]) if len(a) > 1 else None)
     elif op == "mknod":
@@ -64,6 +68,12 @@ for op, *a in json.loads(sys.argv[1]):
     elif op == "chroot":
         os.chroot(b[0])
         os.chdir("/")
+    elif op == "pin":  # one CPU from here on: the tracepoints' path cache is per CPU
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    elif op == "rename":
+        os.rename(b[0], bytes.fromhex(a[1]))
+    elif op == "move_mount":
+        chk(libc.mount(b[0], bytes.fromhex(a[1]), None, 0x2000, None), "mount --move")
 print(json.dumps({"pid": os.getpid(), "mnt_ns": os.stat("ns/mnt", dir_fd=proc).st_ino}))
 """
 
@@ -401,3 +411,78 @@ def test_names_that_are_not_utf8(capture: Capture, work: Path) -> None:
         # the directory is never valid UTF-8, so the base64 copy is always there
         assert "path_b64" in e
         assert e["path"] == (d + b"/" + n).decode("utf-8", "replace")
+
+
+# ---- the path cache (bpf/path.bpf.h, struct ap_path_cache) ----
+# The creator pins itself to one CPU first, so that each creation after the first in a
+# directory finds that directory's path in the CPU's cache; each test then changes what
+# the cached path depends on, and the next creation must show the path as it is now.
+
+
+def test_cache_many_creations_in_one_directory(capture: Capture, work: Path) -> None:
+    d = work / "many"
+    d.mkdir()
+    _, evs = capture.run([["pin"], ["creates", hx(d / "f"), 300]], 300)
+    assert sorted((e["path"], e["path_truncated"]) for e in evs) == sorted(
+        (str(d / f"f{i}"), False) for i in range(300))
+
+
+def test_cache_after_an_ancestor_is_renamed(capture: Capture, work: Path) -> None:
+    """The directory is the same object throughout; a directory above it is renamed
+    twice, between creations that would otherwise find its old path cached."""
+    (work / "a" / "b").mkdir(parents=True)
+    a, c, e = work / "a", work / "c", work / "e"
+    _, evs = capture.run([["pin"], ["create", hx(a / "b" / "f1")], ["rename", hx(a), hx(c)],
+                          ["create", hx(c / "b" / "f2")], ["chdir", hx(c / "b")],
+                          ["mkdir", hx("m1")], ["rename", hx(c), hx(e)], ["mkdir", hx("m2")],
+                          ["create", hx("f3")]], 5)
+    got = {ev["name"]: ev["path"] for ev in evs}
+    assert got == {str(a / "b" / "f1"): str(a / "b" / "f1"),
+                   str(c / "b" / "f2"): str(c / "b" / "f2"),
+                   "m1": str(c / "b" / "m1"), "m2": str(e / "b" / "m2"),
+                   "f3": str(e / "b" / "f3")}
+
+
+def test_cache_after_its_own_directory_is_renamed(capture: Capture, work: Path) -> None:
+    """Creations through a descriptor of a directory that is renamed, and renamed back,
+    meanwhile: every kind of call, each with the name the directory has at the time."""
+    x, y = work / "x", work / "y"
+    x.mkdir()
+    _, evs = capture.run([["pin"], ["dirfd", hx(x), "d"], ["create", hx("q1"), "d"],
+                          ["mkdir", hx("d1"), "d"], ["rename", hx(x), hx(y)],
+                          ["create", hx("q2"), "d"], ["mkdir", hx("d2"), "d"],
+                          ["mknod", hx("p2"), "d"], ["rename", hx(y), hx(x)],
+                          ["create", hx("q3"), "d"]], 6)
+    got = {ev["name"]: ev["path"] for ev in evs}
+    assert got == {"q1": str(x / "q1"), "d1": str(x / "d1"), "q2": str(y / "q2"),
+                   "d2": str(y / "d2"), "p2": str(y / "p2"), "q3": str(x / "q3")}
+
+
+@pytest.fixture
+def private_tmpfs(work: Path) -> Iterator[Path]:
+    """A tmpfs whose mounts do not propagate: a mount below it can be moved."""
+    t = work / "pt"
+    t.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "ap-test", str(t)], check=True)
+    subprocess.run(["mount", "--make-private", str(t)], check=True)
+    try:
+        yield t
+    finally:
+        subprocess.run(["umount", "-R", str(t)], check=True)
+
+
+def test_cache_after_a_mount_is_moved(capture: Capture, private_tmpfs: Path) -> None:
+    """The working directory's mount is moved elsewhere between two creations in it: the
+    directory and its mount are the same objects, the mount's place is not."""
+    m1, m2 = private_tmpfs / "m1", private_tmpfs / "m2"
+    m1.mkdir()
+    m2.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ap-moved", str(m1)], check=True)
+    (m1 / "sub").mkdir()
+    _, evs = capture.run([["pin"], ["chdir", hx(m1 / "sub")], ["create", hx("f1")],
+                          ["move_mount", hx(m1), hx(m2)], ["create", hx("f2")],
+                          ["mkdir", hx("g2")]], 3)
+    got = {ev["name"]: ev["path"] for ev in evs}
+    assert got == {"f1": str(m1 / "sub" / "f1"), "f2": str(m2 / "sub" / "f2"),
+                   "g2": str(m2 / "sub" / "g2")}
+    assert (m2 / "sub" / "f2").exists()
