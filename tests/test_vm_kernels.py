@@ -209,7 +209,7 @@ def test_scenario_whole_paths_calls_and_names(runs: dict[str, Outcome], series: 
     sc = _scenario(runs, series, trigger)
     assert sorted(e["path"] for e in sc.events if not e["path_truncated"]) == sorted(
         m["path"] for m in sc.made if not m.get("path_truncated"))
-    assert len(sc.events) == len(sc.made) == 12
+    assert len(sc.events) == len(sc.made) == 17
     for m in sc.made:
         if m.get("path_truncated"):
             continue

@@ -121,8 +121,9 @@ def main() -> None:
     excluded, outside, late = base / "in" / "excluded", base / "out", base / "in" / "late"
     shared, src, bind = base / "in" / "shared", base / "in" / "src", base / "in" / "bind"
     ns_dir, jail = base / "in" / "ns", base / "in" / "jail"
-    deep = inc / "long"
-    for d in (inc, work, fd_dir, excluded, outside, late, shared, src, bind, ns_dir, jail, deep):
+    deep, ren = inc / "long", base / "in" / "work" / "ren"
+    for d in (inc, work, fd_dir, excluded, outside, late, shared, src, bind, ns_dir, jail, deep,
+              ren / "a" / "b"):
         d.mkdir(parents=True, exist_ok=True)
     for _ in range(6):
         deep = deep / LONG_COMPONENT
@@ -164,6 +165,18 @@ def scenario(trigger: str, base: Path, run: Run, cfg: Path, out: Path) -> None:
     s.fifo(fd_dir / "fifo", dfd)
     os.close(dfd)
     s.create(work / "dotdot", given="d/../dotdot")
+    # renames between creations in one directory, whose path the producer keeps cached
+    # (per task on LSM, per CPU on the fallback): each creation shows the names of now
+    ren = work / "ren"
+    s.create(ren / "a" / "b" / "r1")
+    os.rename(ren / "a", ren / "c")
+    s.create(ren / "c" / "b" / "r2")
+    dfd = os.open(ren / "c" / "b", os.O_RDONLY | os.O_DIRECTORY)
+    s.create(ren / "c" / "b" / "r3", given="r3", dir_fd=dfd)
+    os.rename(ren / "c" / "b", ren / "c" / "z")
+    s.create(ren / "c" / "z" / "r4", given="r4", dir_fd=dfd)
+    s.mkdir(ren / "c" / "z" / "rd", dfd)
+    os.close(dfd)
     s.run_cmd(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "touch",
                str(shared / "bynobody")], shared / "bynobody", uid=65534)
     s.create(bind / "viabind")  # the path through the bind mount, not its source
