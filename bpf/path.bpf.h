@@ -295,6 +295,18 @@ static __always_inline int ap_path_chain(struct ap_path_cache *pc, struct dentry
 	return -1;
 }
 
+/* Make pc name the directory dentry (whose inode is inode), seen through
+ * vfsmnt; ap_path_cache_is checks exactly these fields. */
+static __always_inline void ap_path_cache_name_dir(struct ap_path_cache *pc, struct dentry *dentry,
+						   struct vfsmount *vfsmnt, struct inode *inode)
+{
+	pc->dir = (__u64)dentry;
+	pc->mnt = (__u64)vfsmnt;
+	pc->dir_inode = (__u64)inode;
+	pc->dir_ino = inode->i_ino;
+	pc->dir_gen = inode->i_generation;
+}
+
 /* Whether pc holds the directory dentry, seen through vfsmnt. */
 static __always_inline bool ap_path_cache_is(struct ap_path_cache *pc, struct dentry *dentry,
 					     struct vfsmount *vfsmnt, struct inode *inode)
@@ -361,11 +373,7 @@ static __always_inline void ap_path_resolve(struct ap_event *ev, struct ap_path_
 			pc->len = len;
 			pc->steps = steps;
 			pc->mnt_ns = ev->mnt_ns;
-			pc->dir = (__u64)dentry;
-			pc->mnt = (__u64)vfsmnt;
-			pc->dir_inode = (__u64)inode;
-			pc->dir_ino = inode->i_ino;
-			pc->dir_gen = inode->i_generation;
+			ap_path_cache_name_dir(pc, dentry, vfsmnt, inode);
 			pc->valid = 1;
 		}
 	}

@@ -121,7 +121,7 @@ def main() -> None:
     excluded, outside, late = base / "in" / "excluded", base / "out", base / "in" / "late"
     shared, src, bind = base / "in" / "shared", base / "in" / "src", base / "in" / "bind"
     ns_dir, jail = base / "in" / "ns", base / "in" / "jail"
-    deep, ren = inc / "long", base / "in" / "work" / "ren"
+    deep, ren = inc / "long", work / "ren"
     for d in (inc, work, fd_dir, excluded, outside, late, shared, src, bind, ns_dir, jail, deep,
               ren / "a" / "b"):
         d.mkdir(parents=True, exist_ok=True)
