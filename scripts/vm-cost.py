@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a file creation costs, counted in instructions, in the test VMs' kernels: with
-nothing attached, with the floor (an empty program on the fallback's tracepoints), with the
-pipeline on the syscall tracepoints and on BPF LSM.
+nothing attached, with the pipeline on the syscall tracepoints and on BPF LSM, and with the
+floor of each (empty programs where the pipeline's programs attach).
 
     sudo .venv/bin/python scripts/vm-cost.py [--kernel NAME] [--files N] [--rounds R] [--json]
 
@@ -29,14 +29,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.bench.part_overhead import FLOOR_OBJ  # noqa: E402
+from pipeline.bench.part_overhead import FLOOR_LSM_OBJ, FLOOR_OBJ  # noqa: E402
 from pipeline.bench.tools import ToolError, program  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.flags import Parser  # noqa: E402
 from pipeline.ranges import VM_COST  # noqa: E402
 from tests.helpers import vm  # noqa: E402
 
-WHO = ("none", "floor", "tracepoint", "lsm")
+WHO = ("none", "floor", "tracepoint", "floor_lsm", "lsm")
 # a boot's budget: two pipeline starts of about a minute each under emulation, the loops,
 # the boot itself
 TIMEOUT_S = 3600.0
@@ -141,9 +141,10 @@ def main(argv: list[str]) -> int:
     except ToolError as e:
         print(f"vm-cost: {e}", file=sys.stderr)
         return 2
-    if not FLOOR_OBJ.is_file():
-        print(f"vm-cost: {FLOOR_OBJ} is missing: run `make bpf` as root", file=sys.stderr)
-        return 2
+    for obj in (FLOOR_OBJ, FLOOR_LSM_OBJ):
+        if not obj.is_file():
+            print(f"vm-cost: {obj} is missing: run `make bpf` as root", file=sys.stderr)
+            return 2
     results: dict[str, Any] = {}
     failed = False
     for n in names:

@@ -47,6 +47,8 @@ PIN_DIR = "/sys/fs/bpf/arena-pipeline-bench"
 CONTENDERS = ("none", "floor", "pipeline", "pipeline_kernel", "bpftrace")
 BPFFS = "/sys/fs/bpf"
 FLOOR_OBJ = BUILD / "bench_floor.bpf.o"
+# the LSM producer's floor, for scripts/vm-cost.py (this machine cannot attach it)
+FLOOR_LSM_OBJ = BUILD / "bench_floor_lsm.bpf.o"
 # the targets the issue sets: the pipeline adds at most 5% to each creation, and at most a
 # tenth of what bpftrace adds
 TARGET_OVERHEAD_PCT = 5.0
@@ -117,14 +119,16 @@ class CreateLoad:
 
 
 class Floor:
-    """bench_floor.bpf.o's empty programs, attached by bpftool: `autoattach` pins one link per
-    program into a directory of their own, and removing the pins detaches them. The directory
-    is made here under a fresh name: /sys/fs/bpf may be writable by everyone (sticky), and a
-    name someone else could have taken first is not used."""
+    """A floor object's empty programs (bench_floor.bpf.o by default), attached by bpftool:
+    `autoattach` pins one link per program into a directory of their own, and removing the
+    pins detaches them. The directory is made here under a fresh name: /sys/fs/bpf may be
+    writable by everyone (sticky), and a name someone else could have taken first is not
+    used."""
 
-    def __init__(self) -> None:
-        if not FLOOR_OBJ.is_file():
-            raise ToolError(f"bench: {FLOOR_OBJ} is missing: run `make bpf` as root")
+    def __init__(self, obj: Path = FLOOR_OBJ) -> None:
+        if not obj.is_file():
+            raise ToolError(f"bench: {obj} is missing: run `make bpf` as root")
+        self.obj = obj
         self.dir = Path(tempfile.mkdtemp(prefix="arena-pipeline-floor-", dir=BPFFS))
         try:
             self.ids = self._attach()
@@ -133,7 +137,7 @@ class Floor:
             raise
 
     def _attach(self) -> set[int]:
-        res = subprocess.run([bpftool(), "prog", "loadall", str(FLOOR_OBJ), str(self.dir),
+        res = subprocess.run([bpftool(), "prog", "loadall", str(self.obj), str(self.dir),
                               "autoattach"], capture_output=True, text=True, check=False)
         if res.returncode != 0:
             why = (res.stderr.strip().splitlines() or ["no message"])[-1]

@@ -3,12 +3,14 @@
 nanosecond per instruction and a process's CPU time is the instructions it ran).
 
 Runs build/createload (the overhead benchmark's load: openat(O_CREAT|O_EXCL) + close on
-tmpfs) in blocks of --rounds loops: with nothing attached, with the floor (an empty program
-on each of the fallback's tracepoints, bpf/bench_floor.bpf.o), with the pipeline on
-`--trigger tracepoint` and on `--trigger lsm` (each started once for its block: under
-emulation a start takes about a minute); a block with nothing attached before the first
-and after each other block. Each loop of a pipeline block is followed by a second loop while
-the kernel counts the pipeline's BPF run time, in instructions per event here.
+tmpfs) in blocks of --rounds loops: with nothing attached; with the floor (an empty program
+on each of the fallback's tracepoints, bpf/bench_floor.bpf.o); with the pipeline on
+`--trigger tracepoint`; with the LSM floor (an empty program on each of the LSM producer's
+hooks, bpf/bench_floor_lsm.bpf.o); with the pipeline on `--trigger lsm`. Each pipeline is
+started once for its block (under emulation a start takes about a minute). A block with
+nothing attached comes before the first and after each other block. Each loop of a pipeline
+block is followed by a second loop while the kernel counts the pipeline's BPF run time, in
+instructions per event here.
 
 Prints tagged lines on the console for the host: COST-INFO, COST <who> <instructions per
 creation>, COST-BPF <who> <BPF instructions per event>, COST-CAPTURED <who> <events>
@@ -28,10 +30,19 @@ REPO = Path(sys.argv[1])
 sys.path.insert(0, str(REPO))
 
 from pipeline.bench import bpfstats  # noqa: E402
-from pipeline.bench.part_overhead import CreateLoad, Floor, then_files_for, tracer_stats  # noqa: E402
+from pipeline.bench.part_overhead import (  # noqa: E402
+    FLOOR_LSM_OBJ,
+    FLOOR_OBJ,
+    CreateLoad,
+    Floor,
+    then_files_for,
+    tracer_stats,
+)
 
 READY_TIMEOUT = 900.0
 WHERE = Path("/tmp")  # a tmpfs in the guest
+# the contenders that are empty programs, and their objects
+FLOORS = {"floor": FLOOR_OBJ, "floor_lsm": FLOOR_LSM_OBJ}
 
 
 def _loop(scratch: Path, files: int, counted: int,
@@ -75,8 +86,8 @@ def _block(scratch: Path, who: str, files: int, counted: int, rounds: int) -> No
     pipeline = floor = None
     out = scratch / f"cost-{who}.jsonl"
     try:
-        if who == "floor":
-            floor = Floor()
+        if who in FLOORS:
+            floor = Floor(FLOORS[who])
         elif who != "none":
             pipeline = _start(who, out)
         for _ in range(rounds):
@@ -103,7 +114,7 @@ def main() -> None:
     print(f"COST-INFO kernel {os.uname().release} files {files} counted {counted} "
           f"rounds {rounds} cpus {os.cpu_count()}", flush=True)
     _block(scratch, "none", files, counted, rounds)
-    for who in ("floor", "tracepoint", "lsm"):
+    for who in ("floor", "tracepoint", "floor_lsm", "lsm"):
         _block(scratch, who, files, counted, rounds)
         _block(scratch, "none", files, counted, rounds)
 
