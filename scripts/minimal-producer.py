@@ -36,9 +36,10 @@ from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.flags import Parser  # noqa: E402
 
 PATCH = ROOT / "scripts" / "minimal-producer.patch"
-# make's set-up stamps: the worktree shares this checkout's virtualenv and system packages,
-# so the build must not redo the set-up (which would reinstall packages from the network)
-STAMPS = (ROOT / "build" / ".system-ready", ROOT / ".venv" / ".ready")
+# make's set-up stamps, relative to a checkout: the worktree shares this checkout's
+# virtualenv and system packages, so its build must not redo the set-up (which would
+# reinstall the packages)
+STAMPS = ("build/.system-ready", ".venv/.ready")
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -67,8 +68,9 @@ def _prepare(tree: Path) -> bool:
     (tree / "build").mkdir()
     (tree / "build" / "vm").symlink_to(ROOT / "build" / "vm")
     shutil.copy2(ROOT / "build" / "vmlinux.h", tree / "build" / "vmlinux.h")
-    keep = [a for s in STAMPS for a in ("-o", str(s))]
-    return _run(["make", "-s", *keep, "bpf", "ext", "build/createload"], tree) == 0
+    keep = [a for s in STAMPS for a in ("-o", str(tree / s))]
+    return _run(["make", "-s", *keep, "bpf", "ext", str(tree / "build" / "createload")],
+                tree) == 0
 
 
 def main(argv: list[str]) -> int:
@@ -82,7 +84,7 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     missing = [p for p in (ROOT / ".venv" / "bin" / "python", ROOT / "build" / "vmlinux.h",
-                           *STAMPS) if not p.exists()]
+                           *(ROOT / s for s in STAMPS)) if not p.exists()]
     if missing:
         print(f"minimal-producer: {missing[0]} is missing: run `sudo make setup` first",
               file=sys.stderr)
