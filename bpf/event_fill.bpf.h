@@ -48,6 +48,22 @@ static __always_inline void ap_fill_task(struct ap_event_head *ev, struct task_s
 	ap_task_comm(ev->comm, task);
 }
 
+/* Fill what a creation record says of its call, and clear what the path
+ * walk and the filters add to (the scratch record is reused, never cleared
+ * whole: a memset of its head would cost a store per word of name). */
+static __always_inline void ap_fill_call(struct ap_event *ev, __u8 syscall, __u32 mode,
+					 __u32 open_flags, __s32 ret, __u32 flags)
+{
+	ev->syscall = syscall;
+	ev->mode = mode;
+	ev->open_flags = open_flags;
+	ev->ret = ret;
+	ev->flags = flags;
+	ev->mnt_ns = 0;
+	ev->path_len = 0;
+	ev->filter_gen = 0;
+}
+
 /* The synthetic record of the burst generator (tests and benchmarks): a
  * record without a path. */
 static __always_inline void ap_fill_burst(struct ap_event_head *ev, __u64 i)

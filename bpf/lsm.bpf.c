@@ -63,12 +63,10 @@ static __always_inline int emit_dentry(struct dentry *dentry, __u32 mode, __u32 
 		return 0;
 	ev = &sc->ev;
 	id = bpf_get_current_pid_tgid();
-	__builtin_memset(ev, 0, sizeof(struct ap_event_head));
 	ap_fill_task((struct ap_event_head *)ev, task, id, AP_TRIGGER_LSM, true);
 	if (!ap_filter_pass(root, ev->pid, ev->comm) || !ap_filter_begin(root, ev, &fst))
 		return 0;
-	ev->syscall = syscall;
-	ev->mode = mode;
+	ap_fill_call(ev, syscall, mode, 0, 0, 0);
 	name = BPF_CORE_READ(dentry, d_name.name);
 	n = bpf_probe_read_kernel_str(ev->name, sizeof(ev->name), name);
 	if (n <= 0)

@@ -179,14 +179,8 @@ static __always_inline int on_exit(long ret, __u32 syscall, bool is_open)
 	ap_fill_task((struct ap_event_head *)ev, task, id, AP_TRIGGER_TRACEPOINT, true);
 	if (!ap_filter_begin(root, ev, &fst))
 		return 0;
-	ev->syscall = syscall;
-	ev->mode = a.mode;
-	ev->open_flags = a.open_flags;
-	ev->ret = ret;
-	ev->flags = a.open_flags & AP_O_EXCL ? AP_EV_EXCL : 0;
-	ev->mnt_ns = 0;
-	ev->path_len = 0;
-	ev->filter_gen = 0;
+	ap_fill_call(ev, syscall, a.mode, a.open_flags, ret,
+		     a.open_flags & AP_O_EXCL ? AP_EV_EXCL : 0);
 	read_name(ev, a.path);
 	resolve_path(sc, task, &a, ret, is_open);
 	if (!ap_filter_end(root, ev, &fst))
