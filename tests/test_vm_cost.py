@@ -62,16 +62,16 @@ def test_the_counts_order_as_the_work_does(cost: dict[str, Any]) -> None:
     assert 3000 < s["none"]["instructions"] < 100_000
     # nothing attached spreads little: no other work is counted
     assert s["none"]["max"] < 1.1 * s["none"]["min"]
-    # an empty program costs something, the pipeline's work on the same hooks more
+    # an empty program on the tracepoints costs something (the traced path of every
+    # syscall); the LSM floor's 130-180 are within the spread of the rounds with nothing
+    # attached (a few hundred), so only its counted programs are checked
+    assert s["floor"]["added"] > 50
     for floor, who in (("floor", "tracepoint"), ("floor_lsm", "lsm")):
-        assert s[floor]["added"] > 20, floor
         assert s[floor]["bpf_per_event"] > 0, floor
+        # the pipeline's work on the same hooks: far above the spread
         assert s[who]["added"] > s[floor]["added"] + 200, who
         # the counted programs: more than an empty one's
         assert s[who]["bpf_per_event"] > s[floor]["bpf_per_event"], who
-    # the LSM hook runs for creations only; the tracepoints put every syscall of every
-    # process on the traced path and build an argument record before the program
-    assert s["floor_lsm"]["added"] < s["floor"]["added"]
 
 
 def test_bad_input_is_one_line_and_exit_2() -> None:
