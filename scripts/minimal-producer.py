@@ -14,8 +14,8 @@ there with this checkout's toolchain and virtualenv. Then, in that worktree:
 - `python -m pipeline bench --only overhead` (timed on this machine), whose report.md is
   printed.
 The worktree is removed afterwards. The patch is a measurement, never a build of the
-product: the records it publishes have no path. tests/test_vm_cost.py checks that it still
-applies to the tree.
+product: the records it publishes have no path. tests/test_minimal_producer.py checks that
+it still applies to the tree and that what it gives builds.
 
 Exit status: 0, 1 when a build or a measurement failed, 2 on bad input."""
 

@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.bench.part_overhead import FLOOR_LSM_OBJ, FLOOR_OBJ  # noqa: E402
+from pipeline.bench.part_overhead import VM_COST_FLOORS  # noqa: E402
 from pipeline.bench.tools import ToolError, program  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.flags import Parser  # noqa: E402
@@ -141,7 +141,7 @@ def main(argv: list[str]) -> int:
     except ToolError as e:
         print(f"vm-cost: {e}", file=sys.stderr)
         return 2
-    for obj in (FLOOR_OBJ, FLOOR_LSM_OBJ):
+    for obj in VM_COST_FLOORS.values():
         if not obj.is_file():
             print(f"vm-cost: {obj} is missing: run `make bpf` as root", file=sys.stderr)
             return 2

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from helpers import vm
 
+from pipeline.bench.part_overhead import VM_COST_FLOORS
+
 SCRIPT = vm.ROOT / "scripts" / "vm-cost.py"
 KERNEL = "6.18"
 
@@ -27,9 +29,9 @@ def _why_not() -> str | None:
     k = vm.kernels().get(KERNEL)
     if k is None or not k.available:
         return f"kernel {KERNEL} missing: run `make vm`"
-    for obj in ("bench_floor.bpf.o", "bench_floor_lsm.bpf.o"):
-        if not (vm.ROOT / "build" / obj).exists():
-            return f"build/{obj} missing: run `make bpf`"
+    for obj in VM_COST_FLOORS.values():
+        if not obj.exists():
+            return f"build/{obj.name} missing: run `make bpf`"
     return None
 
 

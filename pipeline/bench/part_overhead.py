@@ -49,6 +49,8 @@ BPFFS = "/sys/fs/bpf"
 FLOOR_OBJ = BUILD / "bench_floor.bpf.o"
 # the LSM producer's floor, for scripts/vm-cost.py (this machine cannot attach it)
 FLOOR_LSM_OBJ = BUILD / "bench_floor_lsm.bpf.o"
+# scripts/vm-cost.py's contenders that are empty programs, and their objects
+VM_COST_FLOORS = {"floor": FLOOR_OBJ, "floor_lsm": FLOOR_LSM_OBJ}
 # the targets the issue sets: the pipeline adds at most 5% to each creation, and at most a
 # tenth of what bpftrace adds
 TARGET_OVERHEAD_PCT = 5.0

@@ -31,8 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.bench import bpfstats  # noqa: E402
 from pipeline.bench.part_overhead import (  # noqa: E402
-    FLOOR_LSM_OBJ,
-    FLOOR_OBJ,
+    VM_COST_FLOORS,
     CreateLoad,
     Floor,
     then_files_for,
@@ -41,8 +40,6 @@ from pipeline.bench.part_overhead import (  # noqa: E402
 
 READY_TIMEOUT = 900.0
 WHERE = Path("/tmp")  # a tmpfs in the guest
-# the contenders that are empty programs, and their objects
-FLOORS = {"floor": FLOOR_OBJ, "floor_lsm": FLOOR_LSM_OBJ}
 
 
 def _loop(scratch: Path, files: int, counted: int,
@@ -86,8 +83,8 @@ def _block(scratch: Path, who: str, files: int, counted: int, rounds: int) -> No
     pipeline = floor = None
     out = scratch / f"cost-{who}.jsonl"
     try:
-        if who in FLOORS:
-            floor = Floor(FLOORS[who])
+        if who in VM_COST_FLOORS:
+            floor = Floor(VM_COST_FLOORS[who])
         elif who != "none":
             pipeline = _start(who, out)
         for _ in range(rounds):
